@@ -1,0 +1,157 @@
+//! Subjects, the stream, message ids and publishing.
+//!
+//! One stream holds every source's records, one subject per source:
+//! `patients.<source>`. It uses Limits retention so that it can be replayed
+//! after a failure (WorkQueue or Interest retention would delete what was
+//! acked), and a duplicate window that covers an extractor's restart, so that
+//! re-publishing the same content is dropped by the server.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use serde::Deserialize;
+
+use crate::envelope::Envelope;
+
+/// Subjects are `patients.<source>`.
+pub const SUBJECT_PREFIX: &str = "patients";
+
+/// `patients.<source>`.
+pub fn subject(source: &str) -> String {
+    format!("{SUBJECT_PREFIX}.{source}")
+}
+
+/// The source named by a subject, if it is one of ours.
+pub fn source_from_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(SUBJECT_PREFIX)?
+        .strip_prefix('.')
+        .filter(|s| is_valid_source_name(s))
+}
+
+/// A source name is one subject token: 1–32 of `[a-z0-9_-]`.
+pub fn is_valid_source_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The message id (`Nats-Msg-Id`) the stream deduplicates on:
+/// `<source>:<source id>:<content hash, hex>`.
+///
+/// Known limit of content-based ids: if a record goes A → B → A within the
+/// duplicate window, the second A is dropped by the server as a duplicate
+/// and the record stays at B. The publish ack says so (`duplicate: true`);
+/// an extractor that knows it is publishing a new change (not re-publishing
+/// after a restart) must then publish again with [`revision_message_id`].
+pub fn message_id(source: &str, source_id: &str, content_hash: &[u8; 32]) -> String {
+    format!("{source}:{source_id}:{}", hex::encode(content_hash))
+}
+
+/// A message id that also names the version: for a new change whose content
+/// equals an earlier one still inside the duplicate window.
+pub fn revision_message_id(envelope: &Envelope) -> String {
+    format!("{}:{}", envelope.message_id(), envelope.version)
+}
+
+/// The stream, as operators configure it (`[stream]` in every service's
+/// configuration file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StreamSettings {
+    /// Stream name.
+    pub name: String,
+    /// How long messages are kept for replay (e.g. "30d"). 0 keeps them until
+    /// `max_bytes` is reached.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Largest size of the stream in bytes; oldest messages go first. -1: no limit.
+    pub max_bytes: i64,
+    /// How long the server remembers message ids to drop re-published
+    /// content. Must cover an extractor's restart and re-run of its last page.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// Replicas in a NATS cluster (1 on a single server).
+    pub replicas: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            name: "PATIENTS".into(),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: -1,
+            duplicate_window: Duration::from_secs(10 * 60),
+            replicas: 1,
+        }
+    }
+}
+
+impl StreamSettings {
+    pub fn config(&self) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            subjects: vec![format!("{SUBJECT_PREFIX}.*")],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+            duplicate_window: self.duplicate_window,
+            num_replicas: self.replicas,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates the stream if it does not exist; an existing stream is used as is
+/// (changing limits of a live stream is an operator's decision).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<stream::Stream, async_nats::jetstream::context::CreateStreamError> {
+    js.get_or_create_stream(settings.config()).await
+}
+
+/// Publishes an envelope on its source's subject with its message id; await
+/// the returned future for the server's ack (keep many in flight).
+pub async fn publish(
+    js: &jetstream::Context,
+    envelope: &Envelope,
+) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
+    publish_with_id(js, envelope, envelope.message_id()).await
+}
+
+/// Publishes with an explicit message id (see [`revision_message_id`]).
+pub async fn publish_with_id(
+    js: &jetstream::Context,
+    envelope: &Envelope,
+    message_id: String,
+) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(envelope.encode().into())
+        .message_id(message_id);
+    js.send_publish(subject(&envelope.source), publish).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip() {
+        assert_eq!(subject("qms"), "patients.qms");
+        assert_eq!(source_from_subject("patients.infoclinica"), Some("infoclinica"));
+        assert_eq!(source_from_subject("patients.Bad"), None);
+        assert_eq!(source_from_subject("other.qms"), None);
+        assert!(!is_valid_source_name(""));
+        assert!(!is_valid_source_name("a.b"));
+        assert!(is_valid_source_name("branch-7_lab"));
+    }
+
+    #[test]
+    fn message_id_is_source_id_and_hash() {
+        let id = message_id("qms", "41449/A22", &[0xab; 32]);
+        assert!(id.starts_with("qms:41449/A22:abab"));
+        assert_eq!(id.len(), "qms:41449/A22:".len() + 64);
+    }
+}

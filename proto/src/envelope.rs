@@ -1,0 +1,299 @@
+//! The envelope: what one bus message carries, and its MessagePack codec.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::bus;
+use crate::record::PatientRecord;
+
+/// The schema version this crate writes. Readers accept every version:
+/// fields are encoded by name, unknown ones are skipped and missing ones take
+/// their defaults. A change that cannot be expressed that way needs a new
+/// stream, not a new number here.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Longest source id accepted (qMS his numbers and PCODEs are far shorter).
+pub const MAX_SOURCE_ID_LEN: usize = 128;
+
+/// Earliest birth date accepted as plausible.
+pub fn earliest_birth_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1880, 1, 1).expect("valid date")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// The record exists with this content.
+    Upsert,
+    /// The record no longer exists at the source (kept, soft-deleted, downstream).
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Upsert => "upsert",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// One change of one source record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema_version: u16,
+    /// Source system name, as in the subject `patients.<source>`.
+    pub source: String,
+    /// The record's id in its source (qMS his number, Infoclinica PCODE), text.
+    pub source_id: String,
+    pub op: Operation,
+    /// Orders changes of the same record: the loader keeps the highest
+    /// `(version, content_hash)` it has seen. Extractors use the source's own
+    /// monotonic version where it has one, else the observation time in
+    /// microseconds since the Unix epoch.
+    pub version: i64,
+    /// When the extractor read the record.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub observed_at: DateTime<Utc>,
+    /// BLAKE3 of the operation and the record's content: equal content, equal
+    /// hash. Part of the message id, so republishing the same content is
+    /// dropped by the stream's duplicate window.
+    #[serde(with = "serde_bytes_array")]
+    pub content_hash: [u8; 32],
+    /// The content; `None` for a delete.
+    #[serde(default)]
+    pub record: Option<PatientRecord>,
+}
+
+impl Envelope {
+    /// An upsert of `record`, hashed.
+    pub fn upsert(
+        source: impl Into<String>,
+        source_id: impl Into<String>,
+        version: i64,
+        observed_at: DateTime<Utc>,
+        record: PatientRecord,
+    ) -> Self {
+        let content_hash = content_hash(Operation::Upsert, Some(&record));
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            source: source.into(),
+            source_id: source_id.into(),
+            op: Operation::Upsert,
+            version,
+            observed_at,
+            content_hash,
+            record: Some(record),
+        }
+    }
+
+    /// A deletion of the record.
+    pub fn delete(
+        source: impl Into<String>,
+        source_id: impl Into<String>,
+        version: i64,
+        observed_at: DateTime<Utc>,
+    ) -> Self {
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            source: source.into(),
+            source_id: source_id.into(),
+            op: Operation::Delete,
+            version,
+            observed_at,
+            content_hash: content_hash(Operation::Delete, None),
+            record: None,
+        }
+    }
+
+    /// MessagePack, as a map with named fields.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("an envelope always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        rmp_serde::from_slice(bytes).map_err(DecodeError::from)
+    }
+
+    /// The id the stream deduplicates on: source, source id and content hash.
+    pub fn message_id(&self) -> String {
+        bus::message_id(&self.source, &self.source_id, &self.content_hash)
+    }
+
+    /// Checks what the schema requires beyond decoding. `today` bounds birth
+    /// dates (a birth date in the future is a broken record, not data).
+    pub fn validate(&self, today: NaiveDate) -> Result<(), SchemaViolation> {
+        if self.schema_version == 0 {
+            return Err(SchemaViolation::SchemaVersion);
+        }
+        if !bus::is_valid_source_name(&self.source) {
+            return Err(SchemaViolation::SourceName);
+        }
+        if self.source_id.trim().is_empty() {
+            return Err(SchemaViolation::MissingSourceId);
+        }
+        if self.source_id.len() > MAX_SOURCE_ID_LEN
+            || self.source_id.trim() != self.source_id
+            || self.source_id.contains('\0')
+        {
+            return Err(SchemaViolation::SourceIdFormat);
+        }
+        let record = match (self.op, &self.record) {
+            (Operation::Upsert, None) => return Err(SchemaViolation::MissingRecord),
+            (_, Some(r)) => r,
+            (Operation::Delete, None) => return Ok(()),
+        };
+        if let Some(birth) = record.birth_date {
+            if birth > today {
+                return Err(SchemaViolation::BirthDateInFuture);
+            }
+            if birth < earliest_birth_date() {
+                return Err(SchemaViolation::BirthDateTooOld);
+            }
+        }
+        if let Some(field) = field_with_nul(record) {
+            return Err(SchemaViolation::NulCharacter(field));
+        }
+        Ok(())
+    }
+}
+
+/// BLAKE3 over the MessagePack of the operation and the record.
+pub fn content_hash(op: Operation, record: Option<&PatientRecord>) -> [u8; 32] {
+    let bytes = rmp_serde::to_vec_named(&(op, record)).expect("a record always serializes");
+    *blake3::hash(&bytes).as_bytes()
+}
+
+/// PostgreSQL text cannot hold NUL; find the first field that has one.
+fn field_with_nul(r: &PatientRecord) -> Option<&'static str> {
+    let has = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains('\0'));
+    if has(&r.business_unit) {
+        return Some("business_unit");
+    }
+    if has(&r.last_name) || has(&r.first_name) || has(&r.middle_name) {
+        return Some("name");
+    }
+    if r.documents.iter().any(|d| d.number.contains('\0') || has(&d.series) || has(&d.source_type_code)) {
+        return Some("documents");
+    }
+    if [&r.snils, &r.oms_policy].iter().any(|c| c.as_ref().is_some_and(|c| c.value.contains('\0'))) {
+        return Some("identifiers");
+    }
+    if r.phones.iter().any(|p| p.number.value.contains('\0')) || r.emails.iter().any(|e| e.address.value.contains('\0')) {
+        return Some("contacts");
+    }
+    if r.issues.iter().any(|i| i.field.contains('\0') || has(&i.raw)) {
+        return Some("issues");
+    }
+    None
+}
+
+/// Why a message broke the schema. Messages name fields, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaViolation {
+    #[error("schema_version is 0")]
+    SchemaVersion,
+    #[error("source name is not a valid subject token ([a-z0-9_-], 1-32 chars)")]
+    SourceName,
+    #[error("source_id is missing or empty")]
+    MissingSourceId,
+    #[error("source_id is too long, padded with spaces or contains NUL")]
+    SourceIdFormat,
+    #[error("upsert without a record")]
+    MissingRecord,
+    #[error("birth_date is in the future")]
+    BirthDateInFuture,
+    #[error("birth_date is before 1880-01-01")]
+    BirthDateTooOld,
+    #[error("field {0} contains a NUL character")]
+    NulCharacter(&'static str),
+}
+
+impl SchemaViolation {
+    /// Stable code for metrics and the dead-letter table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SchemaViolation::SchemaVersion => "schema_version",
+            SchemaViolation::SourceName => "source_name",
+            SchemaViolation::MissingSourceId => "missing_source_id",
+            SchemaViolation::SourceIdFormat => "source_id_format",
+            SchemaViolation::MissingRecord => "missing_record",
+            SchemaViolation::BirthDateInFuture => "birth_date_in_future",
+            SchemaViolation::BirthDateTooOld => "birth_date_too_old",
+            SchemaViolation::NulCharacter(_) => "nul_character",
+        }
+    }
+}
+
+/// A message that is not a valid envelope. The text is safe to log: decoder
+/// messages are stripped of the values they quote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable message: {0}")]
+pub struct DecodeError(String);
+
+impl From<rmp_serde::decode::Error> for DecodeError {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        DecodeError(redact_quoted(&e.to_string()))
+    }
+}
+
+/// serde's messages quote offending values (`invalid type: string "Иванов"`);
+/// keep the shape of the message and drop what was inside quotes.
+fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `[u8; 32]` as MessagePack bin, not as an array of 32 integers.
+mod serde_bytes_array {
+    use serde::{de::Error, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = [u8; 32];
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("32 bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<[u8; 32], E> {
+                v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 32], A::Error> {
+                let mut out = [0u8; 32];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_quoted_values() {
+        let msg = r#"invalid type: string "Иванов", expected u16"#;
+        assert_eq!(redact_quoted(msg), r#"invalid type: string "…", expected u16"#);
+    }
+}
