@@ -1,1 +1,20 @@
+//! The loader: consumes `patients.*` through one durable pull consumer and
+//! writes PostgreSQL.
+//!
+//! * [`settings`]: its configuration.
+//! * [`batch`]: decoding, validation and collapsing of a batch.
+//! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
+//! * [`service`]: the consume → write → ack loop and its shutdown.
+//!
+//! Guarantees: a message is acked only after its effect is committed (or its
+//! dead letter is); every write is idempotent and ordered by the record's
+//! version, so redeliveries, duplicates, several loader instances and a kill
+//! at any moment all converge on the same state.
 
+pub mod batch;
+pub mod service;
+pub mod settings;
+pub mod store;
+
+pub use service::{run, Summary};
+pub use settings::Settings;

@@ -1,1 +1,10 @@
+//! What every service of the bus shares: layered [`settings`], connections
+//! to [`nats`] and the [`database`], [`telemetry`] (logs), [`backoff`] and
+//! graceful [`shutdown`].
 
+pub mod backoff;
+pub mod database;
+pub mod nats;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,390 @@
+//! The consume → write → ack loop.
+//!
+//! One task fetches: it fills a batch (up to `batch_size` messages or
+//! `batch_wait`) from the consumer's message stream, which keeps the next
+//! messages prefetched while batches are written. Up to `writers` tasks
+//! write batches concurrently, each in its own transaction, and ack their
+//! messages after commit. On SIGTERM the fetcher stops, releases what it has
+//! prefetched (nak without delay, so another instance takes it at once), and
+//! the batches in hand are finished and acked before the process exits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull, message::Message, AckKind};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{self, Rejection};
+use crate::settings::{LoaderSettings, Settings};
+use crate::store::{DeadLetter, LoadRow, Store, Written};
+use etl_runtime::database::is_transient;
+
+/// What a loader did in its life, reported at exit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub written: Written,
+    pub batches: u64,
+    /// Batches nak'ed for a transient failure (to be redelivered).
+    pub retried_batches: u64,
+}
+
+struct Shared {
+    store: Store,
+    settings: LoaderSettings,
+    summary: Mutex<Summary>,
+    shutdown: CancellationToken,
+}
+
+/// Runs the loader until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    let loader = settings.loader.clone();
+    let store = Store::new(settings.database.pool(), &settings.stream.name);
+
+    let pool = store.pool();
+    let Some(()) = retry_until(&shutdown, &loader, "PostgreSQL", || async move { pool.acquire().await.map(drop) }).await
+    else {
+        return Ok(Summary::default());
+    };
+    store.migrate().await.context("applying migrations")?;
+
+    let client = settings.nats.connect("loader").await.context("connecting to NATS")?;
+    let js = jetstream::new(client.clone());
+    let consumer_config = pull::Config {
+        durable_name: Some(loader.consumer.clone()),
+        filter_subject: loader.filter_subject.clone(),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: loader.ack_wait,
+        // Never give up on a message: poison is dead-lettered and terminated
+        // by us; a transient failure must be retried until it succeeds.
+        max_deliver: -1,
+        max_ack_pending: loader.max_ack_pending,
+        ..Default::default()
+    };
+    let (js_ref, stream_settings, name, config) = (&js, &settings.stream, &loader.consumer, &consumer_config);
+    let Some(consumer) = retry_until(&shutdown, &loader, "NATS JetStream", || async move {
+        let stream = proto::bus::ensure_stream(js_ref, stream_settings).await?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream.get_or_create_consumer(name, config.clone()).await?;
+        Ok::<_, anyhow::Error>(consumer)
+    })
+    .await
+    else {
+        return Ok(Summary::default());
+    };
+    tracing::info!(consumer = %loader.consumer, stream = %settings.stream.name, "loader ready");
+
+    let shared = Arc::new(Shared {
+        store,
+        settings: loader.clone(),
+        summary: Mutex::new(Summary::default()),
+        shutdown: shutdown.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(loader.writers.max(1)));
+    let mut writers = JoinSet::new();
+    let mut attempt = 0;
+
+    'consume: while !shutdown.is_cancelled() {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(loader.batch_size)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
+            .messages()
+            .await
+        {
+            Ok(messages) => messages,
+            Err(error) => {
+                attempt += 1;
+                tracing::warn!(%error, "cannot pull from the consumer; retrying");
+                sleep_or_cancel(loader.retry.delay(attempt), &shutdown).await;
+                continue;
+            }
+        };
+        attempt = 0;
+        loop {
+            let (batch, next) = next_batch(&mut messages, &loader, &shutdown).await;
+            if !batch.is_empty() {
+                let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
+                writers.spawn(write_batch(shared.clone(), batch, permit));
+            }
+            while let Some(done) = writers.try_join_next() {
+                done.context("a writer task panicked")?;
+            }
+            match next {
+                Next::More => {}
+                Next::Restart => continue 'consume,
+                Next::Shutdown => {
+                    release_prefetched(&mut messages).await;
+                    break 'consume;
+                }
+            }
+        }
+    }
+
+    let finish = async {
+        while let Some(done) = writers.join_next().await {
+            done.context("a writer task panicked")?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    match tokio::time::timeout(loader.shutdown_timeout, finish).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("batches still in hand at the shutdown deadline; they will be redelivered"),
+    }
+    // Acks are only sent by `ack()`: flush them before the process exits.
+    if let Err(error) = client.drain().await {
+        tracing::warn!(%error, "draining the NATS connection failed");
+    }
+    let summary = *shared.summary.lock().unwrap();
+    Ok(summary)
+}
+
+enum Next {
+    More,
+    /// The message stream ended or broke beyond repair: make a new one.
+    Restart,
+    Shutdown,
+}
+
+/// Fills a batch: waits for a first message, then takes what arrives within
+/// `batch_wait`, up to `batch_size`.
+async fn next_batch(
+    messages: &mut pull::Stream,
+    settings: &LoaderSettings,
+    shutdown: &CancellationToken,
+) -> (Vec<Message>, Next) {
+    let mut batch = Vec::new();
+    let mut deadline = None;
+    while batch.len() < settings.batch_size {
+        let wait = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let item = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return (batch, Next::Shutdown),
+            _ = wait => break,
+            item = messages.next() => item,
+        };
+        match item {
+            Some(Ok(message)) => {
+                batch.push(message);
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + settings.batch_wait);
+            }
+            Some(Err(error)) => {
+                use pull::MessagesErrorKind as Kind;
+                match error.kind() {
+                    // Not fatal: the stream recovers by itself.
+                    Kind::MissingHeartbeat | Kind::NoResponders | Kind::Pull | Kind::Other => {
+                        tracing::warn!(%error, "pulling messages failed; continuing");
+                        if batch.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        } else {
+                            break;
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(%error, "message stream broken; recreating it");
+                        return (batch, Next::Restart);
+                    }
+                }
+            }
+            None => return (batch, Next::Restart),
+        }
+    }
+    (batch, Next::More)
+}
+
+/// Hands back, without delay, messages already delivered to this process but
+/// not yet in a batch, so another instance can take them now instead of
+/// after `ack_wait`.
+async fn release_prefetched(messages: &mut pull::Stream) {
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// A message of the batch, examined.
+struct Examined {
+    message: Message,
+    stream_seq: u64,
+    delivered: i64,
+    verdict: Result<proto::Envelope, Rejection>,
+}
+
+async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSemaphorePermit) {
+    let today = chrono::Utc::now().date_naive();
+    let examined: Vec<Examined> = batch
+        .into_iter()
+        .map(|message| {
+            let (stream_seq, delivered) = message
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered))
+                .unwrap_or((0, 1));
+            let verdict = batch::examine(message.subject.as_str(), &message.payload, today);
+            Examined { message, stream_seq, delivered, verdict }
+        })
+        .collect();
+
+    match write(&shared.store, &examined).await {
+        Ok(written) => {
+            settle(&examined, |e| if e.verdict.is_ok() { AckKind::Ack } else { AckKind::Term }).await;
+            let mut summary = shared.summary.lock().unwrap();
+            summary.written += written;
+            summary.batches += 1;
+            tracing::debug!(messages = examined.len(), inserted = written.inserted, "batch committed");
+        }
+        Err(error) if is_transient(&error) => retry_later(&shared, &examined, &error).await,
+        Err(error) => {
+            tracing::warn!(%error, messages = examined.len(), "batch rejected by PostgreSQL; isolating the bad records");
+            isolate(&shared, examined).await;
+        }
+    }
+}
+
+/// Writes the loadable messages (newest version per record) and the dead
+/// letters of the others in one transaction.
+async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Error> {
+    let loads: Vec<LoadRow> = examined
+        .iter()
+        .filter_map(|e| e.verdict.as_ref().ok().map(|envelope| LoadRow { envelope, stream_seq: e.stream_seq }))
+        .collect();
+    let loads = batch::newest_per_key(loads, |row| row.envelope);
+    let dead: Vec<DeadLetter> = examined
+        .iter()
+        .filter_map(|e| e.verdict.as_ref().err().map(|rejection| dead_letter(e, rejection.clone())))
+        .collect();
+    for d in &dead {
+        tracing::warn!(
+            stream_seq = d.stream_seq,
+            source = d.rejection.source.as_deref().unwrap_or("?"),
+            source_id = d.rejection.source_id.as_deref().unwrap_or("?"),
+            code = d.rejection.code,
+            reason = %d.rejection.reason,
+            "dead-lettering a message"
+        );
+    }
+    store.write(&loads, &dead).await
+}
+
+fn dead_letter(e: &Examined, rejection: Rejection) -> DeadLetter {
+    DeadLetter {
+        stream_seq: e.stream_seq,
+        subject: e.message.subject.to_string(),
+        delivered: e.delivered,
+        payload: e.message.payload.clone(),
+        rejection,
+    }
+}
+
+/// A transient failure: hand the batch back to the server with a delay that
+/// grows with its deliveries, and pause this writer as long (so a loader
+/// facing a down database does not spin).
+async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error) {
+    let attempt = examined.iter().map(|e| e.delivered).max().unwrap_or(1).clamp(1, 32) as u32;
+    let delay = shared.settings.retry.delay(attempt);
+    tracing::warn!(%error, messages = examined.len(), delay_ms = delay.as_millis() as u64,
+        "transient failure writing a batch; it will be redelivered");
+    settle(examined, |_| AckKind::Nak(Some(delay))).await;
+    shared.summary.lock().unwrap().retried_batches += 1;
+    sleep_or_cancel(delay, &shared.shutdown).await;
+}
+
+/// PostgreSQL rejected the batch for a reason that will not go away. Write
+/// each message alone: the ones that still fail are dead-lettered with the
+/// database's reason, the rest load.
+async fn isolate(shared: &Shared, examined: Vec<Examined>) {
+    for mut e in examined {
+        let result = match write(&shared.store, std::slice::from_ref(&e)).await {
+            Err(error) if !is_transient(&error) => {
+                let (source, source_id) = match &e.verdict {
+                    Ok(env) => (Some(env.source.clone()), Some(env.source_id.clone())),
+                    Err(r) => (r.source.clone(), r.source_id.clone()),
+                };
+                e.verdict = Err(Rejection { code: "database_rejected", reason: database_reason(&error), source, source_id });
+                write(&shared.store, std::slice::from_ref(&e)).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(written) => {
+                let kind = if e.verdict.is_ok() { AckKind::Ack } else { AckKind::Term };
+                settle(std::slice::from_ref(&e), |_| kind).await;
+                shared.summary.lock().unwrap().written += written;
+            }
+            Err(error) => retry_later(shared, std::slice::from_ref(&e), &error).await,
+        }
+    }
+}
+
+/// The database's reason without values: SQLSTATE, constraint and table only.
+fn database_reason(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => format!(
+            "database rejected the record: SQLSTATE {} (constraint {}, table {})",
+            db.code().as_deref().unwrap_or("?"),
+            db.constraint().unwrap_or("-"),
+            db.table().unwrap_or("-"),
+        ),
+        other => format!("database rejected the record: {}", error_kind(other)),
+    }
+}
+
+fn error_kind(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decode error",
+        sqlx::Error::Encode(_) => "encode error",
+        sqlx::Error::TypeNotFound { .. } => "type not found",
+        _ => "other error",
+    }
+}
+
+async fn settle(examined: &[Examined], kind: impl Fn(&Examined) -> AckKind) {
+    for e in examined {
+        if let Err(error) = e.message.ack_with(kind(e)).await {
+            // The server will redeliver after ack_wait; the write is idempotent.
+            tracing::warn!(%error, stream_seq = e.stream_seq, "acknowledging failed");
+        }
+    }
+}
+
+/// Retries `attempt` with backoff until it succeeds; `None` if shut down first.
+async fn retry_until<T, F, Fut, E>(
+    shutdown: &CancellationToken,
+    settings: &LoaderSettings,
+    what: &str,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut n = 0;
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                n += 1;
+                let delay = settings.retry.delay(n);
+                tracing::warn!(%error, attempt = n, delay_ms = delay.as_millis() as u64, "{what} not available; retrying");
+                if !sleep_or_cancel(delay, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps; `false` if shut down first.
+async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}

@@ -1,0 +1,69 @@
+//! The loader's configuration. Doc comments here are the user documentation;
+//! `deploy/config/loader.toml` shows every setting with its default.
+
+use std::time::Duration;
+
+use etl_runtime::backoff::Backoff;
+use etl_runtime::database::DatabaseSettings;
+use etl_runtime::nats::NatsSettings;
+use etl_runtime::telemetry::LogSettings;
+use proto::bus::StreamSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub nats: NatsSettings,
+    pub database: DatabaseSettings,
+    pub stream: StreamSettings,
+    pub loader: LoaderSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LoaderSettings {
+    /// Durable pull consumer shared by every loader instance: instances bound
+    /// to the same name share the work.
+    pub consumer: String,
+    /// Subjects this consumer takes (`patients.*` is every source).
+    pub filter_subject: String,
+    /// Most messages written in one transaction.
+    pub batch_size: usize,
+    /// Longest wait to fill a batch before writing what is there.
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Batches written at once (each on its own connection). The pool must
+    /// have at least this many connections.
+    pub writers: usize,
+    /// How long the server waits for an ack before redelivering; longer than
+    /// the slowest batch.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Most unacknowledged messages the consumer hands out across all
+    /// instances; keep it at least 2 × instances × writers × batch_size or
+    /// deliveries stall.
+    pub max_ack_pending: i64,
+    /// Delays after a transient failure (PostgreSQL down, pool timeout): the
+    /// batch is nak'ed with this delay and this writer pauses as long.
+    pub retry: Backoff,
+    /// Longest time to finish the batches in hand after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for LoaderSettings {
+    fn default() -> Self {
+        LoaderSettings {
+            consumer: "loader".into(),
+            filter_subject: format!("{}.*", proto::bus::SUBJECT_PREFIX),
+            batch_size: 2000,
+            batch_wait: Duration::from_millis(100),
+            writers: 2,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 50_000,
+            retry: Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) },
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}

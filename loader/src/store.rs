@@ -1,0 +1,370 @@
+//! Where records are loaded: the PostgreSQL side of the loader.
+//!
+//! One batch is one transaction: reference rows it needs (new sources,
+//! business units), a set-based, version-guarded upsert of its records, the
+//! change-feed rows for what changed, and the dead letters of its poison
+//! messages. The caller acks the batch only after [`Store::write`] returned.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use proto::{Envelope, Operation, PatientRecord};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::batch::Rejection;
+
+/// Migrations embedded at build time (see `build.rs`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A record to load, with the stream sequence of its message.
+pub struct LoadRow<'a> {
+    pub envelope: &'a Envelope,
+    pub stream_seq: u64,
+}
+
+/// A message set aside, with everything needed to retry it later.
+pub struct DeadLetter {
+    pub stream_seq: u64,
+    pub subject: String,
+    pub delivered: i64,
+    pub payload: Bytes,
+    pub rejection: Rejection,
+}
+
+/// What one write did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Same or older content than what was stored: nothing changed.
+    pub unchanged: u64,
+    pub dead_lettered: u64,
+}
+
+impl std::ops::AddAssign for Written {
+    fn add_assign(&mut self, o: Written) {
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.deleted += o.deleted;
+        self.unchanged += o.unchanged;
+        self.dead_lettered += o.dead_lettered;
+    }
+}
+
+pub struct Store {
+    pool: PgPool,
+    stream: String,
+    /// Reference rows known to exist, so that a batch only inserts new ones.
+    known_sources: Mutex<HashSet<String>>,
+    known_units: Mutex<HashSet<String>>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, stream: impl Into<String>) -> Self {
+        Store {
+            pool,
+            stream: stream.into(),
+            known_sources: Mutex::new(HashSet::new()),
+            known_units: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations under sqlx's advisory lock: safe when
+    /// several loaders start at once.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// Writes one batch in one transaction. `rows` must hold each record at
+    /// most once (see [`crate::batch::newest_per_key`]).
+    pub async fn write(&self, rows: &[LoadRow<'_>], dead: &[DeadLetter]) -> Result<Written, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let (new_sources, new_units) = self.ensure_references(&mut tx, rows).await?;
+        let mut written = upsert(&mut tx, rows).await?;
+        written.dead_lettered = self.insert_dead_letters(&mut tx, dead).await?;
+        if written.inserted + written.updated + written.deleted > 0 {
+            // Delivered on commit: wakes the matcher without polling.
+            sqlx::query("SELECT pg_notify('record_changes', '')").execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.known_sources.lock().unwrap().extend(new_sources);
+        self.known_units.lock().unwrap().extend(new_units);
+        Ok(written)
+    }
+
+    /// Inserts the sources and business units this batch names that are not
+    /// known yet; returns them to be remembered after commit.
+    async fn ensure_references(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &[LoadRow<'_>],
+    ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+        let new_sources = unknown(&self.known_sources, rows.iter().map(|r| r.envelope.source.as_str()));
+        let new_units = unknown(
+            &self.known_units,
+            rows.iter().filter_map(|r| r.envelope.record.as_ref()?.business_unit.as_deref()),
+        );
+        if !new_sources.is_empty() {
+            sqlx::query("INSERT INTO sources (name) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING")
+                .bind(&new_sources)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if !new_units.is_empty() {
+            sqlx::query("INSERT INTO business_units (code) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING")
+                .bind(&new_units)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok((new_sources, new_units))
+    }
+
+    async fn insert_dead_letters(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        dead: &[DeadLetter],
+    ) -> Result<u64, sqlx::Error> {
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let seqs: Vec<i64> = dead.iter().map(|d| d.stream_seq as i64).collect();
+        let subjects: Vec<String> = dead.iter().map(|d| storable(&d.subject)).collect();
+        let sources: Vec<Option<String>> = dead.iter().map(|d| d.rejection.source.as_deref().map(storable)).collect();
+        let ids: Vec<Option<String>> = dead.iter().map(|d| d.rejection.source_id.as_deref().map(storable)).collect();
+        let codes: Vec<&str> = dead.iter().map(|d| d.rejection.code).collect();
+        let reasons: Vec<&str> = dead.iter().map(|d| d.rejection.reason.as_str()).collect();
+        let payloads: Vec<&[u8]> = dead.iter().map(|d| d.payload.as_ref()).collect();
+        let delivered: Vec<i32> = dead.iter().map(|d| d.delivered.clamp(0, i32::MAX as i64) as i32).collect();
+        // A redelivered poison message (the loader died before terminating
+        // it) is already here: keep the first row.
+        let result = sqlx::query(
+            "INSERT INTO dead_letters
+                 (stream, stream_seq, subject, source, source_id, reason_code, reason, payload, delivered)
+             SELECT $1, * FROM UNNEST($2::int8[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::bytea[], $9::int4[])
+             ON CONFLICT (stream, stream_seq) DO NOTHING",
+        )
+        .bind(&self.stream)
+        .bind(&seqs)
+        .bind(&subjects)
+        .bind(&sources)
+        .bind(&ids)
+        .bind(&codes)
+        .bind(&reasons)
+        .bind(&payloads)
+        .bind(&delivered)
+        .execute(&mut **tx)
+        .await?;
+        Ok(result.rows_affected().max(dead.len() as u64))
+    }
+}
+
+fn unknown<'a>(known: &Mutex<HashSet<String>>, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let known = known.lock().unwrap();
+    let mut new: Vec<String> = names.filter(|n| !known.contains(*n)).map(str::to_string).collect();
+    new.sort_unstable();
+    new.dedup();
+    new
+}
+
+/// PostgreSQL text cannot hold NUL; identifiers of poison messages may.
+fn storable(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// The version-guarded, set-based upsert. A row changes only when the
+/// incoming `(source_version, content_hash)` is greater than the stored one:
+/// duplicates and older versions leave it as it is, whatever order they
+/// arrive in. Equal content with a newer version moves only the version
+/// watermark (not `updated_at`, not the change feed), so that a delayed older
+/// version can never overwrite it. A delete keeps the last known content and
+/// sets `deleted_at`; a later upsert brings the record back.
+const UPSERT: &str = "
+WITH input AS (
+    SELECT * FROM UNNEST(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::date[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[],
+        $13::bool[], $14::text[], $15::text[], $16::text[], $17::int2[], $18::int8[],
+        $19::bytea[], $20::timestamptz[], $21::int8[], $22::bool[]
+    ) AS t (source, source_id, business_unit, last_name, first_name, middle_name,
+            birth_date, sex, documents, snils, snils_valid, oms_policy,
+            oms_policy_valid, phones, emails, issues, schema_version, source_version,
+            content_hash, observed_at, stream_seq, is_delete)
+),
+written AS (
+    INSERT INTO source_records AS r (
+        source, source_id, business_unit, last_name, first_name, middle_name,
+        birth_date, sex, documents, snils, snils_valid, oms_policy, oms_policy_valid,
+        phones, emails, issues, schema_version, source_version, content_hash,
+        observed_at, stream_seq, deleted_at)
+    SELECT source, source_id, business_unit, last_name, first_name, middle_name,
+        birth_date, sex, documents::jsonb, snils, snils_valid, oms_policy, oms_policy_valid,
+        phones::jsonb, emails::jsonb, issues::jsonb, schema_version, source_version, content_hash,
+        observed_at, stream_seq, CASE WHEN is_delete THEN now() END
+    FROM input
+    ON CONFLICT (source, source_id) DO UPDATE SET
+        business_unit    = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.business_unit ELSE r.business_unit END,
+        last_name        = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.last_name ELSE r.last_name END,
+        first_name       = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.first_name ELSE r.first_name END,
+        middle_name      = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.middle_name ELSE r.middle_name END,
+        birth_date       = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.birth_date ELSE r.birth_date END,
+        sex              = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.sex ELSE r.sex END,
+        documents        = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.documents ELSE r.documents END,
+        snils            = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.snils ELSE r.snils END,
+        snils_valid      = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.snils_valid ELSE r.snils_valid END,
+        oms_policy       = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.oms_policy ELSE r.oms_policy END,
+        oms_policy_valid = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.oms_policy_valid ELSE r.oms_policy_valid END,
+        phones           = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.phones ELSE r.phones END,
+        emails           = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.emails ELSE r.emails END,
+        issues           = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.issues ELSE r.issues END,
+        schema_version   = EXCLUDED.schema_version,
+        source_version   = EXCLUDED.source_version,
+        content_hash     = EXCLUDED.content_hash,
+        observed_at      = EXCLUDED.observed_at,
+        stream_seq       = EXCLUDED.stream_seq,
+        updated_at       = CASE WHEN r.content_hash = EXCLUDED.content_hash THEN r.updated_at ELSE now() END,
+        deleted_at       = CASE WHEN EXCLUDED.deleted_at IS NULL THEN NULL
+                                ELSE coalesce(r.deleted_at, EXCLUDED.deleted_at) END
+    WHERE (r.source_version, r.content_hash) < (EXCLUDED.source_version, EXCLUDED.content_hash)
+    RETURNING source, source_id, source_version, content_hash,
+              (xmax = 0) AS inserted, (updated_at = now()) AS changed, (deleted_at IS NOT NULL) AS deleted
+),
+changes AS (
+    INSERT INTO record_changes (source, source_id, op, source_version, content_hash)
+    SELECT source, source_id,
+           CASE WHEN deleted THEN 'delete' WHEN inserted THEN 'insert' ELSE 'update' END,
+           source_version, content_hash
+    FROM written WHERE changed
+    RETURNING op
+)
+SELECT count(*) FILTER (WHERE op = 'insert'),
+       count(*) FILTER (WHERE op = 'update'),
+       count(*) FILTER (WHERE op = 'delete')
+FROM changes";
+
+/// Column arrays for [`UPSERT`], one entry per row.
+#[derive(Default)]
+struct Columns<'a> {
+    source: Vec<&'a str>,
+    source_id: Vec<&'a str>,
+    business_unit: Vec<Option<&'a str>>,
+    last_name: Vec<Option<&'a str>>,
+    first_name: Vec<Option<&'a str>>,
+    middle_name: Vec<Option<&'a str>>,
+    birth_date: Vec<Option<chrono::NaiveDate>>,
+    sex: Vec<Option<&'static str>>,
+    documents: Vec<String>,
+    snils: Vec<Option<&'a str>>,
+    snils_valid: Vec<Option<bool>>,
+    oms_policy: Vec<Option<&'a str>>,
+    oms_policy_valid: Vec<Option<bool>>,
+    phones: Vec<String>,
+    emails: Vec<String>,
+    issues: Vec<String>,
+    schema_version: Vec<i16>,
+    source_version: Vec<i64>,
+    content_hash: Vec<&'a [u8]>,
+    observed_at: Vec<chrono::DateTime<chrono::Utc>>,
+    stream_seq: Vec<i64>,
+    is_delete: Vec<bool>,
+}
+
+fn json_array<T: serde::Serialize>(items: &[T]) -> String {
+    if items.is_empty() {
+        "[]".to_string()
+    } else {
+        serde_json::to_string(items).expect("proto types serialize to JSON")
+    }
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, row: &LoadRow<'a>) {
+        let e = row.envelope;
+        static EMPTY: PatientRecord = PatientRecord {
+            business_unit: None,
+            last_name: None,
+            first_name: None,
+            middle_name: None,
+            birth_date: None,
+            sex: None,
+            documents: Vec::new(),
+            snils: None,
+            oms_policy: None,
+            phones: Vec::new(),
+            emails: Vec::new(),
+            issues: Vec::new(),
+        };
+        let r = e.record.as_ref().filter(|_| e.op == Operation::Upsert).unwrap_or(&EMPTY);
+        self.source.push(&e.source);
+        self.source_id.push(&e.source_id);
+        self.business_unit.push(r.business_unit.as_deref());
+        self.last_name.push(r.last_name.as_deref());
+        self.first_name.push(r.first_name.as_deref());
+        self.middle_name.push(r.middle_name.as_deref());
+        self.birth_date.push(r.birth_date);
+        self.sex.push(r.sex.map(|s| s.code()));
+        self.documents.push(json_array(&r.documents));
+        self.snils.push(r.snils.as_ref().map(|c| c.value.as_str()));
+        self.snils_valid.push(r.snils.as_ref().map(|c| c.is_valid()));
+        self.oms_policy.push(r.oms_policy.as_ref().map(|c| c.value.as_str()));
+        self.oms_policy_valid.push(r.oms_policy.as_ref().map(|c| c.is_valid()));
+        self.phones.push(json_array(&r.phones));
+        self.emails.push(json_array(&r.emails));
+        self.issues.push(json_array(&r.issues));
+        self.schema_version.push(e.schema_version.min(i16::MAX as u16) as i16);
+        self.source_version.push(e.version);
+        self.content_hash.push(&e.content_hash);
+        self.observed_at.push(e.observed_at);
+        self.stream_seq.push(row.stream_seq as i64);
+        self.is_delete.push(e.op == Operation::Delete);
+    }
+}
+
+async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[LoadRow<'_>]) -> Result<Written, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Written::default());
+    }
+    let mut c = Columns::default();
+    for row in rows {
+        c.push(row);
+    }
+    let (inserted, updated, deleted): (i64, i64, i64) = sqlx::query_as(UPSERT)
+        .bind(&c.source)
+        .bind(&c.source_id)
+        .bind(&c.business_unit)
+        .bind(&c.last_name)
+        .bind(&c.first_name)
+        .bind(&c.middle_name)
+        .bind(&c.birth_date)
+        .bind(&c.sex)
+        .bind(&c.documents)
+        .bind(&c.snils)
+        .bind(&c.snils_valid)
+        .bind(&c.oms_policy)
+        .bind(&c.oms_policy_valid)
+        .bind(&c.phones)
+        .bind(&c.emails)
+        .bind(&c.issues)
+        .bind(&c.schema_version)
+        .bind(&c.source_version)
+        .bind(&c.content_hash)
+        .bind(&c.observed_at)
+        .bind(&c.stream_seq)
+        .bind(&c.is_delete)
+        .fetch_one(&mut **tx)
+        .await?;
+    let changed = (inserted + updated + deleted) as u64;
+    Ok(Written {
+        inserted: inserted as u64,
+        updated: updated as u64,
+        deleted: deleted as u64,
+        unchanged: rows.len() as u64 - changed,
+        dead_lettered: 0,
+    })
+}
