@@ -23,8 +23,8 @@ pub struct Rejection {
     pub source_id: Option<String>,
 }
 
-/// Decodes and validates one message from `subject`.
-pub fn examine(subject: &str, payload: &[u8], today: NaiveDate) -> Result<Envelope, Rejection> {
+/// Decodes and validates one message from `subject` (`<prefix>.<source>`).
+pub fn examine(prefix: &str, subject: &str, payload: &[u8], today: NaiveDate) -> Result<Envelope, Rejection> {
     let envelope = Envelope::decode(payload).map_err(|e| Rejection {
         code: "undecodable",
         reason: e.to_string(),
@@ -37,7 +37,7 @@ pub fn examine(subject: &str, payload: &[u8], today: NaiveDate) -> Result<Envelo
         source: Some(envelope.source.clone()),
         source_id: Some(envelope.source_id.clone()),
     };
-    if bus::source_from_subject(subject) != Some(envelope.source.as_str()) {
+    if bus::source_from_subject(prefix, subject) != Some(envelope.source.as_str()) {
         return Err(reject(
             "subject_mismatch",
             "the message's source does not match its subject".into(),
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn garbage_is_undecodable_without_values_in_reason() {
-        let r = examine("patients.qms", b"\x92\xa6secret", today()).unwrap_err();
+        let r = examine("patients", "patients.qms", b"\x92\xa6secret", today()).unwrap_err();
         assert_eq!(r.code, "undecodable");
         assert!(!r.reason.contains("secret"));
     }
@@ -107,19 +107,19 @@ mod tests {
     #[test]
     fn source_must_match_subject() {
         let bytes = upsert("1", 1, "x").encode();
-        assert!(examine("patients.qms", &bytes, today()).is_ok());
-        assert_eq!(examine("patients.infoclinica", &bytes, today()).unwrap_err().code, "subject_mismatch");
+        assert!(examine("patients", "patients.qms", &bytes, today()).is_ok());
+        assert_eq!(examine("patients", "patients.infoclinica", &bytes, today()).unwrap_err().code, "subject_mismatch");
     }
 
     #[test]
     fn schema_violations_are_rejected_with_codes() {
         let mut future = upsert("1", 1, "x");
         future.record.as_mut().unwrap().birth_date = Some(today().succ_opt().unwrap());
-        let r = examine("patients.qms", &future.encode(), today()).unwrap_err();
+        let r = examine("patients", "patients.qms", &future.encode(), today()).unwrap_err();
         assert_eq!(r.code, "birth_date_in_future");
         assert_eq!(r.source_id.as_deref(), Some("1"));
 
         let no_id = upsert("", 1, "x");
-        assert_eq!(examine("patients.qms", &no_id.encode(), today()).unwrap_err().code, "missing_source_id");
+        assert_eq!(examine("patients", "patients.qms", &no_id.encode(), today()).unwrap_err().code, "missing_source_id");
     }
 }

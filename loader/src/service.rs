@@ -34,6 +34,7 @@ pub struct Summary {
 
 struct Shared {
     store: Store,
+    subject_prefix: String,
     settings: LoaderSettings,
     summary: Mutex<Summary>,
     shutdown: CancellationToken,
@@ -55,7 +56,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let js = jetstream::new(client.clone());
     let consumer_config = pull::Config {
         durable_name: Some(loader.consumer.clone()),
-        filter_subject: loader.filter_subject.clone(),
+        filter_subject: loader.filter_subject.clone().unwrap_or_else(|| settings.stream.all_subjects()),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: loader.ack_wait,
         // Never give up on a message: poison is dead-lettered and terminated
@@ -78,6 +79,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 
     let shared = Arc::new(Shared {
         store,
+        subject_prefix: settings.stream.subject_prefix.clone(),
         settings: loader.clone(),
         summary: Mutex::new(Summary::default()),
         shutdown: shutdown.clone(),
@@ -226,7 +228,7 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))
                 .unwrap_or((0, 1));
-            let verdict = batch::examine(message.subject.as_str(), &message.payload, today);
+            let verdict = batch::examine(&shared.subject_prefix, message.subject.as_str(), &message.payload, today);
             Examined { message, stream_seq, delivered, verdict }
         })
         .collect();

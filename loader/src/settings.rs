@@ -26,8 +26,9 @@ pub struct LoaderSettings {
     /// Durable pull consumer shared by every loader instance: instances bound
     /// to the same name share the work.
     pub consumer: String,
-    /// Subjects this consumer takes (`patients.*` is every source).
-    pub filter_subject: String,
+    /// Subjects this consumer takes; default every source's
+    /// (`<stream.subject_prefix>.*`), e.g. `patients.qms` for one source.
+    pub filter_subject: Option<String>,
     /// Most messages written in one transaction.
     pub batch_size: usize,
     /// Longest wait to fill a batch before writing what is there.
@@ -56,7 +57,7 @@ impl Default for LoaderSettings {
     fn default() -> Self {
         LoaderSettings {
             consumer: "loader".into(),
-            filter_subject: format!("{}.*", proto::bus::SUBJECT_PREFIX),
+            filter_subject: None,
             batch_size: 2000,
             batch_wait: Duration::from_millis(100),
             writers: 2,

@@ -13,18 +13,19 @@ use serde::Deserialize;
 
 use crate::envelope::Envelope;
 
-/// Subjects are `patients.<source>`.
+/// Subjects are `patients.<source>` (the prefix is configurable so that
+/// tests and staging can share a server with production).
 pub const SUBJECT_PREFIX: &str = "patients";
 
-/// `patients.<source>`.
-pub fn subject(source: &str) -> String {
-    format!("{SUBJECT_PREFIX}.{source}")
+/// `<prefix>.<source>`.
+pub fn subject(prefix: &str, source: &str) -> String {
+    format!("{prefix}.{source}")
 }
 
-/// The source named by a subject, if it is one of ours.
-pub fn source_from_subject(subject: &str) -> Option<&str> {
+/// The source named by a subject under `prefix`, if it is one of ours.
+pub fn source_from_subject<'a>(prefix: &str, subject: &'a str) -> Option<&'a str> {
     subject
-        .strip_prefix(SUBJECT_PREFIX)?
+        .strip_prefix(prefix)?
         .strip_prefix('.')
         .filter(|s| is_valid_source_name(s))
 }
@@ -60,6 +61,8 @@ pub fn revision_message_id(envelope: &Envelope) -> String {
 pub struct StreamSettings {
     /// Stream name.
     pub name: String,
+    /// Subjects are `<subject_prefix>.<source>`.
+    pub subject_prefix: String,
     /// How long messages are kept for replay (e.g. "30d"). 0 keeps them until
     /// `max_bytes` is reached.
     #[serde(with = "humantime_serde")]
@@ -78,6 +81,7 @@ impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
             name: "PATIENTS".into(),
+            subject_prefix: SUBJECT_PREFIX.into(),
             max_age: Duration::from_secs(30 * 24 * 3600),
             max_bytes: -1,
             duplicate_window: Duration::from_secs(10 * 60),
@@ -87,10 +91,20 @@ impl Default for StreamSettings {
 }
 
 impl StreamSettings {
+    /// The subject of one source's records.
+    pub fn subject(&self, source: &str) -> String {
+        subject(&self.subject_prefix, source)
+    }
+
+    /// The wildcard of every source's subjects.
+    pub fn all_subjects(&self) -> String {
+        format!("{}.*", self.subject_prefix)
+    }
+
     pub fn config(&self) -> stream::Config {
         stream::Config {
             name: self.name.clone(),
-            subjects: vec![format!("{SUBJECT_PREFIX}.*")],
+            subjects: vec![self.all_subjects()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: self.max_age,
@@ -116,21 +130,23 @@ pub async fn ensure_stream(
 /// the returned future for the server's ack (keep many in flight).
 pub async fn publish(
     js: &jetstream::Context,
+    stream: &StreamSettings,
     envelope: &Envelope,
 ) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
-    publish_with_id(js, envelope, envelope.message_id()).await
+    publish_with_id(js, stream, envelope, envelope.message_id()).await
 }
 
 /// Publishes with an explicit message id (see [`revision_message_id`]).
 pub async fn publish_with_id(
     js: &jetstream::Context,
+    stream: &StreamSettings,
     envelope: &Envelope,
     message_id: String,
 ) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
     let publish = jetstream::message::PublishMessage::build()
         .payload(envelope.encode().into())
         .message_id(message_id);
-    js.send_publish(subject(&envelope.source), publish).await
+    js.send_publish(stream.subject(&envelope.source), publish).await
 }
 
 #[cfg(test)]
@@ -139,10 +155,11 @@ mod tests {
 
     #[test]
     fn subjects_round_trip() {
-        assert_eq!(subject("qms"), "patients.qms");
-        assert_eq!(source_from_subject("patients.infoclinica"), Some("infoclinica"));
-        assert_eq!(source_from_subject("patients.Bad"), None);
-        assert_eq!(source_from_subject("other.qms"), None);
+        assert_eq!(subject("patients", "qms"), "patients.qms");
+        assert_eq!(source_from_subject("patients", "patients.infoclinica"), Some("infoclinica"));
+        assert_eq!(source_from_subject("patients", "patients.Bad"), None);
+        assert_eq!(source_from_subject("patients", "other.qms"), None);
+        assert_eq!(source_from_subject("patients", "patientsx.qms"), None);
         assert!(!is_valid_source_name(""));
         assert!(!is_valid_source_name("a.b"));
         assert!(is_valid_source_name("branch-7_lab"));

@@ -1,1 +1,216 @@
+//! Test support for integration tests against the real local servers
+//! (PostgreSQL on 127.0.0.1:5432, NATS with JetStream on 127.0.0.1:4222;
+//! `deploy/local-services.sh` starts them). Tests share those servers, so
+//! every test gets its own database, stream, subject prefix and consumer.
 
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use etl_runtime::database::DatabaseSettings;
+use proto::bus::StreamSettings;
+use proto::Envelope;
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub mod postgres;
+
+/// A name no other test (or test run) uses: `<prefix>_<pid>_<n>_<nanos>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
+/// Settings of the shared local PostgreSQL server, database not yet chosen.
+pub fn local_postgres() -> DatabaseSettings {
+    DatabaseSettings {
+        host: std::env::var("TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+        port: std::env::var("TEST_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432),
+        username: "postgres".into(),
+        max_connections: 8,
+        ..Default::default()
+    }
+}
+
+/// Creates an empty database with a unique name on `server`.
+pub async fn create_database(mut server: DatabaseSettings) -> DatabaseSettings {
+    server.database_name = unique("etl_test");
+    let mut conn = PgConnection::connect_with(&server.without_db().database("postgres"))
+        .await
+        .expect("PostgreSQL must be running: deploy/local-services.sh");
+    let create = format!(r#"CREATE DATABASE "{}""#, server.database_name);
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    server
+}
+
+/// A fresh, empty database on the shared local server.
+pub async fn fresh_database() -> DatabaseSettings {
+    create_database(local_postgres()).await
+}
+
+/// A pool on `db` for the test's own queries.
+pub async fn pool(db: &DatabaseSettings) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(db.with_db())
+        .await
+        .expect("connect to test database")
+}
+
+/// A stream and subject prefix of this test's own.
+pub fn unique_stream() -> StreamSettings {
+    let id = unique("t");
+    StreamSettings {
+        name: id.to_uppercase(),
+        subject_prefix: id,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+pub fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A JetStream context on the local server, and the test's stream created.
+pub async fn jetstream(stream: &StreamSettings) -> jetstream::Context {
+    let client = async_nats::connect(nats_url())
+        .await
+        .expect("NATS must be running: deploy/local-services.sh");
+    let js = jetstream::new(client);
+    proto::bus::ensure_stream(&js, stream).await.expect("create test stream");
+    js
+}
+
+/// Publishes every envelope with its message id, keeping many acks in
+/// flight; returns how many the server stored (not dropped as duplicates).
+pub async fn publish_all(
+    js: &jetstream::Context,
+    stream: &StreamSettings,
+    envelopes: impl IntoIterator<Item = Envelope>,
+) -> usize {
+    let mut stored = 0;
+    let mut in_flight = Vec::with_capacity(1024);
+    for envelope in envelopes {
+        in_flight.push(proto::bus::publish(js, stream, &envelope).await.expect("publish"));
+        if in_flight.len() == 1024 {
+            stored += settle(&mut in_flight).await;
+        }
+    }
+    stored + settle(&mut in_flight).await
+}
+
+async fn settle(in_flight: &mut Vec<jetstream::context::PublishAckFuture>) -> usize {
+    let acks = futures::future::join_all(in_flight.drain(..).map(std::future::IntoFuture::into_future)).await;
+    acks.into_iter().map(|a| a.expect("publish ack")).filter(|a| !a.duplicate).count()
+}
+
+/// Publishes raw bytes on a subject (for poison messages).
+pub async fn publish_raw(js: &jetstream::Context, subject: String, payload: Vec<u8>) {
+    js.publish(subject, payload.into()).await.expect("publish").await.expect("ack");
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rows in `source_records`.
+pub async fn count_records(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM source_records").fetch_one(pool).await.unwrap_or(0)
+}
+
+/// Environment that points a service at this test's database and stream.
+pub fn service_env(db: &DatabaseSettings, stream: &StreamSettings) -> Vec<(String, String)> {
+    vec![
+        ("ETL__DATABASE__HOST".into(), db.host.clone()),
+        ("ETL__DATABASE__PORT".into(), db.port.to_string()),
+        ("ETL__DATABASE__USERNAME".into(), db.username.clone()),
+        ("ETL__DATABASE__DATABASE_NAME".into(), db.database_name.clone()),
+        ("ETL__NATS__URL".into(), nats_url()),
+        ("ETL__STREAM__NAME".into(), stream.name.clone()),
+        ("ETL__STREAM__SUBJECT_PREFIX".into(), stream.subject_prefix.clone()),
+        ("ETL__STREAM__MAX_AGE".into(), "1h".into()),
+    ]
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves
+/// nothing running.
+pub struct ChildProcess {
+    child: Option<Child>,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl ChildProcess {
+    /// Spawns `program` with `env`, its stderr (logs) kept in a temp file.
+    pub fn spawn(program: &str, args: &[&str], env: &[(String, String)]) -> ChildProcess {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log file"))
+            .spawn()
+            .expect("spawn child process");
+        ChildProcess { child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        use nix::sys::signal::{kill, Signal};
+        let mut child = self.child.take()?;
+        let _ = kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,107 @@
+//! A throwaway PostgreSQL cluster of one test's own, for tests that stop the
+//! server (stopping the shared one would break every other test).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use etl_runtime::database::DatabaseSettings;
+
+pub struct TempCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<_> = std::fs::read_dir(root)
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL version with pg_ctl")
+}
+
+/// Runs a server binary as `postgres` when we are root (initdb refuses root).
+fn as_postgres(bin: &Path, args: &[&str]) -> Command {
+    if nix::unistd::Uid::effective().is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(bin).args(args);
+        cmd
+    } else {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        cmd
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TempCluster {
+    /// initdb + start on a free port, trust auth on 127.0.0.1.
+    pub fn start() -> TempCluster {
+        let dir = tempfile::Builder::new().prefix("etl-pg-").tempdir().expect("temp dir");
+        if nix::unistd::Uid::effective().is_root() {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success(), "chown temp cluster dir");
+        }
+        let bin = pg_bin();
+        let data = dir.path().join("data");
+        let out = as_postgres(&bin.join("initdb"), &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"])
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let cluster = TempCluster { dir, port: free_port(), bin };
+        cluster.start_server();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", self.data().to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "-t", "60", "start"],
+        )
+        .output()
+        .expect("run pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server at once, as a crash or a power cut would.
+    pub fn stop_server(&self) {
+        let out = as_postgres(&self.bin.join("pg_ctl"), &["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn server(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            username: "postgres".into(),
+            acquire_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"), &["-D", self.data().to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
