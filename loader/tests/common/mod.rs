@@ -1,0 +1,116 @@
+//! Helpers of the loader's integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{TimeZone, Utc};
+use etl_runtime::database::DatabaseSettings;
+use proto::bus::StreamSettings;
+use proto::Envelope;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SOURCE: &str = "qms";
+
+/// Settings of an in-process loader on the test's database and stream.
+pub fn settings(db: &DatabaseSettings, stream: &StreamSettings, consumer: &str) -> loader::Settings {
+    let mut s = loader::Settings::default();
+    s.database = db.clone();
+    s.nats.url = testkit::nats_url();
+    s.stream = stream.clone();
+    s.loader.consumer = consumer.into();
+    s.loader.batch_size = 500;
+    s.loader.retry.initial = Duration::from_millis(100);
+    s.loader.retry.max = Duration::from_secs(2);
+    s
+}
+
+pub struct RunningLoader {
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<loader::Summary>>,
+}
+
+impl RunningLoader {
+    pub fn start(settings: loader::Settings) -> RunningLoader {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(loader::run(settings, shutdown.clone()));
+        RunningLoader { shutdown, task }
+    }
+
+    pub async fn stop(self) -> loader::Summary {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("loader stops within 30 s")
+            .expect("loader task")
+            .expect("loader returns Ok")
+    }
+}
+
+/// `n` generated qMS records, version 1.
+pub fn generated(seed: u64, n: u64, version: i64) -> Vec<Envelope> {
+    let generator = synth::Generator::new(seed);
+    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    (0..n).map(|i| generator.patient(i).into_envelope(SOURCE, version, at)).collect()
+}
+
+/// The state the table must hold: per (source, source id), the content hash
+/// and whether the record is deleted.
+pub type Expected = HashMap<(String, String), ([u8; 32], bool)>;
+
+pub fn expected_of(envelopes: &[Envelope]) -> Expected {
+    let mut newest: HashMap<(String, String), &Envelope> = HashMap::new();
+    for e in envelopes {
+        let key = (e.source.clone(), e.source_id.clone());
+        let keep = newest.get(&key).is_some_and(|k| (k.version, k.content_hash) >= (e.version, e.content_hash));
+        if !keep {
+            newest.insert(key, e);
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(k, e)| (k, (e.content_hash, e.op == proto::Operation::Delete)))
+        .collect()
+}
+
+pub async fn actual_state(pool: &PgPool) -> Expected {
+    let rows: Vec<(String, String, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT source, source_id, content_hash, deleted_at IS NOT NULL FROM source_records")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(s, id, hash, deleted)| ((s, id), (hash.try_into().unwrap(), deleted)))
+        .collect()
+}
+
+/// Asserts the table holds exactly `expected` (no row missing, extra, or stale).
+pub async fn assert_state(pool: &PgPool, expected: &Expected) {
+    let actual = actual_state(pool).await;
+    assert_eq!(actual.len(), expected.len(), "row count");
+    let wrong: Vec<_> = expected.iter().filter(|(k, v)| actual.get(*k) != Some(v)).map(|(k, _)| k).take(5).collect();
+    assert!(wrong.is_empty(), "rows with a wrong state, e.g. {wrong:?}");
+}
+
+/// Waits until the consumer has nothing pending or unacknowledged.
+pub async fn wait_drained(js: &jetstream::Context, stream: &StreamSettings, consumer: &str, timeout: Duration) {
+    let stream = js.get_stream(&stream.name).await.unwrap();
+    testkit::wait_until(timeout, "the consumer to be drained", || {
+        let stream = stream.clone();
+        async move {
+            let Ok(mut c) = stream.get_consumer::<jetstream::consumer::pull::Config>(consumer).await else {
+                return false;
+            };
+            let info = c.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        }
+    })
+    .await;
+}
+
+pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}

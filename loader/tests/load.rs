@@ -1,0 +1,212 @@
+//! The loader against the real NATS JetStream and PostgreSQL, in process.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use proto::{bus, Envelope, PatientRecord};
+
+#[tokio::test]
+async fn ten_thousand_records_through_one_loader() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let envelopes = generated(1, 10_000, 1);
+    assert_eq!(testkit::publish_all(&js, &stream, envelopes.clone()).await, 10_000);
+
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    let pool = testkit::pool(&db).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
+    let summary = loader.stop().await;
+
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(summary.written.inserted, 10_000);
+    assert_eq!(count(&pool, "SELECT count(*) FROM record_changes WHERE op = 'insert'").await, 10_000);
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
+
+    // Fields land as normalized text: documents keep leading zeros and
+    // letter series, identifiers their validity.
+    let sample = &envelopes[42];
+    let record = sample.record.as_ref().unwrap();
+    let (last_name, birth_date, documents, snils_valid): (Option<String>, Option<chrono::NaiveDate>, serde_json::Value, Option<bool>) =
+        sqlx::query_as("SELECT last_name, birth_date, documents, snils_valid FROM source_records WHERE source_id = $1")
+            .bind(&sample.source_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(last_name, record.last_name);
+    assert_eq!(birth_date, record.birth_date);
+    assert_eq!(documents, serde_json::to_value(&record.documents).unwrap());
+    assert_eq!(snils_valid, record.snils.as_ref().map(|s| s.is_valid()));
+    let texts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM source_records, jsonb_array_elements(documents) d WHERE jsonb_typeof(d->'number') <> 'string'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(texts, 0, "document numbers are stored as text");
+}
+
+fn record(last_name: &str) -> PatientRecord {
+    PatientRecord { last_name: Some(last_name.into()), ..Default::default() }
+}
+
+fn at(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+}
+
+#[tokio::test]
+async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_state() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+
+    let newest = Envelope::upsert(SOURCE, "1/A01", 3, at(3), record("Петров"));
+    let older = Envelope::upsert(SOURCE, "1/A01", 2, at(2), record("Петрова"));
+    let oldest = Envelope::upsert(SOURCE, "1/A01", 1, at(1), record("Петровв"));
+    // Newest first, then the older ones; the same content again is dropped
+    // by the server's duplicate window.
+    assert_eq!(testkit::publish_all(&js, &stream, [newest.clone(), older.clone(), oldest.clone()]).await, 3);
+    assert_eq!(testkit::publish_all(&js, &stream, [newest.clone()]).await, 0, "server drops the duplicate");
+    // A redelivery of the same message (a new message id defeats the duplicate window).
+    let ack = bus::publish_with_id(&js, &stream, &newest, "redelivered".into()).await.unwrap().await.unwrap();
+    assert!(!ack.duplicate);
+
+    // Deleted, then an older upsert arrives late: stays deleted.
+    let deleted = Envelope::delete(SOURCE, "2/B02", 5, at(5));
+    let late = Envelope::upsert(SOURCE, "2/B02", 4, at(4), record("Сидоров"));
+    // Deleted before it was ever seen: a tombstone, and the older upsert after it loses.
+    let gone = Envelope::delete(SOURCE, "3/C03", 9, at(9));
+    let before_gone = Envelope::upsert(SOURCE, "3/C03", 8, at(8), record("Козлов"));
+    testkit::publish_all(&js, &stream, [deleted.clone(), late, gone.clone(), before_gone]).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+
+    let mut expected = expected_of(&[newest.clone(), deleted.clone(), gone.clone()]);
+    assert_state(&pool, &expected).await;
+    let (last_name, version): (Option<String>, i64) =
+        sqlx::query_as("SELECT last_name, source_version FROM source_records WHERE source_id = '1/A01'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((last_name.as_deref(), version), (Some("Петров"), 3));
+    let changes_before = count(&pool, "SELECT count(*) FROM record_changes").await;
+    let updated_before: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT updated_at FROM source_records WHERE source_id = '1/A01'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+
+    // Same content, newer version: the content and updated_at stay, nothing
+    // goes to the change feed, but the version watermark moves so that an
+    // older version delayed further cannot win.
+    let same_newer = Envelope::upsert(SOURCE, "1/A01", 6, at(6), record("Петров"));
+    bus::publish_with_id(&js, &stream, &same_newer, "same-content-newer".into()).await.unwrap().await.unwrap();
+    let delayed = Envelope::upsert(SOURCE, "1/A01", 5, at(5), record("Петровский"));
+    testkit::publish_all(&js, &stream, [delayed]).await;
+    // A deleted record comes back with a newer upsert. Its content equals
+    // the late upsert's, still inside the duplicate window: the server drops
+    // it and says so, and the publisher, knowing this is a new change,
+    // publishes it again under its revision id.
+    let back = Envelope::upsert(SOURCE, "2/B02", 7, at(7), record("Сидоров"));
+    assert_eq!(testkit::publish_all(&js, &stream, [back.clone()]).await, 0, "A→B→A inside the window is dropped");
+    let ack = bus::publish_with_id(&js, &stream, &back, bus::revision_message_id(&back)).await.unwrap().await.unwrap();
+    assert!(!ack.duplicate);
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+
+    expected.insert((SOURCE.into(), "2/B02".into()), (back.content_hash, false));
+    assert_state(&pool, &expected).await;
+    let (version, updated_after): (i64, chrono::DateTime<Utc>) =
+        sqlx::query_as("SELECT source_version, updated_at FROM source_records WHERE source_id = '1/A01'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 6);
+    assert_eq!(updated_after, updated_before, "unchanged content does not move updated_at");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM record_changes").await,
+        changes_before + 1,
+        "only the resurrection is a change"
+    );
+    let ops: Vec<String> = sqlx::query_scalar("SELECT op FROM record_changes WHERE source_id = '2/B02' ORDER BY change_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ops, ["delete", "update"]);
+}
+
+#[tokio::test]
+async fn deletes_are_soft() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+    let alive = Envelope::upsert(SOURCE, "7/D07", 1, at(1), record("Орлов"));
+    let deleted = Envelope::delete(SOURCE, "7/D07", 2, at(2));
+    testkit::publish_all(&js, &stream, [alive]).await;
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    testkit::publish_all(&js, &stream, [deleted]).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+
+    let (last_name, deleted_at): (Option<String>, Option<chrono::DateTime<Utc>>) =
+        sqlx::query_as("SELECT last_name, deleted_at FROM source_records WHERE source_id = '7/D07'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(last_name.as_deref(), Some("Орлов"), "the last known content is kept");
+    assert!(deleted_at.is_some());
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_while_their_neighbours_load() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+
+    let good = generated(7, 100, 1);
+    let (first, second) = good.split_at(50);
+    testkit::publish_all(&js, &stream, first.to_vec()).await;
+
+    let subject = stream.subject(SOURCE);
+    let garbage = b"\x93\xa6\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\x01not msgpack".to_vec();
+    testkit::publish_raw(&js, subject.clone(), garbage.clone()).await;
+    let mut future = Envelope::upsert(SOURCE, "9/F09", 1, at(1), record("Будущев"));
+    future.record.as_mut().unwrap().birth_date = Some(Utc::now().date_naive() + chrono::Days::new(30));
+    testkit::publish_raw(&js, subject.clone(), future.encode()).await;
+    let no_id = Envelope::upsert(SOURCE, " ", 1, at(1), record("Безымянный"));
+    testkit::publish_raw(&js, subject.clone(), no_id.encode()).await;
+    let wrong_subject = Envelope::upsert("infoclinica", "77", 1, at(1), record("Чужой"));
+    testkit::publish_raw(&js, subject.clone(), wrong_subject.encode()).await;
+    testkit::publish_all(&js, &stream, second.to_vec()).await;
+
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    let summary = loader.stop().await;
+
+    assert_state(&pool, &expected_of(&good)).await;
+    assert_eq!(summary.written.dead_lettered, 4);
+    let rows: Vec<(String, Option<String>, String, String, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT reason_code, source_id, reason, subject, payload, stream_seq FROM dead_letters ORDER BY stream_seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let codes: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(codes, ["undecodable", "birth_date_in_future", "missing_source_id", "subject_mismatch"]);
+    assert_eq!(rows[0].4, garbage, "raw bytes kept for retry");
+    assert_eq!(rows[1].1.as_deref(), Some("9/F09"));
+    assert_eq!(rows[1].2, "birth_date is in the future");
+    assert!(rows.iter().all(|r| r.3 == subject && r.5 > 50));
+    for r in &rows {
+        for pii in ["Иван", "Будущев", "Безымянный", "Чужой"] {
+            assert!(!r.2.contains(pii), "reason must not carry personal data: {}", r.2);
+        }
+    }
+}
