@@ -1,0 +1,127 @@
+//! Loader processes: several sharing one durable consumer, kill -9 in the
+//! middle of a batch, and a PostgreSQL outage during a load.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use etl_runtime::database::DatabaseSettings;
+use proto::bus::StreamSettings;
+use testkit::ChildProcess;
+
+fn spawn_loader(db: &DatabaseSettings, stream: &StreamSettings, extra: &[(&str, &str)]) -> ChildProcess {
+    let mut env = testkit::service_env(db, stream);
+    env.push(("ETL__LOG__FORMAT".into(), "json".into()));
+    env.push(("ETL__LOADER__BATCH_SIZE".into(), "500".into()));
+    env.push(("ETL__LOADER__RETRY__INITIAL".into(), "100ms".into()));
+    env.push(("ETL__LOADER__RETRY__MAX".into(), "2s".into()));
+    // What a killed loader held comes back after ack_wait.
+    env.push(("ETL__LOADER__ACK_WAIT".into(), "5s".into()));
+    for (k, v) in extra {
+        env.push((k.to_string(), v.to_string()));
+    }
+    ChildProcess::spawn(env!("CARGO_BIN_EXE_loader"), &[], &env)
+}
+
+/// The `inserted` count of the loader's exit line.
+fn inserted_at_exit(logs: &str) -> u64 {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "loader stopped")
+        .and_then(|v| v["inserted"].as_u64())
+        .unwrap_or_else(|| panic!("no exit line in the loader's logs:\n{logs}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_loader_processes_share_the_work_without_duplicates_or_losses() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+
+    let mut loaders: Vec<_> = (0..3).map(|_| spawn_loader(&db, &stream, &[])).collect();
+    let envelopes = generated(3, 10_000, 1);
+    assert_eq!(testkit::publish_all(&js, &stream, envelopes.clone()).await, 10_000);
+    wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
+
+    let mut shares = Vec::new();
+    for loader in &mut loaders {
+        let status = loader.terminate(Duration::from_secs(30)).expect("loader exits after SIGTERM");
+        assert!(status.success(), "graceful shutdown exits 0: {status:?}\n{}", loader.logs());
+        shares.push(inserted_at_exit(&loader.logs()));
+    }
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(shares.iter().sum::<u64>(), 10_000, "each record inserted exactly once: {shares:?}");
+    assert!(shares.iter().filter(|&&n| n > 0).count() >= 2, "the work is shared: {shares:?}");
+    assert_eq!(count(&pool, "SELECT count(*) FROM record_changes").await, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_a_load_then_restart_gives_the_exact_state() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+
+    let envelopes = generated(4, 30_000, 1);
+    assert_eq!(testkit::publish_all(&js, &stream, envelopes.clone()).await, 30_000);
+    // Small batches and one writer: many commits, so the kill lands between
+    // a commit and its acks or inside a transaction.
+    let mut loader = spawn_loader(&db, &stream, &[("ETL__LOADER__BATCH_SIZE", "200"), ("ETL__LOADER__WRITERS", "1")]);
+    testkit::wait_until(Duration::from_secs(60), "the load to start", || async {
+        testkit::count_records(&pool).await >= 2_000
+    })
+    .await;
+    loader.kill9();
+    let at_kill = testkit::count_records(&pool).await;
+    assert!(at_kill < 30_000, "killed in the middle ({at_kill} rows)");
+
+    let mut restarted = spawn_loader(&db, &stream, &[]);
+    wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
+    assert!(restarted.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()));
+
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM record_changes").await, 30_000, "no change recorded twice");
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_during_a_load_then_started_the_loader_recovers_by_itself() {
+    // A PostgreSQL cluster of this test's own: stopping the shared server
+    // would break the other tests.
+    let cluster = testkit::postgres::TempCluster::start();
+    let db = testkit::create_database(cluster.server()).await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+
+    let envelopes = generated(5, 20_000, 1);
+    let (first, second) = envelopes.split_at(5_000);
+    testkit::publish_all(&js, &stream, first.to_vec()).await;
+    let mut loader = spawn_loader(&db, &stream, &[("ETL__DATABASE__ACQUIRE_TIMEOUT", "1s")]);
+    {
+        let pool = testkit::pool(&db).await;
+        testkit::wait_until(Duration::from_secs(60), "the first records", || async {
+            testkit::count_records(&pool).await > 0
+        })
+        .await;
+        pool.close().await;
+    }
+
+    cluster.stop_server();
+    // The stream keeps filling while the database is down.
+    testkit::publish_all(&js, &stream, second.to_vec()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.start_server();
+
+    wait_drained(&js, &stream, "loader", Duration::from_secs(180)).await;
+    let status = loader.terminate(Duration::from_secs(30)).expect("loader exits after SIGTERM");
+    assert!(status.success(), "{}", loader.logs());
+    let logs = loader.logs();
+    assert!(logs.contains("transient failure writing a batch") || logs.contains("PostgreSQL not available"),
+        "the outage was seen and retried:\n{logs}");
+
+    let pool = testkit::pool(&db).await;
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0, "nothing dead-lettered");
+}
