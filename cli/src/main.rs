@@ -1,0 +1,72 @@
+//! `etl`: the operator's command-line tool.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+mod sample;
+mod stream;
+mod summary;
+
+/// Operate the medical ETL bus.
+///
+/// Settings come from the optional TOML file (same sections as the services:
+/// [nats], [database], [stream]) and `ETL__<SECTION>__<KEY>` environment
+/// variables.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "ETL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish generated patients (and optionally changes, deletions and
+    /// poison messages) to the bus, as an extractor would.
+    Sample(sample::Args),
+    /// Wait until a consumer has processed everything in the stream.
+    Wait(stream::WaitArgs),
+    /// Delete the stream and everything in it (for demos and tests; asks for --yes).
+    DeleteStream(stream::DeleteArgs),
+    /// A readable summary of what landed in PostgreSQL and of the bus.
+    Summary,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub nats: etl_runtime::nats::NatsSettings,
+    pub database: etl_runtime::database::DatabaseSettings,
+    pub stream: proto::bus::StreamSettings,
+    pub log: etl_runtime::telemetry::LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            nats: Default::default(),
+            database: Default::default(),
+            stream: Default::default(),
+            // A command-line tool speaks through its output; logs only warn.
+            log: etl_runtime::telemetry::LogSettings { level: "warn".into(), ..Default::default() },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
+    etl_runtime::telemetry::init(&settings.log);
+    match args.command {
+        Command::Sample(a) => sample::run(&settings, a).await,
+        Command::Wait(a) => stream::wait(&settings, a).await,
+        Command::DeleteStream(a) => stream::delete(&settings, a).await,
+        Command::Summary => summary::run(&settings).await,
+    }
+}

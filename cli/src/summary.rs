@@ -1,0 +1,113 @@
+//! `etl summary`: what landed in PostgreSQL, and the state of the bus.
+//! Counts only: no personal data is printed.
+
+use async_nats::jetstream;
+use sqlx::PgPool;
+
+use crate::Settings;
+
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let db = &settings.database;
+    let pool = PgPool::connect_with(db.with_db()).await?;
+    println!("Medical ETL bus — summary");
+    println!("PostgreSQL database {} on {}:{}", db.database_name, db.host, db.port);
+
+    println!("\nSource records (one row per record of a source system)");
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT source, count(*), count(*) FILTER (WHERE deleted_at IS NULL),
+                count(*) FILTER (WHERE deleted_at IS NOT NULL), count(DISTINCT business_unit)
+         FROM source_records GROUP BY source ORDER BY source",
+    )
+    .fetch_all(&pool)
+    .await?;
+    println!("  {:<14} {:>9} {:>9} {:>9} {:>15}", "source", "records", "live", "deleted", "business units");
+    for (source, total, live, deleted, units) in &rows {
+        println!("  {source:<14} {total:>9} {live:>9} {deleted:>9} {units:>15}");
+    }
+    if rows.is_empty() {
+        println!("  (none yet)");
+    }
+
+    println!("\nIdentity documents by canonical type (numbers stored as text)");
+    let docs: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT coalesce(t.code, 'type ' || (d->>'type')), count(*), count(*) FILTER (WHERE d->>'problem' IS NOT NULL)
+         FROM source_records r CROSS JOIN LATERAL jsonb_array_elements(r.documents) d
+         LEFT JOIN document_types t ON t.id = (d->>'type')::int
+         WHERE r.deleted_at IS NULL GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .fetch_all(&pool)
+    .await?;
+    println!("  {:<28} {:>9} {:>16}", "type", "documents", "format problems");
+    for (code, n, bad) in &docs {
+        println!("  {code:<28} {n:>9} {bad:>16}");
+    }
+
+    let (snils, snils_bad, oms, oms_bad, no_doc): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(snils), count(*) FILTER (WHERE snils_valid = false),
+                count(oms_policy), count(*) FILTER (WHERE oms_policy_valid = false),
+                count(*) FILTER (WHERE documents = '[]'::jsonb)
+         FROM source_records WHERE deleted_at IS NULL",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!("\nIdentifiers of live records");
+    println!("  SNILS          {snils:>9} present, {snils_bad} failing the checksum (kept raw, flagged)");
+    println!("  OMS policy     {oms:>9} present, {oms_bad} failing the check digit (kept raw, flagged)");
+    println!("  no document    {no_doc:>9} records");
+
+    let changes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT op, count(*) FROM record_changes GROUP BY op ORDER BY op").fetch_all(&pool).await?;
+    let changes: Vec<String> = changes.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    println!("\nChange feed for the matcher (record_changes): {}", if changes.is_empty() { "empty".into() } else { changes.join(", ") });
+
+    let dead: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT reason_code, status, count(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 3 DESC",
+    )
+    .fetch_all(&pool)
+    .await?;
+    println!("\nDead letters (kept with their reason; the rest kept flowing)");
+    if dead.is_empty() {
+        println!("  none");
+    }
+    for (code, status, n) in &dead {
+        println!("  {code:<24} {status:<8} {n:>6}");
+    }
+
+    println!("\nBus");
+    match bus_state(settings).await {
+        Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
+        Err(error) => println!("  NATS not reachable: {error}"),
+    }
+    Ok(())
+}
+
+async fn bus_state(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let client = settings.nats.connect("etl-summary").await?;
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(&settings.stream.name).await?;
+    let info = stream.info().await?;
+    let mut lines = vec![format!(
+        "stream {} ({}): {} messages, {:.1} MiB, sequences {}..{}",
+        info.config.name,
+        settings.stream.all_subjects(),
+        info.state.messages,
+        info.state.bytes as f64 / 1048576.0,
+        info.state.first_sequence,
+        info.state.last_sequence
+    )];
+    let mut names = stream.consumer_names();
+    use futures::StreamExt;
+    while let Some(name) = names.next().await {
+        let name = name?;
+        let mut consumer = stream
+            .get_consumer::<jetstream::consumer::pull::Config>(&name)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let c = consumer.info().await?;
+        lines.push(format!(
+            "consumer {name}: {} waiting, {} delivered but not yet acknowledged, last acked stream sequence {}",
+            c.num_pending, c.num_ack_pending, c.ack_floor.stream_sequence
+        ));
+    }
+    Ok(lines)
+}
