@@ -54,20 +54,20 @@ pub fn examine(prefix: &str, subject: &str, payload: &[u8], today: NaiveDate) ->
 /// A batch must not hold a key twice: `INSERT … ON CONFLICT DO UPDATE` cannot
 /// affect a row twice in one statement.
 pub fn newest_per_key<T>(entries: Vec<T>, envelope: impl Fn(&T) -> &Envelope) -> Vec<T> {
-    let mut newest: HashMap<(String, String), T> = HashMap::with_capacity(entries.len());
-    for entry in entries {
-        let e = envelope(&entry);
-        let key = (e.source.clone(), e.source_id.clone());
-        match newest.get(&key) {
-            Some(kept) if order_key(envelope(kept)) >= order_key(e) => {}
-            _ => {
-                newest.insert(key, entry);
-            }
+    // Index of the newest entry per key; keys borrow from the entries.
+    let mut newest: HashMap<(&str, &str), usize> = HashMap::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let e = envelope(entry);
+        let kept = newest.entry((e.source.as_str(), e.source_id.as_str())).or_insert(i);
+        if order_key(e) > order_key(envelope(&entries[*kept])) {
+            *kept = i;
         }
     }
-    let mut out: Vec<(_, T)> = newest.into_iter().collect();
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    out.into_iter().map(|(_, t)| t).collect()
+    let mut keep: Vec<((&str, &str), usize)> = newest.into_iter().collect();
+    keep.sort_unstable();
+    let order: Vec<usize> = keep.iter().map(|&(_, i)| i).collect();
+    let mut slots: Vec<Option<T>> = entries.into_iter().map(Some).collect();
+    order.into_iter().map(|i| slots[i].take().expect("each index once")).collect()
 }
 
 fn order_key(e: &Envelope) -> (i64, &[u8; 32]) {
