@@ -53,7 +53,10 @@ impl Default for Settings {
             database: Default::default(),
             stream: Default::default(),
             // A command-line tool speaks through its output; logs only warn.
-            log: etl_runtime::telemetry::LogSettings { level: "warn".into(), ..Default::default() },
+            log: etl_runtime::telemetry::LogSettings {
+                level: "warn".into(),
+                ..Default::default()
+            },
         }
     }
 }

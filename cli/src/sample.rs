@@ -31,34 +31,63 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(bus::is_valid_source_name(&args.source), "invalid source name");
+    anyhow::ensure!(
+        bus::is_valid_source_name(&args.source),
+        "invalid source name"
+    );
     let client = settings.nats.connect("etl-sample").await?;
     let js = jetstream::new(client.clone());
-    bus::ensure_stream(&js, &settings.stream).await.context("creating the stream")?;
+    bus::ensure_stream(&js, &settings.stream)
+        .await
+        .context("creating the stream")?;
 
-    let style = if args.source == "infoclinica" { synth::SourceIdStyle::Infoclinica } else { synth::SourceIdStyle::Qms };
+    let style = if args.source == "infoclinica" {
+        synth::SourceIdStyle::Infoclinica
+    } else {
+        synth::SourceIdStyle::Qms
+    };
     let generator = synth::Generator::new(args.seed).with_source_id_style(style);
     let now = Utc::now();
     let version = now.timestamp_micros();
     let mut publisher = Publisher::new(&js, &settings.stream);
 
     for i in 0..args.count {
-        publisher.send(&generator.patient(i).into_envelope(&args.source, version, now)).await?;
+        publisher
+            .send(
+                &generator
+                    .patient(i)
+                    .into_envelope(&args.source, version, now),
+            )
+            .await?;
     }
     for i in 0..args.changes.min(args.count) {
         let mut patient = generator.patient(i);
         patient.record.phones.clear();
         let phone = format!("7999{:07}", i);
-        patient.record.phones.push(proto::Phone { number: proto::Checked::valid(phone), preferred: true });
-        publisher.send(&patient.into_envelope(&args.source, version + 1, now)).await?;
+        patient.record.phones.push(proto::Phone {
+            number: proto::Checked::valid(phone),
+            preferred: true,
+        });
+        publisher
+            .send(&patient.into_envelope(&args.source, version + 1, now))
+            .await?;
     }
     for i in (args.count.saturating_sub(args.deletes))..args.count {
-        publisher.send(&Envelope::delete(&args.source, generator.source_id(i), version + 2, now)).await?;
+        publisher
+            .send(&Envelope::delete(
+                &args.source,
+                generator.source_id(i),
+                version + 2,
+                now,
+            ))
+            .await?;
     }
     let subject = settings.stream.subject(&args.source);
     for i in 0..args.poison {
         let payload = poison(i, &args.source);
-        publisher.pending.push(js.publish(subject.clone(), payload.into()).await?);
+        publisher
+            .pending
+            .push(js.publish(subject.clone(), payload.into()).await?);
     }
     let (stored, duplicates) = publisher.finish().await?;
     client.flush().await?;
@@ -69,12 +98,16 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
 }
 
 fn poison(i: u64, source: &str) -> Vec<u8> {
-    let record = proto::PatientRecord { last_name: Some("Пример".into()), ..Default::default() };
+    let record = proto::PatientRecord {
+        last_name: Some("Пример".into()),
+        ..Default::default()
+    };
     match i % 3 {
         0 => b"\xc1 this is not MessagePack".to_vec(),
         1 => {
             let mut e = Envelope::upsert(source, format!("poison-{i}"), 1, Utc::now(), record);
-            e.record.as_mut().unwrap().birth_date = Some(Utc::now().date_naive() + chrono::Days::new(365));
+            e.record.as_mut().unwrap().birth_date =
+                Some(Utc::now().date_naive() + chrono::Days::new(365));
             e.encode()
         }
         _ => Envelope::upsert(source, "", 1, Utc::now(), record).encode(),
@@ -92,11 +125,18 @@ struct Publisher<'a> {
 
 impl<'a> Publisher<'a> {
     fn new(js: &'a jetstream::Context, stream: &'a bus::StreamSettings) -> Self {
-        Publisher { js, stream, pending: Vec::new(), stored: 0, duplicates: 0 }
+        Publisher {
+            js,
+            stream,
+            pending: Vec::new(),
+            stored: 0,
+            duplicates: 0,
+        }
     }
 
     async fn send(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
-        self.pending.push(bus::publish(self.js, self.stream, envelope).await?);
+        self.pending
+            .push(bus::publish(self.js, self.stream, envelope).await?);
         if self.pending.len() >= 2048 {
             self.settle().await?;
         }
@@ -104,7 +144,12 @@ impl<'a> Publisher<'a> {
     }
 
     async fn settle(&mut self) -> anyhow::Result<()> {
-        let acks = futures::future::join_all(self.pending.drain(..).map(std::future::IntoFuture::into_future)).await;
+        let acks = futures::future::join_all(
+            self.pending
+                .drain(..)
+                .map(std::future::IntoFuture::into_future),
+        )
+        .await;
         for ack in acks {
             if ack.context("publish not acknowledged")?.duplicate {
                 self.duplicates += 1;

@@ -10,7 +10,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let db = &settings.database;
     let pool = PgPool::connect_with(db.with_db()).await?;
     println!("Medical ETL bus — summary");
-    println!("PostgreSQL database {} on {}:{}", db.database_name, db.host, db.port);
+    println!(
+        "PostgreSQL database {} on {}:{}",
+        db.database_name, db.host, db.port
+    );
 
     println!("\nSource records (one row per record of a source system)");
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
@@ -20,7 +23,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     )
     .fetch_all(&pool)
     .await?;
-    println!("  {:<14} {:>9} {:>9} {:>9} {:>15}", "source", "records", "live", "deleted", "business units");
+    println!(
+        "  {:<14} {:>9} {:>9} {:>9} {:>15}",
+        "source", "records", "live", "deleted", "business units"
+    );
     for (source, total, live, deleted, units) in &rows {
         println!("  {source:<14} {total:>9} {live:>9} {deleted:>9} {units:>15}");
     }
@@ -37,7 +43,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     )
     .fetch_all(&pool)
     .await?;
-    println!("  {:<28} {:>9} {:>16}", "type", "documents", "format problems");
+    println!(
+        "  {:<28} {:>9} {:>16}",
+        "type", "documents", "format problems"
+    );
     for (code, n, bad) in &docs {
         println!("  {code:<28} {n:>9} {bad:>16}");
     }
@@ -51,14 +60,27 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     .fetch_one(&pool)
     .await?;
     println!("\nIdentifiers of live records");
-    println!("  SNILS          {snils:>9} present, {snils_bad} failing the checksum (kept raw, flagged)");
-    println!("  OMS policy     {oms:>9} present, {oms_bad} failing the check digit (kept raw, flagged)");
+    println!(
+        "  SNILS          {snils:>9} present, {snils_bad} failing the checksum (kept raw, flagged)"
+    );
+    println!(
+        "  OMS policy     {oms:>9} present, {oms_bad} failing the check digit (kept raw, flagged)"
+    );
     println!("  no document    {no_doc:>9} records");
 
     let changes: Vec<(String, i64)> =
-        sqlx::query_as("SELECT op, count(*) FROM record_changes GROUP BY op ORDER BY op").fetch_all(&pool).await?;
+        sqlx::query_as("SELECT op, count(*) FROM record_changes GROUP BY op ORDER BY op")
+            .fetch_all(&pool)
+            .await?;
     let changes: Vec<String> = changes.iter().map(|(op, n)| format!("{op} {n}")).collect();
-    println!("\nChange feed for the matcher (record_changes): {}", if changes.is_empty() { "empty".into() } else { changes.join(", ") });
+    println!(
+        "\nChange feed for the matcher (record_changes): {}",
+        if changes.is_empty() {
+            "empty".into()
+        } else {
+            changes.join(", ")
+        }
+    );
 
     let dead: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT reason_code, status, count(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 3 DESC",

@@ -48,7 +48,10 @@ const TARGET_SHARE: f64 = 50.0;
 const TARGET_RSS_MIB: f64 = 100.0;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
 }
 
 /// What must be removed at the end, whatever happened.
@@ -86,7 +89,11 @@ fn main() {
 }
 
 async fn clean_up(cleanup: &Mutex<Cleanup>) {
-    let Cleanup { databases, stream, files } = std::mem::take(&mut *cleanup.lock().unwrap());
+    let Cleanup {
+        databases,
+        stream,
+        files,
+    } = std::mem::take(&mut *cleanup.lock().unwrap());
     for file in files {
         let _ = std::fs::remove_file(&file);
     }
@@ -109,8 +116,13 @@ async fn clean_up(cleanup: &Mutex<Cleanup>) {
 
 async fn drop_database(db: &DatabaseSettings) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(&db.without_db().database("postgres")).await?;
-    let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, db.database_name);
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+    let sql = format!(
+        r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+        db.database_name
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }
 
@@ -123,18 +135,28 @@ struct Variant {
 fn variants() -> anyhow::Result<Vec<Variant>> {
     let mut out = Vec::new();
     if std::env::var("BENCH_SKIP_DEFAULT").map_or(true, |v| v.is_empty() || v == "0") {
-        out.push(Variant { label: "default".into(), env: Vec::new() });
+        out.push(Variant {
+            label: "default".into(),
+            env: Vec::new(),
+        });
     }
     if let Ok(spec) = std::env::var("BENCH_LOADER_ENV") {
         for variant in spec.split(';').map(str::trim).filter(|v| !v.is_empty()) {
             let mut env = Vec::new();
             for pair in variant.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').with_context(|| format!("not KEY=VALUE: {pair:?}"))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("not KEY=VALUE: {pair:?}"))?;
                 env.push((k.trim().to_string(), v.trim().to_string()));
             }
             let label = env
                 .iter()
-                .map(|(k, v)| format!("{}={v}", k.strip_prefix("ETL__LOADER__").unwrap_or(k).to_lowercase()))
+                .map(|(k, v)| {
+                    format!(
+                        "{}={v}",
+                        k.strip_prefix("ETL__LOADER__").unwrap_or(k).to_lowercase()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" ");
             out.push(Variant { label, env });
@@ -193,11 +215,20 @@ async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
     cleanup.lock().unwrap().stream = Some(stream.name.clone());
     let (stored, publish_secs) = publish(&js, &stream, records, window).await?;
     let publish_rate = records as f64 / publish_secs;
-    eprintln!("published {records} ({stored} stored) in {publish_secs:.1} s: {publish_rate:.0} msg/s");
+    eprintln!(
+        "published {records} ({stored} stored) in {publish_secs:.1} s: {publish_rate:.0} msg/s"
+    );
     let info = js.get_stream(&stream.name).await?.get_info().await?;
-    eprintln!("stream holds {} messages, {:.1} MiB", info.state.messages, info.state.bytes as f64 / MIB);
+    eprintln!(
+        "stream holds {} messages, {:.1} MiB",
+        info.state.messages,
+        info.state.bytes as f64 / MIB
+    );
     if info.state.messages != records {
-        bail!("the stream holds {} messages, not {records} (refused or deduplicated?)", info.state.messages);
+        bail!(
+            "the stream holds {} messages, not {records} (refused or deduplicated?)",
+            info.state.messages
+        );
     }
 
     // 2. + 3. Each variant drains into its own database; the ceiling is
@@ -208,8 +239,16 @@ async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
         let db = testkit::fresh_database().await;
         cleanup.lock().unwrap().databases.push(db.clone());
         let consumer = format!("bench_{i}");
-        eprintln!("\n== variant {} ({}), consumer {consumer}, database {}", i + 1, variant.label, db.database_name);
-        let result = drain(&js, &stream, &db, &consumer, variant, records, timeout, loader_bin).await?;
+        eprintln!(
+            "\n== variant {} ({}), consumer {consumer}, database {}",
+            i + 1,
+            variant.label,
+            db.database_name
+        );
+        let result = drain(
+            &js, &stream, &db, &consumer, variant, records, timeout, loader_bin,
+        )
+        .await?;
         eprintln!(
             "drained {} rows in {:.1} s ({:.0} rows/s; steady {}), peak RSS {:.1} MiB, CPU loader {:.0}% postgres {:.0}% nats {:.0}% (system busy {:.0}%, iowait {:.0}%), WAL {}, exit {}",
             result.rows,
@@ -242,7 +281,11 @@ async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
         }
         // Free the disk before the next variant.
         drop_database(&db).await?;
-        cleanup.lock().unwrap().databases.retain(|d| d.database_name != db.database_name);
+        cleanup
+            .lock()
+            .unwrap()
+            .databases
+            .retain(|d| d.database_name != db.database_name);
         results.push(result);
     }
 
@@ -263,13 +306,22 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// `target/bench-drain.md`: the loader binary lives in `target/release/`.
 fn report_path() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_loader"));
-    let target = bin.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| "target".into());
+    let target = bin
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "target".into());
     target.join("bench-drain.md")
 }
 
 /// Publishes `n` generated records with up to `window` acks in flight;
 /// returns how many the server stored and the seconds it took.
-async fn publish(js: &jetstream::Context, stream: &StreamSettings, n: u64, window: usize) -> anyhow::Result<(u64, f64)> {
+async fn publish(
+    js: &jetstream::Context,
+    stream: &StreamSettings,
+    n: u64,
+    window: usize,
+) -> anyhow::Result<(u64, f64)> {
     let generator = synth::Generator::new(42);
     let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     let start = Instant::now();
@@ -278,19 +330,36 @@ async fn publish(js: &jetstream::Context, stream: &StreamSettings, n: u64, windo
     let mut last_report = Instant::now();
     for i in 0..n {
         let envelope = generator.patient(i).into_envelope(SOURCE, 1, at);
-        let ack = proto::bus::publish(js, stream, &envelope).await.context("publish")?;
+        let ack = proto::bus::publish(js, stream, &envelope)
+            .await
+            .context("publish")?;
         in_flight.push(std::future::IntoFuture::into_future(ack));
         while in_flight.len() >= window {
-            let ack = in_flight.next().await.expect("non-empty").context("publish ack")?;
-            if ack.duplicate { duplicates += 1 } else { stored += 1 }
+            let ack = in_flight
+                .next()
+                .await
+                .expect("non-empty")
+                .context("publish ack")?;
+            if ack.duplicate {
+                duplicates += 1
+            } else {
+                stored += 1
+            }
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             last_report = Instant::now();
-            eprintln!("  publishing: {i} sent, {:.0} msg/s", i as f64 / start.elapsed().as_secs_f64());
+            eprintln!(
+                "  publishing: {i} sent, {:.0} msg/s",
+                i as f64 / start.elapsed().as_secs_f64()
+            );
         }
     }
     while let Some(ack) = in_flight.next().await {
-        if ack.context("publish ack")?.duplicate { duplicates += 1 } else { stored += 1 }
+        if ack.context("publish ack")?.duplicate {
+            duplicates += 1
+        } else {
+            stored += 1
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     if duplicates > 0 {
@@ -315,11 +384,20 @@ async fn drain(
     env.push(("ETL__LOG__LEVEL".into(), "warn".into()));
     env.push(("ETL__LOADER__CONSUMER".into(), consumer.into()));
     env.extend(variant.env.iter().cloned());
-    if let Some(sql) = std::env::var("BENCH_PREPARE_SQL").ok().filter(|s| !s.trim().is_empty()) {
+    if let Some(sql) = std::env::var("BENCH_PREPARE_SQL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    {
         // An experiment on the schema: migrate now (the loader then finds
         // nothing to do), then change it.
-        loader::store::MIGRATOR.run(&pool).await.context("migrating before BENCH_PREPARE_SQL")?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&pool).await.context("BENCH_PREPARE_SQL")?;
+        loader::store::MIGRATOR
+            .run(&pool)
+            .await
+            .context("migrating before BENCH_PREPARE_SQL")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&pool)
+            .await
+            .context("BENCH_PREPARE_SQL")?;
         eprintln!("  prepared the schema with: {sql}");
     }
     let js_stream = js.get_stream(&stream.name).await?;
@@ -344,7 +422,10 @@ async fn drain(
         }
         if let Ok(info) = js_stream.consumer_info(consumer).await {
             consumer_seen_at.get_or_insert_with(Instant::now);
-            if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= records {
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.ack_floor.stream_sequence >= records
+            {
                 break Instant::now();
             }
             if last_report.elapsed() > Duration::from_secs(10) {
@@ -425,8 +506,15 @@ async fn copy_ceiling(db: &DatabaseSettings, cleanup: &Mutex<Cleanup>) -> anyhow
     let export = Instant::now();
     psql(db, &format!("\\copy source_records TO '{csv_str}' CSV"))?;
     let size = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0);
-    eprintln!("exported to {csv_str} ({:.0} MiB) in {:.1} s", size as f64 / MIB, export.elapsed().as_secs_f64());
-    psql(db, "CREATE TABLE ceiling (LIKE source_records INCLUDING ALL)")?;
+    eprintln!(
+        "exported to {csv_str} ({:.0} MiB) in {:.1} s",
+        size as f64 / MIB,
+        export.elapsed().as_secs_f64()
+    );
+    psql(
+        db,
+        "CREATE TABLE ceiling (LIKE source_records INCLUDING ALL)",
+    )?;
     // Let the checkpointer and autovacuum of the load settle a little.
     psql(db, "CHECKPOINT")?;
 
@@ -441,22 +529,42 @@ async fn copy_ceiling(db: &DatabaseSettings, cleanup: &Mutex<Cleanup>) -> anyhow
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ceiling").fetch_one(&pool).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ceiling")
+        .fetch_one(&pool)
+        .await?;
     eprintln!("  psql: {}", output.trim());
     pool.close().await;
     let _ = std::fs::remove_file(&csv);
-    Ok(Ceiling { seconds, rows, cpu, wal_bytes })
+    Ok(Ceiling {
+        seconds,
+        rows,
+        cpu,
+        wal_bytes,
+    })
 }
 
 /// Runs one psql command against `db`; its stdout.
 fn psql(db: &DatabaseSettings, command: &str) -> anyhow::Result<String> {
     let output = Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", &db.host, "-p", &db.port.to_string(), "-U", &db.username])
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &db.host,
+            "-p",
+            &db.port.to_string(),
+            "-U",
+            &db.username,
+        ])
         .args(["-d", &db.database_name, "-c", command])
         .output()
         .context("running psql")?;
     if !output.status.success() {
-        bail!("psql {command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "psql {command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -475,8 +583,16 @@ fn report(records: u64, publish_rate: f64, results: &[DrainResult], ceiling: &Ce
         let share = 100.0 * rate / ceiling_rate;
         let verdict = format!(
             "share {} / RSS {}",
-            if share >= TARGET_SHARE { "PASS" } else { "MISS" },
-            if r.peak_rss_mib < TARGET_RSS_MIB { "PASS" } else { "MISS" },
+            if share >= TARGET_SHARE {
+                "PASS"
+            } else {
+                "MISS"
+            },
+            if r.peak_rss_mib < TARGET_RSS_MIB {
+                "PASS"
+            } else {
+                "MISS"
+            },
         );
         let _ = writeln!(
             t,
@@ -486,11 +602,18 @@ fn report(records: u64, publish_rate: f64, results: &[DrainResult], ceiling: &Ce
     }
     if let Ok(sql) = std::env::var("BENCH_PREPARE_SQL") {
         if !sql.trim().is_empty() {
-            let _ = writeln!(t, "\nSchema changed before each loader run (experiment): `{sql}`");
+            let _ = writeln!(
+                t,
+                "\nSchema changed before each loader run (experiment): `{sql}`"
+            );
         }
     }
     let _ = writeln!(t, "\nTargets: loader ≥ {TARGET_SHARE:.0} % of the `\\copy` rate, peak RSS < {TARGET_RSS_MIB:.0} MiB.\n");
-    let _ = writeln!(t, "CPU during each phase, % of one core (the machine has {} cores):\n", cores());
+    let _ = writeln!(
+        t,
+        "CPU during each phase, % of one core (the machine has {} cores):\n",
+        cores()
+    );
     let _ = writeln!(t, "| phase | loader | postgres | nats-server | psql | system busy | iowait | WAL MiB | rows/s after consumer created | max sampled VmRSS MiB | loader exit |");
     let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let wal = |w: Option<i64>| w.map_or("?".into(), |b| format!("{:.0}", b as f64 / MIB));
@@ -505,7 +628,8 @@ fn report(records: u64, publish_rate: f64, results: &[DrainResult], ceiling: &Ce
             r.cpu.system_busy,
             r.cpu.system_iowait,
             wal(r.wal_bytes),
-            r.steady_seconds.map_or("?".into(), |s| format!("{:.0}", r.rows as f64 / s)),
+            r.steady_seconds
+                .map_or("?".into(), |s| format!("{:.0}", r.rows as f64 / s)),
             r.max_sampled_rss_mib,
             r.exit,
         );
@@ -558,7 +682,11 @@ impl MemorySampler {
                 (hwm, max_rss)
             }
         });
-        MemorySampler { stop, current_kib, thread }
+        MemorySampler {
+            stop,
+            current_kib,
+            thread,
+        }
     }
 
     fn current_mib(&self) -> f64 {
@@ -609,14 +737,30 @@ impl CpuSnapshot {
         let mut procs = HashMap::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for entry in dir.flatten() {
-                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-                let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                    continue;
+                };
+                let Some((head, rest)) = stat.rsplit_once(')') else {
+                    continue;
+                };
                 let comm = head.split_once('(').map_or("", |(_, c)| c);
                 let fields: Vec<&str> = rest.split_whitespace().collect();
                 // After the command: state is field 3; utime and stime fields 14 and 15.
-                let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-                    + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                let ticks = fields
+                    .get(11)
+                    .and_then(|u| u.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + fields
+                        .get(12)
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .unwrap_or(0);
                 let group = if Some(pid) == loader {
                     Group::Loader
                 } else if comm == "postgres" {
@@ -635,7 +779,11 @@ impl CpuSnapshot {
             .ok()
             .and_then(|s| {
                 let line = s.lines().next()?;
-                let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                let v: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
                 // user nice system idle iowait irq softirq steal (guest is in user).
                 let total: u64 = v.iter().take(8).sum();
                 let idle = v.get(3).copied().unwrap_or(0);
@@ -648,12 +796,23 @@ impl CpuSnapshot {
         let children = std::fs::read_to_string("/proc/self/stat")
             .ok()
             .and_then(|stat| {
-                let fields: Vec<u64> =
-                    stat.rsplit_once(')')?.1.split_whitespace().skip(13).take(2).filter_map(|x| x.parse().ok()).collect();
+                let fields: Vec<u64> = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .skip(13)
+                    .take(2)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
                 Some(fields.iter().sum())
             })
             .unwrap_or(0);
-        CpuSnapshot { at: Instant::now(), procs, system, children }
+        CpuSnapshot {
+            at: Instant::now(),
+            procs,
+            system,
+            children,
+        }
     }
 
     /// The loader did not exist when the snapshot was taken: it starts at 0.
@@ -673,7 +832,8 @@ impl CpuSnapshot {
             let before = self.procs.get(pid).map_or(0, |(_, t)| *t);
             *by_group.entry(*group as u8).or_default() += ticks.saturating_sub(before);
         }
-        let pct = |g: Group| by_group.get(&(g as u8)).copied().unwrap_or(0) as f64 / HZ / wall * 100.0;
+        let pct =
+            |g: Group| by_group.get(&(g as u8)).copied().unwrap_or(0) as f64 / HZ / wall * 100.0;
         let total = end.system.2.saturating_sub(self.system.2).max(1) as f64;
         let n = cores() as f64;
         CpuShares {

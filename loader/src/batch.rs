@@ -24,7 +24,12 @@ pub struct Rejection {
 }
 
 /// Decodes and validates one message from `subject` (`<prefix>.<source>`).
-pub fn examine(prefix: &str, subject: &str, payload: &[u8], today: NaiveDate) -> Result<Envelope, Rejection> {
+pub fn examine(
+    prefix: &str,
+    subject: &str,
+    payload: &[u8],
+    today: NaiveDate,
+) -> Result<Envelope, Rejection> {
     let envelope = Envelope::decode(payload).map_err(|e| Rejection {
         code: "undecodable",
         reason: e.to_string(),
@@ -43,7 +48,9 @@ pub fn examine(prefix: &str, subject: &str, payload: &[u8], today: NaiveDate) ->
             "the message's source does not match its subject".into(),
         ));
     }
-    envelope.validate(today).map_err(|v| reject(v.code(), v.to_string()))?;
+    envelope
+        .validate(today)
+        .map_err(|v| reject(v.code(), v.to_string()))?;
     Ok(envelope)
 }
 
@@ -58,7 +65,9 @@ pub fn newest_per_key<T>(entries: Vec<T>, envelope: impl Fn(&T) -> &Envelope) ->
     let mut newest: HashMap<(&str, &str), usize> = HashMap::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let e = envelope(entry);
-        let kept = newest.entry((e.source.as_str(), e.source_id.as_str())).or_insert(i);
+        let kept = newest
+            .entry((e.source.as_str(), e.source_id.as_str()))
+            .or_insert(i);
         if order_key(e) > order_key(envelope(&entries[*kept])) {
             *kept = i;
         }
@@ -67,7 +76,10 @@ pub fn newest_per_key<T>(entries: Vec<T>, envelope: impl Fn(&T) -> &Envelope) ->
     keep.sort_unstable();
     let order: Vec<usize> = keep.iter().map(|&(_, i)| i).collect();
     let mut slots: Vec<Option<T>> = entries.into_iter().map(Some).collect();
-    order.into_iter().map(|i| slots[i].take().expect("each index once")).collect()
+    order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each index once"))
+        .collect()
 }
 
 fn order_key(e: &Envelope) -> (i64, &[u8; 32]) {
@@ -81,7 +93,10 @@ mod tests {
     use proto::PatientRecord;
 
     fn upsert(id: &str, version: i64, last: &str) -> Envelope {
-        let record = PatientRecord { last_name: Some(last.into()), ..Default::default() };
+        let record = PatientRecord {
+            last_name: Some(last.into()),
+            ..Default::default()
+        };
         Envelope::upsert("qms", id, version, Utc::now(), record)
     }
 
@@ -91,9 +106,17 @@ mod tests {
 
     #[test]
     fn keeps_newest_version_of_each_key_sorted() {
-        let entries = vec![upsert("b", 2, "x"), upsert("a", 5, "y"), upsert("b", 3, "z"), upsert("a", 1, "w")];
+        let entries = vec![
+            upsert("b", 2, "x"),
+            upsert("a", 5, "y"),
+            upsert("b", 3, "z"),
+            upsert("a", 1, "w"),
+        ];
         let kept = newest_per_key(entries, |e| e);
-        let got: Vec<_> = kept.iter().map(|e| (e.source_id.as_str(), e.version)).collect();
+        let got: Vec<_> = kept
+            .iter()
+            .map(|e| (e.source_id.as_str(), e.version))
+            .collect();
         assert_eq!(got, vec![("a", 5), ("b", 3)]);
     }
 
@@ -108,7 +131,12 @@ mod tests {
     fn source_must_match_subject() {
         let bytes = upsert("1", 1, "x").encode();
         assert!(examine("patients", "patients.qms", &bytes, today()).is_ok());
-        assert_eq!(examine("patients", "patients.infoclinica", &bytes, today()).unwrap_err().code, "subject_mismatch");
+        assert_eq!(
+            examine("patients", "patients.infoclinica", &bytes, today())
+                .unwrap_err()
+                .code,
+            "subject_mismatch"
+        );
     }
 
     #[test]
@@ -120,6 +148,11 @@ mod tests {
         assert_eq!(r.source_id.as_deref(), Some("1"));
 
         let no_id = upsert("", 1, "x");
-        assert_eq!(examine("patients", "patients.qms", &no_id.encode(), today()).unwrap_err().code, "missing_source_id");
+        assert_eq!(
+            examine("patients", "patients.qms", &no_id.encode(), today())
+                .unwrap_err()
+                .code,
+            "missing_source_id"
+        );
     }
 }

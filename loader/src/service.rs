@@ -46,17 +46,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let store = Store::new(settings.database.pool(), &settings.stream.name);
 
     let pool = store.pool();
-    let Some(()) = retry_until(&shutdown, &loader, "PostgreSQL", || async move { pool.acquire().await.map(drop) }).await
+    let Some(()) = retry_until(&shutdown, &loader, "PostgreSQL", || async move {
+        pool.acquire().await.map(drop)
+    })
+    .await
     else {
         return Ok(Summary::default());
     };
     store.migrate().await.context("applying migrations")?;
 
-    let client = settings.nats.connect("loader").await.context("connecting to NATS")?;
+    let client = settings
+        .nats
+        .connect("loader")
+        .await
+        .context("connecting to NATS")?;
     let js = jetstream::new(client.clone());
     let consumer_config = pull::Config {
         durable_name: Some(loader.consumer.clone()),
-        filter_subject: loader.filter_subject.clone().unwrap_or_else(|| settings.stream.all_subjects()),
+        filter_subject: loader
+            .filter_subject
+            .clone()
+            .unwrap_or_else(|| settings.stream.all_subjects()),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: loader.ack_wait,
         // Never give up on a message: poison is dead-lettered and terminated
@@ -65,10 +75,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         max_ack_pending: loader.max_ack_pending,
         ..Default::default()
     };
-    let (js_ref, stream_settings, name, config) = (&js, &settings.stream, &loader.consumer, &consumer_config);
+    let (js_ref, stream_settings, name, config) =
+        (&js, &settings.stream, &loader.consumer, &consumer_config);
     let Some(consumer) = retry_until(&shutdown, &loader, "NATS JetStream", || async move {
         let stream = proto::bus::ensure_stream(js_ref, stream_settings).await?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream.get_or_create_consumer(name, config.clone()).await?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> =
+            stream.get_or_create_consumer(name, config.clone()).await?;
         Ok::<_, anyhow::Error>(consumer)
     })
     .await
@@ -109,7 +121,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         loop {
             let (batch, next) = next_batch(&mut messages, &loader, &shutdown).await;
             if !batch.is_empty() {
-                let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed");
                 writers.spawn(write_batch(shared.clone(), batch, permit));
             }
             while let Some(done) = writers.try_join_next() {
@@ -134,7 +150,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     };
     match tokio::time::timeout(loader.shutdown_timeout, finish).await {
         Ok(result) => result?,
-        Err(_) => tracing::warn!("batches still in hand at the shutdown deadline; they will be redelivered"),
+        Err(_) => tracing::warn!(
+            "batches still in hand at the shutdown deadline; they will be redelivered"
+        ),
     }
     // Acks are only sent by `ack()`: flush them before the process exits.
     if let Err(error) = client.drain().await {
@@ -220,7 +238,9 @@ struct Examined {
 }
 
 async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSemaphorePermit) {
-    let today = chrono::Utc::now().date_naive();
+    // "Today" in the easternmost time zone (UTC+14): a baby born just after
+    // midnight in Moscow has a birth date that is still tomorrow in UTC.
+    let today = (chrono::Utc::now() + chrono::Duration::hours(14)).date_naive();
     let examined: Vec<Examined> = batch
         .into_iter()
         .map(|message| {
@@ -228,18 +248,39 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))
                 .unwrap_or((0, 1));
-            let verdict = batch::examine(&shared.subject_prefix, message.subject.as_str(), &message.payload, today);
-            Examined { message, stream_seq, delivered, verdict }
+            let verdict = batch::examine(
+                &shared.subject_prefix,
+                message.subject.as_str(),
+                &message.payload,
+                today,
+            );
+            Examined {
+                message,
+                stream_seq,
+                delivered,
+                verdict,
+            }
         })
         .collect();
 
     match write(&shared.store, &examined).await {
         Ok(written) => {
-            settle(&examined, |e| if e.verdict.is_ok() { AckKind::Ack } else { AckKind::Term }).await;
+            settle(&examined, |e| {
+                if e.verdict.is_ok() {
+                    AckKind::Ack
+                } else {
+                    AckKind::Term
+                }
+            })
+            .await;
             let mut summary = shared.summary.lock().unwrap();
             summary.written += written;
             summary.batches += 1;
-            tracing::debug!(messages = examined.len(), inserted = written.inserted, "batch committed");
+            tracing::debug!(
+                messages = examined.len(),
+                inserted = written.inserted,
+                "batch committed"
+            );
         }
         Err(error) if is_transient(&error) => retry_later(&shared, &examined, &error).await,
         Err(error) => {
@@ -254,12 +295,22 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
 async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Error> {
     let loads: Vec<LoadRow> = examined
         .iter()
-        .filter_map(|e| e.verdict.as_ref().ok().map(|envelope| LoadRow { envelope, stream_seq: e.stream_seq }))
+        .filter_map(|e| {
+            e.verdict.as_ref().ok().map(|envelope| LoadRow {
+                envelope,
+                stream_seq: e.stream_seq,
+            })
+        })
         .collect();
     let loads = batch::newest_per_key(loads, |row| row.envelope);
     let dead: Vec<DeadLetter> = examined
         .iter()
-        .filter_map(|e| e.verdict.as_ref().err().map(|rejection| dead_letter(e, rejection.clone())))
+        .filter_map(|e| {
+            e.verdict
+                .as_ref()
+                .err()
+                .map(|rejection| dead_letter(e, rejection.clone()))
+        })
         .collect();
     for d in &dead {
         tracing::warn!(
@@ -288,7 +339,12 @@ fn dead_letter(e: &Examined, rejection: Rejection) -> DeadLetter {
 /// grows with its deliveries, and pause this writer as long (so a loader
 /// facing a down database does not spin).
 async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error) {
-    let attempt = examined.iter().map(|e| e.delivered).max().unwrap_or(1).clamp(1, 32) as u32;
+    let attempt = examined
+        .iter()
+        .map(|e| e.delivered)
+        .max()
+        .unwrap_or(1)
+        .clamp(1, 32) as u32;
     let delay = shared.settings.retry.delay(attempt);
     tracing::warn!(%error, messages = examined.len(), delay_ms = delay.as_millis() as u64,
         "transient failure writing a batch; it will be redelivered");
@@ -308,14 +364,23 @@ async fn isolate(shared: &Shared, examined: Vec<Examined>) {
                     Ok(env) => (Some(env.source.clone()), Some(env.source_id.clone())),
                     Err(r) => (r.source.clone(), r.source_id.clone()),
                 };
-                e.verdict = Err(Rejection { code: "database_rejected", reason: database_reason(&error), source, source_id });
+                e.verdict = Err(Rejection {
+                    code: "database_rejected",
+                    reason: database_reason(&error),
+                    source,
+                    source_id,
+                });
                 write(&shared.store, std::slice::from_ref(&e)).await
             }
             other => other,
         };
         match result {
             Ok(written) => {
-                let kind = if e.verdict.is_ok() { AckKind::Ack } else { AckKind::Term };
+                let kind = if e.verdict.is_ok() {
+                    AckKind::Ack
+                } else {
+                    AckKind::Term
+                };
                 settle(std::slice::from_ref(&e), |_| kind).await;
                 shared.summary.lock().unwrap().written += written;
             }

@@ -63,7 +63,10 @@ impl Default for LoaderSettings {
             writers: 2,
             ack_wait: Duration::from_secs(60),
             max_ack_pending: 50_000,
-            retry: Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) },
+            retry: Backoff {
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
             shutdown_timeout: Duration::from_secs(30),
         }
     }

@@ -83,14 +83,20 @@ impl Store {
 
     /// Writes one batch in one transaction. `rows` must hold each record at
     /// most once (see [`crate::batch::newest_per_key`]).
-    pub async fn write(&self, rows: &[LoadRow<'_>], dead: &[DeadLetter]) -> Result<Written, sqlx::Error> {
+    pub async fn write(
+        &self,
+        rows: &[LoadRow<'_>],
+        dead: &[DeadLetter],
+    ) -> Result<Written, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let (new_sources, new_units) = self.ensure_references(&mut tx, rows).await?;
         let mut written = upsert(&mut tx, rows).await?;
         written.dead_lettered = self.insert_dead_letters(&mut tx, dead).await?;
         if written.inserted + written.updated + written.deleted > 0 {
             // Delivered on commit: wakes the matcher without polling.
-            sqlx::query("SELECT pg_notify('record_changes', '')").execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_notify('record_changes', '')")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         self.known_sources.lock().unwrap().extend(new_sources);
@@ -105,10 +111,14 @@ impl Store {
         tx: &mut Transaction<'_, Postgres>,
         rows: &[LoadRow<'_>],
     ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
-        let new_sources = unknown(&self.known_sources, rows.iter().map(|r| r.envelope.source.as_str()));
+        let new_sources = unknown(
+            &self.known_sources,
+            rows.iter().map(|r| r.envelope.source.as_str()),
+        );
         let new_units = unknown(
             &self.known_units,
-            rows.iter().filter_map(|r| r.envelope.record.as_ref()?.business_unit.as_deref()),
+            rows.iter()
+                .filter_map(|r| r.envelope.record.as_ref()?.business_unit.as_deref()),
         );
         if !new_sources.is_empty() {
             sqlx::query("INSERT INTO sources (name) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING")
@@ -135,12 +145,21 @@ impl Store {
         }
         let seqs: Vec<i64> = dead.iter().map(|d| d.stream_seq as i64).collect();
         let subjects: Vec<String> = dead.iter().map(|d| storable(&d.subject)).collect();
-        let sources: Vec<Option<String>> = dead.iter().map(|d| d.rejection.source.as_deref().map(storable)).collect();
-        let ids: Vec<Option<String>> = dead.iter().map(|d| d.rejection.source_id.as_deref().map(storable)).collect();
+        let sources: Vec<Option<String>> = dead
+            .iter()
+            .map(|d| d.rejection.source.as_deref().map(storable))
+            .collect();
+        let ids: Vec<Option<String>> = dead
+            .iter()
+            .map(|d| d.rejection.source_id.as_deref().map(storable))
+            .collect();
         let codes: Vec<&str> = dead.iter().map(|d| d.rejection.code).collect();
         let reasons: Vec<&str> = dead.iter().map(|d| d.rejection.reason.as_str()).collect();
         let payloads: Vec<&[u8]> = dead.iter().map(|d| d.payload.as_ref()).collect();
-        let delivered: Vec<i32> = dead.iter().map(|d| d.delivered.clamp(0, i32::MAX as i64) as i32).collect();
+        let delivered: Vec<i32> = dead
+            .iter()
+            .map(|d| d.delivered.clamp(0, i32::MAX as i64) as i32)
+            .collect();
         // A redelivered poison message (the loader died before terminating
         // it) is already here: keep the first row.
         let result = sqlx::query(
@@ -165,9 +184,15 @@ impl Store {
     }
 }
 
-fn unknown<'a>(known: &Mutex<HashSet<String>>, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+fn unknown<'a>(
+    known: &Mutex<HashSet<String>>,
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
     let known = known.lock().unwrap();
-    let mut new: Vec<String> = names.filter(|n| !known.contains(*n)).map(str::to_string).collect();
+    let mut new: Vec<String> = names
+        .filter(|n| !known.contains(*n))
+        .map(str::to_string)
+        .collect();
     new.sort_unstable();
     new.dedup();
     new
@@ -300,7 +325,11 @@ impl<'a> Columns<'a> {
             emails: Vec::new(),
             issues: Vec::new(),
         };
-        let r = e.record.as_ref().filter(|_| e.op == Operation::Upsert).unwrap_or(&EMPTY);
+        let r = e
+            .record
+            .as_ref()
+            .filter(|_| e.op == Operation::Upsert)
+            .unwrap_or(&EMPTY);
         self.source.push(&e.source);
         self.source_id.push(&e.source_id);
         self.business_unit.push(r.business_unit.as_deref());
@@ -311,13 +340,17 @@ impl<'a> Columns<'a> {
         self.sex.push(r.sex.map(|s| s.code()));
         self.documents.push(json_array(&r.documents));
         self.snils.push(r.snils.as_ref().map(|c| c.value.as_str()));
-        self.snils_valid.push(r.snils.as_ref().map(|c| c.is_valid()));
-        self.oms_policy.push(r.oms_policy.as_ref().map(|c| c.value.as_str()));
-        self.oms_policy_valid.push(r.oms_policy.as_ref().map(|c| c.is_valid()));
+        self.snils_valid
+            .push(r.snils.as_ref().map(|c| c.is_valid()));
+        self.oms_policy
+            .push(r.oms_policy.as_ref().map(|c| c.value.as_str()));
+        self.oms_policy_valid
+            .push(r.oms_policy.as_ref().map(|c| c.is_valid()));
         self.phones.push(json_array(&r.phones));
         self.emails.push(json_array(&r.emails));
         self.issues.push(json_array(&r.issues));
-        self.schema_version.push(e.schema_version.min(i16::MAX as u16) as i16);
+        self.schema_version
+            .push(e.schema_version.min(i16::MAX as u16) as i16);
         self.source_version.push(e.version);
         self.content_hash.push(&e.content_hash);
         self.observed_at.push(e.observed_at);
@@ -326,7 +359,10 @@ impl<'a> Columns<'a> {
     }
 }
 
-async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[LoadRow<'_>]) -> Result<Written, sqlx::Error> {
+async fn upsert(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[LoadRow<'_>],
+) -> Result<Written, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Written::default());
     }

@@ -14,7 +14,10 @@ async fn ten_thousand_records_through_one_loader() {
     let stream = testkit::unique_stream();
     let js = testkit::jetstream(&stream).await;
     let envelopes = generated(1, 10_000, 1);
-    assert_eq!(testkit::publish_all(&js, &stream, envelopes.clone()).await, 10_000);
+    assert_eq!(
+        testkit::publish_all(&js, &stream, envelopes.clone()).await,
+        10_000
+    );
 
     let loader = RunningLoader::start(settings(&db, &stream, "loader"));
     let pool = testkit::pool(&db).await;
@@ -23,7 +26,14 @@ async fn ten_thousand_records_through_one_loader() {
 
     assert_state(&pool, &expected_of(&envelopes)).await;
     assert_eq!(summary.written.inserted, 10_000);
-    assert_eq!(count(&pool, "SELECT count(*) FROM record_changes WHERE op = 'insert'").await, 10_000);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM record_changes WHERE op = 'insert'"
+        )
+        .await,
+        10_000
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
 
     // Fields land as normalized text: documents keep leading zeros and
@@ -50,7 +60,10 @@ async fn ten_thousand_records_through_one_loader() {
 }
 
 fn record(last_name: &str) -> PatientRecord {
-    PatientRecord { last_name: Some(last_name.into()), ..Default::default() }
+    PatientRecord {
+        last_name: Some(last_name.into()),
+        ..Default::default()
+    }
 }
 
 fn at(secs: i64) -> chrono::DateTime<Utc> {
@@ -70,10 +83,26 @@ async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_stat
     let oldest = Envelope::upsert(SOURCE, "1/A01", 1, at(1), record("Петровв"));
     // Newest first, then the older ones; the same content again is dropped
     // by the server's duplicate window.
-    assert_eq!(testkit::publish_all(&js, &stream, [newest.clone(), older.clone(), oldest.clone()]).await, 3);
-    assert_eq!(testkit::publish_all(&js, &stream, [newest.clone()]).await, 0, "server drops the duplicate");
+    assert_eq!(
+        testkit::publish_all(
+            &js,
+            &stream,
+            [newest.clone(), older.clone(), oldest.clone()]
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        testkit::publish_all(&js, &stream, [newest.clone()]).await,
+        0,
+        "server drops the duplicate"
+    );
     // A redelivery of the same message (a new message id defeats the duplicate window).
-    let ack = bus::publish_with_id(&js, &stream, &newest, "redelivered".into()).await.unwrap().await.unwrap();
+    let ack = bus::publish_with_id(&js, &stream, &newest, "redelivered".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert!(!ack.duplicate);
 
     // Deleted, then an older upsert arrives late: stays deleted.
@@ -82,16 +111,22 @@ async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_stat
     // Deleted before it was ever seen: a tombstone, and the older upsert after it loses.
     let gone = Envelope::delete(SOURCE, "3/C03", 9, at(9));
     let before_gone = Envelope::upsert(SOURCE, "3/C03", 8, at(8), record("Козлов"));
-    testkit::publish_all(&js, &stream, [deleted.clone(), late, gone.clone(), before_gone]).await;
+    testkit::publish_all(
+        &js,
+        &stream,
+        [deleted.clone(), late, gone.clone(), before_gone],
+    )
+    .await;
     wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
 
     let mut expected = expected_of(&[newest.clone(), deleted.clone(), gone.clone()]);
     assert_state(&pool, &expected).await;
-    let (last_name, version): (Option<String>, i64) =
-        sqlx::query_as("SELECT last_name, source_version FROM source_records WHERE source_id = '1/A01'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (last_name, version): (Option<String>, i64) = sqlx::query_as(
+        "SELECT last_name, source_version FROM source_records WHERE source_id = '1/A01'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!((last_name.as_deref(), version), (Some("Петров"), 3));
     let changes_before = count(&pool, "SELECT count(*) FROM record_changes").await;
     let updated_before: chrono::DateTime<Utc> =
@@ -104,7 +139,11 @@ async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_stat
     // goes to the change feed, but the version watermark moves so that an
     // older version delayed further cannot win.
     let same_newer = Envelope::upsert(SOURCE, "1/A01", 6, at(6), record("Петров"));
-    bus::publish_with_id(&js, &stream, &same_newer, "same-content-newer".into()).await.unwrap().await.unwrap();
+    bus::publish_with_id(&js, &stream, &same_newer, "same-content-newer".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let delayed = Envelope::upsert(SOURCE, "1/A01", 5, at(5), record("Петровский"));
     testkit::publish_all(&js, &stream, [delayed]).await;
     // A deleted record comes back with a newer upsert. Its content equals
@@ -112,30 +151,44 @@ async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_stat
     // it and says so, and the publisher, knowing this is a new change,
     // publishes it again under its revision id.
     let back = Envelope::upsert(SOURCE, "2/B02", 7, at(7), record("Сидоров"));
-    assert_eq!(testkit::publish_all(&js, &stream, [back.clone()]).await, 0, "A→B→A inside the window is dropped");
-    let ack = bus::publish_with_id(&js, &stream, &back, bus::revision_message_id(&back)).await.unwrap().await.unwrap();
+    assert_eq!(
+        testkit::publish_all(&js, &stream, [back.clone()]).await,
+        0,
+        "A→B→A inside the window is dropped"
+    );
+    let ack = bus::publish_with_id(&js, &stream, &back, bus::revision_message_id(&back))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert!(!ack.duplicate);
     wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
     loader.stop().await;
 
     expected.insert((SOURCE.into(), "2/B02".into()), (back.content_hash, false));
     assert_state(&pool, &expected).await;
-    let (version, updated_after): (i64, chrono::DateTime<Utc>) =
-        sqlx::query_as("SELECT source_version, updated_at FROM source_records WHERE source_id = '1/A01'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (version, updated_after): (i64, chrono::DateTime<Utc>) = sqlx::query_as(
+        "SELECT source_version, updated_at FROM source_records WHERE source_id = '1/A01'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(version, 6);
-    assert_eq!(updated_after, updated_before, "unchanged content does not move updated_at");
+    assert_eq!(
+        updated_after, updated_before,
+        "unchanged content does not move updated_at"
+    );
     assert_eq!(
         count(&pool, "SELECT count(*) FROM record_changes").await,
         changes_before + 1,
         "only the resurrection is a change"
     );
-    let ops: Vec<String> = sqlx::query_scalar("SELECT op FROM record_changes WHERE source_id = '2/B02' ORDER BY change_id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let ops: Vec<String> = sqlx::query_scalar(
+        "SELECT op FROM record_changes WHERE source_id = '2/B02' ORDER BY change_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(ops, ["delete", "update"]);
 }
 
@@ -154,12 +207,17 @@ async fn deletes_are_soft() {
     wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
     loader.stop().await;
 
-    let (last_name, deleted_at): (Option<String>, Option<chrono::DateTime<Utc>>) =
-        sqlx::query_as("SELECT last_name, deleted_at FROM source_records WHERE source_id = '7/D07'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(last_name.as_deref(), Some("Орлов"), "the last known content is kept");
+    let (last_name, deleted_at): (Option<String>, Option<chrono::DateTime<Utc>>) = sqlx::query_as(
+        "SELECT last_name, deleted_at FROM source_records WHERE source_id = '7/D07'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        last_name.as_deref(),
+        Some("Орлов"),
+        "the last known content is kept"
+    );
     assert!(deleted_at.is_some());
 }
 
@@ -178,7 +236,8 @@ async fn poison_messages_are_dead_lettered_while_their_neighbours_load() {
     let garbage = b"\x93\xa6\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\x01not msgpack".to_vec();
     testkit::publish_raw(&js, subject.clone(), garbage.clone()).await;
     let mut future = Envelope::upsert(SOURCE, "9/F09", 1, at(1), record("Будущев"));
-    future.record.as_mut().unwrap().birth_date = Some(Utc::now().date_naive() + chrono::Days::new(30));
+    future.record.as_mut().unwrap().birth_date =
+        Some(Utc::now().date_naive() + chrono::Days::new(30));
     testkit::publish_raw(&js, subject.clone(), future.encode()).await;
     let no_id = Envelope::upsert(SOURCE, " ", 1, at(1), record("Безымянный"));
     testkit::publish_raw(&js, subject.clone(), no_id.encode()).await;
@@ -192,21 +251,34 @@ async fn poison_messages_are_dead_lettered_while_their_neighbours_load() {
 
     assert_state(&pool, &expected_of(&good)).await;
     assert_eq!(summary.written.dead_lettered, 4);
-    let rows: Vec<(String, Option<String>, String, String, Vec<u8>, i64)> = sqlx::query_as(
+    type DeadLetterRow = (String, Option<String>, String, String, Vec<u8>, i64);
+    let rows: Vec<DeadLetterRow> = sqlx::query_as(
         "SELECT reason_code, source_id, reason, subject, payload, stream_seq FROM dead_letters ORDER BY stream_seq",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
     let codes: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(codes, ["undecodable", "birth_date_in_future", "missing_source_id", "subject_mismatch"]);
+    assert_eq!(
+        codes,
+        [
+            "undecodable",
+            "birth_date_in_future",
+            "missing_source_id",
+            "subject_mismatch"
+        ]
+    );
     assert_eq!(rows[0].4, garbage, "raw bytes kept for retry");
     assert_eq!(rows[1].1.as_deref(), Some("9/F09"));
     assert_eq!(rows[1].2, "birth_date is in the future");
     assert!(rows.iter().all(|r| r.3 == subject && r.5 > 50));
     for r in &rows {
         for pii in ["Иван", "Будущев", "Безымянный", "Чужой"] {
-            assert!(!r.2.contains(pii), "reason must not carry personal data: {}", r.2);
+            assert!(
+                !r.2.contains(pii),
+                "reason must not carry personal data: {}",
+                r.2
+            );
         }
     }
 }

@@ -10,7 +10,11 @@ use etl_runtime::database::DatabaseSettings;
 use proto::bus::StreamSettings;
 use testkit::ChildProcess;
 
-fn spawn_loader(db: &DatabaseSettings, stream: &StreamSettings, extra: &[(&str, &str)]) -> ChildProcess {
+fn spawn_loader(
+    db: &DatabaseSettings,
+    stream: &StreamSettings,
+    extra: &[(&str, &str)],
+) -> ChildProcess {
     let mut env = testkit::service_env(db, stream);
     env.push(("ETL__LOG__FORMAT".into(), "json".into()));
     env.push(("ETL__LOADER__BATCH_SIZE".into(), "500".into()));
@@ -42,19 +46,38 @@ async fn three_loader_processes_share_the_work_without_duplicates_or_losses() {
 
     let mut loaders: Vec<_> = (0..3).map(|_| spawn_loader(&db, &stream, &[])).collect();
     let envelopes = generated(3, 10_000, 1);
-    assert_eq!(testkit::publish_all(&js, &stream, envelopes.clone()).await, 10_000);
+    assert_eq!(
+        testkit::publish_all(&js, &stream, envelopes.clone()).await,
+        10_000
+    );
     wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
 
     let mut shares = Vec::new();
     for loader in &mut loaders {
-        let status = loader.terminate(Duration::from_secs(30)).expect("loader exits after SIGTERM");
-        assert!(status.success(), "graceful shutdown exits 0: {status:?}\n{}", loader.logs());
+        let status = loader
+            .terminate(Duration::from_secs(30))
+            .expect("loader exits after SIGTERM");
+        assert!(
+            status.success(),
+            "graceful shutdown exits 0: {status:?}\n{}",
+            loader.logs()
+        );
         shares.push(inserted_at_exit(&loader.logs()));
     }
     assert_state(&pool, &expected_of(&envelopes)).await;
-    assert_eq!(shares.iter().sum::<u64>(), 10_000, "each record inserted exactly once: {shares:?}");
-    assert!(shares.iter().filter(|&&n| n > 0).count() >= 2, "the work is shared: {shares:?}");
-    assert_eq!(count(&pool, "SELECT count(*) FROM record_changes").await, 10_000);
+    assert_eq!(
+        shares.iter().sum::<u64>(),
+        10_000,
+        "each record inserted exactly once: {shares:?}"
+    );
+    assert!(
+        shares.iter().filter(|&&n| n > 0).count() >= 2,
+        "the work is shared: {shares:?}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM record_changes").await,
+        10_000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,10 +88,20 @@ async fn kill_9_in_the_middle_of_a_load_then_restart_gives_the_exact_state() {
     let pool = testkit::pool(&db).await;
 
     let envelopes = generated(4, 30_000, 1);
-    assert_eq!(testkit::publish_all(&js, &stream, envelopes.clone()).await, 30_000);
+    assert_eq!(
+        testkit::publish_all(&js, &stream, envelopes.clone()).await,
+        30_000
+    );
     // Small batches and one writer: many commits, so the kill lands between
     // a commit and its acks or inside a transaction.
-    let mut loader = spawn_loader(&db, &stream, &[("ETL__LOADER__BATCH_SIZE", "200"), ("ETL__LOADER__WRITERS", "1")]);
+    let mut loader = spawn_loader(
+        &db,
+        &stream,
+        &[
+            ("ETL__LOADER__BATCH_SIZE", "200"),
+            ("ETL__LOADER__WRITERS", "1"),
+        ],
+    );
     testkit::wait_until(Duration::from_secs(60), "the load to start", || async {
         testkit::count_records(&pool).await >= 2_000
     })
@@ -79,10 +112,16 @@ async fn kill_9_in_the_middle_of_a_load_then_restart_gives_the_exact_state() {
 
     let mut restarted = spawn_loader(&db, &stream, &[]);
     wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
-    assert!(restarted.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    assert!(restarted
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
 
     assert_state(&pool, &expected_of(&envelopes)).await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM record_changes").await, 30_000, "no change recorded twice");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM record_changes").await,
+        30_000,
+        "no change recorded twice"
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
 }
 
@@ -115,13 +154,22 @@ async fn postgres_stopped_during_a_load_then_started_the_loader_recovers_by_itse
     cluster.start_server();
 
     wait_drained(&js, &stream, "loader", Duration::from_secs(180)).await;
-    let status = loader.terminate(Duration::from_secs(30)).expect("loader exits after SIGTERM");
+    let status = loader
+        .terminate(Duration::from_secs(30))
+        .expect("loader exits after SIGTERM");
     assert!(status.success(), "{}", loader.logs());
     let logs = loader.logs();
-    assert!(logs.contains("transient failure writing a batch") || logs.contains("PostgreSQL not available"),
-        "the outage was seen and retried:\n{logs}");
+    assert!(
+        logs.contains("transient failure writing a batch")
+            || logs.contains("PostgreSQL not available"),
+        "the outage was seen and retried:\n{logs}"
+    );
 
     let pool = testkit::pool(&db).await;
     assert_state(&pool, &expected_of(&envelopes)).await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0, "nothing dead-lettered");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM dead_letters").await,
+        0,
+        "nothing dead-lettered"
+    );
 }

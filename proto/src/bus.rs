@@ -33,7 +33,9 @@ pub fn source_from_subject<'a>(prefix: &str, subject: &'a str) -> Option<&'a str
 /// A source name is one subject token: 1–32 of `[a-z0-9_-]`.
 pub fn is_valid_source_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// The message id (`Nats-Msg-Id`) the stream deduplicates on:
@@ -146,7 +148,8 @@ pub async fn publish_with_id(
     let publish = jetstream::message::PublishMessage::build()
         .payload(envelope.encode().into())
         .message_id(message_id);
-    js.send_publish(stream.subject(&envelope.source), publish).await
+    js.send_publish(stream.subject(&envelope.source), publish)
+        .await
 }
 
 #[cfg(test)]
@@ -156,7 +159,10 @@ mod tests {
     #[test]
     fn subjects_round_trip() {
         assert_eq!(subject("patients", "qms"), "patients.qms");
-        assert_eq!(source_from_subject("patients", "patients.infoclinica"), Some("infoclinica"));
+        assert_eq!(
+            source_from_subject("patients", "patients.infoclinica"),
+            Some("infoclinica")
+        );
         assert_eq!(source_from_subject("patients", "patients.Bad"), None);
         assert_eq!(source_from_subject("patients", "other.qms"), None);
         assert_eq!(source_from_subject("patients", "patientsx.qms"), None);

@@ -55,7 +55,10 @@ impl DocumentType {
     /// Stable code (`passport`, `birth_certificate`, …), `None` for a type
     /// this version does not know.
     pub fn code(self) -> Option<&'static str> {
-        Self::ALL.iter().find(|(t, _, _)| *t == self).map(|(_, c, _)| *c)
+        Self::ALL
+            .iter()
+            .find(|(t, _, _)| *t == self)
+            .map(|(_, c, _)| *c)
     }
 
     /// qMS document type code → canonical type.
@@ -111,25 +114,52 @@ mod tests {
         assert_eq!(DocumentType::from_qms(Some("abc")), DocumentType::UNKNOWN);
         assert_eq!(DocumentType::from_qms(Some("47")), DocumentType::UNKNOWN);
         assert_eq!(DocumentType::from_infoclinica(None), DocumentType::UNKNOWN);
-        assert_eq!(DocumentType::from_infoclinica(Some(0)), DocumentType::UNKNOWN);
-        assert_eq!(DocumentType::from_infoclinica(Some(18)), DocumentType::UNKNOWN);
+        assert_eq!(
+            DocumentType::from_infoclinica(Some(0)),
+            DocumentType::UNKNOWN
+        );
+        assert_eq!(
+            DocumentType::from_infoclinica(Some(18)),
+            DocumentType::UNKNOWN
+        );
     }
 
     #[test]
     fn qms_codes_map_to_canonical_types() {
         assert_eq!(DocumentType::from_qms(Some("16")), DocumentType::PASSPORT);
-        assert_eq!(DocumentType::from_qms(Some(" 3 ")), DocumentType::BIRTH_CERTIFICATE);
-        assert_eq!(DocumentType::from_qms(Some("289")), DocumentType::RESERVE_OFFICER_ID);
-        assert_eq!(DocumentType::from_qms(Some("735")), DocumentType::FOREIGN_PASSPORT);
+        assert_eq!(
+            DocumentType::from_qms(Some(" 3 ")),
+            DocumentType::BIRTH_CERTIFICATE
+        );
+        assert_eq!(
+            DocumentType::from_qms(Some("289")),
+            DocumentType::RESERVE_OFFICER_ID
+        );
+        assert_eq!(
+            DocumentType::from_qms(Some("735")),
+            DocumentType::FOREIGN_PASSPORT
+        );
         assert_eq!(DocumentType::from_qms(Some("1374")), DocumentType::OTHER);
     }
 
     #[test]
     fn infoclinica_codes_map_to_canonical_types() {
-        assert_eq!(DocumentType::from_infoclinica(Some(1)), DocumentType::PASSPORT);
-        assert_eq!(DocumentType::from_infoclinica(Some(17)), DocumentType::OTHER);
-        assert_eq!(DocumentType::from_infoclinica(Some(99)), DocumentType::OTHER);
-        assert_eq!(DocumentType::from_infoclinica(Some(88)), DocumentType::OTHER);
+        assert_eq!(
+            DocumentType::from_infoclinica(Some(1)),
+            DocumentType::PASSPORT
+        );
+        assert_eq!(
+            DocumentType::from_infoclinica(Some(17)),
+            DocumentType::OTHER
+        );
+        assert_eq!(
+            DocumentType::from_infoclinica(Some(99)),
+            DocumentType::OTHER
+        );
+        assert_eq!(
+            DocumentType::from_infoclinica(Some(88)),
+            DocumentType::OTHER
+        );
     }
 
     #[test]

@@ -173,16 +173,27 @@ fn field_with_nul(r: &PatientRecord) -> Option<&'static str> {
     if has(&r.last_name) || has(&r.first_name) || has(&r.middle_name) {
         return Some("name");
     }
-    if r.documents.iter().any(|d| d.number.contains('\0') || has(&d.series) || has(&d.source_type_code)) {
+    if r.documents
+        .iter()
+        .any(|d| d.number.contains('\0') || has(&d.series) || has(&d.source_type_code))
+    {
         return Some("documents");
     }
-    if [&r.snils, &r.oms_policy].iter().any(|c| c.as_ref().is_some_and(|c| c.value.contains('\0'))) {
+    if [&r.snils, &r.oms_policy]
+        .iter()
+        .any(|c| c.as_ref().is_some_and(|c| c.value.contains('\0')))
+    {
         return Some("identifiers");
     }
-    if r.phones.iter().any(|p| p.number.value.contains('\0')) || r.emails.iter().any(|e| e.address.value.contains('\0')) {
+    if r.phones.iter().any(|p| p.number.value.contains('\0'))
+        || r.emails.iter().any(|e| e.address.value.contains('\0'))
+    {
         return Some("contacts");
     }
-    if r.issues.iter().any(|i| i.field.contains('\0') || has(&i.raw)) {
+    if r.issues
+        .iter()
+        .any(|i| i.field.contains('\0') || has(&i.raw))
+    {
         return Some("issues");
     }
     None
@@ -275,10 +286,15 @@ mod serde_bytes_array {
             fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<[u8; 32], E> {
                 v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 32], A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<[u8; 32], A::Error> {
                 let mut out = [0u8; 32];
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(i, &self))?;
                 }
                 Ok(out)
             }
@@ -294,6 +310,9 @@ mod tests {
     #[test]
     fn redaction_drops_quoted_values() {
         let msg = r#"invalid type: string "Иванов", expected u16"#;
-        assert_eq!(redact_quoted(msg), r#"invalid type: string "…", expected u16"#);
+        assert_eq!(
+            redact_quoted(msg),
+            r#"invalid type: string "…", expected u16"#
+        );
     }
 }

@@ -4,7 +4,10 @@
 use chrono::{NaiveDate, TimeZone, Utc};
 use proto::normalize::{self, Problem};
 use proto::record::FieldIssue;
-use proto::{DocumentType, Email, EmailKind, Envelope, IdentityDocument, Operation, PatientRecord, Phone, Sex};
+use proto::{
+    DocumentType, Email, EmailKind, Envelope, IdentityDocument, Operation, PatientRecord, Phone,
+    Sex,
+};
 use serde::Deserialize;
 
 fn full_record() -> PatientRecord {
@@ -33,14 +36,30 @@ fn full_record() -> PatientRecord {
         ],
         snils: normalize::snils("112-233-445 95"),
         oms_policy: normalize::oms_policy("7700000000000001"),
-        phones: vec![Phone { number: normalize::phone("8 (912) 345-67-89").unwrap(), preferred: true }],
-        emails: vec![Email { address: normalize::email(" Alena@Mail.RU ").unwrap(), kind: EmailKind::Login }],
-        issues: vec![FieldIssue { field: "birth_date".into(), problem: Problem::OutOfRange, raw: Some("0001-01-01".into()) }],
+        phones: vec![Phone {
+            number: normalize::phone("8 (912) 345-67-89").unwrap(),
+            preferred: true,
+        }],
+        emails: vec![Email {
+            address: normalize::email(" Alena@Mail.RU ").unwrap(),
+            kind: EmailKind::Login,
+        }],
+        issues: vec![FieldIssue {
+            field: "birth_date".into(),
+            problem: Problem::OutOfRange,
+            raw: Some("0001-01-01".into()),
+        }],
     }
 }
 
 fn envelope() -> Envelope {
-    Envelope::upsert("qms", "41449/A22", 17, Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap(), full_record())
+    Envelope::upsert(
+        "qms",
+        "41449/A22",
+        17,
+        Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap(),
+        full_record(),
+    )
 }
 
 #[test]
@@ -49,7 +68,10 @@ fn round_trip_keeps_everything_including_text_document_numbers() {
     let decoded = Envelope::decode(&original.encode()).unwrap();
     assert_eq!(decoded, original);
     let doc = &decoded.record.as_ref().unwrap().documents[0];
-    assert_eq!((doc.series.as_deref(), doc.number.as_str()), (Some("IV-АИ"), "012345"));
+    assert_eq!(
+        (doc.series.as_deref(), doc.number.as_str()),
+        (Some("IV-АИ"), "012345")
+    );
 
     let delete = Envelope::delete("infoclinica", "1001", 5, Utc::now());
     let decoded = Envelope::decode(&delete.encode()).unwrap();
@@ -63,7 +85,16 @@ fn encoded_as_a_map_with_named_fields() {
     let value = rmpv::decode::read_value(&mut bytes.as_slice()).unwrap();
     let map = value.as_map().expect("the envelope is a map");
     let keys: Vec<&str> = map.iter().filter_map(|(k, _)| k.as_str()).collect();
-    for key in ["schema_version", "source", "source_id", "op", "version", "observed_at", "content_hash", "record"] {
+    for key in [
+        "schema_version",
+        "source",
+        "source_id",
+        "op",
+        "version",
+        "observed_at",
+        "content_hash",
+        "record",
+    ] {
         assert!(keys.contains(&key), "missing key {key}: {keys:?}");
     }
 }
@@ -101,9 +132,17 @@ fn set_field(value: &mut rmpv::Value, path: &[&str], new: rmpv::Value) {
     let (last, parents) = path.split_last().unwrap();
     let mut at = value;
     for step in parents {
-        at = map_mut(at).iter_mut().find(|(k, _)| k.as_str() == Some(step)).map(|(_, v)| v).unwrap();
+        at = map_mut(at)
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == Some(step))
+            .map(|(_, v)| v)
+            .unwrap();
     }
-    let slot = map_mut(at).iter_mut().find(|(k, _)| k.as_str() == Some(last)).map(|(_, v)| v).unwrap();
+    let slot = map_mut(at)
+        .iter_mut()
+        .find(|(k, _)| k.as_str() == Some(last))
+        .map(|(_, v)| v)
+        .unwrap();
     *slot = new;
 }
 
@@ -123,13 +162,29 @@ fn todays_reader_skips_fields_of_the_next_version() {
     let mut value = to_value(&original);
     add_field(&mut value, &[], "trace_parent", "00-abc-def-01".into());
     add_field(&mut value, &["record"], "nationality", "RU".into());
-    add_field(&mut value, &["record"], "addresses", rmpv::Value::Array(vec!["x".into()]));
-    add_field(&mut value, &["record", "documents"], "issued_on", 20200101.into());
+    add_field(
+        &mut value,
+        &["record"],
+        "addresses",
+        rmpv::Value::Array(vec!["x".into()]),
+    );
+    add_field(
+        &mut value,
+        &["record", "documents"],
+        "issued_on",
+        20200101.into(),
+    );
     set_field(&mut value, &["schema_version"], 2.into());
 
     let decoded = Envelope::decode(&to_bytes(&value)).expect("unknown fields are skipped");
     assert_eq!(decoded.schema_version, 2);
-    assert_eq!(Envelope { schema_version: 1, ..decoded }, original);
+    assert_eq!(
+        Envelope {
+            schema_version: 1,
+            ..decoded
+        },
+        original
+    );
 }
 
 #[test]
@@ -175,12 +230,18 @@ fn the_next_reader_reads_todays_messages() {
 fn content_hash_follows_content_only() {
     let a = envelope();
     let later = Envelope::upsert("qms", "41449/A22", 99, Utc::now(), full_record());
-    assert_eq!(a.content_hash, later.content_hash, "version and time are not content");
+    assert_eq!(
+        a.content_hash, later.content_hash,
+        "version and time are not content"
+    );
     assert_eq!(a.message_id(), later.message_id());
     let mut changed = full_record();
     changed.documents[0].number = "12345".into();
     let b = Envelope::upsert("qms", "41449/A22", 17, Utc::now(), changed);
-    assert_ne!(a.content_hash, b.content_hash, "a lost leading zero is a different document");
+    assert_ne!(
+        a.content_hash, b.content_hash,
+        "a lost leading zero is a different document"
+    );
     let deleted = Envelope::delete("qms", "41449/A22", 18, Utc::now());
     assert_ne!(a.content_hash, deleted.content_hash);
     assert!(a.message_id().starts_with("qms:41449/A22:"));
@@ -192,7 +253,10 @@ fn validation_rejects_what_breaks_the_schema() {
     assert!(envelope().validate(today).is_ok());
     let mut e = envelope();
     e.record.as_mut().unwrap().birth_date = NaiveDate::from_ymd_opt(2027, 1, 1);
-    assert_eq!(e.validate(today).unwrap_err().code(), "birth_date_in_future");
+    assert_eq!(
+        e.validate(today).unwrap_err().code(),
+        "birth_date_in_future"
+    );
     let mut e = envelope();
     e.record.as_mut().unwrap().birth_date = NaiveDate::from_ymd_opt(1, 1, 1);
     assert_eq!(e.validate(today).unwrap_err().code(), "birth_date_too_old");

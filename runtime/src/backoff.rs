@@ -17,7 +17,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -26,7 +29,9 @@ impl Backoff {
     /// `initial`, capped at `max`, with ±25% jitter so that several instances
     /// do not retry in lock-step.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let base = exp.min(self.max);
         let jitter = 0.75 + rand::random::<f64>() * 0.5;
         base.mul_f64(jitter).min(self.max)
@@ -39,7 +44,10 @@ mod tests {
 
     #[test]
     fn grows_and_caps() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
         assert!(b.delay(1) <= Duration::from_millis(125));
         assert!(b.delay(3) >= Duration::from_millis(300));
         assert!(b.delay(30) <= Duration::from_secs(2));

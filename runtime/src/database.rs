@@ -49,7 +49,11 @@ impl DatabaseSettings {
             .host(&self.host)
             .port(self.port)
             .username(&self.username)
-            .ssl_mode(if self.require_ssl { PgSslMode::Require } else { PgSslMode::Prefer })
+            .ssl_mode(if self.require_ssl {
+                PgSslMode::Require
+            } else {
+                PgSslMode::Prefer
+            })
             .application_name("medical-etl-bus");
         if let Some(password) = &self.password {
             options = options.password(password.expose_secret());
@@ -98,7 +102,7 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         || code == "57P02"            // crash shutdown
         || code == "57P03"            // cannot connect now (starting up)
         || code == "58000"            // system error
-        || code == "58030"            // io error
+        || code == "58030" // io error
 }
 
 #[cfg(test)]

@@ -52,18 +52,28 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("etl-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("example.toml");
-        std::fs::write(&file, "[section]\nbatch_size = 10\nname = \"from-file\"\n[database]\nport = 6543\n").unwrap();
+        std::fs::write(
+            &file,
+            "[section]\nbatch_size = 10\nname = \"from-file\"\n[database]\nport = 6543\n",
+        )
+        .unwrap();
         // Unique keys: other tests of this process do not read them.
         std::env::set_var("ETL__SECTION__BATCH_SIZE", "2000");
         std::env::set_var("ETL__DATABASE__PASSWORD", "s3cret");
         let loaded: Example = load(Some(&file)).unwrap();
         std::env::remove_var("ETL__SECTION__BATCH_SIZE");
         std::env::remove_var("ETL__DATABASE__PASSWORD");
-        assert_eq!(loaded.section.batch_size, 2000, "environment overrides the file");
+        assert_eq!(
+            loaded.section.batch_size, 2000,
+            "environment overrides the file"
+        );
         assert_eq!(loaded.section.name, "from-file");
         assert_eq!(loaded.database.port, 6543);
         assert_eq!(loaded.database.host, "127.0.0.1", "defaults fill the rest");
         assert!(loaded.database.password.is_some());
-        assert!(!format!("{loaded:?}").contains("s3cret"), "secrets are never printed");
+        assert!(
+            !format!("{loaded:?}").contains("s3cret"),
+            "secrets are never printed"
+        );
     }
 }

@@ -23,13 +23,17 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: LogFormat::Human, level: "info".into() }
+        LogSettings {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
     }
 }
 
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     use std::io::IsTerminal;
     let builder = fmt()
         .with_env_filter(filter)

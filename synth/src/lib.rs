@@ -345,7 +345,8 @@ fn documents(rng: &mut Rng, birth: NaiveDate, age: u32) -> (DocKind, Vec<Identit
     if age < 14 {
         // Birth certificate: series "IV-АИ", number of six digits.
         let mut series = String::with_capacity(12);
-        series.push_str(*rng.pick(ROMAN));
+        let numeral: &str = rng.pick::<&str>(ROMAN);
+        series.push_str(numeral);
         series.push('-');
         series.push(*rng.pick(SERIES_LETTERS));
         series.push(*rng.pick(SERIES_LETTERS));
@@ -498,7 +499,8 @@ fn email(rng: &mut Rng, first: &str, last: &str, birth_year: i32) -> Email {
         }
     }
     s.push('@');
-    s.push_str(*rng.weighted(EMAIL_DOMAINS));
+    let domain: &str = rng.weighted::<&str>(EMAIL_DOMAINS);
+    s.push_str(domain);
     Email {
         address: Checked::valid(s),
         kind: EmailKind::Contact,

@@ -31,19 +31,55 @@ pub fn unique(prefix: &str) -> String {
 pub fn local_postgres() -> DatabaseSettings {
     DatabaseSettings {
         host: std::env::var("TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
-        port: std::env::var("TEST_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432),
+        port: std::env::var("TEST_PG_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5432),
         username: "postgres".into(),
         max_connections: 8,
         ..Default::default()
     }
 }
 
-/// Creates an empty database with a unique name on `server`.
+/// Whether a name made by [`unique`] belongs to a process that has exited.
+/// Only names exactly of the form `<prefix>_<pid>_<n>_<nanos>` qualify.
+fn left_behind(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('_').collect();
+    if parts.len() != 3
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
+    }
+    let Ok(pid) = parts[0].parse::<u32>() else {
+        return false;
+    };
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Creates an empty database with a unique name on `server`. Databases of
+/// test processes that have exited are dropped first, so that runs do not
+/// pile up on a shared server.
 pub async fn create_database(mut server: DatabaseSettings) -> DatabaseSettings {
     server.database_name = unique("etl_test");
     let mut conn = PgConnection::connect_with(&server.without_db().database("postgres"))
         .await
         .expect("PostgreSQL must be running: deploy/local-services.sh");
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'etl\\_test\\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    for name in names.iter().filter(|n| left_behind(n, "etl_test")) {
+        let drop = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await;
+    }
     let create = format!(r#"CREATE DATABASE "{}""#, server.database_name);
     sqlx::query(sqlx::AssertSqlSafe(create))
         .execute(&mut conn)
@@ -77,6 +113,19 @@ pub fn unique_stream() -> StreamSettings {
     }
 }
 
+/// Deletes test streams of test processes that have exited.
+async fn remove_left_behind_streams(js: &jetstream::Context) {
+    use futures::StreamExt;
+    let names: Vec<String> = js
+        .stream_names()
+        .filter_map(|n| async { n.ok() })
+        .collect()
+        .await;
+    for name in names.iter().filter(|n| left_behind(&n.to_lowercase(), "t")) {
+        let _ = js.delete_stream(name).await;
+    }
+}
+
 pub fn nats_url() -> String {
     std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -87,7 +136,10 @@ pub async fn jetstream(stream: &StreamSettings) -> jetstream::Context {
         .await
         .expect("NATS must be running: deploy/local-services.sh");
     let js = jetstream::new(client);
-    proto::bus::ensure_stream(&js, stream).await.expect("create test stream");
+    remove_left_behind_streams(&js).await;
+    proto::bus::ensure_stream(&js, stream)
+        .await
+        .expect("create test stream");
     js
 }
 
@@ -101,7 +153,11 @@ pub async fn publish_all(
     let mut stored = 0;
     let mut in_flight = Vec::with_capacity(1024);
     for envelope in envelopes {
-        in_flight.push(proto::bus::publish(js, stream, &envelope).await.expect("publish"));
+        in_flight.push(
+            proto::bus::publish(js, stream, &envelope)
+                .await
+                .expect("publish"),
+        );
         if in_flight.len() == 1024 {
             stored += settle(&mut in_flight).await;
         }
@@ -110,13 +166,25 @@ pub async fn publish_all(
 }
 
 async fn settle(in_flight: &mut Vec<jetstream::context::PublishAckFuture>) -> usize {
-    let acks = futures::future::join_all(in_flight.drain(..).map(std::future::IntoFuture::into_future)).await;
-    acks.into_iter().map(|a| a.expect("publish ack")).filter(|a| !a.duplicate).count()
+    let acks = futures::future::join_all(
+        in_flight
+            .drain(..)
+            .map(std::future::IntoFuture::into_future),
+    )
+    .await;
+    acks.into_iter()
+        .map(|a| a.expect("publish ack"))
+        .filter(|a| !a.duplicate)
+        .count()
 }
 
 /// Publishes raw bytes on a subject (for poison messages).
 pub async fn publish_raw(js: &jetstream::Context, subject: String, payload: Vec<u8>) {
-    js.publish(subject, payload.into()).await.expect("publish").await.expect("ack");
+    js.publish(subject, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
@@ -127,14 +195,20 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Rows in `source_records`.
 pub async fn count_records(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM source_records").fetch_one(pool).await.unwrap_or(0)
+    sqlx::query_scalar("SELECT count(*) FROM source_records")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
 }
 
 /// Environment that points a service at this test's database and stream.
@@ -143,10 +217,16 @@ pub fn service_env(db: &DatabaseSettings, stream: &StreamSettings) -> Vec<(Strin
         ("ETL__DATABASE__HOST".into(), db.host.clone()),
         ("ETL__DATABASE__PORT".into(), db.port.to_string()),
         ("ETL__DATABASE__USERNAME".into(), db.username.clone()),
-        ("ETL__DATABASE__DATABASE_NAME".into(), db.database_name.clone()),
+        (
+            "ETL__DATABASE__DATABASE_NAME".into(),
+            db.database_name.clone(),
+        ),
         ("ETL__NATS__URL".into(), nats_url()),
         ("ETL__STREAM__NAME".into(), stream.name.clone()),
-        ("ETL__STREAM__SUBJECT_PREFIX".into(), stream.subject_prefix.clone()),
+        (
+            "ETL__STREAM__SUBJECT_PREFIX".into(),
+            stream.subject_prefix.clone(),
+        ),
         ("ETL__STREAM__MAX_AGE".into(), "1h".into()),
     ]
 }
@@ -169,7 +249,10 @@ impl ChildProcess {
             .stderr(log.reopen().expect("log file"))
             .spawn()
             .expect("spawn child process");
-        ChildProcess { child: Some(child), log }
+        ChildProcess {
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -188,7 +271,10 @@ impl ChildProcess {
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         use nix::sys::signal::{kill, Signal};
         let mut child = self.child.take()?;
-        let _ = kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let _ = kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGTERM,
+        );
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {

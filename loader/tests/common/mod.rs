@@ -16,9 +16,15 @@ use tokio_util::sync::CancellationToken;
 pub const SOURCE: &str = "qms";
 
 /// Settings of an in-process loader on the test's database and stream.
-pub fn settings(db: &DatabaseSettings, stream: &StreamSettings, consumer: &str) -> loader::Settings {
-    let mut s = loader::Settings::default();
-    s.database = db.clone();
+pub fn settings(
+    db: &DatabaseSettings,
+    stream: &StreamSettings,
+    consumer: &str,
+) -> loader::Settings {
+    let mut s = loader::Settings {
+        database: db.clone(),
+        ..Default::default()
+    };
     s.nats.url = testkit::nats_url();
     s.stream = stream.clone();
     s.loader.consumer = consumer.into();
@@ -54,7 +60,9 @@ impl RunningLoader {
 pub fn generated(seed: u64, n: u64, version: i64) -> Vec<Envelope> {
     let generator = synth::Generator::new(seed);
     let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
-    (0..n).map(|i| generator.patient(i).into_envelope(SOURCE, version, at)).collect()
+    (0..n)
+        .map(|i| generator.patient(i).into_envelope(SOURCE, version, at))
+        .collect()
 }
 
 /// The state the table must hold: per (source, source id), the content hash
@@ -65,7 +73,9 @@ pub fn expected_of(envelopes: &[Envelope]) -> Expected {
     let mut newest: HashMap<(String, String), &Envelope> = HashMap::new();
     for e in envelopes {
         let key = (e.source.clone(), e.source_id.clone());
-        let keep = newest.get(&key).is_some_and(|k| (k.version, k.content_hash) >= (e.version, e.content_hash));
+        let keep = newest
+            .get(&key)
+            .is_some_and(|k| (k.version, k.content_hash) >= (e.version, e.content_hash));
         if !keep {
             newest.insert(key, e);
         }
@@ -77,11 +87,12 @@ pub fn expected_of(envelopes: &[Envelope]) -> Expected {
 }
 
 pub async fn actual_state(pool: &PgPool) -> Expected {
-    let rows: Vec<(String, String, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT source, source_id, content_hash, deleted_at IS NOT NULL FROM source_records")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+    let rows: Vec<(String, String, Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT source, source_id, content_hash, deleted_at IS NOT NULL FROM source_records",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
     rows.into_iter()
         .map(|(s, id, hash, deleted)| ((s, id), (hash.try_into().unwrap(), deleted)))
         .collect()
@@ -91,17 +102,30 @@ pub async fn actual_state(pool: &PgPool) -> Expected {
 pub async fn assert_state(pool: &PgPool, expected: &Expected) {
     let actual = actual_state(pool).await;
     assert_eq!(actual.len(), expected.len(), "row count");
-    let wrong: Vec<_> = expected.iter().filter(|(k, v)| actual.get(*k) != Some(v)).map(|(k, _)| k).take(5).collect();
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .take(5)
+        .collect();
     assert!(wrong.is_empty(), "rows with a wrong state, e.g. {wrong:?}");
 }
 
 /// Waits until the consumer has nothing pending or unacknowledged.
-pub async fn wait_drained(js: &jetstream::Context, stream: &StreamSettings, consumer: &str, timeout: Duration) {
+pub async fn wait_drained(
+    js: &jetstream::Context,
+    stream: &StreamSettings,
+    consumer: &str,
+    timeout: Duration,
+) {
     let stream = js.get_stream(&stream.name).await.unwrap();
     testkit::wait_until(timeout, "the consumer to be drained", || {
         let stream = stream.clone();
         async move {
-            let Ok(mut c) = stream.get_consumer::<jetstream::consumer::pull::Config>(consumer).await else {
+            let Ok(mut c) = stream
+                .get_consumer::<jetstream::consumer::pull::Config>(consumer)
+                .await
+            else {
                 return false;
             };
             let info = c.info().await.unwrap();

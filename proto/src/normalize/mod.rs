@@ -33,11 +33,17 @@ pub struct Checked {
 
 impl Checked {
     pub fn valid(value: impl Into<String>) -> Self {
-        Checked { value: value.into(), problem: None }
+        Checked {
+            value: value.into(),
+            problem: None,
+        }
     }
 
     pub fn invalid(raw: impl Into<String>, problem: Problem) -> Self {
-        Checked { value: raw.into(), problem: Some(problem) }
+        Checked {
+            value: raw.into(),
+            problem: Some(problem),
+        }
     }
 
     pub fn is_valid(&self) -> bool {
