@@ -50,7 +50,6 @@ use proto::{
     Checked, DocumentType, Email, EmailKind, Envelope, IdentityDocument, PatientRecord, Phone, Sex,
 };
 
-pub mod check;
 mod names;
 mod rng;
 
@@ -429,7 +428,7 @@ fn snils(rng: &mut Rng) -> Checked {
     split_digits(body, &mut d);
     let mut s = String::with_capacity(11);
     push_digits(&mut s, body, 9);
-    push_digits(&mut s, u64::from(check::snils_check_number(&d)), 2);
+    push_digits(&mut s, u64::from(proto::normalize::snils_checksum(&d)), 2);
     Checked::valid(s)
 }
 
@@ -440,7 +439,7 @@ fn oms(rng: &mut Rng) -> Checked {
     split_digits(body, &mut d);
     let mut s = String::with_capacity(16);
     push_digits(&mut s, body, 15);
-    push_digits(&mut s, u64::from(check::oms_check_digit(&d)), 1);
+    push_digits(&mut s, u64::from(proto::normalize::oms_check_digit(&d)), 1);
     Checked::valid(s)
 }
 

@@ -90,14 +90,12 @@ fn identifiers_are_canonical_and_pass_their_checks() {
     for p in sample(2) {
         let r = &p.record;
         if let Some(s) = &r.snils {
-            assert!(
-                s.is_valid() && check::is_valid_snils(&s.value),
-                "{}",
-                s.value
-            );
+            assert_eq!(normalize::snils(&s.value).as_ref(), Some(s), "{}", s.value);
+            assert!(s.is_valid());
         }
         if let Some(o) = &r.oms_policy {
-            assert!(o.is_valid() && check::is_valid_oms(&o.value), "{}", o.value);
+            assert_eq!(normalize::oms_policy(&o.value).as_ref(), Some(o), "{}", o.value);
+            assert!(o.is_valid());
         }
         for (i, ph) in r.phones.iter().enumerate() {
             let v = &ph.number.value;
