@@ -77,17 +77,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     };
     let (js_ref, stream_settings, name, config) =
         (&js, &settings.stream, &loader.consumer, &consumer_config);
-    let Some(consumer) = retry_until(&shutdown, &loader, "NATS JetStream", || async move {
+    // The stream and the durable consumer, created if missing: at start, and
+    // again whenever the message stream breaks (a consumer deleted during a
+    // reconnect must be re-created, not pulled from forever).
+    let bind_consumer = || async move {
         let stream = proto::bus::ensure_stream(js_ref, stream_settings).await?;
         let consumer: jetstream::consumer::Consumer<pull::Config> =
             stream.get_or_create_consumer(name, config.clone()).await?;
         Ok::<_, anyhow::Error>(consumer)
-    })
-    .await
-    else {
-        return Ok(Summary::default());
     };
-    tracing::info!(consumer = %loader.consumer, stream = %settings.stream.name, "loader ready");
 
     let shared = Arc::new(Shared {
         store,
@@ -101,6 +99,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut attempt = 0;
 
     'consume: while !shutdown.is_cancelled() {
+        let Some(consumer) = retry_until(&shutdown, &loader, "NATS JetStream", bind_consumer).await
+        else {
+            break;
+        };
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(loader.batch_size)
@@ -117,6 +119,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 continue;
             }
         };
+        if attempt == 0 {
+            tracing::info!(consumer = %loader.consumer, stream = %settings.stream.name, "loader ready");
+        }
         attempt = 0;
         loop {
             let (batch, next) = next_batch(&mut messages, &loader, &shutdown).await;
@@ -133,7 +138,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
             match next {
                 Next::More => {}
-                Next::Restart => continue 'consume,
+                Next::Restart => {
+                    sleep_or_cancel(loader.retry.initial, &shutdown).await;
+                    continue 'consume;
+                }
                 Next::Shutdown => {
                     release_prefetched(&mut messages).await;
                     break 'consume;
@@ -263,7 +271,7 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
         })
         .collect();
 
-    match write(&shared.store, &examined).await {
+    match write_in_progress(&shared, &examined).await {
         Ok(written) => {
             settle(&examined, |e| {
                 if e.verdict.is_ok() {
@@ -286,6 +294,22 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
         Err(error) => {
             tracing::warn!(%error, messages = examined.len(), "batch rejected by PostgreSQL; isolating the bad records");
             isolate(&shared, examined).await;
+        }
+    }
+}
+
+/// [`write`], telling the server every half `ack_wait` that the batch is
+/// still in work, so that a slow write is not redelivered to another
+/// instance meanwhile.
+async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Written, sqlx::Error> {
+    let write = write(&shared.store, examined);
+    tokio::pin!(write);
+    let every = (shared.settings.ack_wait / 2).max(Duration::from_millis(100));
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            result = &mut write => return result,
+            _ = progress.tick() => settle(examined, |_| AckKind::Progress).await,
         }
     }
 }

@@ -282,3 +282,48 @@ async fn poison_messages_are_dead_lettered_while_their_neighbours_load() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_slow_write_is_kept_in_progress_instead_of_being_redelivered() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+    let mut s = settings(&db, &stream, "loader");
+    s.loader.ack_wait = Duration::from_secs(2);
+    s.loader.writers = 1;
+    let loader = RunningLoader::start(s);
+    let first = generated(11, 1, 1);
+    testkit::publish_all(&js, &stream, first.clone()).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+
+    // Hold the table for three ack_waits while a batch arrives.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE source_records IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let envelopes = generated(12, 100, 1);
+    testkit::publish_all(&js, &stream, envelopes.clone()).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // `num_redelivered` counts unacknowledged messages delivered more than once.
+    let mut consumer = js
+        .get_stream(&stream.name)
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("loader")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 100, "the batch is in work");
+    assert_eq!(
+        info.num_redelivered, 0,
+        "nothing was redelivered while the write waited"
+    );
+    blocker.commit().await.unwrap();
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+
+    // Same generator indexes, same source ids: the greater (version, hash) wins.
+    assert_state(&pool, &expected_of(&[first, envelopes].concat())).await;
+}

@@ -94,7 +94,12 @@ fn identifiers_are_canonical_and_pass_their_checks() {
             assert!(s.is_valid());
         }
         if let Some(o) = &r.oms_policy {
-            assert_eq!(normalize::oms_policy(&o.value).as_ref(), Some(o), "{}", o.value);
+            assert_eq!(
+                normalize::oms_policy(&o.value).as_ref(),
+                Some(o),
+                "{}",
+                o.value
+            );
             assert!(o.is_valid());
         }
         for (i, ph) in r.phones.iter().enumerate() {
