@@ -173,3 +173,47 @@ async fn postgres_stopped_during_a_load_then_started_the_loader_recovers_by_itse
         "nothing dead-lettered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_at_start_and_killed_during_a_load_the_loader_waits_and_recovers() {
+    // A NATS server of this test's own, not running yet when the loader starts.
+    let mut nats = testkit::nats::TempNats::start();
+    let url = nats.url();
+    nats.kill_server();
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let mut loader = spawn_loader(&db, &stream, &[("ETL__NATS__URL", url.as_str())]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        loader.is_running(),
+        "the loader waits for NATS instead of exiting:\n{}",
+        loader.logs()
+    );
+
+    nats.start_server();
+    let js = testkit::jetstream_at(&url, &stream).await;
+    let envelopes = generated(6, 20_000, 1);
+    let (first, second) = envelopes.split_at(10_000);
+    testkit::publish_all(&js, &stream, first.to_vec()).await;
+    let pool = testkit::pool(&db).await;
+    testkit::wait_until(Duration::from_secs(60), "the first records", || async {
+        testkit::count_records(&pool).await > 0
+    })
+    .await;
+
+    // kill -9 of the server in the middle of the load; its file store keeps
+    // the stream and the consumer's state.
+    nats.kill_server();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.start_server();
+    let js = testkit::jetstream_at(&url, &stream).await;
+    testkit::publish_all(&js, &stream, second.to_vec()).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
+    let status = loader
+        .terminate(Duration::from_secs(30))
+        .expect("loader exits after SIGTERM");
+    assert!(status.success(), "{}", loader.logs());
+
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
+}

@@ -14,6 +14,7 @@ use proto::bus::StreamSettings;
 use proto::Envelope;
 use sqlx::{Connection, PgConnection, PgPool};
 
+pub mod nats;
 pub mod postgres;
 
 /// A name no other test (or test run) uses: `<prefix>_<pid>_<n>_<nanos>`.
@@ -132,7 +133,12 @@ pub fn nats_url() -> String {
 
 /// A JetStream context on the local server, and the test's stream created.
 pub async fn jetstream(stream: &StreamSettings) -> jetstream::Context {
-    let client = async_nats::connect(nats_url())
+    jetstream_at(&nats_url(), stream).await
+}
+
+/// A JetStream context on the server at `url`, and the test's stream created.
+pub async fn jetstream_at(url: &str, stream: &StreamSettings) -> jetstream::Context {
+    let client = async_nats::connect(url)
         .await
         .expect("NATS must be running: deploy/local-services.sh");
     let js = jetstream::new(client);
@@ -253,6 +259,13 @@ impl ChildProcess {
             child: Some(child),
             log,
         }
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn pid(&self) -> i32 {
