@@ -1,19 +1,20 @@
 //! The consume → write → ack loop.
 //!
-//! One task fetches: it fills a batch (up to `batch_size` messages or
-//! `batch_wait`) from the consumer's message stream, which keeps the next
-//! messages prefetched while batches are written. Up to `writers` tasks
-//! write batches concurrently, each in its own transaction, and ack their
-//! messages after commit. On SIGTERM the fetcher stops, releases what it has
-//! prefetched (nak without delay, so another instance takes it at once), and
-//! the batches in hand are finished and acked before the process exits.
+//! One task fetches: whenever one of the `writers` is free, it sends one pull
+//! request (up to `batch_size` messages, waiting at most `batch_wait`) and
+//! hands the batch to that writer, so the next batch is fetched while the
+//! previous ones are written. Each writer writes its batch in one
+//! transaction and acks its messages after commit. On SIGTERM the fetcher
+//! stops requesting; since every request is read to its end, nothing is left
+//! delivered but unread, and the batches in hand are finished and acked
+//! before the process exits.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, message::Message, AckKind};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -103,49 +104,34 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         else {
             break;
         };
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(loader.batch_size)
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(2))
-            .messages()
-            .await
-        {
-            Ok(messages) => messages,
-            Err(error) => {
-                attempt += 1;
-                tracing::warn!(%error, "cannot pull from the consumer; retrying");
-                sleep_or_cancel(loader.retry.delay(attempt), &shutdown).await;
-                continue;
-            }
-        };
         if attempt == 0 {
             tracing::info!(consumer = %loader.consumer, stream = %settings.stream.name, "loader ready");
         }
-        attempt = 0;
         loop {
-            let (batch, next) = next_batch(&mut messages, &loader, &shutdown).await;
+            // A writer must be free before the next batch is requested: at
+            // most `writers` batches are ever in hand, and none waits in a
+            // buffer where a shutdown would strand it.
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'consume,
+                permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            };
+            let batch = match fetch_batch(&consumer, &loader).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    attempt += 1;
+                    tracing::warn!(%error, "pulling from the consumer failed; binding it again");
+                    drop(permit);
+                    sleep_or_cancel(loader.retry.delay(attempt), &shutdown).await;
+                    continue 'consume;
+                }
+            };
+            attempt = 0;
             if !batch.is_empty() {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed");
                 writers.spawn(write_batch(shared.clone(), batch, permit));
             }
             while let Some(done) = writers.try_join_next() {
                 done.context("a writer task panicked")?;
-            }
-            match next {
-                Next::More => {}
-                Next::Restart => {
-                    sleep_or_cancel(loader.retry.initial, &shutdown).await;
-                    continue 'consume;
-                }
-                Next::Shutdown => {
-                    release_prefetched(&mut messages).await;
-                    break 'consume;
-                }
             }
         }
     }
@@ -170,71 +156,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     Ok(summary)
 }
 
-enum Next {
-    More,
-    /// The message stream ended or broke beyond repair: make a new one.
-    Restart,
-    Shutdown,
-}
-
-/// Fills a batch: waits for a first message, then takes what arrives within
-/// `batch_wait`, up to `batch_size`.
-async fn next_batch(
-    messages: &mut pull::Stream,
+/// One pull request: up to `batch_size` messages, waiting at most
+/// `batch_wait`. The request is read to its end, so no message delivered to
+/// this process is left unread — what arrives is the batch in hand, written
+/// and acked even during a shutdown.
+async fn fetch_batch(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
     settings: &LoaderSettings,
-    shutdown: &CancellationToken,
-) -> (Vec<Message>, Next) {
-    let mut batch = Vec::new();
-    let mut deadline = None;
-    while batch.len() < settings.batch_size {
-        let wait = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let item = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return (batch, Next::Shutdown),
-            _ = wait => break,
-            item = messages.next() => item,
-        };
+) -> anyhow::Result<Vec<Message>> {
+    let mut messages = consumer
+        .batch()
+        .max_messages(settings.batch_size)
+        .expires(settings.batch_wait)
+        .messages()
+        .await?;
+    let mut batch = Vec::with_capacity(settings.batch_size);
+    while let Some(item) = messages.next().await {
         match item {
-            Some(Ok(message)) => {
-                batch.push(message);
-                deadline.get_or_insert_with(|| tokio::time::Instant::now() + settings.batch_wait);
+            Ok(message) => batch.push(message),
+            // Not fatal once messages arrived: write what we have.
+            Err(error) if !batch.is_empty() => {
+                tracing::warn!(%error, "pull request ended early");
+                break;
             }
-            Some(Err(error)) => {
-                use pull::MessagesErrorKind as Kind;
-                match error.kind() {
-                    // Not fatal: the stream recovers by itself.
-                    Kind::MissingHeartbeat | Kind::NoResponders | Kind::Pull | Kind::Other => {
-                        tracing::warn!(%error, "pulling messages failed; continuing");
-                        if batch.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        } else {
-                            break;
-                        }
-                    }
-                    _ => {
-                        tracing::warn!(%error, "message stream broken; recreating it");
-                        return (batch, Next::Restart);
-                    }
-                }
-            }
-            None => return (batch, Next::Restart),
+            Err(error) => return Err(anyhow::anyhow!(error)),
         }
     }
-    (batch, Next::More)
-}
-
-/// Hands back, without delay, messages already delivered to this process but
-/// not yet in a batch, so another instance can take them now instead of
-/// after `ack_wait`.
-async fn release_prefetched(messages: &mut pull::Stream) {
-    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
-    }
+    Ok(batch)
 }
 
 /// A message of the batch, examined.

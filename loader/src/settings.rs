@@ -31,7 +31,8 @@ pub struct LoaderSettings {
     pub filter_subject: Option<String>,
     /// Most messages written in one transaction.
     pub batch_size: usize,
-    /// Longest wait to fill a batch before writing what is there.
+    /// Longest wait of one pull request: a batch is written when it is full
+    /// or when this has passed (also the idle polling interval).
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
     /// Batches written at once (each on its own connection). The pool must

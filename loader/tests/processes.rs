@@ -217,3 +217,60 @@ async fn nats_down_at_start_and_killed_during_a_load_the_loader_waits_and_recove
     assert_state(&pool, &expected_of(&envelopes)).await;
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_a_load_finishes_the_batches_in_hand_and_leaves_nothing_unacknowledged(
+) {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let pool = testkit::pool(&db).await;
+    let envelopes = generated(8, 30_000, 1);
+    testkit::publish_all(&js, &stream, envelopes.clone()).await;
+
+    // A long ack_wait: anything left unacknowledged would stay stuck for a minute.
+    let long_ack_wait = [
+        ("ETL__LOADER__ACK_WAIT", "60s"),
+        ("ETL__LOADER__BATCH_SIZE", "200"),
+    ];
+    let mut loader = spawn_loader(&db, &stream, &long_ack_wait);
+    testkit::wait_until(Duration::from_secs(60), "the load to start", || async {
+        testkit::count_records(&pool).await >= 2_000
+    })
+    .await;
+    let status = loader
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "exit 0: {status:?}\n{}", loader.logs());
+    let stopped_at = testkit::count_records(&pool).await;
+
+    // Nothing is left in limbo: every message delivered to the stopped loader
+    // was written and acked after its commit.
+    let mut consumer = js
+        .get_stream(&stream.name)
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("loader")
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.info().await.unwrap().num_ack_pending,
+        0,
+        "nothing unacknowledged after a graceful stop"
+    );
+    assert!(
+        stopped_at < 30_000,
+        "stopped in the middle ({stopped_at} rows)"
+    );
+
+    let mut next = spawn_loader(&db, &stream, &long_ack_wait);
+    wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
+    assert!(next
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM record_changes").await,
+        30_000
+    );
+}
