@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, message::Message, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -171,7 +171,23 @@ async fn fetch_batch(
         .messages()
         .await?;
     let mut batch = Vec::with_capacity(settings.batch_size);
-    while let Some(item) = messages.next().await {
+    // The server ends the request with a timeout notice at `batch_wait`; now
+    // and then that notice does not come and the client would wait 5 s more.
+    // Past a grace period the request has expired on the server, so nothing
+    // more will be delivered to it: take what is buffered and go on.
+    let deadline = tokio::time::Instant::now() + settings.batch_wait + Duration::from_millis(500);
+    loop {
+        let item = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::debug!("pull request outlived its expiry; taking what arrived");
+                while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+                    batch.push(message);
+                }
+                break;
+            }
+        };
         match item {
             Ok(message) => batch.push(message),
             // Not fatal once messages arrived: write what we have.
