@@ -148,7 +148,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             "batches still in hand at the shutdown deadline; they will be redelivered"
         ),
     }
-    // Acks are only sent by `ack()`: flush them before the process exits.
+    // `ack()` only queues the ack, and `drain()` only queues a drain: flush
+    // (which waits for the server's PONG, so every queued ack was written
+    // before it) before the process exits, or the last acks are lost and
+    // their messages redelivered after `ack_wait`.
+    match tokio::time::timeout(Duration::from_secs(10), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "flushing acks to NATS failed; they will be redelivered")
+        }
+        Err(_) => tracing::warn!("flushing acks to NATS timed out; they will be redelivered"),
+    }
     if let Err(error) = client.drain().await {
         tracing::warn!(%error, "draining the NATS connection failed");
     }

@@ -256,7 +256,8 @@ async fn sigterm_in_the_middle_of_a_load_finishes_the_batches_in_hand_and_leaves
     assert_eq!(
         consumer.info().await.unwrap().num_ack_pending,
         0,
-        "nothing unacknowledged after a graceful stop"
+        "nothing unacknowledged after a graceful stop:\n{}",
+        loader.logs()
     );
     assert!(
         stopped_at < 30_000,
