@@ -10,9 +10,12 @@ use proto::{bus, Envelope, PatientRecord};
 
 #[tokio::test]
 async fn ten_thousand_records_through_one_loader() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
     let envelopes = generated(1, 10_000, 1);
     assert_eq!(
         testkit::publish_all(&js, &stream, envelopes.clone()).await,
@@ -20,7 +23,6 @@ async fn ten_thousand_records_through_one_loader() {
     );
 
     let loader = RunningLoader::start(settings(&db, &stream, "loader"));
-    let pool = testkit::pool(&db).await;
     wait_drained(&js, &stream, "loader", Duration::from_secs(120)).await;
     let summary = loader.stop().await;
 
@@ -72,10 +74,12 @@ fn at(secs: i64) -> chrono::DateTime<Utc> {
 
 #[tokio::test]
 async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_state() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
     let loader = RunningLoader::start(settings(&db, &stream, "loader"));
 
     let newest = Envelope::upsert(SOURCE, "1/A01", 3, at(3), record("Петров"));
@@ -194,10 +198,12 @@ async fn duplicates_redeliveries_and_out_of_order_versions_leave_the_newest_stat
 
 #[tokio::test]
 async fn deletes_are_soft() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
     let alive = Envelope::upsert(SOURCE, "7/D07", 1, at(1), record("Орлов"));
     let deleted = Envelope::delete(SOURCE, "7/D07", 2, at(2));
     testkit::publish_all(&js, &stream, [alive]).await;
@@ -223,10 +229,12 @@ async fn deletes_are_soft() {
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_while_their_neighbours_load() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
 
     let good = generated(7, 100, 1);
     let (first, second) = good.split_at(50);
@@ -285,10 +293,12 @@ async fn poison_messages_are_dead_lettered_while_their_neighbours_load() {
 
 #[tokio::test]
 async fn a_slow_write_is_kept_in_progress_instead_of_being_redelivered() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
     let mut s = settings(&db, &stream, "loader");
     s.loader.ack_wait = Duration::from_secs(2);
     s.loader.writers = 1;
@@ -307,14 +317,7 @@ async fn a_slow_write_is_kept_in_progress_instead_of_being_redelivered() {
     testkit::publish_all(&js, &stream, envelopes.clone()).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     // `num_redelivered` counts unacknowledged messages delivered more than once.
-    let mut consumer = js
-        .get_stream(&stream.name)
-        .await
-        .unwrap()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("loader")
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
+    let info = consumer_info(&js, &stream, "loader").await.unwrap();
     assert_eq!(info.num_ack_pending, 100, "the batch is in work");
     assert_eq!(
         info.num_redelivered, 0,

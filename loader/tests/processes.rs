@@ -39,10 +39,12 @@ fn inserted_at_exit(logs: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_loader_processes_share_the_work_without_duplicates_or_losses() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
 
     let mut loaders: Vec<_> = (0..3).map(|_| spawn_loader(&db, &stream, &[])).collect();
     let envelopes = generated(3, 10_000, 1);
@@ -82,10 +84,12 @@ async fn three_loader_processes_share_the_work_without_duplicates_or_losses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_load_then_restart_gives_the_exact_state() {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
 
     let envelopes = generated(4, 30_000, 1);
     assert_eq!(
@@ -221,10 +225,12 @@ async fn nats_down_at_start_and_killed_during_a_load_the_loader_waits_and_recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_the_middle_of_a_load_finishes_the_batches_in_hand_and_leaves_nothing_unacknowledged(
 ) {
-    let db = testkit::fresh_database().await;
-    let stream = testkit::unique_stream();
-    let js = testkit::jetstream(&stream).await;
-    let pool = testkit::pool(&db).await;
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
     let envelopes = generated(8, 30_000, 1);
     testkit::publish_all(&js, &stream, envelopes.clone()).await;
 
@@ -246,15 +252,11 @@ async fn sigterm_in_the_middle_of_a_load_finishes_the_batches_in_hand_and_leaves
 
     // Nothing is left in limbo: every message delivered to the stopped loader
     // was written and acked after its commit.
-    let mut consumer = js
-        .get_stream(&stream.name)
-        .await
-        .unwrap()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("loader")
-        .await
-        .unwrap();
     assert_eq!(
-        consumer.info().await.unwrap().num_ack_pending,
+        consumer_info(&js, &stream, "loader")
+            .await
+            .unwrap()
+            .num_ack_pending,
         0,
         "nothing unacknowledged after a graceful stop:\n{}",
         loader.logs()

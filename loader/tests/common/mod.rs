@@ -15,6 +15,30 @@ use tokio_util::sync::CancellationToken;
 
 pub const SOURCE: &str = "qms";
 
+/// What most tests start from: a fresh database, a stream of their own, a
+/// JetStream context and a pool on the database.
+pub struct Fixture {
+    pub db: DatabaseSettings,
+    pub stream: StreamSettings,
+    pub js: jetstream::Context,
+    pub pool: PgPool,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        let db = testkit::fresh_database().await;
+        let stream = testkit::unique_stream();
+        let js = testkit::jetstream(&stream).await;
+        let pool = testkit::pool(&db).await;
+        Fixture {
+            db,
+            stream,
+            js,
+            pool,
+        }
+    }
+}
+
 /// Settings of an in-process loader on the test's database and stream.
 pub fn settings(
     db: &DatabaseSettings,
@@ -111,6 +135,20 @@ pub async fn assert_state(pool: &PgPool, expected: &Expected) {
     assert!(wrong.is_empty(), "rows with a wrong state, e.g. {wrong:?}");
 }
 
+/// The consumer's current state, if it exists.
+pub async fn consumer_info(
+    js: &jetstream::Context,
+    stream: &StreamSettings,
+    consumer: &str,
+) -> Option<jetstream::consumer::Info> {
+    let stream = js.get_stream(&stream.name).await.ok()?;
+    let mut consumer = stream
+        .get_consumer::<jetstream::consumer::pull::Config>(consumer)
+        .await
+        .ok()?;
+    consumer.info().await.ok().cloned()
+}
+
 /// Waits until the consumer has nothing pending or unacknowledged.
 pub async fn wait_drained(
     js: &jetstream::Context,
@@ -118,19 +156,10 @@ pub async fn wait_drained(
     consumer: &str,
     timeout: Duration,
 ) {
-    let stream = js.get_stream(&stream.name).await.unwrap();
-    testkit::wait_until(timeout, "the consumer to be drained", || {
-        let stream = stream.clone();
-        async move {
-            let Ok(mut c) = stream
-                .get_consumer::<jetstream::consumer::pull::Config>(consumer)
-                .await
-            else {
-                return false;
-            };
-            let info = c.info().await.unwrap();
-            info.num_pending == 0 && info.num_ack_pending == 0
-        }
+    testkit::wait_until(timeout, "the consumer to be drained", || async {
+        consumer_info(js, stream, consumer)
+            .await
+            .is_some_and(|info| info.num_pending == 0 && info.num_ack_pending == 0)
     })
     .await;
 }
