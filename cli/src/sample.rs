@@ -49,7 +49,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let generator = synth::Generator::new(args.seed).with_source_id_style(style);
     let now = Utc::now();
     let version = now.timestamp_micros();
-    let mut publisher = Publisher::new(&js, &settings.stream);
+    let mut publisher = bus::Publisher::new(&js, &settings.stream, 2048);
 
     for i in 0..args.count {
         publisher
@@ -82,14 +82,14 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             ))
             .await?;
     }
+    let published = publisher.settle().await?;
+    // Poison messages are not envelopes: published raw, without a message id.
     let subject = settings.stream.subject(&args.source);
     for i in 0..args.poison {
         let payload = poison(i, &args.source);
-        publisher
-            .pending
-            .push(js.publish(subject.clone(), payload.into()).await?);
+        js.publish(subject.clone(), payload.into()).await?.await?;
     }
-    let (stored, duplicates) = publisher.finish().await?;
+    let (stored, duplicates) = (published.stored + args.poison, published.duplicates);
     client.flush().await?;
     println!(
         "published to {subject}: {stored} messages stored, {duplicates} dropped by the stream as duplicates"
@@ -111,57 +111,5 @@ fn poison(i: u64, source: &str) -> Vec<u8> {
             e.encode()
         }
         _ => Envelope::upsert(source, "", 1, Utc::now(), record).encode(),
-    }
-}
-
-/// Publishes with many acks in flight, counting what the stream stored.
-struct Publisher<'a> {
-    js: &'a jetstream::Context,
-    stream: &'a bus::StreamSettings,
-    pending: Vec<jetstream::context::PublishAckFuture>,
-    stored: u64,
-    duplicates: u64,
-}
-
-impl<'a> Publisher<'a> {
-    fn new(js: &'a jetstream::Context, stream: &'a bus::StreamSettings) -> Self {
-        Publisher {
-            js,
-            stream,
-            pending: Vec::new(),
-            stored: 0,
-            duplicates: 0,
-        }
-    }
-
-    async fn send(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
-        self.pending
-            .push(bus::publish(self.js, self.stream, envelope).await?);
-        if self.pending.len() >= 2048 {
-            self.settle().await?;
-        }
-        Ok(())
-    }
-
-    async fn settle(&mut self) -> anyhow::Result<()> {
-        let acks = futures::future::join_all(
-            self.pending
-                .drain(..)
-                .map(std::future::IntoFuture::into_future),
-        )
-        .await;
-        for ack in acks {
-            if ack.context("publish not acknowledged")?.duplicate {
-                self.duplicates += 1;
-            } else {
-                self.stored += 1;
-            }
-        }
-        Ok(())
-    }
-
-    async fn finish(mut self) -> anyhow::Result<(u64, u64)> {
-        self.settle().await?;
-        Ok((self.stored, self.duplicates))
     }
 }

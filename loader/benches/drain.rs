@@ -38,7 +38,6 @@ use anyhow::{bail, Context as _};
 use async_nats::jetstream;
 use chrono::{TimeZone, Utc};
 use etl_runtime::database::DatabaseSettings;
-use futures::stream::{FuturesUnordered, StreamExt};
 use proto::bus::StreamSettings;
 use sqlx::{Connection, PgConnection, PgPool};
 use testkit::ChildProcess;
@@ -325,27 +324,11 @@ async fn publish(
     let generator = synth::Generator::new(42);
     let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     let start = Instant::now();
-    let mut in_flight = FuturesUnordered::new();
-    let (mut stored, mut duplicates) = (0u64, 0u64);
+    let mut publisher = proto::bus::Publisher::new(js, stream, window);
     let mut last_report = Instant::now();
     for i in 0..n {
         let envelope = generator.patient(i).into_envelope(SOURCE, 1, at);
-        let ack = proto::bus::publish(js, stream, &envelope)
-            .await
-            .context("publish")?;
-        in_flight.push(std::future::IntoFuture::into_future(ack));
-        while in_flight.len() >= window {
-            let ack = in_flight
-                .next()
-                .await
-                .expect("non-empty")
-                .context("publish ack")?;
-            if ack.duplicate {
-                duplicates += 1
-            } else {
-                stored += 1
-            }
-        }
+        publisher.send(&envelope).await.context("publish")?;
         if last_report.elapsed() > Duration::from_secs(10) {
             last_report = Instant::now();
             eprintln!(
@@ -354,13 +337,8 @@ async fn publish(
             );
         }
     }
-    while let Some(ack) = in_flight.next().await {
-        if ack.context("publish ack")?.duplicate {
-            duplicates += 1
-        } else {
-            stored += 1
-        }
-    }
+    let proto::bus::Published { stored, duplicates } =
+        publisher.settle().await.context("publish ack")?;
     let secs = start.elapsed().as_secs_f64();
     if duplicates > 0 {
         eprintln!("  {duplicates} publishes were dropped as duplicates");

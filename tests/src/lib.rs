@@ -156,32 +156,11 @@ pub async fn publish_all(
     stream: &StreamSettings,
     envelopes: impl IntoIterator<Item = Envelope>,
 ) -> usize {
-    let mut stored = 0;
-    let mut in_flight = Vec::with_capacity(1024);
+    let mut publisher = proto::bus::Publisher::new(js, stream, 1024);
     for envelope in envelopes {
-        in_flight.push(
-            proto::bus::publish(js, stream, &envelope)
-                .await
-                .expect("publish"),
-        );
-        if in_flight.len() == 1024 {
-            stored += settle(&mut in_flight).await;
-        }
+        publisher.send(&envelope).await.expect("publish");
     }
-    stored + settle(&mut in_flight).await
-}
-
-async fn settle(in_flight: &mut Vec<jetstream::context::PublishAckFuture>) -> usize {
-    let acks = futures::future::join_all(
-        in_flight
-            .drain(..)
-            .map(std::future::IntoFuture::into_future),
-    )
-    .await;
-    acks.into_iter()
-        .map(|a| a.expect("publish ack"))
-        .filter(|a| !a.duplicate)
-        .count()
+    publisher.settle().await.expect("publish acks").stored as usize
 }
 
 /// Publishes raw bytes on a subject (for poison messages).

@@ -37,6 +37,19 @@ fn as_postgres(bin: &Path, args: &[&str]) -> Command {
     }
 }
 
+/// Runs a server binary as `postgres` and fails the test if it fails.
+fn run_as_postgres(bin: &Path, args: &[&str]) {
+    let out = as_postgres(bin, args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -62,7 +75,7 @@ impl TempCluster {
         }
         let bin = pg_bin();
         let data = dir.path().join("data");
-        let out = as_postgres(
+        run_as_postgres(
             &bin.join("initdb"),
             &[
                 "-D",
@@ -73,13 +86,6 @@ impl TempCluster {
                 "trust",
                 "--no-sync",
             ],
-        )
-        .output()
-        .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
         let cluster = TempCluster {
             dir,
@@ -101,7 +107,7 @@ impl TempCluster {
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log");
-        let out = as_postgres(
+        run_as_postgres(
             &self.bin.join("pg_ctl"),
             &[
                 "-D",
@@ -115,19 +121,12 @@ impl TempCluster {
                 "60",
                 "start",
             ],
-        )
-        .output()
-        .expect("run pg_ctl start");
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
     }
 
     /// Stops the server at once, as a crash or a power cut would.
     pub fn stop_server(&self) {
-        let out = as_postgres(
+        run_as_postgres(
             &self.bin.join("pg_ctl"),
             &[
                 "-D",
@@ -137,13 +136,6 @@ impl TempCluster {
                 "-w",
                 "stop",
             ],
-        )
-        .output()
-        .expect("run pg_ctl stop");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop failed: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
     }
 
