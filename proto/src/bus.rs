@@ -170,6 +170,30 @@ pub struct Published {
     pub stored: u64,
     /// Dropped by the stream as duplicates of a message id inside the window.
     pub duplicates: u64,
+    /// New changes whose content id was a duplicate (the A → B → A case), so
+    /// published again under [`revision_message_id`] and stored (counted in
+    /// `stored` as well).
+    pub republished: u64,
+}
+
+/// How a [`Publisher`] treats an ack that says "duplicate".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateMode {
+    /// A duplicate is a re-publish of something already stored (a page of an
+    /// initial load re-read after a restart): count it and move on.
+    Drop,
+    /// Every envelope is a new change the extractor has just observed. A
+    /// duplicate means the content equals an earlier message still inside the
+    /// window (A → B → A), so it is published again under
+    /// [`revision_message_id`]; that id is itself a duplicate only if this
+    /// very change (same version) was already stored.
+    Republish,
+}
+
+struct InFlight {
+    ack: PublishAckFuture,
+    /// Kept only in [`DuplicateMode::Republish`], to publish it again.
+    envelope: Option<Envelope>,
 }
 
 /// Publishes with up to `window` acks in flight (pipelining is ~20× faster
@@ -179,16 +203,28 @@ pub struct Publisher<'a> {
     js: &'a jetstream::Context,
     stream: &'a StreamSettings,
     window: usize,
-    in_flight: VecDeque<PublishAckFuture>,
+    mode: DuplicateMode,
+    in_flight: VecDeque<InFlight>,
     published: Published,
 }
 
 impl<'a> Publisher<'a> {
+    /// A publisher that drops duplicates ([`DuplicateMode::Drop`]).
     pub fn new(js: &'a jetstream::Context, stream: &'a StreamSettings, window: usize) -> Self {
+        Self::with_mode(js, stream, window, DuplicateMode::Drop)
+    }
+
+    pub fn with_mode(
+        js: &'a jetstream::Context,
+        stream: &'a StreamSettings,
+        window: usize,
+        mode: DuplicateMode,
+    ) -> Self {
         Publisher {
             js,
             stream,
             window: window.max(1),
+            mode,
             in_flight: VecDeque::new(),
             published: Published::default(),
         }
@@ -201,7 +237,8 @@ impl<'a> Publisher<'a> {
             self.next_ack().await?;
         }
         let ack = publish(self.js, self.stream, envelope).await?;
-        self.in_flight.push_back(ack);
+        let envelope = (self.mode == DuplicateMode::Republish).then(|| envelope.clone());
+        self.in_flight.push_back(InFlight { ack, envelope });
         Ok(())
     }
 
@@ -213,13 +250,38 @@ impl<'a> Publisher<'a> {
         Ok(self.published)
     }
 
+    /// The totals acknowledged so far (without waiting).
+    pub fn published(&self) -> Published {
+        self.published
+    }
+
     async fn next_ack(&mut self) -> Result<(), PublishFailed> {
-        if let Some(ack) = self.in_flight.pop_front() {
-            if ack.await.map_err(PublishFailed::Ack)?.duplicate {
-                self.published.duplicates += 1;
-            } else {
-                self.published.stored += 1;
+        let Some(InFlight { ack, envelope }) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        if !ack.await.map_err(PublishFailed::Ack)?.duplicate {
+            self.published.stored += 1;
+            return Ok(());
+        }
+        match envelope {
+            Some(envelope) => {
+                // Rare (content flipped back inside the window): awaited
+                // on its own, behind the acks already in flight.
+                let again = publish_with_id(
+                    self.js,
+                    self.stream,
+                    &envelope,
+                    revision_message_id(&envelope),
+                )
+                .await?;
+                if again.await.map_err(PublishFailed::Ack)?.duplicate {
+                    self.published.duplicates += 1;
+                } else {
+                    self.published.stored += 1;
+                    self.published.republished += 1;
+                }
             }
+            None => self.published.duplicates += 1,
         }
         Ok(())
     }

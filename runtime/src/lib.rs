@@ -3,6 +3,7 @@
 //! graceful [`shutdown`].
 
 pub mod backoff;
+pub mod checkpoint;
 pub mod database;
 pub mod nats;
 pub mod settings;

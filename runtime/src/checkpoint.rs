@@ -1,0 +1,112 @@
+//! Checkpoints in a NATS KV bucket: where an extractor stopped, kept outside
+//! the process (so it can run in a container) and written only after the
+//! effect it stands for is acknowledged by the stream.
+//!
+//! Writes are compare-and-set on the entry's revision: two instances that
+//! were started by mistake for the same source cannot silently overwrite each
+//! other's progress; the second one gets [`CheckpointError::Conflict`].
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+
+/// One stored checkpoint: its value and the revision to pass to
+/// [`Checkpoints::save`] for the next write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub value: Bytes,
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Someone else wrote the key since we read it.
+    #[error("checkpoint {key} was changed by another writer")]
+    Conflict { key: String },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// A bucket of checkpoints (one key per source database, branch…).
+#[derive(Clone)]
+pub struct Checkpoints {
+    store: kv::Store,
+}
+
+impl Checkpoints {
+    /// Opens `bucket`, creating it (file storage, a short history for
+    /// operators to look back) if it does not exist.
+    pub async fn open(js: &jetstream::Context, bucket: &str) -> anyhow::Result<Checkpoints> {
+        let store = match js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_string(),
+                    history: 5,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("creating checkpoint bucket {bucket}: {e}"))?,
+        };
+        Ok(Checkpoints { store })
+    }
+
+    /// The checkpoint under `key`, if one was saved (a deleted or purged key
+    /// reads as none).
+    pub async fn load(&self, key: &str) -> anyhow::Result<Option<Checkpoint>> {
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading checkpoint {key}: {e}"))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| Checkpoint {
+                value: e.value,
+                revision: e.revision,
+            }))
+    }
+
+    /// Saves `value` under `key` if the key is still at `expected` (the
+    /// revision [`load`](Self::load) or the previous save returned; `None`
+    /// when there was no checkpoint). Returns the new revision.
+    pub async fn save(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expected: Option<u64>,
+    ) -> Result<u64, CheckpointError> {
+        let value = value.into();
+        let result = match expected {
+            Some(revision) => self
+                .store
+                .update(key, value, revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => CheckpointError::Conflict {
+                        key: key.to_string(),
+                    },
+                    _ => anyhow::anyhow!("writing checkpoint {key}: {e}").into(),
+                }),
+            None => self
+                .store
+                .create(key, value)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => CheckpointError::Conflict {
+                        key: key.to_string(),
+                    },
+                    _ => anyhow::anyhow!("writing checkpoint {key}: {e}").into(),
+                }),
+        };
+        result
+    }
+
+    /// Removes the checkpoint under `key` (an operator's "start over").
+    pub async fn reset(&self, key: &str) -> anyhow::Result<()> {
+        self.store
+            .delete(key)
+            .await
+            .map_err(|e| anyhow::anyhow!("deleting checkpoint {key}: {e}"))
+    }
+}
