@@ -38,15 +38,29 @@ impl Checkpoints {
     pub async fn open(js: &jetstream::Context, bucket: &str) -> anyhow::Result<Checkpoints> {
         let store = match js.get_key_value(bucket).await {
             Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    history: 5,
+            Err(_) => {
+                // Not `create_key_value`: async-nats 0.51 first asks for the
+                // account info and fails to parse nats-server 2.9's answer
+                // (no `reserved_memory`). The bucket is a stream of this
+                // shape (what `create_key_value` would make).
+                js.get_or_create_stream(jetstream::stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 5,
                     storage: jetstream::stream::StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    num_replicas: 1,
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("creating checkpoint bucket {bucket}: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("creating checkpoint bucket {bucket}: {e}"))?;
+                js.get_key_value(bucket)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening checkpoint bucket {bucket}: {e}"))?
+            }
         };
         Ok(Checkpoints { store })
     }
@@ -78,16 +92,17 @@ impl Checkpoints {
     ) -> Result<u64, CheckpointError> {
         let value = value.into();
         let result = match expected {
-            Some(revision) => self
-                .store
-                .update(key, value, revision)
-                .await
-                .map_err(|e| match e.kind() {
-                    kv::UpdateErrorKind::WrongLastRevision => CheckpointError::Conflict {
-                        key: key.to_string(),
-                    },
-                    _ => anyhow::anyhow!("writing checkpoint {key}: {e}").into(),
-                }),
+            Some(revision) => {
+                self.store
+                    .update(key, value, revision)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        kv::UpdateErrorKind::WrongLastRevision => CheckpointError::Conflict {
+                            key: key.to_string(),
+                        },
+                        _ => anyhow::anyhow!("writing checkpoint {key}: {e}").into(),
+                    })
+            }
             None => self
                 .store
                 .create(key, value)

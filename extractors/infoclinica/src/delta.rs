@@ -1,0 +1,223 @@
+//! Delta sync from the change-log table that the triggers of
+//! `deploy/firebird/changelog.sql` fill (one row per insert, update or
+//! delete of a patient: ID from a sequence, PCODE, FILIAL, OPERATION,
+//! PROCESSED).
+//!
+//! One batch: read up to `delta_batch` unprocessed rows in ID order; read
+//! the current row of each distinct PCODE (several changes of one PCODE
+//! yield one message: its state now); publish an upsert for each row found
+//! and a delete for each PCODE whose row is gone (whatever the logged
+//! operations were: the current state decides); wait for every ack; then
+//! mark exactly the change-log IDs that were read as processed — by ID
+//! list, never by range, because a change with a lower ID can commit later
+//! and must not be marked unseen. A crash before the marking republishes the
+//! batch next time, which changes nothing downstream.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use proto::bus::{DuplicateMode, Publisher};
+use rsfbclient::prelude::*;
+use rsfbclient::RawValue;
+
+use crate::firebird;
+use crate::mapping::{self, Mapped};
+use crate::sync::{DbSync, SyncError};
+
+/// PCODEs per `IN (…)` list (Firebird 3 allows at most 1,500).
+pub const IN_LIST: usize = 500;
+
+/// One change-log row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub id: i64,
+    pub pcode: i64,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    /// Change-log rows (or, for a reconciliation, changed keys) handled.
+    pub changes: u64,
+    pub upserts: u64,
+    pub deletes: u64,
+}
+
+impl PassSummary {
+    pub fn add(&mut self, other: PassSummary) {
+        self.changes += other.changes;
+        self.upserts += other.upserts;
+        self.deletes += other.deletes;
+    }
+}
+
+/// One delta pass: batches until the change log has no unprocessed row
+/// left (as of the last read).
+pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
+    let started = std::time::Instant::now();
+    let mut summary = PassSummary::default();
+    loop {
+        let batch = crate::retry!(sync, "read change log", read_changes(sync))?;
+        if batch.is_empty() {
+            break;
+        }
+        let full = batch.len() >= sync.settings.delta_batch;
+        let mut pcodes: Vec<i64> = batch.iter().map(|c| c.pcode).collect();
+        pcodes.sort_unstable();
+        pcodes.dedup();
+        let (published, _) =
+            crate::retry!(sync, "publish changes", publish_current(sync, &pcodes))?;
+        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+        crate::retry!(sync, "mark processed", mark_processed(sync, &ids))?;
+        summary.add(PassSummary {
+            changes: batch.len() as u64,
+            ..published
+        });
+        let max_id = ids.iter().copied().max();
+        sync.checkpoint.state.last_change_id = sync.checkpoint.state.last_change_id.max(max_id);
+        crate::retry!(sync, "checkpoint", sync.save())?;
+        if !full {
+            break;
+        }
+    }
+    sync.checkpoint.state.passes += 1;
+    crate::retry!(sync, "checkpoint", sync.save())?;
+    metrics::histogram!("infoclinica_delta_pass_seconds", "database" => sync.db.name.clone())
+        .record(started.elapsed().as_secs_f64());
+    if summary.changes > 0 {
+        tracing::info!(
+            database = %sync.name(),
+            changes = summary.changes,
+            upserts = summary.upserts,
+            deletes = summary.deletes,
+            ms = started.elapsed().as_millis() as u64,
+            "delta pass"
+        );
+    }
+    Ok(summary)
+}
+
+async fn read_changes(sync: &mut DbSync) -> Result<Vec<Change>, SyncError> {
+    let sql = format!(
+        "SELECT FIRST {n} ID, PCODE FROM {log} WHERE PROCESSED = 'N' ORDER BY ID",
+        n = sync.settings.delta_batch,
+        log = sync.db.changelog.table,
+    );
+    let changes = sync
+        .source
+        .call(move |conn| {
+            let mut out = Vec::new();
+            conn.stream_raw(&sql, |row: &[RawValue]| {
+                if let [RawValue::Integer(id), RawValue::Integer(pcode)] = row {
+                    out.push(Change {
+                        id: *id,
+                        pcode: *pcode,
+                    });
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await?;
+    Ok(changes)
+}
+
+/// Reads the current rows of `pcodes` (chunks of [`IN_LIST`]): mapped
+/// records found, and when the read ended.
+pub async fn read_rows(
+    sync: &mut DbSync,
+    pcodes: &[i64],
+) -> Result<(Vec<Mapped>, DateTime<Utc>), SyncError> {
+    let sql = sync.mapper.rows_sql(pcodes);
+    let mapper = sync.mapper.clone();
+    let rows = sync
+        .source
+        .call(move |conn| {
+            let today = mapping::today();
+            let mut out = Vec::new();
+            conn.stream_raw(&sql, |row: &[RawValue]| {
+                out.push(mapper.map(row, today));
+                Ok(())
+            })?;
+            Ok((out, Utc::now()))
+        })
+        .await?;
+    Ok(rows)
+}
+
+/// Publishes the current state of each PCODE (upsert, or delete when the
+/// row is gone) and waits for every ack. Returns the PCODEs found gone.
+pub async fn publish_current(
+    sync: &mut DbSync,
+    pcodes: &[i64],
+) -> Result<(PassSummary, Vec<i64>), SyncError> {
+    let mut gone = Vec::new();
+    let bus = sync.bus.clone();
+    let mut publisher = Publisher::with_mode(
+        &bus.js,
+        &bus.stream,
+        sync.settings.publish_window,
+        DuplicateMode::Republish,
+    );
+    let mut summary = PassSummary::default();
+    for chunk in pcodes.chunks(IN_LIST) {
+        let (rows, read_at) = read_rows(sync, chunk).await?;
+        let mut found = HashSet::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Mapped::Record { pcode, record } => {
+                    found.insert(pcode);
+                    let envelope = sync.upsert(pcode, record, read_at);
+                    publisher.send(&envelope).await?;
+                    summary.upserts += 1;
+                }
+                Mapped::Rejected { reason } => {
+                    tracing::error!(database = %sync.name(), reason, "row skipped");
+                }
+            }
+        }
+        for &pcode in chunk.iter().filter(|p| !found.contains(p)) {
+            let envelope = sync.delete(pcode, read_at);
+            publisher.send(&envelope).await?;
+            summary.deletes += 1;
+            gone.push(pcode);
+        }
+    }
+    publisher.settle().await?;
+    let name = sync.db.name.clone();
+    metrics::counter!("infoclinica_rows_published_total", "database" => name.clone(), "mode" => "delta")
+        .increment(summary.upserts);
+    metrics::counter!("infoclinica_deletes_published_total", "database" => name, "mode" => "delta")
+        .increment(summary.deletes);
+    Ok((summary, gone))
+}
+
+/// Sets PROCESSED = 'Y' on exactly these change-log rows, in a short
+/// read-write no-wait transaction per chunk.
+async fn mark_processed(sync: &mut DbSync, ids: &[i64]) -> Result<(), SyncError> {
+    let statements: Vec<String> = ids
+        .chunks(IN_LIST)
+        .map(|chunk| {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "UPDATE {log} SET PROCESSED = 'Y' WHERE ID IN ({list}) AND PROCESSED = 'N'",
+                log = sync.db.changelog.table
+            )
+        })
+        .collect();
+    sync.source
+        .call(move |conn| {
+            for sql in &statements {
+                conn.with_transaction_config(firebird::read_write(), |tr| {
+                    tr.execute(sql.as_str(), ())
+                })?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}

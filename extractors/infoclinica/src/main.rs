@@ -1,0 +1,115 @@
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use infoclinica_extractor::{Mode, Settings};
+
+/// Reads patients from Infoclinica Firebird databases and publishes them to
+/// the NATS JetStream bus (`patients.infoclinica`).
+///
+/// Without a flag it runs as a daemon: it finishes (or does) the initial load
+/// of every configured database, then runs a delta pass every
+/// `extractor.delta_interval`. Settings come from the optional TOML file
+/// (see deploy/config/infoclinica-extractor.toml), overridden by
+/// environment variables `ETL__<SECTION>__<KEY>`.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "ETL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Run the initial load (resuming an unfinished one), then exit.
+    #[arg(long, conflicts_with_all = ["delta_sync", "reconcile"])]
+    initial_load: bool,
+    /// Run one delta pass (change log, or reconciliation for databases with
+    /// `sync = "reconcile"`), then exit.
+    #[arg(long, conflicts_with = "reconcile")]
+    delta_sync: bool,
+    /// Run one reconciliation pass (no triggers needed), then exit.
+    #[arg(long)]
+    reconcile: bool,
+    /// Only this configured database (by name).
+    #[arg(long, global = true)]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create (or re-create) a sample Infoclinica database with generated
+    /// patients at the configured database's path: for demos and
+    /// benchmarks, never on a real installation.
+    CreateSampleDb(SampleArgs),
+}
+
+#[derive(ClapArgs)]
+struct SampleArgs {
+    /// Patients to generate.
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Seed of the generator (same seed, same patients).
+    #[arg(long, default_value_t = 2)]
+    seed: u64,
+    /// Do not install the change-log triggers.
+    #[arg(long)]
+    no_triggers: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
+    etl_runtime::telemetry::init(&settings.log);
+    if let Some(name) = &args.database {
+        settings.databases.retain(|d| &d.name == name);
+        anyhow::ensure!(
+            !settings.databases.is_empty(),
+            "no database named {name} is configured"
+        );
+    }
+    if let Some(Command::CreateSampleDb(sample)) = args.command {
+        settings.validate()?;
+        let db = settings.databases[0].clone();
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || {
+            infoclinica_extractor::sample::create_sample(
+                &db,
+                sample.count,
+                sample.seed,
+                !sample.no_triggers,
+            )
+        })
+        .await??;
+        tracing::info!(
+            database = %settings.databases[0].name,
+            count = sample.count,
+            seconds = started.elapsed().as_secs_f64(),
+            "sample database created"
+        );
+        return Ok(());
+    }
+    let mode = if args.initial_load {
+        Mode::InitialLoad
+    } else if args.delta_sync {
+        Mode::DeltaOnce
+    } else if args.reconcile {
+        Mode::ReconcileOnce
+    } else {
+        Mode::Daemon
+    };
+    let shutdown = etl_runtime::shutdown::on_signals();
+    let summaries = infoclinica_extractor::run(settings, mode, shutdown).await?;
+    for s in summaries {
+        tracing::info!(
+            database = %s.name,
+            initial_rows = s.initial.rows,
+            initial_duplicates = s.initial.duplicates,
+            passes = s.passes,
+            changes = s.delta.changes,
+            upserts = s.delta.upserts,
+            deletes = s.delta.deletes,
+            "infoclinica-extractor stopped"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The extractor's configuration: `[nats]`, `[stream]`, `[log]`,
+//! `[extractor]` and one `[[databases]]` table per Infoclinica database.
+//!
+//! The doc comments below are the user documentation of every setting;
+//! `deploy/config/infoclinica-extractor.toml` lists them with their defaults.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etl_runtime::backoff::Backoff;
+use etl_runtime::nats::NatsSettings;
+use etl_runtime::telemetry::LogSettings;
+use proto::bus::StreamSettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub nats: NatsSettings,
+    pub stream: StreamSettings,
+    pub log: LogSettings,
+    pub extractor: ExtractorSettings,
+    /// The Infoclinica databases to read (one per branch, often). Each has
+    /// its own checkpoint, connection and mapping.
+    pub databases: Vec<DatabaseSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ExtractorSettings {
+    /// Source name on the bus: records go to `<stream.subject_prefix>.<source>`.
+    pub source: String,
+    /// NATS KV bucket holding one checkpoint per configured database (key:
+    /// the database's `name`).
+    pub checkpoint_bucket: String,
+    /// NATS object-store bucket holding, per database, the keys and row
+    /// versions the last reconciliation pass saw (reconciliation mode only).
+    pub snapshot_bucket: String,
+    /// Rows per keyset page of the initial load (and per reconciliation
+    /// re-read). A page's checkpoint is saved once every publish of the page
+    /// is acknowledged, so this is also what a restart may re-publish.
+    pub page_size: usize,
+    /// Publishes awaiting their ack at most (pipelining).
+    pub publish_window: usize,
+    /// Time between two delta (or reconciliation) passes of the daemon.
+    #[serde(with = "humantime_serde")]
+    pub delta_interval: Duration,
+    /// Change-log rows read per delta batch; a pass repeats batches until
+    /// the change log has no unprocessed row left.
+    pub delta_batch: usize,
+    /// Backoff between attempts while Firebird or NATS is down, slow or
+    /// refusing the login.
+    pub retry: Backoff,
+    /// Longest wait for a TCP connection and login to Firebird.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for one query (a page, a batch of rows, the key scan of
+    /// a reconciliation). On expiry the connection is abandoned and the step
+    /// retried with backoff.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+}
+
+impl Default for ExtractorSettings {
+    fn default() -> Self {
+        ExtractorSettings {
+            source: "infoclinica".into(),
+            checkpoint_bucket: "infoclinica_checkpoints".into(),
+            snapshot_bucket: "infoclinica_snapshots".into(),
+            page_size: 5000,
+            publish_window: 4096,
+            delta_interval: Duration::from_secs(5),
+            delta_batch: 5000,
+            retry: Backoff::default(),
+            connect_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The connection character set. It must be the charset the data is really
+/// stored in (usually WIN1251); text is decoded strictly, and bytes invalid
+/// in it are flagged in the record's `issues`, never guessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Charset {
+    #[default]
+    Win1251,
+    Utf8,
+    /// No transliteration by the server: the stored bytes arrive as they are
+    /// and are decoded as `none_encoding` says.
+    None,
+}
+
+/// How bytes read over a `NONE` connection are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoneEncoding {
+    #[default]
+    #[serde(alias = "WIN1251", alias = "cp1251")]
+    Windows1251,
+    #[serde(alias = "UTF8", alias = "utf8")]
+    Utf8,
+}
+
+/// How changes are found after the initial load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Read the change-log table filled by the triggers of
+    /// `deploy/firebird/changelog.sql` (recommended).
+    #[default]
+    Changelog,
+    /// No trigger may be installed: compare every key's row version with the
+    /// previous pass (a full key scan per pass; see the README).
+    Reconcile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// Short name of this database: its checkpoint key and what logs and
+    /// metrics call it (`[A-Za-z0-9_-]`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Database path or alias on the server.
+    pub database: String,
+    /// A Firebird user with Srp authentication (the pure-Rust client does
+    /// not speak Legacy_Auth) and SELECT on the patients table (plus
+    /// SELECT, UPDATE on the change log).
+    pub user: String,
+    /// Never printed.
+    pub password: SecretString,
+    /// Connection character set: WIN1251, UTF8 or NONE.
+    pub charset: Charset,
+    /// Decoding of text over a NONE connection.
+    pub none_encoding: NoneEncoding,
+    /// Changelog (triggers) or reconcile (no triggers).
+    pub sync: SyncMode,
+    /// FILIAL value → business unit, e.g. `{ "7" = "branch-7" }`.
+    pub business_units: BTreeMap<String, String>,
+    /// Business unit of a FILIAL missing from `business_units` (or NULL). If
+    /// unset, such a record has no business unit and an issue says why.
+    pub default_business_unit: Option<String>,
+    pub table: TableSettings,
+    pub changelog: ChangelogSettings,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            name: "main".into(),
+            host: "127.0.0.1".into(),
+            port: 3050,
+            database: String::new(),
+            user: String::new(),
+            password: SecretString::from(""),
+            charset: Charset::default(),
+            none_encoding: NoneEncoding::default(),
+            sync: SyncMode::default(),
+            business_units: BTreeMap::new(),
+            default_business_unit: None,
+            table: TableSettings::default(),
+            changelog: ChangelogSettings::default(),
+        }
+    }
+}
+
+/// The patients table and its columns. Defaults are Infoclinica's. The
+/// portal password column (`CLPASSWORD`) is never selected: no setting names
+/// it, and a column mapped to it is refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TableSettings {
+    pub name: String,
+    /// Integer key, > 0: the record's source id.
+    pub pcode: String,
+    pub filial: String,
+    pub last_name: String,
+    pub first_name: String,
+    pub middle_name: String,
+    pub birth_date: String,
+    pub document_type: String,
+    pub document_series: String,
+    pub document_number: String,
+    /// Phone columns in order PHONE1, PHONE2, PHONE3. The last non-empty one
+    /// is marked preferred (as the system we replace chose it).
+    pub phones: Vec<String>,
+    pub email: String,
+    /// Portal login, published as a `login` e-mail.
+    pub login: Option<String>,
+    /// SNILS column, if this installation has one.
+    pub snils: Option<String>,
+    /// OMS policy (ENP) column, if this installation has one.
+    pub oms_policy: Option<String>,
+    /// Reconciliation mode: a column that changes on every update (a
+    /// modification timestamp or counter). Unset: `RDB$RECORD_VERSION`.
+    pub version_column: Option<String>,
+}
+
+impl Default for TableSettings {
+    fn default() -> Self {
+        TableSettings {
+            name: "CLIENTS".into(),
+            pcode: "PCODE".into(),
+            filial: "FILIAL".into(),
+            last_name: "LASTNAME".into(),
+            first_name: "FIRSTNAME".into(),
+            middle_name: "MIDNAME".into(),
+            birth_date: "BDATE".into(),
+            document_type: "PASPTYPE".into(),
+            document_series: "PASPSER".into(),
+            document_number: "PASPNUM".into(),
+            phones: vec!["PHONE1".into(), "PHONE2".into(), "PHONE3".into()],
+            email: "CLMAIL".into(),
+            login: Some("CLLOGIN".into()),
+            snils: None,
+            oms_policy: None,
+            version_column: None,
+        }
+    }
+}
+
+/// The change-log table installed by `deploy/firebird/changelog.sql`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ChangelogSettings {
+    /// Table with columns ID (from a sequence), PCODE, FILIAL, OPERATION
+    /// ('I', 'U', 'D'), CHANGED_AT and PROCESSED ('N', 'Y').
+    pub table: String,
+}
+
+impl Default for ChangelogSettings {
+    fn default() -> Self {
+        ChangelogSettings {
+            table: "ETL_CLIENTS_LOG".into(),
+        }
+    }
+}
+
+/// A setting that cannot work, named without its value when it is a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidSettings {
+    #[error("no [[databases]] configured")]
+    NoDatabases,
+    #[error("database name {0:?} is empty, repeated or not [A-Za-z0-9_-]")]
+    DatabaseName(String),
+    #[error("database {0}: `database` (path or alias) is empty")]
+    DatabasePath(String),
+    #[error("database {db}: {what} {name:?} is not a plain SQL identifier")]
+    Identifier {
+        db: String,
+        what: &'static str,
+        name: String,
+    },
+    #[error("database {0}: the password column is never read; do not map a field to it")]
+    PasswordColumn(String),
+    #[error("extractor.page_size, delta_batch and publish_window must be at least 1")]
+    Sizes,
+    #[error("extractor.source is not a valid source name")]
+    Source,
+}
+
+/// Infoclinica's portal password column.
+pub const PASSWORD_COLUMN: &str = "CLPASSWORD";
+
+impl Settings {
+    pub fn validate(&self) -> Result<(), InvalidSettings> {
+        if self.databases.is_empty() {
+            return Err(InvalidSettings::NoDatabases);
+        }
+        if !proto::bus::is_valid_source_name(&self.extractor.source) {
+            return Err(InvalidSettings::Source);
+        }
+        let e = &self.extractor;
+        if e.page_size == 0 || e.delta_batch == 0 || e.publish_window == 0 {
+            return Err(InvalidSettings::Sizes);
+        }
+        let mut names = std::collections::HashSet::new();
+        for db in &self.databases {
+            let valid_name = !db.name.is_empty()
+                && db.name.len() <= 64
+                && db
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name || !names.insert(db.name.clone()) {
+                return Err(InvalidSettings::DatabaseName(db.name.clone()));
+            }
+            if db.database.trim().is_empty() {
+                return Err(InvalidSettings::DatabasePath(db.name.clone()));
+            }
+            db.validate_identifiers()?;
+        }
+        Ok(())
+    }
+}
+
+impl DatabaseSettings {
+    fn validate_identifiers(&self) -> Result<(), InvalidSettings> {
+        let t = &self.table;
+        let mut all: Vec<(&'static str, &str)> = vec![
+            ("table", &t.name),
+            ("column", &t.pcode),
+            ("column", &t.filial),
+            ("column", &t.last_name),
+            ("column", &t.first_name),
+            ("column", &t.middle_name),
+            ("column", &t.birth_date),
+            ("column", &t.document_type),
+            ("column", &t.document_series),
+            ("column", &t.document_number),
+            ("column", &t.email),
+            ("table", &self.changelog.table),
+        ];
+        all.extend(t.phones.iter().map(|p| ("column", p.as_str())));
+        for c in [&t.login, &t.snils, &t.oms_policy, &t.version_column]
+            .into_iter()
+            .flatten()
+        {
+            all.push(("column", c));
+        }
+        for (what, name) in all {
+            if !is_identifier(name) {
+                return Err(InvalidSettings::Identifier {
+                    db: self.name.clone(),
+                    what,
+                    name: name.to_string(),
+                });
+            }
+            if what == "column" && name.eq_ignore_ascii_case(PASSWORD_COLUMN) {
+                return Err(InvalidSettings::PasswordColumn(self.name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A plain (unquoted) Firebird identifier, or `RDB$…`: letters, digits, `_`
+/// and `$`, starting with a letter. Names are put into SQL text, so nothing
+/// else is allowed.
+pub fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic())
+        && name.len() <= 63
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_db() -> Settings {
+        Settings {
+            databases: vec![DatabaseSettings {
+                database: "/data/clinic.fdb".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        one_db().validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_the_password_column_and_odd_identifiers() {
+        let mut s = one_db();
+        s.databases[0].table.login = Some("clpassword".into());
+        assert!(matches!(
+            s.validate(),
+            Err(InvalidSettings::PasswordColumn(_))
+        ));
+        let mut s = one_db();
+        s.databases[0].table.name = "CLIENTS; DROP TABLE X".into();
+        assert!(matches!(
+            s.validate(),
+            Err(InvalidSettings::Identifier { .. })
+        ));
+        let mut s = one_db();
+        s.databases.push(s.databases[0].clone());
+        assert!(matches!(
+            s.validate(),
+            Err(InvalidSettings::DatabaseName(_))
+        ));
+    }
+
+    #[test]
+    fn password_is_not_printed() {
+        let mut s = one_db();
+        s.databases[0].password = SecretString::from("masterkey-secret");
+        assert!(!format!("{s:?}").contains("masterkey-secret"));
+    }
+}

@@ -1,0 +1,197 @@
+//! What every sync mode of one database shares: the bus, the checkpoint,
+//! the version clock, errors and the backoff between attempts.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use etl_runtime::checkpoint::CheckpointError;
+use etl_runtime::shutdown::Shutdown;
+use proto::bus::{PublishFailed, StreamSettings};
+use proto::{Envelope, PatientRecord};
+
+use crate::firebird::{Source, SourceError};
+use crate::mapping::Mapper;
+use crate::settings::{DatabaseSettings, ExtractorSettings};
+use crate::state::{Checkpoint, VersionClock};
+
+/// Why a step of a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Publish(#[from] PublishFailed),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("stopped by shutdown")]
+    Stopped,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl SyncError {
+    /// Worth another attempt after a backoff: the source or the bus is down,
+    /// slow or refusing us. A checkpoint conflict (another instance on the
+    /// same database) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Source(_) | SyncError::Publish(_) | SyncError::Unexpected(_) => true,
+            SyncError::Checkpoint(CheckpointError::Unexpected(_)) => true,
+            SyncError::Checkpoint(CheckpointError::Conflict { .. }) | SyncError::Stopped => false,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Source(e) => e.kind(),
+            SyncError::Publish(_) => "publish",
+            SyncError::Checkpoint(_) => "checkpoint",
+            SyncError::Stopped => "stopped",
+            SyncError::Unexpected(_) => "unexpected",
+        }
+    }
+}
+
+/// The shared parts of every database's sync.
+#[derive(Clone)]
+pub struct Bus {
+    pub js: jetstream::Context,
+    pub stream: StreamSettings,
+}
+
+/// One database's sync: its source, mapping, checkpoint and clock.
+pub struct DbSync {
+    pub bus: Bus,
+    pub settings: ExtractorSettings,
+    pub db: DatabaseSettings,
+    pub source: Source,
+    pub mapper: Arc<Mapper>,
+    pub checkpoint: Checkpoint,
+    pub clock: VersionClock,
+    pub shutdown: Shutdown,
+    /// Reconciliation mode: the keys and versions of the last pass.
+    pub snapshot: Option<crate::reconcile::Snapshot>,
+    /// Failed attempts so far (each followed by a backoff).
+    pub failures: u64,
+}
+
+impl DbSync {
+    pub fn new(
+        bus: Bus,
+        settings: ExtractorSettings,
+        db: DatabaseSettings,
+        checkpoint: Checkpoint,
+        shutdown: Shutdown,
+    ) -> DbSync {
+        let source = Source::new(db.clone(), settings.connect_timeout, settings.query_timeout);
+        let clock = VersionClock::new(checkpoint.state.last_version);
+        DbSync {
+            bus,
+            mapper: Arc::new(Mapper::new(&db)),
+            source,
+            db,
+            settings,
+            checkpoint,
+            clock,
+            shutdown,
+            snapshot: None,
+            failures: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.db.name
+    }
+
+    pub fn upsert(
+        &mut self,
+        pcode: i64,
+        record: PatientRecord,
+        read_at: DateTime<Utc>,
+    ) -> Envelope {
+        let version = self.clock.version(read_at);
+        Envelope::upsert(
+            self.settings.source.as_str(),
+            pcode.to_string(),
+            version,
+            read_at,
+            record,
+        )
+    }
+
+    pub fn delete(&mut self, pcode: i64, read_at: DateTime<Utc>) -> Envelope {
+        let version = self.clock.version(read_at);
+        Envelope::delete(
+            self.settings.source.as_str(),
+            pcode.to_string(),
+            version,
+            read_at,
+        )
+    }
+
+    /// Saves the checkpoint with the current version watermark.
+    pub async fn save(&mut self) -> Result<(), SyncError> {
+        self.checkpoint.state.last_version = self.clock.last();
+        self.checkpoint.save().await?;
+        Ok(())
+    }
+
+    /// After a failed attempt: one clear log line without personal data, a
+    /// metric, and a backoff (cut short by shutdown: then `Err(Stopped)`).
+    pub async fn pause(
+        &mut self,
+        attempt: u32,
+        error: &SyncError,
+        what: &str,
+    ) -> Result<(), SyncError> {
+        self.failures += 1;
+        let delay = self.settings.retry.delay(attempt);
+        tracing::warn!(
+            database = %self.db.name,
+            step = what,
+            kind = error.kind(),
+            attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            error = %error,
+            "sync step failed; retrying"
+        );
+        metrics::counter!(
+            "infoclinica_errors_total",
+            "database" => self.db.name.clone(),
+            "kind" => error.kind(),
+        )
+        .increment(1);
+        if matches!(error, SyncError::Source(_)) {
+            self.source.disconnect();
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(SyncError::Stopped),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+}
+
+/// Evaluates `$step` (a future, re-created on every attempt) until it
+/// succeeds, backing off after transient failures with [`DbSync::pause`].
+#[macro_export]
+macro_rules! retry {
+    ($sync:expr, $what:expr, $step:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            if $sync.shutdown.is_cancelled() {
+                break Err($crate::sync::SyncError::Stopped);
+            }
+            match $step.await {
+                Ok(value) => break Ok(value),
+                Err(e) if e.is_transient() => {
+                    attempt += 1;
+                    if let Err(stop) = $sync.pause(attempt, &e, $what).await {
+                        break Err(stop);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
