@@ -52,6 +52,7 @@ use proto::{
 
 mod names;
 mod rng;
+pub mod truth;
 
 use rng::{mix64, Rng};
 

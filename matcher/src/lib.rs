@@ -1,0 +1,28 @@
+//! The matcher: resolves patient identities asynchronously — which source
+//! records belong to the same person — with evidence, review items, operator
+//! decisions and an audit log.
+//!
+//! * [`features`]: a record reduced to comparable forms, and its blocking keys.
+//! * [`rules`]: the pairwise rules (identifiers, conflicts, the scored rule).
+//! * [`cluster`]: from pairwise links to persons, with the chaining guard.
+//! * [`engine`]: the PostgreSQL side: claim changes, recompute the affected
+//!   persons in one transaction, full re-match.
+//! * [`operator`]: operator decisions (link, keep apart, lock, resolve, why).
+//! * [`evaluate`]: scores the persons against a known truth.
+//! * [`service`]: the LISTEN/NOTIFY + poll loop and its shutdown.
+
+pub mod cluster;
+pub mod engine;
+pub mod evaluate;
+pub mod features;
+pub mod operator;
+pub mod rules;
+pub mod service;
+pub mod settings;
+
+pub use engine::{Applied, Engine};
+pub use service::run;
+pub use settings::Settings;
+
+/// Migrations embedded at build time (the same directory the loader runs).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,0 +1,45 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Resolves patient identities: keeps, in PostgreSQL, which source records
+/// belong to the same person, learning of every change from the loader's
+/// change feed (`record_changes`).
+///
+/// Every setting comes from the optional TOML file, overridden by environment
+/// variables `ETL__<SECTION>__<KEY>` (e.g. `ETL__MATCHER__BATCH_SIZE`).
+/// Several instances may run: they serialise on one advisory lock, so one
+/// works and the others stand by.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML); see deploy/config/matcher.toml.
+    #[arg(long, short, env = "ETL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Recompute everything from source_records once (after a rule or weight
+    /// change), then exit.
+    #[arg(long)]
+    rematch: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings: matcher::Settings = etl_runtime::settings::load(args.config.as_deref())?;
+    etl_runtime::telemetry::init(&settings.log);
+    if args.rematch {
+        let applied = matcher::service::rematch(&settings).await?;
+        tracing::info!(?applied, "full re-match done");
+        return Ok(());
+    }
+    let shutdown = etl_runtime::shutdown::on_signals();
+    let summary = matcher::run(settings, shutdown).await?;
+    tracing::info!(
+        changes = summary.changes,
+        moved = summary.moved,
+        persons_created = summary.persons_created,
+        reviews_opened = summary.reviews_opened,
+        "matcher stopped"
+    );
+    Ok(())
+}

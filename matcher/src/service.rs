@@ -1,0 +1,163 @@
+//! The matcher service: wait for changes, apply them in batches.
+//!
+//! It wakes on `NOTIFY record_changes` (sent by the loader after each commit)
+//! and polls every `poll_interval` as well, so a notification lost while the
+//! LISTEN connection was being re-made delays a change by at most that long.
+//! Each batch is one transaction (see [`crate::engine`]); on SIGTERM the batch
+//! in hand is finished and committed, then the service exits. A kill -9 rolls
+//! the open transaction back: its change rows are claimed again at restart.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Applied, Engine};
+use crate::settings::Settings;
+use etl_runtime::database::is_transient;
+
+/// Connects (waiting with backoff while PostgreSQL is down), applies the
+/// migrations and writes the source priority.
+async fn prepare(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<Option<PgPool>> {
+    let pool = settings.database.pool();
+    let mut attempt = 0;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => break,
+            Err(error) if is_transient(&error) => {
+                attempt += 1;
+                let delay = settings.matcher.retry.delay(attempt);
+                tracing::warn!(error = %describe(&error), ?delay, "PostgreSQL not reachable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => return Err(anyhow::anyhow!(describe(&error))),
+        }
+    }
+    crate::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM match_source_priority").execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO match_source_priority (source, rank)
+         SELECT s, r::int FROM UNNEST($1::text[]) WITH ORDINALITY AS t(s, r)",
+    )
+    .bind(&settings.matcher.source_priority)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(pool))
+}
+
+pub fn engine(settings: &Settings) -> Engine {
+    Engine::new(
+        settings.matcher.weights.clone(),
+        settings.matcher.max_block_size,
+    )
+}
+
+/// Runs the matcher until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Applied> {
+    let mut total = Applied::default();
+    let Some(pool) = prepare(&settings, &shutdown).await? else {
+        return Ok(total);
+    };
+    let engine = engine(&settings);
+    let m = &settings.matcher;
+    let mut listener = listen(&pool).await;
+    let mut failures = 0u32;
+    tracing::info!("matcher started");
+    while !shutdown.is_cancelled() {
+        let started = std::time::Instant::now();
+        match engine.process_batch(&pool, m.batch_size).await {
+            Ok(Some(applied)) if applied.changes > 0 => {
+                failures = 0;
+                metrics::counter!("matcher_changes_total").increment(applied.changes);
+                metrics::histogram!("matcher_batch_seconds").record(started.elapsed().as_secs_f64());
+                tracing::debug!(?applied, "batch applied");
+                total += applied;
+                continue;
+            }
+            Ok(Some(_)) => failures = 0,
+            // Another instance holds the lock: stand by.
+            Ok(None) => {}
+            Err(error) => {
+                failures += 1;
+                let delay = m.retry.delay(failures);
+                tracing::warn!(
+                    error = %describe(&error),
+                    transient = is_transient(&error),
+                    ?delay,
+                    "batch failed; retrying"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+        }
+        // Idle: wait for a notification, the poll interval, or shutdown.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wait_notification(&mut listener, &pool, m.poll_interval) => {}
+        }
+    }
+    tracing::info!("matcher stopping");
+    pool.close().await;
+    Ok(total)
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen("record_changes").await.ok()?;
+    Some(listener)
+}
+
+async fn wait_notification(listener: &mut Option<PgListener>, pool: &PgPool, poll: Duration) {
+    match listener {
+        Some(l) => {
+            let got = tokio::time::timeout(poll, l.recv()).await;
+            if let Ok(Err(error)) = got {
+                tracing::warn!(error = %describe(&error), "LISTEN connection lost; polling");
+                *listener = None;
+            }
+        }
+        None => {
+            tokio::time::sleep(poll).await;
+            *listener = listen(pool).await;
+        }
+    }
+}
+
+/// A full re-match, once.
+pub async fn rematch(settings: &Settings) -> anyhow::Result<Applied> {
+    let shutdown = CancellationToken::new();
+    let pool = prepare(settings, &shutdown)
+        .await?
+        .context("no database")?;
+    Ok(engine(settings).rematch_all(&pool).await?)
+}
+
+/// A database error without values: SQLSTATE, constraint, table.
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => format!(
+            "database error {} (constraint {}, table {})",
+            db.code().as_deref().unwrap_or("?"),
+            db.constraint().unwrap_or("-"),
+            db.table().unwrap_or("-"),
+        ),
+        sqlx::Error::Io(e) => format!("I/O error: {}", e.kind()),
+        sqlx::Error::PoolTimedOut => "pool timed out".into(),
+        sqlx::Error::ColumnDecode { index, .. } => format!("column {index} does not decode"),
+        other => {
+            // Other sqlx errors describe the driver, not the data.
+            let s = other.to_string();
+            s.chars().take(200).collect()
+        }
+    }
+}

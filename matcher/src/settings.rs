@@ -1,0 +1,57 @@
+//! The matcher's configuration. Doc comments here are the user documentation;
+//! `deploy/config/matcher.toml` shows every setting with its default.
+
+use std::time::Duration;
+
+use etl_runtime::backoff::Backoff;
+use etl_runtime::database::DatabaseSettings;
+use etl_runtime::telemetry::LogSettings;
+use serde::Deserialize;
+
+use crate::rules::Weights;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub matcher: MatcherSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MatcherSettings {
+    /// Most change-feed rows claimed and applied in one transaction.
+    pub batch_size: i64,
+    /// How often to look at the change feed when no notification came (a
+    /// missed NOTIFY, e.g. while the LISTEN connection was being re-made).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Sources in order of trust for the golden view: for each field the
+    /// value of the first listed source that has one wins, then the most
+    /// recently changed record. Unlisted sources come last.
+    pub source_priority: Vec<String>,
+    /// Blocking keys held by more records than this (a clinic's switchboard
+    /// number given for every patient) are not used to find candidates.
+    pub max_block_size: i64,
+    /// Delays after a transient failure (PostgreSQL down).
+    pub retry: Backoff,
+    /// Weights and thresholds of the scored rule.
+    pub weights: Weights,
+}
+
+impl Default for MatcherSettings {
+    fn default() -> Self {
+        MatcherSettings {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            source_priority: vec!["qms".into(), "infoclinica".into()],
+            max_block_size: 100,
+            retry: Backoff {
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            weights: Weights::default(),
+        }
+    }
+}
