@@ -67,7 +67,7 @@ impl Default for Weights {
             review_threshold: 12.0,
             last_name_exact: 4.0,
             last_name_part: 3.0,
-            last_name_typo: 2.5,
+            last_name_typo: 3.0,
             last_name_differs: -6.0,
             first_name_exact: 3.0,
             first_name_typo: 1.5,
