@@ -54,6 +54,13 @@ pub struct Weights {
     pub sex_differs: f32,
     pub phone_shared: f32,
     pub email_shared: f32,
+    /// Both have valid OMS numbers and they differ (policies are reissued,
+    /// so not a hard conflict).
+    pub oms_differs: f32,
+    /// Both have phones, none in common.
+    pub phone_none_shared: f32,
+    /// Both have e-mails, none in common.
+    pub email_none_shared: f32,
     /// Jaro-Winkler similarity from which two long names (7 letters or more)
     /// two edits apart are a typo of each other; one edit is a typo in names
     /// of 5 letters or more.
@@ -63,7 +70,7 @@ pub struct Weights {
 impl Default for Weights {
     fn default() -> Self {
         Weights {
-            link_threshold: 16.0,
+            link_threshold: 15.0,
             review_threshold: 12.0,
             last_name_exact: 4.0,
             last_name_part: 3.0,
@@ -81,6 +88,9 @@ impl Default for Weights {
             sex_differs: -4.0,
             phone_shared: 3.0,
             email_shared: 3.0,
+            oms_differs: -2.0,
+            phone_none_shared: -1.5,
+            email_none_shared: -1.0,
             typo_similarity: 0.88,
         }
     }
@@ -218,10 +228,15 @@ pub fn evaluate(a: &Features, b: &Features, w: &Weights) -> Option<PairOutcome> 
 
     // 2. Identifier rules, each needing a compatible birth date and surname.
     if let Some(rule) = identifier_rule {
-        let surname_ok = matches!(
-            last_name,
-            Agreement::Exact | Agreement::Part | Agreement::Typo | Agreement::Missing
-        );
+        // With an identifier in common a surname only has to be a typo
+        // (two edits at most, whatever its length) or a half of the other.
+        let surname_ok = match last_name {
+            Agreement::Differs => match (a.last.as_deref(), b.last.as_deref()) {
+                (Some(x), Some(y)) => strsim::damerau_levenshtein(x, y) <= 2,
+                _ => true,
+            },
+            _ => true,
+        };
         let birth_ok = birth_date != Agreement::Missing;
         if surname_ok && birth_ok {
             return Some(PairOutcome {
@@ -309,6 +324,15 @@ fn score(e: &Evidence, w: &Weights) -> f32 {
     }
     if e.email == Agreement::Exact {
         s += w.email_shared;
+    }
+    if e.oms == Agreement::Differs {
+        s += w.oms_differs;
+    }
+    if e.phone == Agreement::None {
+        s += w.phone_none_shared;
+    }
+    if e.email == Agreement::None {
+        s += w.email_none_shared;
     }
     s
 }

@@ -16,7 +16,7 @@
 //! | names in capitals | 8% |
 //! | patronymic missing | 3% |
 //! | day and month swapped (day ≤ 12) | 1% |
-//! | documents, SNILS, OMS, phones, e-mail dropped | 10%, 15%, 20%, 15% each, 25% |
+//! | documents, SNILS, OMS, phones, e-mail dropped | 5%, 10%, 20%, 10% each, 25% |
 //! | format variants of documents, SNILS and phones (normalized by `proto`) | always, varied |
 //! | passport replaced (at 20 or 45): some records hold the old one | 10% of adults, 40% of their records |
 //! | twins: same surname, patronymic, birth date, other first name, passports of consecutive numbers, often a shared phone | 1% of persons |
@@ -282,7 +282,7 @@ fn vary(r: &mut Rng, base: &PatientRecord, old_passport: Option<&IdentityDocumen
     }
     // Documents, written in one of the ways sources write them, through the
     // shared normalization.
-    rec.documents = if r.percent(10) {
+    rec.documents = if r.percent(5) {
         Vec::new()
     } else {
         let use_old = old_passport.is_some() && r.percent(40);
@@ -295,7 +295,7 @@ fn vary(r: &mut Rng, base: &PatientRecord, old_passport: Option<&IdentityDocumen
             .filter_map(|d| reformat_document(r, &d))
             .collect()
     };
-    rec.snils = if r.percent(15) {
+    rec.snils = if r.percent(10) {
         None
     } else {
         base.snils.as_ref().and_then(|s| {
@@ -315,7 +315,7 @@ fn vary(r: &mut Rng, base: &PatientRecord, old_passport: Option<&IdentityDocumen
         .phones
         .iter()
         .filter_map(|p| {
-            if r.percent(15) {
+            if r.percent(10) {
                 return None;
             }
             let v = &p.number.value;
