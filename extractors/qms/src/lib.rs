@@ -1,0 +1,99 @@
+//! Reads qMS's full patient export over HTTP and publishes what changed (and
+//! deletions) to the bus.
+//!
+//! Where things happen:
+//!
+//! * [`parse`]: bytes → lines → records (wrapped lines rejoined) → fields →
+//!   normalized [`proto::PatientRecord`].
+//! * [`export`]: one download attempt, streamed and parsed as it arrives,
+//!   checked for completeness; changed records wait in a spill file.
+//! * [`sync`]: retries, comparison with the last published state, the
+//!   deletion brake, publishing, saving the state.
+//! * [`state`]: the last published state (his number → content hash) in a
+//!   NATS object store, named by a KV checkpoint.
+//! * [`settings`]: the configuration (user documentation in doc comments).
+
+pub mod export;
+pub mod parse;
+pub mod settings;
+pub mod state;
+pub mod sync;
+
+use std::time::{Duration, Instant};
+
+pub use settings::Settings;
+pub use sync::{Extractor, RunOptions, SyncError, SyncReport};
+
+use etl_runtime::shutdown::Shutdown;
+
+/// How the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One sync, then return (`--no-daemon`).
+    Once,
+    /// A sync every `qms.interval` until shut down.
+    Daemon,
+}
+
+/// Runs the extractor. In [`Mode::Once`] the result is that of the sync.
+pub async fn run(
+    settings: Settings,
+    mode: Mode,
+    mut options: RunOptions,
+    shutdown: Shutdown,
+) -> anyhow::Result<Option<SyncReport>> {
+    let interval = settings.qms.interval;
+    let failed_delay = settings.qms.failed_sync_delay.min(interval);
+    let extractor = tokio::select! {
+        e = Extractor::connect(settings) => e?,
+        _ = shutdown.cancelled() => return Ok(None),
+    };
+    loop {
+        let started = Instant::now();
+        let result = extractor.sync(options, &shutdown).await;
+        let wait = match &result {
+            Ok(report) => {
+                log_report(report, started.elapsed());
+                metrics::counter!("qms_syncs_total", "outcome" => "complete").increment(1);
+                options.confirm_deletions = false;
+                interval.saturating_sub(started.elapsed())
+            }
+            Err(SyncError::Cancelled) => return Ok(None),
+            Err(e) => {
+                metrics::counter!("qms_syncs_total", "outcome" => "failed").increment(1);
+                tracing::error!(error = %e, "sync failed; nothing changed downstream");
+                failed_delay
+            }
+        };
+        if mode == Mode::Once {
+            return match result {
+                Ok(report) => Ok(Some(report)),
+                Err(e) => Err(e.into()),
+            };
+        }
+        tracing::info!(next_in = ?wait, "waiting for the next sync");
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {},
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
+fn log_report(r: &SyncReport, took: Duration) {
+    metrics::gauge!("qms_export_records").set(r.records as f64);
+    tracing::info!(
+        took = ?took,
+        attempts = r.attempts,
+        bytes = r.bytes,
+        lines = r.lines,
+        records = r.records,
+        rejects = r.rejects,
+        duplicates = r.duplicates,
+        upserts = r.upserts,
+        deletes = r.deletes,
+        unchanged = r.unchanged,
+        withheld_deletes = r.withheld_deletes,
+        stored = r.stored,
+        "sync complete"
+    );
+}

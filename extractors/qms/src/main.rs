@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+use qms_extractor::{Mode, RunOptions};
+
+/// Reads qMS's full patient export over HTTP and publishes what changed
+/// (and deletions) to the NATS JetStream bus.
+///
+/// Every setting comes from the optional TOML file, overridden by
+/// environment variables `ETL__<SECTION>__<KEY>` (e.g. `ETL__QMS__URL`);
+/// see deploy/config/qms-extractor.toml.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "ETL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Run one sync and exit (status 1 if it failed). Default: a daemon that
+    /// syncs every `qms.interval`.
+    #[arg(long)]
+    no_daemon: bool,
+    /// Send the deletions the deletion brake is holding back: the operator
+    /// has checked that the records really were deleted in qMS. Applies
+    /// until one sync of this process completes.
+    #[arg(long)]
+    confirm_deletions: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings: qms_extractor::Settings = etl_runtime::settings::load(args.config.as_deref())?;
+    etl_runtime::telemetry::init(&settings.log);
+    let shutdown = etl_runtime::shutdown::on_signals();
+    let mode = if args.no_daemon {
+        Mode::Once
+    } else {
+        Mode::Daemon
+    };
+    let options = RunOptions {
+        confirm_deletions: args.confirm_deletions,
+    };
+    if let Err(e) = qms_extractor::run(settings, mode, options, shutdown).await {
+        tracing::error!(error = %e, "qms-extractor stopped");
+        std::process::exit(1);
+    }
+    Ok(())
+}

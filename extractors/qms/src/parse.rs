@@ -1,0 +1,456 @@
+//! Where a qMS export is parsed: bytes → physical lines → records (wrapped
+//! lines rejoined) → 11 fields → a normalized [`PatientRecord`].
+//!
+//! The format (see `shared/reference/source-systems.md`): one record per
+//! line, fields separated by `|`: his number, last name, first name,
+//! patronymic, birth date `YYYYMMDD`, qMS document code, series, number,
+//! contact e-mail, phone (free text), login e-mail (optional trailing
+//! field). A field may contain a line break, so a record can span physical
+//! lines: a line whose first field is a his number (`digits/suffix`, e.g.
+//! `41449/A22`) starts a record, and every other line continues the record
+//! before it, unless that would give the record more than 11 fields (then
+//! the line stands alone and is rejected) (joined with the line break it replaced, which normalization
+//! then treats as whitespace or, in the phone field, as a separator).
+
+use chrono::NaiveDate;
+use encoding_rs::Encoding;
+use proto::normalize;
+use proto::record::FieldIssue;
+use proto::{DocumentType, Email, EmailKind, PatientRecord, Phone, Problem};
+
+/// Longest record accepted (a garbage tail must not grow one without end).
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+/// Most physical lines one record may span.
+pub const MAX_RECORD_LINES: u32 = 16;
+
+/// Splits a byte stream into physical lines (without `\n` or a trailing
+/// `\r`). UTF-8 and CP1251 are both ASCII-compatible, so splitting on the
+/// byte `\n` before decoding is safe.
+#[derive(Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+    /// Bytes seen.
+    pub bytes: u64,
+}
+
+impl LineSplitter {
+    /// Feeds one piece of the body; `line` gets every line it completes.
+    pub fn push(&mut self, mut chunk: &[u8], mut line: impl FnMut(&[u8])) {
+        self.bytes += chunk.len() as u64;
+        while let Some(pos) = memchr(b'\n', chunk) {
+            let (head, rest) = chunk.split_at(pos);
+            chunk = &rest[1..];
+            if self.partial.is_empty() {
+                line(strip_cr(head));
+            } else {
+                self.partial.extend_from_slice(head);
+                let whole = std::mem::take(&mut self.partial);
+                line(strip_cr(&whole));
+                self.partial = whole;
+                self.partial.clear();
+            }
+        }
+        self.partial.extend_from_slice(chunk);
+    }
+
+    /// The end of the body: the unterminated last line, if any (a complete
+    /// export ends with a line break).
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Decodes physical lines from the configured encoding.
+#[derive(Clone, Copy)]
+pub struct Decoder {
+    encoding: &'static Encoding,
+}
+
+impl Decoder {
+    /// `label`: `utf-8`, `windows-1251`, `cp1251`…
+    pub fn for_label(label: &str) -> Option<Decoder> {
+        let label = match label.trim().to_ascii_lowercase().as_str() {
+            "cp1251" | "win1251" => "windows-1251".to_string(),
+            other => other.to_string(),
+        };
+        Encoding::for_label(label.as_bytes()).map(|encoding| Decoder { encoding })
+    }
+
+    /// The text and whether some bytes were invalid (replaced by U+FFFD).
+    pub fn decode<'a>(&self, bytes: &'a [u8]) -> (std::borrow::Cow<'a, str>, bool) {
+        if self.encoding == encoding_rs::UTF_8 {
+            match std::str::from_utf8(bytes) {
+                Ok(s) => (s.into(), false),
+                Err(_) => (String::from_utf8_lossy(bytes), true),
+            }
+        } else {
+            let (text, had_errors) = self.encoding.decode_without_bom_handling(bytes);
+            (text, had_errors)
+        }
+    }
+}
+
+/// One logical record: its physical lines rejoined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub text: String,
+    /// Number (1-based) of its first physical line in the export.
+    pub line: u64,
+    /// Some bytes were invalid in the declared encoding.
+    pub bad_encoding: bool,
+}
+
+/// Rejoins physical lines into records.
+#[derive(Default)]
+pub struct Rejoiner {
+    pending: Option<(RawRecord, u32)>,
+    line: u64,
+}
+
+impl Rejoiner {
+    /// Feeds one decoded physical line; `out` gets every record it completes.
+    pub fn push(&mut self, text: &str, bad_encoding: bool, mut out: impl FnMut(RawRecord)) {
+        self.line += 1;
+        if starts_record(text) {
+            if let Some((done, _)) = self.pending.take() {
+                out(done);
+            }
+            self.pending = Some((
+                RawRecord {
+                    text: text.to_string(),
+                    line: self.line,
+                    bad_encoding,
+                },
+                1,
+            ));
+            return;
+        }
+        match &mut self.pending {
+            Some((record, lines))
+                if *lines < MAX_RECORD_LINES
+                    && record.text.len() + 1 + text.len() <= MAX_RECORD_BYTES
+                    && separators(&record.text) + separators(text) <= 10 =>
+            {
+                record.text.push('\n');
+                record.text.push_str(text);
+                record.bad_encoding |= bad_encoding;
+                *lines += 1;
+            }
+            _ => {
+                // Not part of a record we can hold: ends the pending one and
+                // stands alone (and will be rejected, unless it is blank).
+                if let Some((done, _)) = self.pending.take() {
+                    out(done);
+                }
+                if !text.trim().is_empty() {
+                    out(RawRecord {
+                        text: text.to_string(),
+                        line: self.line,
+                        bad_encoding,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The end of the export.
+    pub fn finish(&mut self, mut out: impl FnMut(RawRecord)) {
+        if let Some((done, _)) = self.pending.take() {
+            out(done);
+        }
+    }
+
+    /// Physical lines seen.
+    pub fn lines(&self) -> u64 {
+        self.line
+    }
+}
+
+fn separators(s: &str) -> usize {
+    s.bytes().filter(|&b| b == b'|').count()
+}
+
+/// Whether a physical line starts a record: its first field is a his number.
+pub fn starts_record(line: &str) -> bool {
+    let first = line.split('|').next().unwrap_or("");
+    is_his_number(first.trim())
+}
+
+/// `digits/suffix` with a non-empty suffix and no whitespace (`41449/A22`).
+pub fn is_his_number(s: &str) -> bool {
+    let Some((digits, suffix)) = s.split_once('/') else {
+        return false;
+    };
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !suffix.is_empty()
+        && !suffix.chars().any(char::is_whitespace)
+        && s.len() <= proto::envelope::MAX_SOURCE_ID_LEN
+}
+
+/// Why a record was rejected. Codes are stable: they are counted and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The line does not start with a his number and continues no record.
+    NoRecordStart,
+    /// Fewer than 10 fields.
+    TooFewFields,
+    /// More than 11 fields.
+    TooManyFields,
+    /// A NUL character (PostgreSQL text cannot hold it).
+    NulCharacter,
+    /// The record spans more lines or bytes than any real one.
+    TooLong,
+    /// The body ended inside this record (no final line break).
+    Unterminated,
+}
+
+impl RejectReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::NoRecordStart => "no_record_start",
+            RejectReason::TooFewFields => "too_few_fields",
+            RejectReason::TooManyFields => "too_many_fields",
+            RejectReason::NulCharacter => "nul_character",
+            RejectReason::TooLong => "too_long",
+            RejectReason::Unterminated => "unterminated",
+        }
+    }
+}
+
+/// A record that could not be parsed: kept with its reason and, when its
+/// first field is a his number, that number (so that the record is not
+/// taken for deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub his_number: Option<String>,
+    pub reason: RejectReason,
+}
+
+/// Parses one rejoined record into its his number and normalized content.
+///
+/// `today` bounds birth dates (a sync passes its start date, so that one
+/// record parses the same way throughout the sync).
+pub fn parse_record(
+    raw: &RawRecord,
+    business_unit: Option<&str>,
+    today: NaiveDate,
+) -> Result<(String, PatientRecord), Rejected> {
+    let mut fields: [&str; 11] = [""; 11];
+    let mut n = 0;
+    for f in raw.text.split('|') {
+        if n < 11 {
+            fields[n] = f;
+        }
+        n += 1;
+    }
+    let his = fields[0].trim();
+    let his_number = is_his_number(his).then(|| his.to_string());
+    let reject = |reason| Rejected {
+        his_number: his_number.clone(),
+        reason,
+    };
+    if his_number.is_none() {
+        return Err(reject(RejectReason::NoRecordStart));
+    }
+    if n < 10 {
+        return Err(reject(RejectReason::TooFewFields));
+    }
+    if n > 11 {
+        return Err(reject(RejectReason::TooManyFields));
+    }
+    if raw.text.contains('\0') {
+        return Err(reject(RejectReason::NulCharacter));
+    }
+    if raw.text.len() > MAX_RECORD_BYTES {
+        return Err(reject(RejectReason::TooLong));
+    }
+
+    let mut record = PatientRecord {
+        business_unit: business_unit.map(str::to_string),
+        last_name: normalize::name(fields[1]),
+        first_name: normalize::name(fields[2]),
+        middle_name: normalize::name(fields[3]),
+        ..Default::default()
+    };
+    record.birth_date = birth_date(fields[4].trim(), today, &mut record.issues);
+
+    let code = fields[5].trim();
+    let (series, number) = (fields[6], fields[7]);
+    let doc_type = DocumentType::from_qms(Some(code));
+    if let Some(doc) = normalize::document(doc_type, Some(code), Some(series), Some(number)) {
+        record.documents.push(doc);
+    }
+
+    if let Some(address) = normalize::email(fields[8]) {
+        record.emails.push(Email {
+            address,
+            kind: EmailKind::Contact,
+        });
+    }
+    for (i, piece) in normalize::split_phones(fields[9]).into_iter().enumerate() {
+        if let Some(number) = normalize::phone(piece) {
+            record.phones.push(Phone {
+                number,
+                preferred: i == 0,
+            });
+        }
+    }
+    if let Some(address) = normalize::email(fields[10]) {
+        record.emails.push(Email {
+            address,
+            kind: EmailKind::Login,
+        });
+    }
+    if raw.bad_encoding {
+        record.issues.push(FieldIssue {
+            field: "record".into(),
+            problem: Problem::BadCharacters,
+            raw: None,
+        });
+    }
+    Ok((his.to_string(), record))
+}
+
+/// `YYYYMMDD`; anything else (or a date outside 1880..today) becomes an issue
+/// with the raw text, and no birth date.
+fn birth_date(raw: &str, today: NaiveDate, issues: &mut Vec<FieldIssue>) -> Option<NaiveDate> {
+    if raw.is_empty() {
+        return None;
+    }
+    let parsed = (raw.len() == 8 && raw.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| NaiveDate::parse_from_str(raw, "%Y%m%d").ok())
+        .flatten();
+    let problem = match parsed {
+        None => Problem::BadFormat,
+        Some(d) if d < proto::envelope::earliest_birth_date() || d > today => Problem::OutOfRange,
+        Some(d) => return Some(d),
+    };
+    issues.push(FieldIssue {
+        field: "birth_date".into(),
+        problem,
+        raw: Some(raw.to_string()),
+    });
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+    }
+
+    fn raw(text: &str) -> RawRecord {
+        RawRecord {
+            text: text.into(),
+            line: 1,
+            bad_encoding: false,
+        }
+    }
+
+    #[test]
+    fn parses_the_eleven_fields() {
+        let (his, r) = parse_record(
+            &raw("41449/A22|Иванов|Иван|Иванович|19800115|16|45 06|012345|Ivan@Mail.ru|+7 (912) 345-67-89, 8-913-000-00-00|login@mail.ru"),
+            Some("main"),
+            today(),
+        )
+        .unwrap();
+        assert_eq!(his, "41449/A22");
+        assert_eq!(r.business_unit.as_deref(), Some("main"));
+        assert_eq!(r.last_name.as_deref(), Some("Иванов"));
+        assert_eq!(r.middle_name.as_deref(), Some("Иванович"));
+        assert_eq!(r.birth_date, NaiveDate::from_ymd_opt(1980, 1, 15));
+        let d = &r.documents[0];
+        assert_eq!(d.doc_type, DocumentType::PASSPORT);
+        assert_eq!(d.series.as_deref(), Some("4506"));
+        assert_eq!(d.number, "012345", "leading zero kept");
+        assert_eq!(d.source_type_code.as_deref(), Some("16"));
+        assert_eq!(r.phones.len(), 2);
+        assert_eq!(r.phones[0].number.value, "79123456789");
+        assert!(r.phones[0].preferred && !r.phones[1].preferred);
+        assert_eq!(r.emails[0].address.value, "ivan@mail.ru");
+        assert_eq!(r.emails[1].kind, EmailKind::Login);
+        assert!(r.issues.is_empty());
+    }
+
+    #[test]
+    fn ten_fields_unknown_code_and_bad_date() {
+        let (_, r) = parse_record(
+            &raw("1/B|Петров|Пётр||19801399|555|AB|123||"),
+            None,
+            today(),
+        )
+        .unwrap();
+        assert_eq!(r.middle_name, None);
+        assert_eq!(r.birth_date, None);
+        assert_eq!(r.issues[0].field, "birth_date");
+        assert_eq!(r.issues[0].problem, Problem::BadFormat);
+        assert_eq!(
+            r.documents[0].doc_type,
+            DocumentType::UNKNOWN,
+            "never passport"
+        );
+        let (_, r) = parse_record(&raw("1/B|Петров|Пётр||19800101|||||"), None, today()).unwrap();
+        assert!(r.documents.is_empty());
+        let (_, r) = parse_record(&raw("1/B|Петров|Пётр||19800101|47||||"), None, today()).unwrap();
+        assert!(r.documents.is_empty(), "47 = no documents");
+    }
+
+    #[test]
+    fn rejects_keep_the_his_number() {
+        let e = parse_record(&raw("1/B|Петров|Пётр"), None, today()).unwrap_err();
+        assert_eq!(e.reason, RejectReason::TooFewFields);
+        assert_eq!(e.his_number.as_deref(), Some("1/B"));
+        let e = parse_record(&raw("1/B|a|b|c|d|e|f|g|h|i|j|k"), None, today()).unwrap_err();
+        assert_eq!(e.reason, RejectReason::TooManyFields);
+        let e = parse_record(&raw("garbage line"), None, today()).unwrap_err();
+        assert_eq!(e.reason, RejectReason::NoRecordStart);
+        assert_eq!(e.his_number, None);
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_records_rejoin() {
+        let body = "41449/A22|Иванов|Иван|\r\nИванович|19800115|16|45 06|012345||+7 912 345 67 89|\n2/C|Б|В|Г|19900101|3|IV-АИ|123456|||\n";
+        let mut splitter = LineSplitter::default();
+        let mut joiner = Rejoiner::default();
+        let mut out = Vec::new();
+        for chunk in body.as_bytes().chunks(7) {
+            splitter.push(chunk, |l| {
+                joiner.push(std::str::from_utf8(l).unwrap(), false, |r| out.push(r))
+            });
+        }
+        assert!(splitter.finish().is_none());
+        joiner.finish(|r| out.push(r));
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].text,
+            "41449/A22|Иванов|Иван|\nИванович|19800115|16|45 06|012345||+7 912 345 67 89|"
+        );
+        assert_eq!(out[1].line, 3);
+        let (_, r) = parse_record(&out[0], None, today()).unwrap();
+        assert_eq!(r.middle_name.as_deref(), Some("Иванович"));
+        assert_eq!(r.birth_date, NaiveDate::from_ymd_opt(1980, 1, 15));
+    }
+
+    #[test]
+    fn cp1251_decodes() {
+        let d = Decoder::for_label("cp1251").unwrap();
+        let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode("Ёлкин|Пётр");
+        let (text, bad) = d.decode(&bytes);
+        assert_eq!(text, "Ёлкин|Пётр");
+        assert!(!bad);
+        let u = Decoder::for_label("utf-8").unwrap();
+        assert!(u.decode(b"\xff|x").1, "invalid UTF-8 is flagged");
+    }
+}

@@ -1,0 +1,189 @@
+//! The extractor's configuration. Doc comments here are the user
+//! documentation; `deploy/config/qms-extractor.toml` shows every setting with
+//! its default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etl_runtime::backoff::Backoff;
+use etl_runtime::nats::NatsSettings;
+use etl_runtime::telemetry::LogSettings;
+use proto::bus::StreamSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub nats: NatsSettings,
+    pub stream: StreamSettings,
+    pub qms: QmsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct QmsSettings {
+    /// The export endpoint. Plain HTTP only: this build has no TLS (put a
+    /// TLS-terminating proxy or a VPN in front of a remote qMS).
+    pub url: String,
+    /// Source name: subject `<stream.subject_prefix>.<source>` and the
+    /// `source` of every record.
+    pub source: String,
+    /// Text encoding of the export: `utf-8` or `windows-1251` (any label
+    /// the WHATWG Encoding Standard knows, e.g. `cp1251`). Bytes invalid in
+    /// it are replaced and the record carries a `bad_characters` issue.
+    pub encoding: String,
+    /// Business unit written into every record (qMS does not export one).
+    pub business_unit: Option<String>,
+    /// Longest wait for the TCP connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the response to start and, after that, between two
+    /// pieces of the body (qMS takes minutes to produce the export).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Further attempts after a failed download or an implausible export,
+    /// within one sync.
+    pub retries: u32,
+    /// Delays between those attempts (doubling from `initial` to `max`).
+    pub retry_backoff: Backoff,
+    /// Daemon mode: time from the start of one sync to the start of the next.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Daemon mode: wait after a failed sync (every attempt failed) before
+    /// trying again; at most `interval`.
+    #[serde(with = "humantime_serde")]
+    pub failed_sync_delay: Duration,
+    /// Publish acks in flight at once.
+    pub publish_window: usize,
+    /// Directory of the temporary spill file that holds the changed records
+    /// of a sync until the export is known to be complete (system temp dir
+    /// when unset; the file is unlinked, so a crash leaves nothing behind).
+    pub spill_dir: Option<PathBuf>,
+    pub plausibility: Plausibility,
+    pub deletion_brake: DeletionBrake,
+    pub state: StateSettings,
+    pub rejects: RejectSettings,
+}
+
+impl Default for QmsSettings {
+    fn default() -> Self {
+        QmsSettings {
+            url: "http://127.0.0.1:8480/cgi-bin/qms_export_pat".into(),
+            source: "qms".into(),
+            encoding: "utf-8".into(),
+            business_unit: None,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(300),
+            retries: 2,
+            retry_backoff: Backoff {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(120),
+            },
+            interval: Duration::from_secs(3600),
+            failed_sync_delay: Duration::from_secs(300),
+            publish_window: 4096,
+            spill_dir: None,
+            plausibility: Plausibility::default(),
+            deletion_brake: DeletionBrake::default(),
+            state: StateSettings::default(),
+            rejects: RejectSettings::default(),
+        }
+    }
+}
+
+/// When an export counts as complete. qMS sends no trailer or row count, so
+/// completeness is inferred; an export that fails any rule changes nothing
+/// downstream and the attempt is retried. Always checked, not configurable:
+/// status 200, a content type that is not HTML, a body that does not start
+/// with `<`, and a transfer that ended without error or timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Plausibility {
+    /// The body must end with a line break (a body cut inside a line is
+    /// truncated).
+    pub require_final_newline: bool,
+    /// Fewest records an export must hold (an empty export is never
+    /// complete).
+    pub min_records: u64,
+    /// Fewest records relative to the last complete export (0.5: at least
+    /// half). 0 turns the rule off. Between this and 1 − `deletion_brake.
+    /// max_share` the export is taken, but its deletions wait for an operator.
+    pub min_share_of_last: f64,
+    /// Largest share of rejected (unparseable) records: more means the format
+    /// changed or the body is not an export.
+    pub max_reject_share: f64,
+}
+
+impl Default for Plausibility {
+    fn default() -> Self {
+        Plausibility {
+            require_final_newline: true,
+            min_records: 1,
+            min_share_of_last: 0.5,
+            max_reject_share: 0.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeletionBrake {
+    /// Largest share of the last published records one sync may delete
+    /// (0.05 = 5%). Beyond it no deletion is sent (changed records still
+    /// are), an error is logged and `qms_deletion_brake_engaged` is 1, until
+    /// an operator runs the extractor with `--confirm-deletions`.
+    pub max_share: f64,
+}
+
+impl Default for DeletionBrake {
+    fn default() -> Self {
+        DeletionBrake { max_share: 0.05 }
+    }
+}
+
+/// Where the state (his number → content hash of what was last published)
+/// lives: one snapshot object in a NATS object store, so the extractor keeps
+/// nothing on local disk. Run one extractor per `key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StateSettings {
+    /// Object-store bucket of the snapshots.
+    pub object_bucket: String,
+    /// Name of this qMS installation's snapshot in the bucket.
+    pub key: String,
+    /// Replicas of the bucket in a NATS cluster.
+    pub replicas: usize,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            object_bucket: "qms_extractor_state".into(),
+            key: "qms".into(),
+            replicas: 1,
+        }
+    }
+}
+
+/// Records that could not be parsed are published, with their reason, to a
+/// stream of their own (not the patients stream: they are not envelopes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RejectSettings {
+    pub stream: String,
+    pub subject: String,
+    /// How long rejects are kept.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for RejectSettings {
+    fn default() -> Self {
+        RejectSettings {
+            stream: "QMS_REJECTS".into(),
+            subject: "rejects.qms".into(),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Where a sync is decided and published: attempts with retries, the
+//! comparison with the last published state, the deletion brake, publishing
+//! the changes, and saving the new state once every publish is acknowledged.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use chrono::Utc;
+use proto::bus::{DuplicateMode, Publisher};
+use proto::Envelope;
+
+use crate::export::{self, AttemptError, Export, Spilled};
+use crate::parse::{self, Decoder};
+use crate::settings::Settings;
+use crate::state::{short, Entries, Loaded, SaveError, StateStore};
+use etl_runtime::shutdown::Shutdown;
+
+/// What one sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Download attempts (1 + retries used).
+    pub attempts: u32,
+    pub bytes: u64,
+    pub lines: u64,
+    /// Records parsed from the export.
+    pub records: u64,
+    /// Records rejected (published to the rejects stream).
+    pub rejects: u64,
+    /// His numbers listed more than once (the last one counts).
+    pub duplicates: u64,
+    /// Upserts published (new or changed records).
+    pub upserts: u64,
+    /// Deletes published.
+    pub deletes: u64,
+    /// Records unchanged since the last sync.
+    pub unchanged: u64,
+    /// Deletions held back by the deletion brake.
+    pub withheld_deletes: u64,
+    /// Messages the stream stored (less than published when some were
+    /// already there after an interrupted sync).
+    pub stored: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Every attempt failed; nothing was published.
+    #[error("{attempts} attempt(s) failed, nothing changed; last: {last}")]
+    Download { attempts: u32, last: AttemptError },
+    #[error("shut down during the sync")]
+    Cancelled,
+    #[error(transparent)]
+    State(#[from] SaveError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// One extractor: settings, connections and the state store.
+pub struct Extractor {
+    settings: Settings,
+    js: jetstream::Context,
+    http: reqwest::Client,
+    decoder: Decoder,
+    store: StateStore,
+}
+
+/// Options of one run given on the command line, not in the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// An operator confirmed that deletions beyond the brake are real.
+    pub confirm_deletions: bool,
+}
+
+impl Extractor {
+    /// Connects to the bus, ensures the streams and state buckets exist.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Extractor> {
+        anyhow::ensure!(
+            proto::bus::is_valid_source_name(&settings.qms.source),
+            "qms.source is not a valid source name"
+        );
+        let decoder = Decoder::for_label(&settings.qms.encoding)
+            .ok_or_else(|| anyhow::anyhow!("unknown qms.encoding {:?}", settings.qms.encoding))?;
+        let client = settings.nats.connect("qms-extractor").await?;
+        let js = jetstream::new(client);
+        proto::bus::ensure_stream(&js, &settings.stream)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating stream {}: {e}", settings.stream.name))?;
+        let r = &settings.qms.rejects;
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: r.stream.clone(),
+            subjects: vec![r.subject.clone()],
+            retention: jetstream::stream::RetentionPolicy::Limits,
+            storage: jetstream::stream::StorageType::File,
+            max_age: r.max_age,
+            duplicate_window: settings.stream.duplicate_window,
+            num_replicas: settings.stream.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating rejects stream {}: {e}", r.stream))?;
+        let store = StateStore::open(&js, &settings.qms.state).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.qms.connect_timeout)
+            .build()
+            .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
+        Ok(Extractor {
+            settings,
+            js,
+            http,
+            decoder,
+            store,
+        })
+    }
+
+    /// One full sync. Publishes nothing unless a complete, plausible export
+    /// arrived; then publishes only what changed and the deletions, and
+    /// saves the new state after every publish was acknowledged.
+    pub async fn sync(
+        &self,
+        options: RunOptions,
+        shutdown: &Shutdown,
+    ) -> Result<SyncReport, SyncError> {
+        let q = &self.settings.qms;
+        let previous = self.store.load().await?;
+        let now = Utc::now();
+        let today = now.date_naive();
+        let version = now.timestamp_micros().max(previous.info.version + 1);
+
+        let mut report = SyncReport::default();
+        let mut attempt = 0;
+        let mut export = loop {
+            attempt += 1;
+            let fetched = tokio::select! {
+                r = export::fetch(&self.http, q, self.decoder, today, previous.info.export_records) => r,
+                _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
+            };
+            match fetched {
+                Ok(export) => break export,
+                Err(e) => {
+                    metrics::counter!("qms_download_failures_total", "kind" => e.kind())
+                        .increment(1);
+                    if !e.is_retryable() || attempt > q.retries {
+                        return Err(SyncError::Download {
+                            attempts: attempt,
+                            last: e,
+                        });
+                    }
+                    let delay = export::attempt_delay(q, attempt);
+                    tracing::warn!(attempt, error = %e, retry_in = ?delay, "export attempt failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {},
+                        _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
+                    }
+                }
+            }
+        };
+        report.attempts = attempt;
+        report.bytes = export.stats.bytes;
+        report.lines = export.stats.lines;
+        report.records = export.stats.records;
+        report.rejects = export.stats.rejects;
+        report.duplicates = export.entries.sort_dedup();
+        if report.duplicates > 0 {
+            tracing::warn!(
+                duplicates = report.duplicates,
+                "his numbers listed more than once; the last occurrence counts"
+            );
+        }
+
+        let brake = Brake {
+            max_share: q.deletion_brake.max_share,
+            confirmed: options.confirm_deletions,
+            previous: previous.entries.len() as u64,
+        };
+        let plan = plan(&previous, &export, &mut report, brake);
+        let published = tokio::select! {
+            r = self.publish(&mut export, &plan, version, now) => r?,
+            _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
+        };
+        report.stored = published;
+        let info = self
+            .store
+            .save(&previous, &plan.next_state, export.stats.records, version)
+            .await?;
+        metrics::gauge!("qms_state_records").set(plan.next_state.len() as f64);
+        tracing::debug!(generation = info.generation, "state saved");
+        Ok(report)
+    }
+
+    async fn publish(
+        &self,
+        export: &mut Export,
+        plan: &Plan,
+        version: i64,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<u64, SyncError> {
+        let q = &self.settings.qms;
+        let mut publisher = Publisher::with_mode(
+            &self.js,
+            &self.settings.stream,
+            q.publish_window,
+            DuplicateMode::Republish,
+        );
+        // Upserts, in export order from the spill file. Reading is
+        // synchronous (a local, buffered file); publishing awaits acks.
+        let today = now.date_naive();
+        let mut wanted = plan.upserts.iter().copied().peekable();
+        let mut rejects = Vec::new();
+        export.spill.rewind().map_err(anyhow::Error::from)?;
+        while let Some((at, item)) = export.spill.next_item().map_err(anyhow::Error::from)? {
+            match item {
+                Spilled::Record(raw) => {
+                    if wanted.peek() != Some(&at) {
+                        continue;
+                    }
+                    wanted.next();
+                    // Parsed before; it parses the same way again.
+                    if let Ok((his, record)) =
+                        parse::parse_record(&raw, q.business_unit.as_deref(), today)
+                    {
+                        let envelope = Envelope::upsert(&q.source, his, version, now, record);
+                        publisher
+                            .send(&envelope)
+                            .await
+                            .map_err(anyhow::Error::from)?;
+                    }
+                }
+                Spilled::Reject {
+                    raw,
+                    reason,
+                    his_number,
+                } => rejects.push((raw, reason, his_number)),
+            }
+        }
+        for his in &plan.deletes {
+            publisher
+                .send(&Envelope::delete(&q.source, his.as_str(), version, now))
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        let published = publisher.settle().await.map_err(anyhow::Error::from)?;
+        self.publish_rejects(rejects).await?;
+        metrics::counter!("qms_published_total", "op" => "upsert")
+            .increment(plan.upserts.len() as u64);
+        metrics::counter!("qms_published_total", "op" => "delete")
+            .increment(plan.deletes.len() as u64);
+        Ok(published.stored)
+    }
+
+    /// Rejected records go to the rejects stream with their reason, line
+    /// number and (when known) his number in headers, the record's text as
+    /// the payload. The message id is the hash of reason and text, so the
+    /// same bad record seen by every sync is stored once per duplicate
+    /// window, not once per sync.
+    async fn publish_rejects(
+        &self,
+        rejects: Vec<(parse::RawRecord, &'static str, Option<String>)>,
+    ) -> anyhow::Result<()> {
+        let subject = self.settings.qms.rejects.subject.clone();
+        let mut in_flight: std::collections::VecDeque<PublishAckFuture> = Default::default();
+        for (raw, reason, his) in rejects {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(reason.as_bytes());
+            hasher.update(b"|");
+            hasher.update(raw.text.as_bytes());
+            let id = format!(
+                "{}-reject:{}",
+                self.settings.qms.source,
+                hasher.finalize().to_hex()
+            );
+            let mut message = jetstream::message::PublishMessage::build()
+                .payload(raw.text.into_bytes().into())
+                .message_id(id)
+                .header("Qms-Reject-Reason", reason)
+                .header("Qms-Line", raw.line.to_string().as_str());
+            if let Some(his) = his {
+                message = message.header("Qms-His-Number", his.as_str());
+            }
+            in_flight.push_back(
+                self.js
+                    .send_publish(subject.clone(), message)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("publishing a reject: {e}"))?,
+            );
+            if in_flight.len() >= 1024 {
+                let ack = in_flight.pop_front().expect("non-empty");
+                ack.await.map_err(|e| anyhow::anyhow!("reject ack: {e}"))?;
+            }
+        }
+        for ack in in_flight {
+            ack.await.map_err(|e| anyhow::anyhow!("reject ack: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+struct Brake {
+    max_share: f64,
+    confirmed: bool,
+    previous: u64,
+}
+
+/// What a sync will publish, and the state once it has.
+struct Plan {
+    /// Spill offsets of records to upsert, ascending.
+    upserts: Vec<u64>,
+    deletes: Vec<String>,
+    next_state: Entries,
+}
+
+/// Compares the export (sorted) with the last published state.
+fn plan(previous: &Loaded, export: &Export, report: &mut SyncReport, brake: Brake) -> Plan {
+    let old = &previous.entries;
+    let new = &export.entries;
+    let rejected: BTreeSet<&str> = export.rejected_his.iter().map(String::as_str).collect();
+    let mut upserts = Vec::new();
+    let mut deleted: Vec<usize> = Vec::new();
+    let mut carried: Vec<usize> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let (olds, news) = (old.items(), new.items());
+    while i < olds.len() || j < news.len() {
+        let order = match (olds.get(i), news.get(j)) {
+            (Some(a), Some(b)) => old.cmp_keys(a, new, b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, _) => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                // Gone from the export: deleted, unless it was rejected.
+                if rejected.contains(old.key(&olds[i])) {
+                    carried.push(i);
+                } else {
+                    deleted.push(i);
+                }
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                upserts.push(news[j].spill_at);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if olds[i].hash == news[j].hash {
+                    report.unchanged += 1;
+                } else {
+                    upserts.push(news[j].spill_at);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    upserts.sort_unstable();
+
+    let share = if brake.previous == 0 {
+        0.0
+    } else {
+        deleted.len() as f64 / brake.previous as f64
+    };
+    let braked = share > brake.max_share && !brake.confirmed;
+    metrics::gauge!("qms_deletion_brake_engaged").set(if braked { 1.0 } else { 0.0 });
+    if braked {
+        tracing::error!(
+            deletions = deleted.len(),
+            previous = brake.previous,
+            share = format!("{:.1}%", share * 100.0),
+            limit = format!("{:.1}%", brake.max_share * 100.0),
+            "deletion brake: this export would delete too many records; no deletion sent. \
+             If the deletions are real, run once with --confirm-deletions"
+        );
+        report.withheld_deletes = deleted.len() as u64;
+        carried.append(&mut deleted);
+    } else if brake.confirmed && share > brake.max_share {
+        tracing::warn!(
+            deletions = deleted.len(),
+            "deletions beyond the brake confirmed by the operator"
+        );
+    }
+    report.upserts = upserts.len() as u64;
+    report.deletes = deleted.len() as u64;
+
+    let mut next_state = Entries::with_capacity(news.len() + carried.len());
+    for e in news {
+        next_state.push(new.key(e), e.hash, u64::MAX);
+    }
+    for &i in &carried {
+        next_state.push(old.key(&olds[i]), olds[i].hash, u64::MAX);
+    }
+    next_state.sort_dedup();
+    let deletes = deleted
+        .iter()
+        .map(|&i| old.key(&olds[i]).to_string())
+        .collect();
+    Plan {
+        upserts,
+        deletes,
+        next_state,
+    }
+}
+
+/// The content hash an upsert of this raw line would carry (tests compare
+/// the bus with it).
+pub fn hash_of(record: &proto::PatientRecord) -> [u8; 16] {
+    short(&proto::envelope::content_hash(
+        proto::Operation::Upsert,
+        Some(record),
+    ))
+}
