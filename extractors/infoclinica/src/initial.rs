@@ -115,7 +115,10 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
         .map_err(anyhow::Error::from)?;
 
     let bus = sync.bus.clone();
-    let mut publisher = Publisher::new(&bus.js, &bus.stream, sync.settings.publish_window);
+    // At most one page of acks in flight: sending page k+1 collects the acks
+    // of page k, so the checkpoint trails the publishing by one page.
+    let window = sync.settings.publish_window.min(sync.settings.page_size);
+    let mut publisher = Publisher::new(&bus.js, &bus.stream, window);
     // Pages sent but not yet checkpointed: (messages sent up to its end,
     // its last PCODE, its rows).
     let mut pending: VecDeque<(u64, i64, u64)> = VecDeque::new();

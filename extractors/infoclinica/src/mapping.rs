@@ -97,6 +97,7 @@ fn is_bad_control(c: char) -> bool {
 /// without a usable PCODE cannot be identified downstream; it is counted
 /// and logged by position, never published).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // nearly every row is a record
 pub enum Mapped {
     Record { pcode: i64, record: PatientRecord },
     Rejected { reason: &'static str },

@@ -202,7 +202,7 @@ pub fn insert_sql(pcode: i64, index: u64, r: &PatientRecord) -> String {
         .map(|p| display_phone(&p.number.value))
         .collect();
     let email = r.emails.first().map(|e| e.address.value.clone());
-    let login = email.clone().filter(|_| index % 2 == 0);
+    let login = email.clone().filter(|_| index.is_multiple_of(2));
     let password = login.as_ref().map(|_| format!("pbkdf2${index:016x}"));
     let bdate = r
         .birth_date

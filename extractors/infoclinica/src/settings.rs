@@ -41,7 +41,9 @@ pub struct ExtractorSettings {
     /// re-read). A page's checkpoint is saved once every publish of the page
     /// is acknowledged, so this is also what a restart may re-publish.
     pub page_size: usize,
-    /// Publishes awaiting their ack at most (pipelining).
+    /// Publishes awaiting their ack at most (pipelining). The initial load
+    /// keeps at most one page in flight (min of this and `page_size`), so its
+    /// checkpoint trails the publishing by one page.
     pub publish_window: usize,
     /// Time between two delta (or reconciliation) passes of the daemon.
     #[serde(with = "humantime_serde")]
@@ -95,12 +97,11 @@ pub enum Charset {
 
 /// How bytes read over a `NONE` connection are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum NoneEncoding {
     #[default]
-    #[serde(alias = "WIN1251", alias = "cp1251")]
+    #[serde(rename = "windows-1251", alias = "WIN1251", alias = "cp1251")]
     Windows1251,
-    #[serde(alias = "UTF8", alias = "utf8")]
+    #[serde(rename = "utf-8", alias = "UTF8", alias = "utf8")]
     Utf8,
 }
 
@@ -387,6 +388,27 @@ mod tests {
             s.validate(),
             Err(InvalidSettings::DatabaseName(_))
         ));
+    }
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/config/infoclinica-extractor.toml"
+        );
+        let s: Settings = etl_runtime::settings::load(Some(std::path::Path::new(path))).unwrap();
+        s.validate().unwrap();
+        let db = &s.databases[0];
+        assert_eq!(db.charset, Charset::Win1251);
+        assert_eq!(db.none_encoding, NoneEncoding::Windows1251);
+        assert_eq!(
+            db.business_units.get("7").map(String::as_str),
+            Some("branch-7")
+        );
+        let defaults = ExtractorSettings::default();
+        assert_eq!(s.extractor.page_size, defaults.page_size);
+        assert_eq!(s.extractor.query_timeout, defaults.query_timeout);
+        assert_eq!(s.extractor.retry.max, defaults.retry.max);
     }
 
     #[test]

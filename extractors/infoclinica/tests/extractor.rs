@@ -9,6 +9,15 @@ use common::*;
 use infoclinica_extractor::settings::SyncMode;
 use infoclinica_extractor::Mode;
 
+type Row = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<chrono::NaiveDate>,
+    Option<String>,
+    Option<String>,
+);
+
 /// The whole table reaches PostgreSQL exactly, with the generated people's
 /// names, dates and documents, and no trace of the portal passwords.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,14 +35,7 @@ async fn initial_load_reaches_postgres_exactly() {
     let generator = synth::Generator::new(SEED);
     for i in [0u64, 1, 2, 777, 2999] {
         let p = generator.patient(i).record;
-        let (last, first, middle, birth, unit, snils): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<chrono::NaiveDate>,
-            Option<String>,
-            Option<String>,
-        ) = sqlx::query_as(
+        let (last, first, middle, birth, unit, snils): Row = sqlx::query_as(
             "SELECT last_name, first_name, middle_name, birth_date, business_unit, snils \
              FROM source_records WHERE source = 'infoclinica' AND source_id = $1",
         )
@@ -137,8 +139,9 @@ async fn delta_pass_carries_inserts_updates_and_deletes() {
 
     // A pass whose publishes fail (no stream on the subject) marks nothing.
     let mut broken = fx.settings(&fb.settings);
-    broken.stream.subject_prefix = testkit::unique("nostream");
-    broken.stream.name = testkit::unique("NOSTREAM").to_uppercase();
+    broken.stream.subject_prefix = testkit::unique("t");
+    broken.stream.name = broken.stream.subject_prefix.to_uppercase();
+    let broken_stream = broken.stream.name.clone();
     broken.nats.request_timeout = Duration::from_millis(500);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(infoclinica_extractor::run(
@@ -154,6 +157,7 @@ async fn delta_pass_carries_inserts_updates_and_deletes() {
         fb.changelog().iter().filter(|(_, _, p)| p == "N").count() == pending.len(),
         "nothing marked processed without acks"
     );
+    let _ = fx.js.delete_stream(&broken_stream).await;
 
     let summary = extract(fx.settings(&fb.settings), Mode::DeltaOnce).await;
     let d = summary[0].delta;
@@ -420,13 +424,20 @@ oms_policy = "POLIS"
         &["--config", first_config.to_str().unwrap(), "--initial-load"],
         &[],
     );
-    testkit::wait_until(Duration::from_secs(60), "checkpointed pages", || async {
-        fx.checkpoint("branch")
-            .await
-            .and_then(|s| s.initial)
-            .is_some_and(|l| l.after_pcode >= 300)
-    })
-    .await;
+    let started = std::time::Instant::now();
+    while fx
+        .checkpoint("branch")
+        .await
+        .and_then(|s| s.initial)
+        .is_none_or(|l| l.after_pcode < 300)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && child.is_running(),
+            "no checkpoint after 60 s; logs:\n{}",
+            child.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     child.kill9();
     let at_kill = fx.checkpoint("branch").await.unwrap().initial.unwrap();
     assert!(!at_kill.done && at_kill.after_pcode < 4000, "{at_kill:?}");
