@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
+mod import;
+mod persons;
 mod sample;
 mod stream;
 mod summary;
@@ -35,6 +37,17 @@ enum Command {
     DeleteStream(stream::DeleteArgs),
     /// A readable summary of what landed in PostgreSQL and of the bus.
     Summary,
+    /// Publish records from an NDJSON file (see matcher/README.md) as source NAME.
+    Import(import::ImportArgs),
+    /// Write a generated set with known truth: <source>.ndjson and truth.csv.
+    GenerateTruth(import::GenerateArgs),
+    /// Score the matcher's persons against truth.csv.
+    Evaluate(persons::EvaluateArgs),
+    /// Recompute all persons from the records (after a rule or weight change).
+    Rematch,
+    /// Persons, review items and operator decisions.
+    #[command(subcommand)]
+    Persons(persons::PersonsCommand),
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +57,8 @@ pub struct Settings {
     pub database: etl_runtime::database::DatabaseSettings,
     pub stream: proto::bus::StreamSettings,
     pub log: etl_runtime::telemetry::LogSettings,
+    /// Matching settings (weights, thresholds), for `rematch` and decisions.
+    pub matcher: matcher::settings::MatcherSettings,
 }
 
 impl Default for Settings {
@@ -52,6 +67,7 @@ impl Default for Settings {
             nats: Default::default(),
             database: Default::default(),
             stream: Default::default(),
+            matcher: Default::default(),
             // A command-line tool speaks through its output; logs only warn.
             log: etl_runtime::telemetry::LogSettings {
                 level: "warn".into(),
@@ -71,5 +87,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Wait(a) => stream::wait(&settings, a).await,
         Command::DeleteStream(a) => stream::delete(&settings, a).await,
         Command::Summary => summary::run(&settings).await,
+        Command::Import(a) => import::import(&settings, a).await,
+        Command::GenerateTruth(a) => import::generate(a),
+        Command::Evaluate(a) => persons::evaluate(&settings, a).await,
+        Command::Rematch => persons::rematch(&settings).await,
+        Command::Persons(c) => persons::run(&settings, c).await,
     }
 }

@@ -82,6 +82,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         }
     );
 
+    matching(&pool).await?;
+
     let dead: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT reason_code, status, count(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 3 DESC",
     )
@@ -132,4 +134,73 @@ async fn bus_state(settings: &Settings) -> anyhow::Result<Vec<String>> {
         ));
     }
     Ok(lines)
+}
+
+/// The matcher's side: persons, cross-system matches, review items.
+async fn matching(pool: &PgPool) -> anyhow::Result<()> {
+    let present: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('person_memberships')::text")
+            .fetch_one(pool)
+            .await?;
+    println!("\nPersons (matcher)");
+    if present.is_none() {
+        println!("  the matcher has not run on this database");
+        return Ok(());
+    }
+    let (persons, multi, cross, records, locked): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "WITH p AS (SELECT person_id, count(*) AS n, count(DISTINCT source) AS sources
+                    FROM person_memberships WHERE valid_to IS NULL GROUP BY person_id)
+         SELECT count(*), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE sources > 1),
+                coalesce(sum(n), 0)::int8,
+                (SELECT count(*) FROM persons WHERE locked AND retired_at IS NULL)
+         FROM p",
+    )
+    .fetch_one(pool)
+    .await?;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM record_changes")
+        .fetch_one(pool)
+        .await?;
+    println!("  persons        {persons:>9} holding {records} live records; {multi} with several records, {locked} locked");
+    println!("  cross-system   {cross:>9} persons known to more than one source");
+    let rules: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT rule, count(*) FROM match_pairs WHERE decision = 'link' GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    let rules: Vec<String> = rules.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    println!(
+        "  links by rule  {}",
+        if rules.is_empty() {
+            "none".into()
+        } else {
+            rules.join(", ")
+        }
+    );
+    let reviews: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT reason, count(*) FROM review_items WHERE status = 'open' GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    let open: i64 = reviews.iter().map(|r| r.1).sum();
+    println!(
+        "  review items   {open:>9} open{}",
+        if reviews.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                reviews
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let decisions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM match_decisions WHERE revoked_at IS NULL")
+            .fetch_one(pool)
+            .await?;
+    println!("  decisions      {decisions:>9} operator decisions in force; {pending} changes waiting for the matcher");
+    Ok(())
 }

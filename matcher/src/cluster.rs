@@ -184,7 +184,11 @@ pub fn pair_conflict(a: &Features, b: &Features) -> Option<&'static str> {
         return Some("chain_birth_date_differs");
     }
     for x in &a.docs {
-        for y in b.docs.iter().filter(|y| y.doc_type == x.doc_type && *y != x) {
+        for y in b
+            .docs
+            .iter()
+            .filter(|y| y.doc_type == x.doc_type && *y != x)
+        {
             if a.docs.contains(y) || b.docs.contains(x) {
                 continue;
             }

@@ -83,9 +83,7 @@ fn ordered(x: &Rec, y: &Rec) -> (Rec, Rec) {
 }
 
 fn split(recs: &[Rec]) -> (Vec<&str>, Vec<&str>) {
-    recs.iter()
-        .map(|(s, i)| (s.as_str(), i.as_str()))
-        .unzip()
+    recs.iter().map(|(s, i)| (s.as_str(), i.as_str())).unzip()
 }
 
 impl Engine {
@@ -814,7 +812,14 @@ impl Component {
         // Membership changes.
         let mut audit = Audit::default();
         for &c in &fresh {
-            audit.push("person_created", Some(person_for[&c]), None, None, None, Value::Null);
+            audit.push(
+                "person_created",
+                Some(person_for[&c]),
+                None,
+                None,
+                None,
+                Value::Null,
+            );
         }
         let mut close: Vec<Rec> = Vec::new();
         let mut open: Vec<(Rec, i64)> = Vec::new();
@@ -842,7 +847,14 @@ impl Component {
         for r in &self.leaving {
             if let Some(&old) = self.person_of.get(r) {
                 close.push(r.clone());
-                audit.push("record_removed", Some(old), Some(r), None, None, Value::Null);
+                audit.push(
+                    "record_removed",
+                    Some(old),
+                    Some(r),
+                    None,
+                    None,
+                    Value::Null,
+                );
                 applied.removed += 1;
             }
         }
@@ -959,7 +971,14 @@ impl Component {
                 existing.insert(pair);
             } else {
                 obsolete.push(*id);
-                audit.push("review_closed", None, Some(a), None, Some(b), serde_json::json!({"item": id, "why": "obsolete"}));
+                audit.push(
+                    "review_closed",
+                    None,
+                    Some(a),
+                    None,
+                    Some(b),
+                    serde_json::json!({"item": id, "why": "obsolete"}),
+                );
             }
         }
         if !obsolete.is_empty() {
@@ -988,7 +1007,14 @@ impl Component {
                 cols[4].push(reason);
                 scores.push(*score);
                 evidence.push(ev.to_string());
-                audit.push("review_opened", None, Some(a), None, Some(b), serde_json::json!({"reason": reason}));
+                audit.push(
+                    "review_opened",
+                    None,
+                    Some(a),
+                    None,
+                    Some(b),
+                    serde_json::json!({"reason": reason}),
+                );
             }
             sqlx::query(
                 "INSERT INTO review_items (a_source, a_source_id, b_source, b_source_id, reason, score, evidence)

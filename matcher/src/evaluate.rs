@@ -111,8 +111,16 @@ pub async fn evaluate(pool: &PgPool, truth: &[TruthRow]) -> anyhow::Result<Repor
     r.true_pairs = truth_sizes.values().map(|&n| pairs(n)).sum();
     r.found_pairs = found_sizes.values().map(|&n| pairs(n)).sum();
     r.correct_pairs = cells.values().map(|&n| pairs(n)).sum();
-    r.precision = if r.found_pairs == 0 { 1.0 } else { r.correct_pairs as f64 / r.found_pairs as f64 };
-    r.recall = if r.true_pairs == 0 { 1.0 } else { r.correct_pairs as f64 / r.true_pairs as f64 };
+    r.precision = if r.found_pairs == 0 {
+        1.0
+    } else {
+        r.correct_pairs as f64 / r.found_pairs as f64
+    };
+    r.recall = if r.true_pairs == 0 {
+        1.0
+    } else {
+        r.correct_pairs as f64 / r.true_pairs as f64
+    };
     r.f1 = if r.precision + r.recall == 0.0 {
         0.0
     } else {
@@ -131,7 +139,10 @@ pub async fn evaluate(pool: &PgPool, truth: &[TruthRow]) -> anyhow::Result<Repor
                 if x.person == y.person {
                     continue;
                 }
-                let (gx, gy) = (person_group[x.person.as_str()], person_group[y.person.as_str()]);
+                let (gx, gy) = (
+                    person_group[x.person.as_str()],
+                    person_group[y.person.as_str()],
+                );
                 if gx.is_some() && gx == gy {
                     let g = gx.unwrap_or_default();
                     if g.starts_with("twin") {

@@ -150,10 +150,7 @@ impl Features {
                 _ => None,
             },
             docs,
-            snils: row
-                .snils
-                .clone()
-                .filter(|_| row.snils_valid == Some(true)),
+            snils: row.snils.clone().filter(|_| row.snils_valid == Some(true)),
             oms: row
                 .oms_policy
                 .clone()
@@ -219,9 +216,12 @@ pub fn fold_name(raw: &str) -> Option<String> {
         // the wrong keyboard layout (`CEMEHOB`).
         let core = word.trim_end_matches(['-', ' ']);
         let all_lookalike = !core.is_empty()
-            && core
-                .chars()
-                .all(|c| matches!(c, 'A' | 'B' | 'C' | 'E' | 'H' | 'K' | 'M' | 'O' | 'P' | 'T' | 'X' | 'Y'));
+            && core.chars().all(|c| {
+                matches!(
+                    c,
+                    'A' | 'B' | 'C' | 'E' | 'H' | 'K' | 'M' | 'O' | 'P' | 'T' | 'X' | 'Y'
+                )
+            });
         for c in word.chars() {
             let c = if all_lookalike {
                 fold_lookalikes_to_cyrillic(&format!("{c}я"))

@@ -142,7 +142,16 @@ pub async fn revoke(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    audit_one(&mut tx, actor, "decision_revoked", None, Some(&a), Some(&b), Value::Null).await?;
+    audit_one(
+        &mut tx,
+        actor,
+        "decision_revoked",
+        None,
+        Some(&a),
+        Some(&b),
+        Value::Null,
+    )
+    .await?;
     engine.recompute(&mut tx, &[a, b]).await?;
     tx.commit().await?;
     Ok(n)
@@ -214,7 +223,16 @@ pub async fn resolve(
     .await?;
     let (a0, a1, b0, b1) = row.ok_or(OperatorError::NotOpen(item))?;
     let note = format!("review item {item}");
-    let applied = decide_in(engine, &mut tx, resolution, &(a0, a1), &(b0, b1), actor, Some(&note)).await?;
+    let applied = decide_in(
+        engine,
+        &mut tx,
+        resolution,
+        &(a0, a1),
+        &(b0, b1),
+        actor,
+        Some(&note),
+    )
+    .await?;
     tx.commit().await?;
     Ok(applied)
 }

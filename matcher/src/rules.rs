@@ -436,7 +436,8 @@ fn compare_docs(a: &Features, b: &Features) -> Agreement {
     for x in &a.docs {
         for y in b.docs.iter().filter(|y| y.doc_type == x.doc_type) {
             compared = true;
-            if x.doc_type == proto::DocumentType::PASSPORT.0 && passports_agree(x, y, a.birth, b.birth)
+            if x.doc_type == proto::DocumentType::PASSPORT.0
+                && passports_agree(x, y, a.birth, b.birth)
             {
                 replaced = true;
             } else {

@@ -20,7 +20,10 @@ use etl_runtime::database::is_transient;
 
 /// Connects (waiting with backoff while PostgreSQL is down), applies the
 /// migrations and writes the source priority.
-async fn prepare(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<Option<PgPool>> {
+async fn prepare(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<PgPool>> {
     let pool = settings.database.pool();
     let mut attempt = 0;
     loop {
@@ -38,9 +41,14 @@ async fn prepare(settings: &Settings, shutdown: &CancellationToken) -> anyhow::R
             Err(error) => return Err(anyhow::anyhow!(describe(&error))),
         }
     }
-    crate::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    crate::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM match_source_priority").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM match_source_priority")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO match_source_priority (source, rank)
          SELECT s, r::int FROM UNNEST($1::text[]) WITH ORDINALITY AS t(s, r)",
@@ -76,7 +84,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(Some(applied)) if applied.changes > 0 => {
                 failures = 0;
                 metrics::counter!("matcher_changes_total").increment(applied.changes);
-                metrics::histogram!("matcher_batch_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("matcher_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 tracing::debug!(?applied, "batch applied");
                 total += applied;
                 continue;
@@ -107,6 +116,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     tracing::info!("matcher stopping");
+    // The listener holds a pooled connection: release it before closing.
+    drop(listener);
     pool.close().await;
     Ok(total)
 }
@@ -136,9 +147,7 @@ async fn wait_notification(listener: &mut Option<PgListener>, pool: &PgPool, pol
 /// A full re-match, once.
 pub async fn rematch(settings: &Settings) -> anyhow::Result<Applied> {
     let shutdown = CancellationToken::new();
-    let pool = prepare(settings, &shutdown)
-        .await?
-        .context("no database")?;
+    let pool = prepare(settings, &shutdown).await?.context("no database")?;
     Ok(engine(settings).rematch_all(&pool).await?)
 }
 

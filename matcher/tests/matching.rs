@@ -27,23 +27,82 @@ async fn identifier_rules_link_across_sources() {
     f.write(vec![
         // Same passport written two ways; first name differs (not needed).
         ("qms", "1", Some(with_passport(adult(), "45 06", "012345"))),
-        ("infoclinica", "1", Some(with_passport(proto::PatientRecord { first_name: Some("Петя".into()), ..adult() }, "", "4506 012345"))),
+        (
+            "infoclinica",
+            "1",
+            Some(with_passport(
+                proto::PatientRecord {
+                    first_name: Some("Петя".into()),
+                    ..adult()
+                },
+                "",
+                "4506 012345",
+            )),
+        ),
         // Same SNILS; surname with ё/е and in capitals.
         ("qms", "2", Some(with_snils(petrova(adult()), &s))),
-        ("infoclinica", "2", Some(with_snils(proto::PatientRecord { last_name: Some("ПЕТРОВА".into()), ..petrova(adult()) }, &s))),
+        (
+            "infoclinica",
+            "2",
+            Some(with_snils(
+                proto::PatientRecord {
+                    last_name: Some("ПЕТРОВА".into()),
+                    ..petrova(adult())
+                },
+                &s,
+            )),
+        ),
         // Same OMS number; birth date with day and month swapped.
         ("qms", "3", Some(with_oms(sidorov(adult()), &o))),
-        ("infoclinica", "3", Some(with_oms(proto::PatientRecord { birth_date: chrono::NaiveDate::from_ymd_opt(1961, 7, 30), ..sidorov(adult()) }, &o))),
+        (
+            "infoclinica",
+            "3",
+            Some(with_oms(
+                proto::PatientRecord {
+                    birth_date: chrono::NaiveDate::from_ymd_opt(1961, 7, 30),
+                    ..sidorov(adult())
+                },
+                &o,
+            )),
+        ),
         // An invalid SNILS never links.
-        ("qms", "4", Some(proto::PatientRecord { last_name: Some("Орлов".into()), snils: Some(invalid("12345678900")), birth_date: chrono::NaiveDate::from_ymd_opt(2001, 1, 1), ..adult() })),
-        ("infoclinica", "4", Some(proto::PatientRecord { last_name: Some("Орлов".into()), first_name: Some("Олег".into()), snils: Some(invalid("12345678900")), birth_date: chrono::NaiveDate::from_ymd_opt(2001, 1, 1), ..adult() })),
+        (
+            "qms",
+            "4",
+            Some(proto::PatientRecord {
+                last_name: Some("Орлов".into()),
+                snils: Some(invalid("12345678900")),
+                birth_date: chrono::NaiveDate::from_ymd_opt(2001, 1, 1),
+                ..adult()
+            }),
+        ),
+        (
+            "infoclinica",
+            "4",
+            Some(proto::PatientRecord {
+                last_name: Some("Орлов".into()),
+                first_name: Some("Олег".into()),
+                snils: Some(invalid("12345678900")),
+                birth_date: chrono::NaiveDate::from_ymd_opt(2001, 1, 1),
+                ..adult()
+            }),
+        ),
     ])
     .await;
     f.drain().await;
-    assert!(f.same(("qms", "1"), ("infoclinica", "1")).await, "document rule");
-    assert!(f.same(("qms", "2"), ("infoclinica", "2")).await, "SNILS rule");
+    assert!(
+        f.same(("qms", "1"), ("infoclinica", "1")).await,
+        "document rule"
+    );
+    assert!(
+        f.same(("qms", "2"), ("infoclinica", "2")).await,
+        "SNILS rule"
+    );
     assert!(f.same(("qms", "3"), ("infoclinica", "3")).await, "OMS rule");
-    assert!(!f.same(("qms", "4"), ("infoclinica", "4")).await, "invalid SNILS");
+    assert!(
+        !f.same(("qms", "4"), ("infoclinica", "4")).await,
+        "invalid SNILS"
+    );
     assert!(!f.same(("qms", "1"), ("qms", "2")).await);
     assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 0);
     // The evidence names the rule and the agreements, not the values.
@@ -57,42 +116,152 @@ async fn identifier_rules_link_across_sources() {
     assert_eq!(evidence["last_name"], "exact");
     assert!(!evidence.to_string().contains(&s));
     // "Why" finds the chain.
-    let why = matcher::operator::why(&f.pool, &("qms".into(), "2".into()), &("infoclinica".into(), "2".into()))
-        .await
-        .unwrap();
+    let why = matcher::operator::why(
+        &f.pool,
+        &("qms".into(), "2".into()),
+        &("infoclinica".into(), "2".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(why.path.len(), 1);
     assert_eq!(why.path[0].rule, "snils");
     // The audit log holds every assignment.
-    assert!(f.count("SELECT count(*) FROM match_audit WHERE action = 'assigned'").await >= 8);
+    assert!(
+        f.count("SELECT count(*) FROM match_audit WHERE action = 'assigned'")
+            .await
+            >= 8
+    );
 }
 
 #[tokio::test]
 async fn scored_rule_links_reviews_and_leaves_alone() {
     let f = Fixture::new().await;
     let phone = "+7 912 000-11-22";
-    let email = |a: &str| Email { address: proto::normalize::email(a).unwrap(), kind: EmailKind::Contact };
+    let email = |a: &str| Email {
+        address: proto::normalize::email(a).unwrap(),
+        kind: EmailKind::Contact,
+    };
     f.write(vec![
         // Typo in the surname, ё/е, shared phone (two formats): link.
-        ("qms", "1", Some(with_phone(proto::PatientRecord { first_name: Some("Артём".into()), ..adult() }, phone))),
-        ("infoclinica", "1", Some(with_phone(proto::PatientRecord { last_name: Some("Иваноф".into()), first_name: Some("Артем".into()), ..adult() }, "89120001122"))),
+        (
+            "qms",
+            "1",
+            Some(with_phone(
+                proto::PatientRecord {
+                    first_name: Some("Артём".into()),
+                    ..adult()
+                },
+                phone,
+            )),
+        ),
+        (
+            "infoclinica",
+            "1",
+            Some(with_phone(
+                proto::PatientRecord {
+                    last_name: Some("Иваноф".into()),
+                    first_name: Some("Артем".into()),
+                    ..adult()
+                },
+                "89120001122",
+            )),
+        ),
         // Same full name and birth date, nothing else: review (namesake?).
-        ("qms", "2", Some(proto::PatientRecord { last_name: Some("Зайцев".into()), ..adult() })),
-        ("infoclinica", "2", Some(proto::PatientRecord { last_name: Some("Зайцев".into()), ..adult() })),
+        (
+            "qms",
+            "2",
+            Some(proto::PatientRecord {
+                last_name: Some("Зайцев".into()),
+                ..adult()
+            }),
+        ),
+        (
+            "infoclinica",
+            "2",
+            Some(proto::PatientRecord {
+                last_name: Some("Зайцев".into()),
+                ..adult()
+            }),
+        ),
         // Twins: same surname, patronymic, birth date, phone and e-mail, other first name: nothing.
-        ("qms", "3", Some(with_phone(proto::PatientRecord { last_name: Some("Волков".into()), first_name: Some("Илья".into()), emails: vec![email("volkovy@mail.ru")], ..adult() }, "79220000000"))),
-        ("qms", "4", Some(with_phone(proto::PatientRecord { last_name: Some("Волков".into()), first_name: Some("Иван".into()), emails: vec![email("volkovy@mail.ru")], ..adult() }, "79220000000"))),
+        (
+            "qms",
+            "3",
+            Some(with_phone(
+                proto::PatientRecord {
+                    last_name: Some("Волков".into()),
+                    first_name: Some("Илья".into()),
+                    emails: vec![email("volkovy@mail.ru")],
+                    ..adult()
+                },
+                "79220000000",
+            )),
+        ),
+        (
+            "qms",
+            "4",
+            Some(with_phone(
+                proto::PatientRecord {
+                    last_name: Some("Волков".into()),
+                    first_name: Some("Иван".into()),
+                    emails: vec![email("volkovy@mail.ru")],
+                    ..adult()
+                },
+                "79220000000",
+            )),
+        ),
         // Double surname against one half, shared e-mail.
-        ("qms", "5", Some(proto::PatientRecord { last_name: Some("Белова-Орлова".into()), first_name: Some("Мария".into()), middle_name: Some("Петровна".into()), sex: Some(proto::Sex::Female), emails: vec![email("m.belova@ya.ru")], ..adult() })),
-        ("infoclinica", "5", Some(proto::PatientRecord { last_name: Some("Белова".into()), first_name: Some("Мария".into()), middle_name: Some("Петровна".into()), sex: Some(proto::Sex::Female), emails: vec![email("M.Belova@ya.ru")], ..adult() })),
+        (
+            "qms",
+            "5",
+            Some(proto::PatientRecord {
+                last_name: Some("Белова-Орлова".into()),
+                first_name: Some("Мария".into()),
+                middle_name: Some("Петровна".into()),
+                sex: Some(proto::Sex::Female),
+                emails: vec![email("m.belova@ya.ru")],
+                ..adult()
+            }),
+        ),
+        (
+            "infoclinica",
+            "5",
+            Some(proto::PatientRecord {
+                last_name: Some("Белова".into()),
+                first_name: Some("Мария".into()),
+                middle_name: Some("Петровна".into()),
+                sex: Some(proto::Sex::Female),
+                emails: vec![email("M.Belova@ya.ru")],
+                ..adult()
+            }),
+        ),
     ])
     .await;
     f.drain().await;
-    assert!(f.same(("qms", "1"), ("infoclinica", "1")).await, "typo + phone");
-    assert!(!f.same(("qms", "2"), ("infoclinica", "2")).await, "namesakes are not guessed");
+    assert!(
+        f.same(("qms", "1"), ("infoclinica", "1")).await,
+        "typo + phone"
+    );
+    assert!(
+        !f.same(("qms", "2"), ("infoclinica", "2")).await,
+        "namesakes are not guessed"
+    );
     assert!(!f.same(("qms", "3"), ("qms", "4")).await, "twins");
     let reviews = f.reviews().await;
-    assert!(reviews.contains(&("infoclinica".into(), "2".into(), "qms".into(), "2".into(), "score_ambiguous".into())), "{reviews:?}");
-    assert!(!reviews.iter().any(|r| r.1 == "3" || r.3 == "4"), "twins are not even a review");
+    assert!(
+        reviews.contains(&(
+            "infoclinica".into(),
+            "2".into(),
+            "qms".into(),
+            "2".into(),
+            "score_ambiguous".into()
+        )),
+        "{reviews:?}"
+    );
+    assert!(
+        !reviews.iter().any(|r| r.1 == "3" || r.3 == "4"),
+        "twins are not even a review"
+    );
     // Double surname: one half plus the rest is at least a review.
     assert!(f.same(("qms", "5"), ("infoclinica", "5")).await || reviews.iter().any(|r| r.1 == "5"));
 }
@@ -103,27 +272,109 @@ async fn conflicts_are_never_merged_and_chaining_is_refused() {
     let (s1, s2) = (snils(111_222_333), snils(444_555_666));
     f.write(vec![
         // Same passport, different SNILS: conflict, review item.
-        ("qms", "1", Some(with_snils(with_passport(adult(), "4506", "111111"), &s1))),
-        ("infoclinica", "1", Some(with_snils(with_passport(adult(), "4506", "111111"), &s2))),
+        (
+            "qms",
+            "1",
+            Some(with_snils(with_passport(adult(), "4506", "111111"), &s1)),
+        ),
+        (
+            "infoclinica",
+            "1",
+            Some(with_snils(with_passport(adult(), "4506", "111111"), &s2)),
+        ),
         // Chain: A ~ B by passport, B ~ C by name, birth date and phone; C's
         // SNILS contradicts A's.
-        ("qms", "10", Some(with_snils(with_passport(proto::PatientRecord { last_name: Some("Гусев".into()), ..adult() }, "4510", "222222"), &s1))),
-        ("infoclinica", "10", Some(with_phone(with_passport(proto::PatientRecord { last_name: Some("Гусев".into()), ..adult() }, "4510", "222222"), "79330000000"))),
-        ("infoclinica", "11", Some(with_snils(with_phone(proto::PatientRecord { last_name: Some("Гусев".into()), ..adult() }, "79330000000"), &s2))),
+        (
+            "qms",
+            "10",
+            Some(with_snils(
+                with_passport(
+                    proto::PatientRecord {
+                        last_name: Some("Гусев".into()),
+                        ..adult()
+                    },
+                    "4510",
+                    "222222",
+                ),
+                &s1,
+            )),
+        ),
+        (
+            "infoclinica",
+            "10",
+            Some(with_phone(
+                with_passport(
+                    proto::PatientRecord {
+                        last_name: Some("Гусев".into()),
+                        ..adult()
+                    },
+                    "4510",
+                    "222222",
+                ),
+                "79330000000",
+            )),
+        ),
+        (
+            "infoclinica",
+            "11",
+            Some(with_snils(
+                with_phone(
+                    proto::PatientRecord {
+                        last_name: Some("Гусев".into()),
+                        ..adult()
+                    },
+                    "79330000000",
+                ),
+                &s2,
+            )),
+        ),
         // Same SNILS, clearly different birth date: conflict.
-        ("qms", "20", Some(with_snils(proto::PatientRecord { last_name: Some("Ким".into()), ..adult() }, &snils(777_888_999)))),
-        ("infoclinica", "20", Some(with_snils(proto::PatientRecord { last_name: Some("Ким".into()), birth_date: chrono::NaiveDate::from_ymd_opt(1950, 12, 25), ..adult() }, &snils(777_888_999)))),
+        (
+            "qms",
+            "20",
+            Some(with_snils(
+                proto::PatientRecord {
+                    last_name: Some("Ким".into()),
+                    ..adult()
+                },
+                &snils(777_888_999),
+            )),
+        ),
+        (
+            "infoclinica",
+            "20",
+            Some(with_snils(
+                proto::PatientRecord {
+                    last_name: Some("Ким".into()),
+                    birth_date: chrono::NaiveDate::from_ymd_opt(1950, 12, 25),
+                    ..adult()
+                },
+                &snils(777_888_999),
+            )),
+        ),
     ])
     .await;
     f.drain().await;
     assert!(!f.same(("qms", "1"), ("infoclinica", "1")).await);
     assert!(f.same(("qms", "10"), ("infoclinica", "10")).await);
-    assert!(!f.same(("infoclinica", "10"), ("infoclinica", "11")).await, "chain refused");
+    assert!(
+        !f.same(("infoclinica", "10"), ("infoclinica", "11")).await,
+        "chain refused"
+    );
     assert!(!f.same(("qms", "20"), ("infoclinica", "20")).await);
     let reasons: Vec<String> = f.reviews().await.into_iter().map(|r| r.4).collect();
-    assert!(reasons.contains(&"document_conflict".to_string()), "{reasons:?}");
-    assert!(reasons.contains(&"chain_snils_differs".to_string()), "{reasons:?}");
-    assert!(reasons.contains(&"snils_conflict".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"document_conflict".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"chain_snils_differs".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"snils_conflict".to_string()),
+        "{reasons:?}"
+    );
     assert_eq!(
         f.count("SELECT count(*) FROM (SELECT m.person_id FROM person_memberships m JOIN source_records s USING (source, source_id) WHERE m.valid_to IS NULL AND s.snils_valid GROUP BY 1 HAVING count(DISTINCT s.snils) > 1) x").await,
         0
@@ -135,8 +386,16 @@ async fn a_document_change_splits_and_a_delete_leaves_nothing_destroyed() {
     let f = Fixture::new().await;
     f.write(vec![
         ("qms", "1", Some(with_passport(adult(), "4510", "333333"))),
-        ("infoclinica", "1", Some(with_passport(adult(), "4510", "333333"))),
-        ("infoclinica", "2", Some(with_passport(adult(), "4510", "333333"))),
+        (
+            "infoclinica",
+            "1",
+            Some(with_passport(adult(), "4510", "333333")),
+        ),
+        (
+            "infoclinica",
+            "2",
+            Some(with_passport(adult(), "4510", "333333")),
+        ),
     ])
     .await;
     f.drain().await;
@@ -144,14 +403,24 @@ async fn a_document_change_splits_and_a_delete_leaves_nothing_destroyed() {
     assert!(f.same(("qms", "1"), ("infoclinica", "1")).await);
     assert!(f.same(("qms", "1"), ("infoclinica", "2")).await);
     // infoclinica:2 gets another passport of the same period: it leaves.
-    f.write(vec![("infoclinica", "2", Some(with_passport(adult(), "4511", "444444")))]).await;
+    f.write(vec![(
+        "infoclinica",
+        "2",
+        Some(with_passport(adult(), "4511", "444444")),
+    )])
+    .await;
     f.drain().await;
-    assert_eq!(f.person("qms", "1").await, Some(person), "the person id is stable");
+    assert_eq!(
+        f.person("qms", "1").await,
+        Some(person),
+        "the person id is stable"
+    );
     assert_eq!(f.person("infoclinica", "1").await, Some(person));
     let moved = f.person("infoclinica", "2").await.unwrap();
     assert_ne!(moved, person);
     assert_eq!(
-        f.count("SELECT count(*) FROM match_audit WHERE action = 'moved' AND source_id = '2'").await,
+        f.count("SELECT count(*) FROM match_audit WHERE action = 'moved' AND source_id = '2'")
+            .await,
         1
     );
     // The old membership is kept as history.
@@ -171,11 +440,19 @@ async fn a_document_change_splits_and_a_delete_leaves_nothing_destroyed() {
             .unwrap();
     assert!(retired.is_some(), "retired, not deleted");
     // Coming back with the shared passport rejoins.
-    f.write(vec![("infoclinica", "2", Some(with_passport(adult(), "4510", "333333")))]).await;
+    f.write(vec![(
+        "infoclinica",
+        "2",
+        Some(with_passport(adult(), "4510", "333333")),
+    )])
+    .await;
     f.drain().await;
     assert_eq!(f.person("infoclinica", "2").await, Some(person));
     // The audit log is append-only.
-    assert!(sqlx::query("DELETE FROM match_audit").execute(&f.pool).await.is_err());
+    assert!(sqlx::query("DELETE FROM match_audit")
+        .execute(&f.pool)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -184,40 +461,123 @@ async fn operator_decisions_override_rules_and_survive_rematches() {
     let rec = |s: &str, i: &str| (s.to_string(), i.to_string());
     f.write(vec![
         ("qms", "1", Some(with_passport(adult(), "4510", "555555"))),
-        ("infoclinica", "1", Some(with_passport(adult(), "4510", "555555"))),
-        ("qms", "2", Some(proto::PatientRecord { last_name: Some("Лебедев".into()), ..adult() })),
-        ("infoclinica", "2", Some(proto::PatientRecord { last_name: Some("Лебедев".into()), ..adult() })),
-        ("qms", "3", Some(with_snils(proto::PatientRecord { last_name: Some("Егоров".into()), ..adult() }, &snils(222_333_444)))),
-        ("infoclinica", "3", Some(proto::PatientRecord { last_name: Some("Сорокин".into()), ..adult() })),
+        (
+            "infoclinica",
+            "1",
+            Some(with_passport(adult(), "4510", "555555")),
+        ),
+        (
+            "qms",
+            "2",
+            Some(proto::PatientRecord {
+                last_name: Some("Лебедев".into()),
+                ..adult()
+            }),
+        ),
+        (
+            "infoclinica",
+            "2",
+            Some(proto::PatientRecord {
+                last_name: Some("Лебедев".into()),
+                ..adult()
+            }),
+        ),
+        (
+            "qms",
+            "3",
+            Some(with_snils(
+                proto::PatientRecord {
+                    last_name: Some("Егоров".into()),
+                    ..adult()
+                },
+                &snils(222_333_444),
+            )),
+        ),
+        (
+            "infoclinica",
+            "3",
+            Some(proto::PatientRecord {
+                last_name: Some("Сорокин".into()),
+                ..adult()
+            }),
+        ),
     ])
     .await;
     f.drain().await;
     assert!(f.same(("qms", "1"), ("infoclinica", "1")).await);
     let e = &f.engine;
     // Keep apart what a rule linked.
-    matcher::operator::decide(e, &f.pool, "keep_apart", &rec("qms", "1"), &rec("infoclinica", "1"), "tester", None).await.unwrap();
+    matcher::operator::decide(
+        e,
+        &f.pool,
+        "keep_apart",
+        &rec("qms", "1"),
+        &rec("infoclinica", "1"),
+        "tester",
+        None,
+    )
+    .await
+    .unwrap();
     assert!(!f.same(("qms", "1"), ("infoclinica", "1")).await);
     // Resolve the namesake review item as "link".
-    let item: i64 = sqlx::query_scalar("SELECT id FROM review_items WHERE status = 'open' AND a_source_id = '2'")
-        .fetch_one(&f.pool)
+    let item: i64 = sqlx::query_scalar(
+        "SELECT id FROM review_items WHERE status = 'open' AND a_source_id = '2'",
+    )
+    .fetch_one(&f.pool)
+    .await
+    .unwrap();
+    matcher::operator::resolve(e, &f.pool, item, "link", "tester")
         .await
         .unwrap();
-    matcher::operator::resolve(e, &f.pool, item, "link", "tester").await.unwrap();
     assert!(f.same(("qms", "2"), ("infoclinica", "2")).await);
-    assert_eq!(f.count("SELECT count(*) FROM review_items WHERE status = 'open'").await, 0);
+    assert_eq!(
+        f.count("SELECT count(*) FROM review_items WHERE status = 'open'")
+            .await,
+        0
+    );
     // Lock the person of qms:3, then change infoclinica:3 so that a rule
     // would link it: the lock holds.
     let locked = f.person("qms", "3").await.unwrap();
-    matcher::operator::set_lock(e, &f.pool, locked, true, "tester").await.unwrap();
-    f.write(vec![("infoclinica", "3", Some(with_snils(proto::PatientRecord { last_name: Some("Егоров".into()), ..adult() }, &snils(222_333_444))))]).await;
+    matcher::operator::set_lock(e, &f.pool, locked, true, "tester")
+        .await
+        .unwrap();
+    f.write(vec![(
+        "infoclinica",
+        "3",
+        Some(with_snils(
+            proto::PatientRecord {
+                last_name: Some("Егоров".into()),
+                ..adult()
+            },
+            &snils(222_333_444),
+        )),
+    )])
+    .await;
     f.drain().await;
     assert!(!f.same(("qms", "3"), ("infoclinica", "3")).await, "locked");
     assert!(f.reviews().await.iter().any(|r| r.4 == "locked_person"));
 
     // Changes to the records and a full re-match keep every decision.
     f.write(vec![
-        ("qms", "1", Some(with_phone(with_passport(adult(), "4510", "555555"), "79001112233"))),
-        ("infoclinica", "2", Some(with_phone(proto::PatientRecord { last_name: Some("Лебедев".into()), ..adult() }, "79001112299"))),
+        (
+            "qms",
+            "1",
+            Some(with_phone(
+                with_passport(adult(), "4510", "555555"),
+                "79001112233",
+            )),
+        ),
+        (
+            "infoclinica",
+            "2",
+            Some(with_phone(
+                proto::PatientRecord {
+                    last_name: Some("Лебедев".into()),
+                    ..adult()
+                },
+                "79001112299",
+            )),
+        ),
     ])
     .await;
     f.drain().await;
@@ -231,9 +591,15 @@ async fn operator_decisions_override_rules_and_survive_rematches() {
     assert!(f.same(("qms", "2"), ("infoclinica", "2")).await);
     assert_eq!(f.person("qms", "3").await, Some(locked));
     // Unlocking lets the rule apply.
-    matcher::operator::set_lock(e, &f.pool, locked, false, "tester").await.unwrap();
+    matcher::operator::set_lock(e, &f.pool, locked, false, "tester")
+        .await
+        .unwrap();
     assert!(f.same(("qms", "3"), ("infoclinica", "3")).await);
-    assert!(f.count("SELECT count(*) FROM match_audit WHERE actor = 'tester'").await >= 4);
+    assert!(
+        f.count("SELECT count(*) FROM match_audit WHERE actor = 'tester'")
+            .await
+            >= 4
+    );
 }
 
 #[tokio::test]
@@ -242,7 +608,13 @@ async fn incremental_matching_equals_a_full_rematch() {
     let records = truth(11, 1500);
     // In three rounds, then changes and deletes of some records.
     for chunk in records.chunks(records.len() / 3 + 1) {
-        f.write(chunk.iter().map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone()))).collect()).await;
+        f.write(
+            chunk
+                .iter()
+                .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+                .collect(),
+        )
+        .await;
         f.drain().await;
     }
     let mut changes = Vec::new();
@@ -261,8 +633,14 @@ async fn incremental_matching_equals_a_full_rematch() {
     f.drain().await;
     let incremental = f.partition().await;
     let reviews = f.reviews().await;
-    let live = f.count("SELECT count(*) FROM source_records WHERE deleted_at IS NULL").await;
-    assert_eq!(incremental.iter().map(|p| p.len() as i64).sum::<i64>(), live, "every live record has a person");
+    let live = f
+        .count("SELECT count(*) FROM source_records WHERE deleted_at IS NULL")
+        .await;
+    assert_eq!(
+        incremental.iter().map(|p| p.len() as i64).sum::<i64>(),
+        live,
+        "every live record has a person"
+    );
 
     let applied = f.engine.rematch_all(&f.pool).await.unwrap();
     assert_eq!(f.partition().await, incremental);
@@ -272,23 +650,44 @@ async fn incremental_matching_equals_a_full_rematch() {
 
     // And from scratch in another database: the same persons.
     let g = Fixture::new().await;
-    let rows: Vec<_> = records.iter().map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone()))).collect();
+    let rows: Vec<_> = records
+        .iter()
+        .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+        .collect();
     g.write(rows).await;
     g.engine.rematch_all(&g.pool).await.unwrap();
     let fresh = g.partition().await;
     let h = Fixture::new().await;
-    h.write(records.iter().map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone()))).collect()).await;
+    h.write(
+        records
+            .iter()
+            .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+            .collect(),
+    )
+    .await;
     h.drain().await;
-    assert_eq!(h.partition().await, fresh, "incremental from scratch = full re-match");
+    assert_eq!(
+        h.partition().await,
+        fresh,
+        "incremental from scratch = full re-match"
+    );
 }
 
 #[tokio::test]
 async fn evaluation_of_a_generated_set() {
     let f = Fixture::new().await;
     let records = truth(42, 2000);
-    f.write(records.iter().map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone()))).collect()).await;
+    f.write(
+        records
+            .iter()
+            .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+            .collect(),
+    )
+    .await;
     f.drain().await;
-    let report = matcher::evaluate::evaluate(&f.pool, &truth_rows(&records)).await.unwrap();
+    let report = matcher::evaluate::evaluate(&f.pool, &truth_rows(&records))
+        .await
+        .unwrap();
     eprintln!("{report:#?}");
     assert_eq!(report.records, records.len() as u64);
     assert_eq!(report.twin_pairs_merged, 0);
@@ -298,6 +697,8 @@ async fn evaluation_of_a_generated_set() {
     assert!(report.recall >= 0.95, "{report:?}");
     assert!(report.review_queue_percent < 2.0, "{report:?}");
     // Same seed, same figures.
-    let again = matcher::evaluate::evaluate(&f.pool, &truth_rows(&truth(42, 2000))).await.unwrap();
+    let again = matcher::evaluate::evaluate(&f.pool, &truth_rows(&truth(42, 2000)))
+        .await
+        .unwrap();
     assert_eq!(again, report);
 }

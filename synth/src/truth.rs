@@ -79,13 +79,25 @@ impl TruthGenerator {
             let mut people = vec![(p.to_string(), None, base.clone())];
             let roll = self.rng(p, 1).below(1000);
             if roll < 10 {
-                people.push((format!("{p}t"), Some(format!("twin:{p}")), self.twin(p, &base)));
+                people.push((
+                    format!("{p}t"),
+                    Some(format!("twin:{p}")),
+                    self.twin(p, &base),
+                ));
                 people[0].1 = Some(format!("twin:{p}"));
             } else if roll < 15 {
-                people.push((format!("{p}n"), Some(format!("namesake:{p}")), self.namesake(p, &base)));
+                people.push((
+                    format!("{p}n"),
+                    Some(format!("namesake:{p}")),
+                    self.namesake(p, &base),
+                ));
                 people[0].1 = Some(format!("namesake:{p}"));
             } else if roll < 35 {
-                people.push((format!("{p}f"), Some(format!("family:{p}")), self.family(p, &base)));
+                people.push((
+                    format!("{p}f"),
+                    Some(format!("family:{p}")),
+                    self.family(p, &base),
+                ));
                 people[0].1 = Some(format!("family:{p}"));
             }
             for (n, (person, group, record)) in people.into_iter().enumerate() {
@@ -181,12 +193,16 @@ impl TruthGenerator {
     fn family(&self, p: u64, base: &PatientRecord) -> PatientRecord {
         let mut r = self.rng(p, 5);
         let mut other = self.base.patient(COMPANION_OFFSET + p).record;
-        if let Some(pair) = names::SURNAMES
-            .iter()
-            .find(|(m, f)| Some(*m) == base.last_name.as_deref() || Some(*f) == base.last_name.as_deref())
-        {
+        if let Some(pair) = names::SURNAMES.iter().find(|(m, f)| {
+            Some(*m) == base.last_name.as_deref() || Some(*f) == base.last_name.as_deref()
+        }) {
             other.last_name = Some(
-                if other.sex == Some(Sex::Male) { pair.0 } else { pair.1 }.to_string(),
+                if other.sex == Some(Sex::Male) {
+                    pair.0
+                } else {
+                    pair.1
+                }
+                .to_string(),
             );
         }
         let phone = r.percent(70) && !base.phones.is_empty();
@@ -222,7 +238,11 @@ impl TruthGenerator {
         if year < 1997 {
             return None;
         }
-        let region = current.series.as_deref().map_or("45", |s| &s[..2]).to_string();
+        let region = current
+            .series
+            .as_deref()
+            .map_or("45", |s| &s[..2])
+            .to_string();
         Some(IdentityDocument {
             series: Some(format!("{region}{:02}", year.rem_euclid(100))),
             number: format!("{:06}", r.between(1, 999_999)),
@@ -233,14 +253,23 @@ impl TruthGenerator {
 
 fn source_id(source: usize, n: u64) -> String {
     match source {
-        0 => format!("{}/{}{:02}", 10_000 + n, char::from(b'A' + (mix64(n) % 26) as u8), n % 100),
+        0 => format!(
+            "{}/{}{:02}",
+            10_000 + n,
+            char::from(b'A' + (mix64(n) % 26) as u8),
+            n % 100
+        ),
         _ => n.to_string(),
     }
 }
 
 /// One source's record of a person: typos, spelling and format variants,
 /// missing fields, the old passport.
-fn vary(r: &mut Rng, base: &PatientRecord, old_passport: Option<&IdentityDocument>) -> PatientRecord {
+fn vary(
+    r: &mut Rng,
+    base: &PatientRecord,
+    old_passport: Option<&IdentityDocument>,
+) -> PatientRecord {
     let mut rec = base.clone();
     let upper = r.percent(8);
     let yo = r.percent(30);
@@ -320,8 +349,12 @@ fn vary(r: &mut Rng, base: &PatientRecord, old_passport: Option<&IdentityDocumen
             }
             let v = &p.number.value;
             let raw = match r.below(3) {
-                0 if v.len() == 11 => format!("+7 ({}) {}-{}-{}", &v[1..4], &v[4..7], &v[7..9], &v[9..]),
-                1 if v.len() == 11 => format!("8-{}-{}-{}-{}", &v[1..4], &v[4..7], &v[7..9], &v[9..]),
+                0 if v.len() == 11 => {
+                    format!("+7 ({}) {}-{}-{}", &v[1..4], &v[4..7], &v[7..9], &v[9..])
+                }
+                1 if v.len() == 11 => {
+                    format!("8-{}-{}-{}-{}", &v[1..4], &v[4..7], &v[7..9], &v[9..])
+                }
                 _ => v.clone(),
             };
             Some(proto::Phone {
@@ -354,9 +387,10 @@ fn vary(r: &mut Rng, base: &PatientRecord, old_passport: Option<&IdentityDocumen
 fn reformat_document(r: &mut Rng, d: &IdentityDocument) -> Option<IdentityDocument> {
     let series = d.series.clone().unwrap_or_default();
     let (raw_series, raw_number) = match (d.doc_type, r.below(3)) {
-        (DocumentType::PASSPORT, 0) if series.len() == 4 => {
-            (Some(format!("{} {}", &series[..2], &series[2..])), d.number.clone())
-        }
+        (DocumentType::PASSPORT, 0) if series.len() == 4 => (
+            Some(format!("{} {}", &series[..2], &series[2..])),
+            d.number.clone(),
+        ),
         (DocumentType::PASSPORT, 1) => (None, format!("{series} {}", d.number)),
         (DocumentType::BIRTH_CERTIFICATE, 0) => (Some(series.replace('-', " ")), d.number.clone()),
         (DocumentType::BIRTH_CERTIFICATE, 1) => (Some(series.to_lowercase()), d.number.clone()),
@@ -399,7 +433,11 @@ mod tests {
         let g = TruthGenerator::new(7);
         let a = g.records(3000);
         assert_eq!(a, g.records(3000));
-        let groups = |k: &str| a.iter().filter(|r| r.group.as_deref().is_some_and(|g| g.starts_with(k))).count();
+        let groups = |k: &str| {
+            a.iter()
+                .filter(|r| r.group.as_deref().is_some_and(|g| g.starts_with(k)))
+                .count()
+        };
         assert!(groups("twin") > 0 && groups("namesake") > 0 && groups("family") > 0);
         let mut ids: Vec<_> = a.iter().map(|r| (r.source, r.source_id.clone())).collect();
         ids.sort();

@@ -132,7 +132,11 @@ fn replaced_passport_links_only_with_corroboration() {
     let mut b = other(&a);
     b.docs = vec![passport("4506", "654321")];
     let o = evaluate(&a, &b, &Weights::default()).unwrap();
-    assert_eq!(o.decision, Decision::Review, "ambiguous without corroboration");
+    assert_eq!(
+        o.decision,
+        Decision::Review,
+        "ambiguous without corroboration"
+    );
     assert_eq!(o.evidence.document, Agreement::Replaced);
     a.phones = vec!["79120000000".into()];
     b.phones = a.phones.clone();
@@ -161,7 +165,10 @@ fn scored_rule_names_and_dates() {
     c.last = Some("иванов-петров".into());
     c.last_parts = vec!["иванов".into(), "петров".into()];
     assert_eq!(
-        evaluate(&a, &c, &Weights::default()).unwrap().evidence.last_name,
+        evaluate(&a, &c, &Weights::default())
+            .unwrap()
+            .evidence
+            .last_name,
         Agreement::Part
     );
 }
@@ -184,11 +191,16 @@ fn twins_are_not_linked() {
 #[test]
 fn birth_date_comparison() {
     let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
-    assert_eq!(compare_birth(d(1990, 5, 3), d(1990, 5, 3)), Agreement::Exact);
+    assert_eq!(
+        compare_birth(d(1990, 5, 3), d(1990, 5, 3)),
+        Agreement::Exact
+    );
     assert_eq!(compare_birth(d(1990, 5, 3), d(1990, 3, 5)), Agreement::Swap);
     assert_eq!(compare_birth(d(1990, 5, 3), d(1990, 5, 4)), Agreement::Typo);
     assert_eq!(compare_birth(d(1990, 5, 3), d(1991, 5, 3)), Agreement::Typo);
-    assert_eq!(compare_birth(d(1990, 5, 3), d(1972, 11, 21)), Agreement::Differs);
+    assert_eq!(
+        compare_birth(d(1990, 5, 3), d(1972, 11, 21)),
+        Agreement::Differs
+    );
     assert_eq!(compare_birth(None, d(1972, 11, 21)), Agreement::Missing);
 }
-

@@ -1,0 +1,192 @@
+//! `etl import`: publishes another system's extract, one JSON object per
+//! line (NDJSON), to the bus, as an extractor would; and `etl generate-truth`,
+//! which writes such files from the truth generator with their truth.
+//!
+//! The NDJSON form of a record (documented in matcher/README.md):
+//!
+//! ```json
+//! {"source_id": "41449/A22", "op": "upsert", "version": 1,
+//!  "record": {"last_name": "Иванов", "first_name": "Пётр", "middle_name": "Сергеевич",
+//!             "birth_date": "1990-05-03", "sex": "M",
+//!             "documents": [{"type": 1, "series": "4506", "number": "012345"}],
+//!             "snils": {"value": "11223344595"}, "oms_policy": null,
+//!             "phones": [{"number": {"value": "79123456789"}, "preferred": true}],
+//!             "emails": [{"address": {"value": "p@mail.ru"}, "kind": "contact"}]}}
+//! ```
+//!
+//! `record` is `proto::PatientRecord` in JSON (fields by name, all optional);
+//! `op` defaults to `upsert` (`delete` needs no record); `version` defaults
+//! to the import time in microseconds. Values are taken as normalized: an
+//! importer that has raw values runs them through `proto::normalize` first
+//! (the truth generator's files already are).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use chrono::Utc;
+use proto::bus::{self, DuplicateMode};
+use proto::{Envelope, PatientRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::Settings;
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// Source name (subject `<prefix>.<source>`).
+    #[arg(long)]
+    source: String,
+    /// NDJSON file, one record per line.
+    file: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Line {
+    pub source_id: String,
+    #[serde(default = "upsert")]
+    pub op: String,
+    #[serde(default)]
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub record: Option<PatientRecord>,
+}
+
+fn upsert() -> String {
+    "upsert".into()
+}
+
+pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        bus::is_valid_source_name(&args.source),
+        "invalid source name"
+    );
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let client = settings.nats.connect("etl-import").await?;
+    let js = jetstream::new(client.clone());
+    bus::ensure_stream(&js, &settings.stream)
+        .await
+        .context("creating the stream")?;
+    let mut publisher =
+        bus::Publisher::with_mode(&js, &settings.stream, 2048, DuplicateMode::Republish);
+    let now = Utc::now();
+    let (mut sent, mut rejected) = (0u64, 0u64);
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A bad line is reported by number and reason, never by content.
+        let parsed: Line = match serde_json::from_str(&line) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "line {}: not a record ({} at column {})",
+                    n + 1,
+                    e.classify_str(),
+                    e.column()
+                );
+                rejected += 1;
+                continue;
+            }
+        };
+        let version = parsed.version.unwrap_or_else(|| now.timestamp_micros());
+        let envelope = match (parsed.op.as_str(), parsed.record) {
+            ("delete", _) => Envelope::delete(&args.source, parsed.source_id, version, now),
+            ("upsert", Some(record)) => {
+                Envelope::upsert(&args.source, parsed.source_id, version, now, record)
+            }
+            _ => {
+                eprintln!(
+                    "line {}: op must be upsert (with a record) or delete",
+                    n + 1
+                );
+                rejected += 1;
+                continue;
+            }
+        };
+        publisher.send(&envelope).await?;
+        sent += 1;
+    }
+    let published = publisher.settle().await?;
+    client.flush().await?;
+    println!(
+        "imported {sent} records from {} as source {} ({} stored, {} duplicates dropped, {rejected} lines rejected)",
+        args.file.display(),
+        args.source,
+        published.stored,
+        published.duplicates
+    );
+    Ok(())
+}
+
+trait Classify {
+    fn classify_str(&self) -> &'static str;
+}
+impl Classify for serde_json::Error {
+    fn classify_str(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "wrong field type or value",
+            serde_json::error::Category::Eof => "unexpected end",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// Real persons to describe (records: about 1.5 per person).
+    #[arg(long, default_value_t = 10_000)]
+    persons: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for `<source>.ndjson` and `truth.csv`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let records = synth::truth::TruthGenerator::new(args.seed).records(args.persons);
+    let mut files = std::collections::BTreeMap::new();
+    for s in synth::truth::SOURCES {
+        files.insert(
+            s,
+            std::io::BufWriter::new(std::fs::File::create(args.out.join(format!("{s}.ndjson")))?),
+        );
+    }
+    let mut truth = std::io::BufWriter::new(std::fs::File::create(args.out.join("truth.csv"))?);
+    writeln!(truth, "source,source_id,person,group")?;
+    for t in &records {
+        let line = Line {
+            source_id: t.source_id.clone(),
+            op: "upsert".into(),
+            version: Some(1),
+            record: Some(t.record.clone()),
+        };
+        let w = files.get_mut(t.source).expect("known source");
+        serde_json::to_writer(&mut *w, &line)?;
+        w.write_all(b"\n")?;
+        writeln!(
+            truth,
+            "{},{},{},{}",
+            t.source,
+            t.source_id,
+            t.person,
+            t.group.as_deref().unwrap_or("")
+        )?;
+    }
+    for (_, mut w) in files {
+        w.flush()?;
+    }
+    truth.flush()?;
+    println!(
+        "{} records of {} persons written to {}",
+        records.len(),
+        args.persons,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The matcher service end to end: NATS → in-process loader → PostgreSQL →
+//! matcher (woken by NOTIFY), and the matcher binary killed with -9 in the
+//! middle of a batch, then restarted.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn end_to_end_through_the_bus_and_the_loader() {
+    let f = Fixture::new().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let mut ls = loader::Settings {
+        database: f.db.clone(),
+        ..Default::default()
+    };
+    ls.nats.url = testkit::nats_url();
+    ls.stream = stream.clone();
+    ls.loader.consumer = testkit::unique("loader");
+    let loader_stop = CancellationToken::new();
+    let loader_task = tokio::spawn(loader::run(ls, loader_stop.clone()));
+    let matcher_stop = CancellationToken::new();
+    let matcher_task = tokio::spawn(matcher::run(f.settings(), matcher_stop.clone()));
+
+    let records = truth(5, 600);
+    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let envelopes: Vec<proto::Envelope> = records
+        .iter()
+        .map(|t| proto::Envelope::upsert(t.source, t.source_id.clone(), 1, at, t.record.clone()))
+        .collect();
+    testkit::publish_all(&js, &stream, envelopes).await;
+    let n = records.len() as i64;
+    testkit::wait_until(
+        Duration::from_secs(90),
+        "every record to have a person",
+        || async {
+            f.count("SELECT count(*) FROM person_memberships WHERE valid_to IS NULL")
+                .await
+                == n
+                && f.count("SELECT count(*) FROM record_changes").await == 0
+        },
+    )
+    .await;
+    let report = matcher::evaluate::evaluate(&f.pool, &truth_rows(&records))
+        .await
+        .unwrap();
+    assert_eq!(report.false_merges, 0, "{report:?}");
+
+    // A delete through the bus closes the membership.
+    let gone = &records[0];
+    testkit::publish_all(
+        &js,
+        &stream,
+        [proto::Envelope::delete(
+            gone.source,
+            gone.source_id.clone(),
+            2,
+            at,
+        )],
+    )
+    .await;
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "the delete to be matched",
+        || async { f.person(gone.source, &gone.source_id).await.is_none() },
+    )
+    .await;
+
+    matcher_stop.cancel();
+    let applied = tokio::time::timeout(Duration::from_secs(30), matcher_task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(applied.changes >= n as u64);
+    loader_stop.cancel();
+    loader_task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_batch_then_restart() {
+    let f = Fixture::new().await;
+    let records = truth(9, 3000);
+    f.write(
+        records
+            .iter()
+            .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+            .collect(),
+    )
+    .await;
+    let total = f.count("SELECT count(*) FROM record_changes").await;
+    let mut env = testkit::service_env(&f.db, &testkit::unique_stream());
+    env.push(("ETL__MATCHER__BATCH_SIZE".into(), "200".into()));
+    env.push(("RUST_LOG".into(), "info".into()));
+    let bin = env!("CARGO_BIN_EXE_matcher");
+    let mut first = testkit::ChildProcess::spawn(bin, &[], &env);
+    // Kill it once it has committed some batches but not all.
+    testkit::wait_until(
+        Duration::from_secs(60),
+        "some batches to commit",
+        || async { f.count("SELECT count(*) FROM record_changes").await < total - 400 },
+    )
+    .await;
+    first.kill9();
+    let left = f.count("SELECT count(*) FROM record_changes").await;
+    assert!(left > 0, "killed before the end");
+    // Nothing half-written: every claimed change that left the feed has its record placed.
+    let mut second = testkit::ChildProcess::spawn(bin, &[], &env);
+    testkit::wait_until(
+        Duration::from_secs(90),
+        "the feed to drain after restart",
+        || async { f.count("SELECT count(*) FROM record_changes").await == 0 },
+    )
+    .await;
+    let status = second
+        .terminate(Duration::from_secs(20))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{}", second.logs());
+    assert!(!second.logs().contains("Иван"), "no personal data in logs");
+
+    // Same persons as a full re-match, and no record placed twice.
+    assert_eq!(
+        f.count("SELECT count(*) FROM (SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL GROUP BY 1, 2 HAVING count(*) > 1) x").await,
+        0
+    );
+    let after_restart = f.partition().await;
+    let reviews = f.reviews().await;
+    let applied = f.engine.rematch_all(&f.pool).await.unwrap();
+    assert_eq!(applied.moved, 0);
+    assert_eq!(f.partition().await, after_restart);
+    assert_eq!(f.reviews().await, reviews);
+}
+
+#[tokio::test]
+async fn a_second_instance_stands_by() {
+    let f = Fixture::new().await;
+    let records = truth(3, 500);
+    f.write(
+        records
+            .iter()
+            .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+            .collect(),
+    )
+    .await;
+    let stops = [CancellationToken::new(), CancellationToken::new()];
+    let tasks: Vec<_> = stops
+        .iter()
+        .map(|s| tokio::spawn(matcher::run(f.settings(), s.clone())))
+        .collect();
+    testkit::wait_until(Duration::from_secs(60), "the feed to drain", || async {
+        f.count("SELECT count(*) FROM record_changes").await == 0
+    })
+    .await;
+    let mut total = 0;
+    for (s, t) in stops.iter().zip(tasks) {
+        s.cancel();
+        total += t.await.unwrap().unwrap().changes;
+    }
+    assert_eq!(
+        total,
+        records.len() as u64,
+        "every change applied exactly once"
+    );
+    let live = f
+        .count("SELECT count(*) FROM person_memberships WHERE valid_to IS NULL")
+        .await;
+    assert_eq!(live, records.len() as i64);
+}
