@@ -1,0 +1,99 @@
+//! The extractor binary: kill -9 in the middle of a sync, then a restart,
+//! gives the exact final state; `--no-daemon` exits 0 after one sync.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use testkit::ChildProcess;
+
+const ROWS: u64 = 5000;
+
+fn env(f: &Fixture) -> Vec<(String, String)> {
+    let q = &f.settings.qms;
+    let mut env = testkit::service_env(&f.db, &f.stream);
+    env.extend([
+        ("ETL__QMS__URL".to_string(), q.url.clone()),
+        ("ETL__QMS__READ_TIMEOUT".into(), "5s".into()),
+        (
+            "ETL__QMS__STATE__OBJECT_BUCKET".into(),
+            q.state.object_bucket.clone(),
+        ),
+        ("ETL__QMS__REJECTS__STREAM".into(), q.rejects.stream.clone()),
+        (
+            "ETL__QMS__REJECTS__SUBJECT".into(),
+            q.rejects.subject.clone(),
+        ),
+        // One ack in flight: publishing takes long enough to be killed in.
+        ("ETL__QMS__PUBLISH_WINDOW".into(), "1".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ]);
+    env
+}
+
+fn extractor(env: &[(String, String)]) -> ChildProcess {
+    ChildProcess::spawn(env!("CARGO_BIN_EXE_qms-extractor"), &["--no-daemon"], env)
+}
+
+async fn wait_exit(child: &mut ChildProcess) {
+    testkit::wait_until(Duration::from_secs(120), "the extractor to exit", || {
+        let running = child.is_running();
+        async move { !running }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_syncs_then_restart_gives_the_exact_state() {
+    let f = Fixture::new(ROWS).await;
+    let env = env(&f);
+
+    // First sync, killed while it publishes.
+    let mut child = extractor(&env);
+    testkit::wait_until(Duration::from_secs(60), "publishing to start", || async {
+        f.stream_messages().await > 0
+    })
+    .await;
+    child.kill9();
+    let published = f.stream_messages().await;
+    assert!(
+        published < ROWS,
+        "killed before the sync finished ({published})"
+    );
+
+    // Restart: the sync runs again from the same (empty) state and completes.
+    let mut child = extractor(&env);
+    wait_exit(&mut child).await;
+    assert!(child.logs().contains("sync complete"), "{}", child.logs());
+    f.wait_for_state(&expected(&f.sim.clean_export(), &[]))
+        .await;
+
+    // Edits and deletions; the second sync is killed while it publishes.
+    let all = f.sim.his_numbers();
+    f.sim.edit(0..1000);
+    f.sim.delete(4900..4950);
+    let before = f.stream_messages().await;
+    let mut child = extractor(&env);
+    testkit::wait_until(Duration::from_secs(60), "publishing to start", || async {
+        f.stream_messages().await > before
+    })
+    .await;
+    child.kill9();
+    let mut child = extractor(&env);
+    wait_exit(&mut child).await;
+    assert!(child.logs().contains("sync complete"), "{}", child.logs());
+    let state = expected(&f.sim.clean_export(), &all[4900..4950]);
+    f.wait_for_state(&state).await;
+
+    // Nothing is left to do, and every content change was recorded once.
+    let mut child = extractor(&env);
+    wait_exit(&mut child).await;
+    let logs = child.logs();
+    assert!(logs.contains("upserts=0 deletes=0"), "{logs}");
+    assert_eq!(
+        count(&f.pool, "SELECT count(*) FROM record_changes").await,
+        (ROWS + 1000 + 50) as i64
+    );
+    f.stop().await;
+}
