@@ -30,7 +30,8 @@ fn bench_db(rows: u64) -> DatabaseSettings {
         ..Default::default()
     };
     for (filial, unit) in sample::SAMPLE_FILIALS {
-        db.business_units.insert(filial.to_string(), unit.to_string());
+        db.business_units
+            .insert(filial.to_string(), unit.to_string());
     }
     db.table.snils = Some(sample::SNILS_COLUMN.into());
     db.table.oms_policy = Some(sample::OMS_COLUMN.into());
@@ -38,7 +39,9 @@ fn bench_db(rows: u64) -> DatabaseSettings {
 }
 
 fn count_rows(db: &DatabaseSettings) -> Option<i64> {
-    let mut conn = infoclinica_extractor::firebird::builder(db).connect().ok()?;
+    let mut conn = infoclinica_extractor::firebird::builder(db)
+        .connect()
+        .ok()?;
     let (n,): (i64,) = conn
         .query_first("SELECT COUNT(*) FROM CLIENTS", ())
         .ok()??;
@@ -194,7 +197,11 @@ fn main() {
     let bucket = format!("{id}_ck");
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, config(&db, &stream_name, &id, &bucket, page_size)).unwrap();
+    std::fs::write(
+        &config_path,
+        config(&db, &stream_name, &id, &bucket, page_size),
+    )
+    .unwrap();
 
     let (load_time, peak_kib) = run_extractor(&config_path, &["--initial-load"]);
     let load_rate = rows as f64 / load_time.as_secs_f64();

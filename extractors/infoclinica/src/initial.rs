@@ -43,12 +43,23 @@ pub struct LoadSummary {
     pub duplicates: u64,
 }
 
-/// Runs (or resumes) the initial load of `sync`'s database. `fresh`: start
-/// over even if the last load finished.
-pub async fn run(sync: &mut DbSync, fresh: bool) -> Result<LoadSummary, SyncError> {
-    let resume = matches!(&sync.checkpoint.state.initial, Some(l) if !l.done);
+/// When to start a new initial load rather than resume or skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Resume an unfinished load; do nothing if one finished (the daemon).
+    UnlessFinished,
+    /// Resume an unfinished load, else start a new one (`--initial-load`).
+    ResumeOrNew,
+    /// Start over from the first PCODE, even mid-load (`--restart`).
+    FromScratch,
+}
+
+/// Runs (or resumes) the initial load of `sync`'s database.
+pub async fn run(sync: &mut DbSync, start: Start) -> Result<LoadSummary, SyncError> {
+    let unfinished = matches!(&sync.checkpoint.state.initial, Some(l) if !l.done);
+    let resume = unfinished && start != Start::FromScratch;
     if !resume {
-        if !fresh && sync.checkpoint.state.initial.is_some() {
+        if start == Start::UnlessFinished && sync.checkpoint.state.initial.is_some() {
             return Ok(LoadSummary::default());
         }
         sync.checkpoint.state.initial = Some(InitialLoad {

@@ -41,6 +41,8 @@ pub enum Mode {
     Daemon,
     /// An initial load: resumes an unfinished one, else starts a new one.
     InitialLoad,
+    /// An initial load from the first PCODE, even if one is unfinished.
+    InitialLoadFromScratch,
     /// One delta pass (or reconciliation pass for `sync = "reconcile"`).
     DeltaOnce,
     /// One reconciliation pass, whatever `sync` says.
@@ -158,7 +160,12 @@ async fn run_database(
     };
     let result = async {
         match mode {
-            Mode::InitialLoad => summary.initial = initial::run(&mut sync, true).await?,
+            Mode::InitialLoad => {
+                summary.initial = initial::run(&mut sync, initial::Start::ResumeOrNew).await?
+            }
+            Mode::InitialLoadFromScratch => {
+                summary.initial = initial::run(&mut sync, initial::Start::FromScratch).await?
+            }
             Mode::DeltaOnce => {
                 let mode = sync.db.sync;
                 summary.delta = one_pass(&mut sync, mode).await?;
@@ -169,7 +176,7 @@ async fn run_database(
                 summary.passes = 1;
             }
             Mode::Daemon => {
-                summary.initial = initial::run(&mut sync, false).await?;
+                summary.initial = initial::run(&mut sync, initial::Start::UnlessFinished).await?;
                 loop {
                     let mode = sync.db.sync;
                     let pass = one_pass(&mut sync, mode).await?;

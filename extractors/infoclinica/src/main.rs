@@ -20,6 +20,10 @@ struct Args {
     /// Run the initial load (resuming an unfinished one), then exit.
     #[arg(long, conflicts_with_all = ["delta_sync", "reconcile"])]
     initial_load: bool,
+    /// With --initial-load: start over from the first PCODE even if a load
+    /// is unfinished.
+    #[arg(long, requires = "initial_load")]
+    restart: bool,
     /// Run one delta pass (change log, or reconciliation for databases with
     /// `sync = "reconcile"`), then exit.
     #[arg(long, conflicts_with = "reconcile")]
@@ -40,6 +44,9 @@ enum Command {
     /// patients at the configured database's path: for demos and
     /// benchmarks, never on a real installation.
     CreateSampleDb(SampleArgs),
+    /// Change rows of the sample database (demos): update, delete and
+    /// insert patients, as hospital users would.
+    SampleChanges(ChangeArgs),
 }
 
 #[derive(ClapArgs)]
@@ -55,6 +62,19 @@ struct SampleArgs {
     no_triggers: bool,
 }
 
+#[derive(ClapArgs)]
+struct ChangeArgs {
+    /// Patients to update (a new phone and a corrected surname).
+    #[arg(long, default_value_t = 200)]
+    updates: u64,
+    /// Patients to delete.
+    #[arg(long, default_value_t = 50)]
+    deletes: u64,
+    /// New patients to insert.
+    #[arg(long, default_value_t = 100)]
+    inserts: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -67,28 +87,36 @@ async fn main() -> anyhow::Result<()> {
             "no database named {name} is configured"
         );
     }
-    if let Some(Command::CreateSampleDb(sample)) = args.command {
+    if let Some(Command::CreateSampleDb(sample)) = &args.command {
+        let sample = (sample.count, sample.seed, sample.no_triggers);
         settings.validate()?;
         let db = settings.databases[0].clone();
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || {
-            infoclinica_extractor::sample::create_sample(
-                &db,
-                sample.count,
-                sample.seed,
-                !sample.no_triggers,
-            )
+            infoclinica_extractor::sample::create_sample(&db, sample.0, sample.1, !sample.2)
         })
         .await??;
         tracing::info!(
             database = %settings.databases[0].name,
-            count = sample.count,
+            count = sample.0,
             seconds = started.elapsed().as_secs_f64(),
             "sample database created"
         );
         return Ok(());
     }
-    let mode = if args.initial_load {
+    if let Some(Command::SampleChanges(c)) = args.command {
+        settings.validate()?;
+        let db = settings.databases[0].clone();
+        tokio::task::spawn_blocking(move || {
+            infoclinica_extractor::sample::change_sample(&db, c.updates, c.deletes, c.inserts)
+        })
+        .await??;
+        tracing::info!(database = %settings.databases[0].name, "sample changes committed");
+        return Ok(());
+    }
+    let mode = if args.initial_load && args.restart {
+        Mode::InitialLoadFromScratch
+    } else if args.initial_load {
         Mode::InitialLoad
     } else if args.delta_sync {
         Mode::DeltaOnce

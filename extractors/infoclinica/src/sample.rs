@@ -157,6 +157,48 @@ pub fn create_sample(
     conn.close()
 }
 
+/// Changes the sample as users would, in one transaction: `updates`
+/// patients from PCODE 1 get a new phone and a corrected surname (every
+/// run a different phone), the `deletes` after them are deleted, and
+/// `inserts` new patients get PCODEs above the highest.
+pub fn change_sample(
+    db: &DatabaseSettings,
+    updates: u64,
+    deletes: u64,
+    inserts: u64,
+) -> Result<(), FbError> {
+    let mut conn = connect_writer(db)?;
+    let (max,): (Option<i64>,) = conn
+        .query_first("SELECT MAX(PCODE) FROM CLIENTS", ())?
+        .unwrap_or((None,));
+    let max = max.unwrap_or(0);
+    let stamp = chrono::Utc::now().timestamp() % 10_000;
+    conn.begin_transaction()?;
+    conn.execute(
+        &format!(
+            "UPDATE CLIENTS SET PHONE1 = '+7 (900) {stamp:04}-' || PCODE, \
+             LASTNAME = TRIM(LASTNAME) WHERE PCODE BETWEEN 1 AND {updates}"
+        ),
+        (),
+    )?;
+    conn.execute(
+        &format!(
+            "DELETE FROM CLIENTS WHERE PCODE BETWEEN {} AND {}",
+            updates + 1,
+            updates + deletes
+        ),
+        (),
+    )?;
+    let generator =
+        synth::Generator::new(max as u64).with_source_id_style(synth::SourceIdStyle::Infoclinica);
+    for i in 0..inserts {
+        let p = generator.patient(i);
+        conn.execute(&insert_sql(max + 1 + i as i64, i, &p.record), ())?;
+    }
+    conn.commit()?;
+    conn.close()
+}
+
 /// The FILIAL of a generated business unit.
 pub fn filial_of(unit: Option<&str>) -> Option<i32> {
     SAMPLE_FILIALS

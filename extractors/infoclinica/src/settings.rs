@@ -54,6 +54,11 @@ pub struct ExtractorSettings {
     /// Backoff between attempts while Firebird or NATS is down, slow or
     /// refusing the login.
     pub retry: Backoff,
+    /// With several `[[databases]]`, whether their PCODEs are one key space
+    /// (a central database, or disjoint PCODE ranges per branch). If not,
+    /// each database needs its own `source_id_prefix`, or patients of two
+    /// branches with the same PCODE would overwrite each other downstream.
+    pub pcodes_unique_across_databases: bool,
     /// Longest wait for a TCP connection and login to Firebird.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -75,6 +80,7 @@ impl Default for ExtractorSettings {
             delta_interval: Duration::from_secs(5),
             delta_batch: 5000,
             retry: Backoff::default(),
+            pcodes_unique_across_databases: false,
             connect_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(300),
         }
@@ -124,6 +130,13 @@ pub struct DatabaseSettings {
     /// Short name of this database: its checkpoint key and what logs and
     /// metrics call it (`[A-Za-z0-9_-]`).
     pub name: String,
+    /// Prepended to the PCODE to make the record's source id (e.g.
+    /// `north:` → `north:12345`). Empty: the source id is the PCODE.
+    /// Required (distinct per database) when several databases are
+    /// configured and `pcodes_unique_across_databases` is false. Never
+    /// change it once records are published: they would appear as new
+    /// records.
+    pub source_id_prefix: String,
     pub host: String,
     pub port: u16,
     /// Database path or alias on the server.
@@ -153,6 +166,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
             name: "main".into(),
+            source_id_prefix: String::new(),
             host: "127.0.0.1".into(),
             port: 3050,
             database: String::new(),
@@ -262,6 +276,11 @@ pub enum InvalidSettings {
     Sizes,
     #[error("extractor.source is not a valid source name")]
     Source,
+    #[error(
+        "several databases: give each a distinct source_id_prefix, or set \
+         extractor.pcodes_unique_across_databases = true"
+    )]
+    SourceIdPrefix,
 }
 
 /// Infoclinica's portal password column.
@@ -294,6 +313,23 @@ impl Settings {
                 return Err(InvalidSettings::DatabasePath(db.name.clone()));
             }
             db.validate_identifiers()?;
+            if db.source_id_prefix.trim() != db.source_id_prefix
+                || db.source_id_prefix.contains('\0')
+                || db.source_id_prefix.len() > 32
+            {
+                return Err(InvalidSettings::SourceIdPrefix);
+            }
+        }
+        let prefixes: std::collections::HashSet<&str> = self
+            .databases
+            .iter()
+            .map(|d| d.source_id_prefix.as_str())
+            .collect();
+        if self.databases.len() > 1
+            && !self.extractor.pcodes_unique_across_databases
+            && prefixes.len() != self.databases.len()
+        {
+            return Err(InvalidSettings::SourceIdPrefix);
         }
         Ok(())
     }

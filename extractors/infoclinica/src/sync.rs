@@ -104,6 +104,11 @@ impl DbSync {
         &self.db.name
     }
 
+    /// The record's source id: the PCODE, after the database's prefix.
+    pub fn source_id(&self, pcode: i64) -> String {
+        format!("{}{pcode}", self.db.source_id_prefix)
+    }
+
     pub fn upsert(
         &mut self,
         pcode: i64,
@@ -113,7 +118,7 @@ impl DbSync {
         let version = self.clock.version(read_at);
         Envelope::upsert(
             self.settings.source.as_str(),
-            pcode.to_string(),
+            self.source_id(pcode),
             version,
             read_at,
             record,
@@ -124,7 +129,7 @@ impl DbSync {
         let version = self.clock.version(read_at);
         Envelope::delete(
             self.settings.source.as_str(),
-            pcode.to_string(),
+            self.source_id(pcode),
             version,
             read_at,
         )

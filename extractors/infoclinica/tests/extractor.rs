@@ -478,3 +478,115 @@ oms_policy = "POLIS"
     assert_eq!(updates, 0, "re-published pages changed nothing");
     fx.finish().await;
 }
+
+/// The daemon on two branch databases: each loaded with its own checkpoint
+/// and source-id prefix, then a change in one reaches PostgreSQL through a
+/// delta pass; shutdown stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_on_two_databases() {
+    let mut north = FbDatabase::create(800, true);
+    north.settings.name = "north".into();
+    north.settings.source_id_prefix = "north:".into();
+    let mut south = FbDatabase::create(600, true);
+    south.settings.name = "south".into();
+    south.settings.source_id_prefix = "south:".into();
+    let fx = Fixture::new().await;
+    let mut settings = fx.settings(&north.settings);
+    settings.databases.push(south.settings.clone());
+    settings.extractor.delta_interval = Duration::from_millis(200);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let daemon = tokio::spawn(infoclinica_extractor::run(
+        settings,
+        Mode::Daemon,
+        shutdown.clone(),
+    ));
+    let mut expected = north.expected(&[]);
+    expected.extend(south.expected(&[]));
+    assert_eq!(expected.len(), 1400, "prefixed ids do not collide");
+    wait_for_state(&fx.pool, &expected).await;
+
+    south.exec("UPDATE CLIENTS SET LASTNAME = 'Южная' WHERE PCODE = 5");
+    north.exec("DELETE FROM CLIENTS WHERE PCODE = 7");
+    let mut expected = north.expected(&[7]);
+    expected.extend(south.expected(&[]));
+    wait_for_state(&fx.pool, &expected).await;
+    for name in ["north", "south"] {
+        let state = fx.checkpoint(name).await.unwrap();
+        assert!(state.initial.unwrap().done, "{name}");
+        assert!(state.passes >= 1, "{name}");
+    }
+    shutdown.cancel();
+    let summaries = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("stops on shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0].initial.rows, 800);
+    assert_eq!(summaries[1].initial.rows, 600);
+    fx.finish().await;
+}
+
+/// Reads never wait for a hospital user's uncommitted change (read-only,
+/// record-version, no-wait), and a change that commits late with a lower
+/// change-log ID than one already processed is still published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_writers_neither_block_nor_get_lost() {
+    use rsfbclient::prelude::*;
+    let fb = FbDatabase::create(500, true);
+    let fx = Fixture::new().await;
+    let mut settings = fx.settings(&fb.settings);
+    settings.extractor.query_timeout = Duration::from_secs(10);
+    extract(settings.clone(), Mode::InitialLoad).await;
+    extract(settings.clone(), Mode::DeltaOnce).await;
+
+    // A user's transaction holds an update of PCODE 5 (its change-log ID is
+    // drawn now) while another change of PCODE 6 commits after it.
+    let mut user = fb.writer();
+    user.begin_transaction().unwrap();
+    user.execute(
+        "UPDATE CLIENTS SET LASTNAME = 'Поздняя' WHERE PCODE = 5",
+        (),
+    )
+    .unwrap();
+    fb.exec("UPDATE CLIENTS SET LASTNAME = 'Ранняя' WHERE PCODE = 6");
+
+    // Neither the initial load nor the delta pass waits for that lock.
+    let load = extract(settings.clone(), Mode::InitialLoad).await;
+    assert_eq!(load[0].initial.rows, 500, "read the committed versions");
+    let pass = extract(settings.clone(), Mode::DeltaOnce).await;
+    assert_eq!(pass[0].delta.changes, 1, "only the committed change");
+    let name = |pcode: &'static str| {
+        let pool = fx.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT last_name FROM source_records WHERE source_id = $1",
+            )
+            .bind(pcode)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    testkit::wait_until(Duration::from_secs(30), "PCODE 6 updated", || async {
+        name("6").await.as_deref() == Some("Ранняя")
+    })
+    .await;
+    assert_ne!(name("5").await.as_deref(), Some("Поздняя"));
+
+    // It commits late, with a lower ID than the change already processed.
+    user.commit().unwrap();
+    user.close().unwrap();
+    let log = fb.changelog();
+    let late = log.iter().rev().find(|(_, p, _)| *p == 5).unwrap();
+    let early = log.iter().rev().find(|(_, p, _)| *p == 6).unwrap();
+    assert!(late.0 < early.0 && late.2 == "N" && early.2 == "Y");
+    let pass = extract(settings, Mode::DeltaOnce).await;
+    assert_eq!(pass[0].delta.changes, 1);
+    testkit::wait_until(Duration::from_secs(30), "PCODE 5 updated", || async {
+        name("5").await.as_deref() == Some("Поздняя")
+    })
+    .await;
+    wait_for_state(&fx.pool, &fb.expected(&[])).await;
+    fx.finish().await;
+}

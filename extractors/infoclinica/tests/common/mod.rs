@@ -97,7 +97,7 @@ impl FbDatabase {
         conn.stream_raw(&mapper.page_sql(0, 10_000_000), |row: &[RawValue]| {
             if let Mapped::Record { pcode, record } = mapper.map(row, today) {
                 out.insert(
-                    pcode.to_string(),
+                    format!("{}{pcode}", self.settings.source_id_prefix),
                     (
                         proto::envelope::content_hash(Operation::Upsert, Some(&record)),
                         false,
@@ -109,7 +109,7 @@ impl FbDatabase {
         .unwrap();
         for p in deleted {
             out.insert(
-                p.to_string(),
+                format!("{}{p}", self.settings.source_id_prefix),
                 (proto::envelope::content_hash(Operation::Delete, None), true),
             );
         }
