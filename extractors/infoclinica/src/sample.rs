@@ -152,8 +152,13 @@ pub fn create_sample(
     seed: u64,
     triggers: bool,
 ) -> Result<(), FbError> {
-    let mut conn = create_database(db, triggers)?;
+    // Triggers after the rows, as on a real installation: the change log
+    // starts empty and the initial load publishes what exists.
+    let mut conn = create_database(db, false)?;
     insert_patients(&mut conn, seed, 0..count)?;
+    if triggers {
+        install_changelog(&mut conn)?;
+    }
     conn.close()
 }
 
