@@ -11,7 +11,6 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::NaiveDate;
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
@@ -80,7 +79,6 @@ pub async fn fetch(
     http: &reqwest::Client,
     settings: &QmsSettings,
     decoder: Decoder,
-    today: NaiveDate,
     last_export_records: u64,
 ) -> Result<Export, AttemptError> {
     let read_timeout = settings.read_timeout;
@@ -118,7 +116,7 @@ pub async fn fetch(
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let business_unit = settings.business_unit.clone();
     let parser = tokio::task::spawn_blocking(move || {
-        parse_stream(rx, decoder, business_unit.as_deref(), today, spill)
+        parse_stream(rx, decoder, business_unit.as_deref(), spill)
     });
 
     let mut response = response;
@@ -193,7 +191,6 @@ fn parse_stream(
     mut rx: mpsc::Receiver<Bytes>,
     decoder: Decoder,
     business_unit: Option<&str>,
-    today: NaiveDate,
     mut spill: Spill,
 ) -> anyhow::Result<Parsed> {
     let mut splitter = LineSplitter::default();
@@ -203,7 +200,6 @@ fn parse_stream(
         rejected_his: Vec::new(),
         stats: ExportStats::default(),
         business_unit,
-        today,
         error: None,
     };
     let on_line = |line: &[u8], joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
@@ -243,7 +239,6 @@ struct Sink<'a> {
     rejected_his: Vec<String>,
     stats: ExportStats,
     business_unit: Option<&'a str>,
-    today: NaiveDate,
     error: Option<std::io::Error>,
 }
 
@@ -252,10 +247,11 @@ impl Sink<'_> {
         if self.error.is_some() {
             return;
         }
-        let result = match parse::parse_record(&raw, self.business_unit, self.today) {
-            Ok((his, record)) => {
+        let result = match parse::check_record(&raw) {
+            Ok(his) => {
                 self.stats.records += 1;
-                let hash = proto::envelope::content_hash(proto::Operation::Upsert, Some(&record));
+                let hash = parse::raw_hash(&raw, self.business_unit);
+                let his = his.to_string();
                 spill.write_record(&raw).map(|at| {
                     self.entries.push(&his, short(&hash), at);
                 })

@@ -48,6 +48,9 @@ pub async fn run(
         e = Extractor::connect(settings) => e?,
         _ = shutdown.cancelled() => return Ok(None),
     };
+    if options.reset_state {
+        extractor.reset_state().await?;
+    }
     loop {
         let started = Instant::now();
         let result = extractor.sync(options, &shutdown).await;

@@ -24,6 +24,10 @@ struct Args {
     /// until one sync of this process completes.
     #[arg(long)]
     confirm_deletions: bool,
+    /// Forget what was last published and publish every record again (after
+    /// the stream or the database was recreated).
+    #[arg(long)]
+    reset_state: bool,
 }
 
 #[tokio::main]
@@ -39,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let options = RunOptions {
         confirm_deletions: args.confirm_deletions,
+        reset_state: args.reset_state,
     };
     if let Err(e) = qms_extractor::run(settings, mode, options, shutdown).await {
         tracing::error!(error = %e, "qms-extractor stopped");

@@ -235,24 +235,12 @@ pub struct Rejected {
     pub reason: RejectReason,
 }
 
-/// Parses one rejoined record into its his number and normalized content.
-///
-/// `today` bounds birth dates (a sync passes its start date, so that one
-/// record parses the same way throughout the sync).
-pub fn parse_record(
-    raw: &RawRecord,
-    business_unit: Option<&str>,
-    today: NaiveDate,
-) -> Result<(String, PatientRecord), Rejected> {
-    let mut fields: [&str; 11] = [""; 11];
-    let mut n = 0;
-    for f in raw.text.split('|') {
-        if n < 11 {
-            fields[n] = f;
-        }
-        n += 1;
-    }
-    let his = fields[0].trim();
+/// Checks a record's structure (his number, 10 or 11 fields, no NUL, not
+/// too long) without normalizing it; returns the his number. Every reason a
+/// record can be rejected is found here, so a sync can decide "changed or
+/// not" from the raw text and normalize only what changed.
+pub fn check_record(raw: &RawRecord) -> Result<&str, Rejected> {
+    let his = raw.text.split('|').next().unwrap_or("").trim();
     let his_number = is_his_number(his).then(|| his.to_string());
     let reject = |reason| Rejected {
         his_number: his_number.clone(),
@@ -261,6 +249,7 @@ pub fn parse_record(
     if his_number.is_none() {
         return Err(reject(RejectReason::NoRecordStart));
     }
+    let n = raw.text.bytes().filter(|&b| b == b'|').count() + 1;
     if n < 10 {
         return Err(reject(RejectReason::TooFewFields));
     }
@@ -272,6 +261,44 @@ pub fn parse_record(
     }
     if raw.text.len() > MAX_RECORD_BYTES {
         return Err(reject(RejectReason::TooLong));
+    }
+    Ok(his)
+}
+
+/// Bump when parsing or normalization changes what a raw record becomes:
+/// it is part of [`raw_hash`], so the next sync republishes every record.
+pub const NORMALIZATION_VERSION: u32 = 1;
+
+/// What a sync compares with the last published state: a hash of the raw
+/// record as it will be parsed (text, encoding flag, business unit,
+/// [`NORMALIZATION_VERSION`]). Equal input parses to equal content, so an
+/// unchanged record needs no normalization at all.
+pub fn raw_hash(raw: &RawRecord, business_unit: Option<&str>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&NORMALIZATION_VERSION.to_le_bytes());
+    h.update(business_unit.unwrap_or("").as_bytes());
+    h.update(&[
+        0,
+        u8::from(raw.bad_encoding),
+        u8::from(business_unit.is_some()),
+    ]);
+    h.update(raw.text.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// Parses one rejoined record into its his number and normalized content.
+///
+/// `today` bounds birth dates (a sync passes its start date, so that one
+/// record parses the same way throughout the sync).
+pub fn parse_record(
+    raw: &RawRecord,
+    business_unit: Option<&str>,
+    today: NaiveDate,
+) -> Result<(String, PatientRecord), Rejected> {
+    let his = check_record(raw)?;
+    let mut fields: [&str; 11] = [""; 11];
+    for (n, f) in raw.text.split('|').enumerate().take(11) {
+        fields[n] = f;
     }
 
     let mut record = PatientRecord {

@@ -251,6 +251,16 @@ impl StateStore {
         Ok(Loaded { info, entries })
     }
 
+    /// Removes the snapshot: the next sync publishes every record again (an
+    /// operator's "start over", e.g. after the stream was recreated).
+    pub async fn reset(&self) -> anyhow::Result<()> {
+        match self.objects.delete(&self.key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => Ok(()),
+            Err(e) => anyhow::bail!("removing state snapshot {}: {e}", self.key),
+        }
+    }
+
     /// Replaces the snapshot with `entries`. The object store writes the
     /// chunks first and the object's metadata (which names them) last, so a
     /// reader, or a crash, sees either the old snapshot or the new one. The

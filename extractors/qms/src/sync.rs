@@ -12,7 +12,7 @@ use proto::Envelope;
 use crate::export::{self, AttemptError, Export, Spilled};
 use crate::parse::{self, Decoder};
 use crate::settings::Settings;
-use crate::state::{short, Entries, Loaded, SaveError, StateStore};
+use crate::state::{Entries, Loaded, SaveError, StateStore};
 use etl_runtime::shutdown::Shutdown;
 
 /// What one sync did.
@@ -68,6 +68,9 @@ pub struct Extractor {
 pub struct RunOptions {
     /// An operator confirmed that deletions beyond the brake are real.
     pub confirm_deletions: bool,
+    /// Forget the last published state before the first sync, so that it
+    /// publishes every record again.
+    pub reset_state: bool,
 }
 
 impl Extractor {
@@ -111,6 +114,12 @@ impl Extractor {
         })
     }
 
+    /// Removes the saved state (see [`RunOptions::reset_state`]).
+    pub async fn reset_state(&self) -> anyhow::Result<()> {
+        tracing::warn!("state reset: the next sync publishes every record");
+        self.store.reset().await
+    }
+
     /// One full sync. Publishes nothing unless a complete, plausible export
     /// arrived; then publishes only what changed and the deletions, and
     /// saves the new state after every publish was acknowledged.
@@ -122,7 +131,6 @@ impl Extractor {
         let q = &self.settings.qms;
         let previous = self.store.load().await?;
         let now = Utc::now();
-        let today = now.date_naive();
         let version = now.timestamp_micros().max(previous.info.version + 1);
 
         let mut report = SyncReport::default();
@@ -130,7 +138,7 @@ impl Extractor {
         let mut export = loop {
             attempt += 1;
             let fetched = tokio::select! {
-                r = export::fetch(&self.http, q, self.decoder, today, previous.info.export_records) => r,
+                r = export::fetch(&self.http, q, self.decoder, previous.info.export_records) => r,
                 _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
             };
             match fetched {
@@ -394,13 +402,4 @@ fn plan(previous: &Loaded, export: &Export, report: &mut SyncReport, brake: Brak
         deletes,
         next_state,
     }
-}
-
-/// The content hash an upsert of this raw line would carry (tests compare
-/// the bus with it).
-pub fn hash_of(record: &proto::PatientRecord) -> [u8; 16] {
-    short(&proto::envelope::content_hash(
-        proto::Operation::Upsert,
-        Some(record),
-    ))
 }
