@@ -171,6 +171,8 @@ pub struct StateStore {
 pub struct Loaded {
     pub info: StateInfo,
     pub entries: Entries,
+    /// Id of the snapshot's chunks as read (changes with every write).
+    pub nuid: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +240,7 @@ impl StateStore {
                 return Ok(Loaded {
                     info: StateInfo::default(),
                     entries: Entries::default(),
+                    nuid: None,
                 })
             }
             Err(e) => anyhow::bail!("reading state snapshot {}: {e}", self.key),
@@ -247,8 +250,13 @@ impl StateStore {
             .read_to_end(&mut bytes)
             .await
             .with_context(|| format!("reading state snapshot {}", self.key))?;
+        let nuid = Some(object.info().nuid.clone());
         let (info, entries) = decode(&bytes)?;
-        Ok(Loaded { info, entries })
+        Ok(Loaded {
+            info,
+            entries,
+            nuid,
+        })
     }
 
     /// Removes the snapshot: the next sync publishes every record again (an
@@ -274,11 +282,17 @@ impl StateStore {
         export_records: u64,
         version: i64,
     ) -> Result<StateInfo, SaveError> {
-        let current = self.load().await?;
-        if current.info.generation != previous.info.generation {
+        let current = match self.objects.info(&self.key).await {
+            Ok(info) if info.deleted => None,
+            Ok(info) => Some(info.nuid),
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(anyhow::anyhow!("reading state snapshot {}: {e}", self.key).into())
+            }
+        };
+        if current != previous.nuid {
             return Err(SaveError::Conflict);
         }
-        drop(current);
         let info = StateInfo {
             generation: previous.info.generation + 1,
             export_records,

@@ -129,7 +129,7 @@ impl Extractor {
         shutdown: &Shutdown,
     ) -> Result<SyncReport, SyncError> {
         let q = &self.settings.qms;
-        let previous = self.store.load().await?;
+        let mut previous = self.store.load().await?;
         let now = Utc::now();
         let version = now.timestamp_micros().max(previous.info.version + 1);
 
@@ -180,6 +180,10 @@ impl Extractor {
             previous: previous.entries.len() as u64,
         };
         let plan = plan(&previous, &export, &mut report, brake);
+        // The plan holds all that is needed now: free both sets before
+        // publishing and encoding the new snapshot (peak memory).
+        previous.entries = Entries::default();
+        export.entries = Entries::default();
         let published = tokio::select! {
             r = self.publish(&mut export, &plan, version, now) => r?,
             _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
