@@ -4,6 +4,8 @@
 //! by source and source id and agreements by kind, never values, except
 //! `persons show`, which is for an operator entitled to see the person.
 
+#![allow(clippy::type_complexity)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -18,7 +18,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn load(store: &Store, records: &[synth::truth::TruthRecord], version: i64) {
@@ -31,7 +34,10 @@ async fn load(store: &Store, records: &[synth::truth::TruthRecord], version: i64
         let rows: Vec<LoadRow> = envelopes
             .iter()
             .enumerate()
-            .map(|(n, e)| LoadRow { envelope: e, stream_seq: n as u64 })
+            .map(|(n, e)| LoadRow {
+                envelope: e,
+                stream_seq: n as u64,
+            })
             .collect();
         store.write(&rows, &[]).await.expect("write");
     }
@@ -48,6 +54,7 @@ async fn database() -> (etl_runtime::database::DatabaseSettings, PgPool, Store) 
 #[tokio::main]
 async fn main() {
     let settings = matcher::Settings::default();
+    etl_runtime::telemetry::init(&settings.log);
     let engine = matcher::service::engine(&settings);
 
     // 1. Quality, incrementally.
@@ -57,7 +64,14 @@ async fn main() {
         let records = synth::truth::TruthGenerator::new(2026).records(persons);
         load(&store, &records, 1).await;
         let started = Instant::now();
-        while engine.process_batch(&pool, 500).await.unwrap().unwrap().changes > 0 {}
+        while engine
+            .process_batch(&pool, 500)
+            .await
+            .unwrap()
+            .unwrap()
+            .changes
+            > 0
+        {}
         let took = started.elapsed();
         let truth: Vec<matcher::evaluate::TruthRow> = records
             .iter()
@@ -94,8 +108,15 @@ async fn main() {
         let records = &records[..(n as usize).min(records.len())];
         let started = Instant::now();
         load(&store, records, 1).await;
-        println!("loaded {} records in {:.1} s", records.len(), started.elapsed().as_secs_f64());
-        sqlx::query("DELETE FROM record_changes").execute(&pool).await.unwrap();
+        println!(
+            "loaded {} records in {:.1} s",
+            records.len(),
+            started.elapsed().as_secs_f64()
+        );
+        sqlx::query("DELETE FROM record_changes")
+            .execute(&pool)
+            .await
+            .unwrap();
         let started = Instant::now();
         let applied = engine.rematch_all(&pool).await.unwrap();
         println!(
@@ -116,7 +137,10 @@ async fn main() {
 
         // 3. Latency while idle, at this table size.
         let stop = CancellationToken::new();
-        let mut s = matcher::Settings { database: db.clone(), ..Default::default() };
+        let mut s = matcher::Settings {
+            database: db.clone(),
+            ..Default::default()
+        };
         s.matcher.poll_interval = Duration::from_secs(5);
         let task = tokio::spawn(matcher::run(s, stop.clone()));
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -149,7 +173,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
             "commit → person assigned, idle, {} records in the table: p50 {:?}, p99 {:?}, max {:?}",
             applied.records,

@@ -11,6 +11,9 @@
 //! * [`evaluate`]: scores the persons against a known truth.
 //! * [`service`]: the LISTEN/NOTIFY + poll loop and its shutdown.
 
+// Rows read with `query_as` are tuples of their columns.
+#![allow(clippy::type_complexity)]
+
 pub mod cluster;
 pub mod engine;
 pub mod evaluate;

@@ -45,7 +45,9 @@ async fn prepare(
         .run(&pool)
         .await
         .context("applying migrations")?;
+    // Instances starting together write the priority one after the other.
     let mut tx = pool.begin().await?;
+    Engine::lock(&mut tx).await?;
     sqlx::query("DELETE FROM match_source_priority")
         .execute(&mut *tx)
         .await?;
