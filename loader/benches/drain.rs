@@ -337,8 +337,9 @@ async fn publish(
             );
         }
     }
-    let proto::bus::Published { stored, duplicates } =
-        publisher.settle().await.context("publish ack")?;
+    let proto::bus::Published {
+        stored, duplicates, ..
+    } = publisher.settle().await.context("publish ack")?;
     let secs = start.elapsed().as_secs_f64();
     if duplicates > 0 {
         eprintln!("  {duplicates} publishes were dropped as duplicates");

@@ -5,6 +5,7 @@
 //! * [`batch`]: decoding, validation and collapsing of a batch.
 //! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
 //! * [`service`]: the consume → write → ack loop and its shutdown.
+//! * [`testing`]: an in-process loader for integration tests.
 //!
 //! Guarantees: a message is acked only after its effect is committed (or its
 //! dead letter is); every write is idempotent and ordered by the record's
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod testing;
 
 pub use service::{run, Summary};
 pub use settings::Settings;

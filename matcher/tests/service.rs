@@ -15,13 +15,12 @@ async fn end_to_end_through_the_bus_and_the_loader() {
     let f = Fixture::new().await;
     let stream = testkit::unique_stream();
     let js = testkit::jetstream(&stream).await;
-    let mut ls = loader::Settings {
-        database: f.db.clone(),
-        ..Default::default()
-    };
-    ls.nats.url = testkit::nats_url();
-    ls.stream = stream.clone();
-    ls.loader.consumer = testkit::unique("loader");
+    let ls = loader::testing::settings(
+        &f.db,
+        &testkit::nats_url(),
+        &stream,
+        &testkit::unique("loader"),
+    );
     let loader_stop = CancellationToken::new();
     let loader_task = tokio::spawn(loader::run(ls, loader_stop.clone()));
     let matcher_stop = CancellationToken::new();

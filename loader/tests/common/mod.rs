@@ -10,8 +10,6 @@ use etl_runtime::database::DatabaseSettings;
 use proto::bus::StreamSettings;
 use proto::Envelope;
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub const SOURCE: &str = "qms";
 
@@ -39,45 +37,16 @@ impl Fixture {
     }
 }
 
+#[allow(unused_imports)] // not every test binary starts one
+pub use loader::testing::RunningLoader;
+
 /// Settings of an in-process loader on the test's database and stream.
 pub fn settings(
     db: &DatabaseSettings,
     stream: &StreamSettings,
     consumer: &str,
 ) -> loader::Settings {
-    let mut s = loader::Settings {
-        database: db.clone(),
-        ..Default::default()
-    };
-    s.nats.url = testkit::nats_url();
-    s.stream = stream.clone();
-    s.loader.consumer = consumer.into();
-    s.loader.batch_size = 500;
-    s.loader.retry.initial = Duration::from_millis(100);
-    s.loader.retry.max = Duration::from_secs(2);
-    s
-}
-
-pub struct RunningLoader {
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<anyhow::Result<loader::Summary>>,
-}
-
-impl RunningLoader {
-    pub fn start(settings: loader::Settings) -> RunningLoader {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(loader::run(settings, shutdown.clone()));
-        RunningLoader { shutdown, task }
-    }
-
-    pub async fn stop(self) -> loader::Summary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("loader stops within 30 s")
-            .expect("loader task")
-            .expect("loader returns Ok")
-    }
+    loader::testing::settings(db, &testkit::nats_url(), stream, consumer)
 }
 
 /// `n` generated qMS records, version 1.

@@ -273,40 +273,10 @@ impl Fixture {
     }
 }
 
+pub use loader::testing::RunningLoader;
+
 pub fn loader_settings(db: &PgSettings, stream: &StreamSettings) -> loader::Settings {
-    let mut s = loader::Settings {
-        database: db.clone(),
-        ..Default::default()
-    };
-    s.nats.url = testkit::nats_url();
-    s.stream = stream.clone();
-    s.loader.consumer = "loader".into();
-    s.loader.batch_size = 500;
-    s.loader.retry.initial = Duration::from_millis(100);
-    s.loader.retry.max = Duration::from_secs(2);
-    s
-}
-
-pub struct RunningLoader {
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<anyhow::Result<loader::Summary>>,
-}
-
-impl RunningLoader {
-    pub fn start(settings: loader::Settings) -> RunningLoader {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(loader::run(settings, shutdown.clone()));
-        RunningLoader { shutdown, task }
-    }
-
-    pub async fn stop(self) -> loader::Summary {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("loader stops within 30 s")
-            .expect("loader task")
-            .expect("loader returns Ok")
-    }
+    loader::testing::settings(db, &testkit::nats_url(), stream, "loader")
 }
 
 /// Runs the extractor in process until it returns.

@@ -96,16 +96,7 @@ impl Fixture {
     }
 
     fn start_loader(&mut self) {
-        let mut s = loader::Settings {
-            database: self.db.clone(),
-            ..Default::default()
-        };
-        s.nats.url = testkit::nats_url();
-        s.stream = self.stream.clone();
-        s.loader.consumer = "loader".into();
-        s.loader.batch_size = 500;
-        s.loader.retry.initial = Duration::from_millis(100);
-        s.loader.retry.max = Duration::from_secs(2);
+        let s = loader::testing::settings(&self.db, &testkit::nats_url(), &self.stream, "loader");
         self.loader = Some(tokio::spawn(loader::run(s, self.loader_stop.clone())));
     }
 
