@@ -1,6 +1,7 @@
 //! A throwaway NATS server with JetStream of one test's own, for tests that
 //! stop or kill the server (the shared one serves every other test).
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -8,11 +9,36 @@ pub struct TempNats {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// A configuration file (`-c`) and the server's environment, if any.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl TempNats {
     /// Starts `nats-server -js` on a free port with its store in a temp dir.
     pub fn start() -> TempNats {
+        let mut nats = Self::unstarted();
+        nats.start_server();
+        nats
+    }
+
+    /// Starts `nats-server -c <config>` with `env` (e.g. the passwords a
+    /// config refers to as `$VARIABLE`) on a free port, its monitoring port
+    /// off. `make_config` writes the config into the server's temp dir
+    /// (given) and returns its path; the config must set a `jetstream {
+    /// store_dir }` inside that dir. The server's log is [`log`](Self::log).
+    pub fn start_with_config(
+        make_config: impl FnOnce(&Path) -> PathBuf,
+        env: &[(String, String)],
+    ) -> TempNats {
+        let mut nats = Self::unstarted();
+        let config = make_config(nats.dir.path());
+        nats.config = Some((config, env.to_vec()));
+        nats.start_server();
+        nats
+    }
+
+    /// A free port and a temp dir; no server yet.
+    fn unstarted() -> TempNats {
         let dir = tempfile::Builder::new()
             .prefix("etl-nats-")
             .tempdir()
@@ -22,13 +48,17 @@ impl TempNats {
             .local_addr()
             .unwrap()
             .port();
-        let mut nats = TempNats {
+        TempNats {
             dir,
             port,
             child: None,
-        };
-        nats.start_server();
-        nats
+            config: None,
+        }
+    }
+
+    /// What a server started with a config logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -37,18 +67,26 @@ impl TempNats {
 
     pub fn start_server(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
+        let mut command = Command::new(binary());
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        match &self.config {
+            None => {
+                command.args(["-js", "-sd"]).arg(self.dir.path());
+                command.stderr(Stdio::null());
+            }
+            Some((config, env)) => {
+                command.arg("-c").arg(config).args(["-m", "0"]);
+                command.envs(env.iter().cloned());
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("nats-server.log"))
+                    .expect("nats-server log");
+                command.stderr(log);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
