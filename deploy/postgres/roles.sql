@@ -1,0 +1,103 @@
+-- Least-privilege roles of the ETL bus, for the database this script runs in.
+--
+--   psql -v ON_ERROR_STOP=1 -h <host> -U postgres -d etl -f deploy/postgres/roles.sql
+--
+-- Run it as a superuser (or the database owner with CREATEROLE):
+--   1. once before the first start (creates the roles, lets etl_owner create
+--      the schema, sets default privileges for the tables it will create);
+--   2. again after every upgrade's migrations (grants the write privileges on
+--      the tables that now exist; new tables get SELECT automatically, writes
+--      only from this script).
+-- It is idempotent and may run concurrently with itself (several databases
+-- of one cluster): roles are cluster-wide, so "already exists" is not an
+-- error; all the rest is per database.
+--
+-- Roles (LOGIN, no password: set one with \password <role> or
+-- ALTER ROLE <role> PASSWORD '...'; or use pg_hba.conf cert/peer auth):
+--   etl_owner     owns the schema: runs the migrations (the services apply
+--                 pending migrations at start, run them first as this role:
+--                 see deploy/README.md) and the operator's `etl` tool.
+--   etl_loader    the loader: writes source_records, record_changes,
+--                 dead_letters, sources, business_units; reads the rest.
+--   etl_matcher   the matcher: writes persons, memberships, keys, pairs,
+--                 review items, decisions, audit (append only), source
+--                 priority, and consumes record_changes; reads source_records.
+--   etl_readonly  reporting: SELECT only.
+--
+-- CREATE on schema public for etl_loader and etl_matcher: the services run
+-- sqlx's migrator at every start, whose first statement is
+-- `CREATE TABLE IF NOT EXISTS _sqlx_migrations`, which PostgreSQL refuses
+-- without CREATE on the schema even when the table exists. CREATE lets them
+-- add tables of their own, not touch anyone else's. Revoke it once the
+-- services can start without migrating.
+
+\set ON_ERROR_STOP on
+
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['etl_owner', 'etl_loader', 'etl_matcher', 'etl_readonly'] LOOP
+        BEGIN
+            EXECUTE format('CREATE ROLE %I LOGIN', r);
+        EXCEPTION
+            -- Exists already, or a concurrent run created it just now.
+            WHEN duplicate_object OR unique_violation THEN NULL;
+        END;
+    END LOOP;
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO etl_owner, etl_loader, etl_matcher, etl_readonly',
+                   current_database());
+    EXECUTE format('GRANT CREATE ON DATABASE %I TO etl_owner', current_database());
+END
+$roles$;
+
+-- No one else may create objects in public (PostgreSQL 15+ default; older
+-- versions granted CREATE to PUBLIC).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE, CREATE ON SCHEMA public TO etl_owner;
+GRANT USAGE ON SCHEMA public TO etl_loader, etl_matcher, etl_readonly;
+GRANT CREATE ON SCHEMA public TO etl_loader, etl_matcher;
+
+-- Tables etl_owner creates later (the migrations): readable by every role.
+ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public
+    GRANT SELECT ON TABLES TO etl_loader, etl_matcher, etl_readonly;
+ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO etl_loader, etl_matcher;
+
+-- What exists now (tables made before the roles, or by another role).
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO etl_loader, etl_matcher, etl_readonly;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO etl_loader, etl_matcher;
+
+-- Writes, table by table, for the tables that exist (none before the
+-- migrations ran).
+DO $writes$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT * FROM (VALUES
+            -- loader (migrations/20261124000001_source_records.sql)
+            ('etl_loader',  'source_records',        'INSERT, UPDATE'),
+            ('etl_loader',  'record_changes',        'INSERT'),
+            ('etl_loader',  'dead_letters',          'INSERT, UPDATE'),
+            ('etl_loader',  'sources',               'INSERT'),
+            ('etl_loader',  'business_units',        'INSERT'),
+            -- matcher (migrations/20261201000001_matcher.sql); record_changes:
+            -- it claims rows FOR UPDATE SKIP LOCKED and deletes them.
+            ('etl_matcher', 'record_changes',        'UPDATE, DELETE'),
+            ('etl_matcher', 'match_keys',            'INSERT, UPDATE, DELETE, TRUNCATE'),
+            ('etl_matcher', 'persons',               'INSERT, UPDATE'),
+            ('etl_matcher', 'person_memberships',    'INSERT, UPDATE'),
+            ('etl_matcher', 'match_pairs',           'INSERT, UPDATE, DELETE, TRUNCATE'),
+            ('etl_matcher', 'review_items',          'INSERT, UPDATE, DELETE'),
+            ('etl_matcher', 'match_decisions',       'INSERT, UPDATE'),
+            ('etl_matcher', 'match_audit',           'INSERT'),
+            ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE')
+        ) AS t(role, tbl, privileges)
+    LOOP
+        IF to_regclass(format('public.%I', g.tbl)) IS NOT NULL THEN
+            EXECUTE format('GRANT %s ON public.%I TO %I', g.privileges, g.tbl, g.role);
+        END IF;
+    END LOOP;
+END
+$writes$;

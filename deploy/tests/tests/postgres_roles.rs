@@ -1,0 +1,196 @@
+//! deploy/postgres/roles.sql on a fresh database: migrations as etl_owner,
+//! then the real loader as etl_loader and the real matcher as etl_matcher do
+//! their work, and no role can write what is not its own.
+
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::TimeZone;
+use deploy_tests::deploy_dir;
+use etl_runtime::database::DatabaseSettings;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// Any fixed key: every run of this test in the cluster takes it.
+const ROLES_LOCK: i64 = 0x6574_6c5f_726f_6c65;
+
+fn as_role(db: &DatabaseSettings, role: &str) -> DatabaseSettings {
+    DatabaseSettings {
+        username: role.into(),
+        ..db.clone()
+    }
+}
+
+/// `psql -f roles.sql` as the superuser, as an operator runs it.
+fn run_roles_sql(db: &DatabaseSettings) {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &db.host])
+        .args(["-p", &db.port.to_string(), "-U", &db.username])
+        .args(["-d", &db.database_name, "-f"])
+        .arg(deploy_dir().join("postgres/roles.sql"))
+        .output()
+        .expect("psql is installed with PostgreSQL");
+    assert!(
+        out.status.success(),
+        "roles.sql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn pool_as(db: &DatabaseSettings, role: &str) -> PgPool {
+    testkit::pool(&as_role(db, role)).await
+}
+
+/// Runs `sql` as `role`; the SQLSTATE if refused.
+async fn try_sql(db: &DatabaseSettings, role: &str, sql: &'static str) -> Result<(), String> {
+    let mut conn = PgConnection::connect_with(&as_role(db, role).with_db())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sql)
+        .execute(&mut conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) => d.code().unwrap_or_default().to_string(),
+            other => other.to_string(),
+        })
+}
+
+const DENIED: &str = "42501";
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn roles_have_least_privilege_and_the_services_work_with_them() {
+    let db = testkit::fresh_database().await;
+
+    // Roles are cluster-wide: parallel runs on other databases wait here.
+    let mut lock_conn = PgConnection::connect_with(&db.without_db().database("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(ROLES_LOCK)
+        .execute(&mut lock_conn)
+        .await
+        .unwrap();
+    run_roles_sql(&db);
+    loader::store::MIGRATOR
+        .run(&pool_as(&db, "etl_owner").await)
+        .await
+        .expect("etl_owner runs the migrations");
+    run_roles_sql(&db);
+    run_roles_sql(&db); // idempotent
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(ROLES_LOCK)
+        .execute(&mut lock_conn)
+        .await
+        .unwrap();
+    lock_conn.close().await.unwrap();
+
+    // The real services, each as its role.
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let generator = synth::Generator::new(5);
+    let at = chrono::Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let envelopes = (0..200).map(|i| generator.patient(i).into_envelope("qms", 1, at));
+    testkit::publish_all(&js, &stream, envelopes).await;
+    testkit::publish_raw(&js, stream.subject("qms"), b"not a record".to_vec()).await;
+
+    let loader = loader::testing::RunningLoader::start(loader::testing::settings(
+        &as_role(&db, "etl_loader"),
+        &testkit::nats_url(),
+        &stream,
+        "loader",
+    ));
+    let matcher_stop = CancellationToken::new();
+    let matcher = tokio::spawn(matcher::run(
+        matcher::Settings {
+            database: as_role(&db, "etl_matcher"),
+            ..Default::default()
+        },
+        matcher_stop.clone(),
+    ));
+    let pool = pool_as(&db, "etl_readonly").await;
+    testkit::wait_until(Duration::from_secs(60), "loaded and matched", || async {
+        count(&pool, "SELECT count(*) FROM source_records").await == 200
+            && count(&pool, "SELECT count(*) FROM dead_letters").await == 1
+            && count(&pool, "SELECT count(*) FROM record_changes").await == 0
+            && count(&pool, "SELECT count(*) FROM person_memberships").await == 200
+    })
+    .await;
+    loader.stop().await;
+    matcher_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), matcher)
+        .await
+        .expect("matcher stops")
+        .unwrap()
+        .expect("matcher ran as etl_matcher");
+
+    // Each role writes only its own tables.
+    let record = "INSERT INTO source_records (source, source_id, schema_version, source_version, content_hash, observed_at, stream_seq) VALUES ('qms', 'x-1', 1, 1, '\\x00', now(), 1)";
+    assert_eq!(try_sql(&db, "etl_loader", record).await, Ok(()));
+    assert_eq!(
+        try_sql(
+            &db,
+            "etl_loader",
+            "INSERT INTO persons (locked) VALUES (false)"
+        )
+        .await,
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        try_sql(&db, "etl_loader", "DELETE FROM source_records").await,
+        Err(DENIED.into()),
+        "the loader soft-deletes, never deletes"
+    );
+    assert_eq!(
+        try_sql(
+            &db,
+            "etl_matcher",
+            "INSERT INTO persons (locked) VALUES (false)"
+        )
+        .await,
+        Ok(())
+    );
+    assert_eq!(
+        try_sql(&db, "etl_matcher", record).await,
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        try_sql(
+            &db,
+            "etl_matcher",
+            "UPDATE source_records SET deleted_at = now()"
+        )
+        .await,
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        try_sql(&db, "etl_matcher", "DELETE FROM dead_letters").await,
+        Err(DENIED.into())
+    );
+    for write in [
+        record,
+        "UPDATE persons SET locked = true",
+        "DELETE FROM dead_letters",
+        "TRUNCATE match_keys",
+        "CREATE TABLE reporting_scratch (x int)",
+    ] {
+        assert_eq!(
+            try_sql(&db, "etl_readonly", write).await,
+            Err(DENIED.into()),
+            "readonly: {write}"
+        );
+    }
+    assert_eq!(
+        try_sql(&db, "etl_readonly", "SELECT count(*) FROM person_golden").await,
+        Ok(())
+    );
+    assert_eq!(
+        try_sql(&db, "etl_loader", "DROP TABLE persons").await,
+        Err(DENIED.into()),
+        "only the owner changes the schema"
+    );
+}
