@@ -1,0 +1,282 @@
+//! The deployment files pass their tools' own validation where the tools are
+//! installed (each test prints SKIPPED and why where not), and agree with the
+//! workspace: every binary is in the image, every unit starts one of them.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use deploy_tests::{deploy_dir, tool_available};
+
+const UNITS: [&str; 5] = [
+    "etl-loader@.service",
+    "etl-matcher.service",
+    "etl-qms-extractor.service",
+    "etl-infoclinica-extractor.service",
+    "etl.target",
+];
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `[[bin]] name = "..."` of every workspace member.
+fn workspace_binaries() -> BTreeSet<String> {
+    let root = deploy_dir().parent().unwrap().to_path_buf();
+    let workspace = read(&root.join("Cargo.toml"));
+    let members = workspace
+        .split("members = [")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .expect("members list");
+    let mut bins = BTreeSet::new();
+    for member in members.split(',').map(|m| m.trim().trim_matches('"')) {
+        if member.is_empty() {
+            continue;
+        }
+        let manifest = read(&root.join(member).join("Cargo.toml"));
+        for section in manifest.split("[[bin]]").skip(1) {
+            let name = section
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = "))
+                .expect("bin name");
+            bins.insert(name.trim_matches('"').to_string());
+        }
+    }
+    bins
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    for unit in UNITS {
+        let text = read(&deploy_dir().join("systemd").join(unit));
+        if unit.ends_with(".service") {
+            for wanted in [
+                "Type=notify",
+                "WatchdogSec=",
+                "Restart=on-failure",
+                "RestartSec=",
+                "TimeoutStopSec=",
+                "NoNewPrivileges=yes",
+                "ProtectSystem=strict",
+                "ProtectHome=yes",
+                "PrivateTmp=yes",
+                "User=etl",
+                "EnvironmentFile=/etc/etl/",
+                "WantedBy=etl.target",
+                "PartOf=etl.target",
+            ] {
+                assert!(text.contains(wanted), "{unit} lacks {wanted}");
+            }
+        }
+    }
+    if !tool_available(
+        "systemd-analyze",
+        &["--version"],
+        "systemd_units_pass_systemd_analyze_verify",
+    ) {
+        return;
+    }
+    // verify also checks that ExecStart's program exists: a copy of each
+    // unit whose program is /bin/true (the arguments stay).
+    let dir = tempfile::tempdir().unwrap();
+    let bins = workspace_binaries();
+    let mut paths = Vec::new();
+    for unit in UNITS {
+        let text = read(&deploy_dir().join("systemd").join(unit));
+        let mut copy = String::new();
+        for line in text.lines() {
+            match line.strip_prefix("ExecStart=/usr/local/bin/") {
+                Some(rest) => {
+                    let program = rest.split_whitespace().next().unwrap();
+                    assert!(
+                        bins.contains(program),
+                        "{unit} starts {program}, not a workspace binary"
+                    );
+                    copy.push_str(&line.replacen(
+                        &format!("/usr/local/bin/{program}"),
+                        "/bin/true",
+                        1,
+                    ));
+                }
+                None => copy.push_str(line),
+            }
+            copy.push('\n');
+        }
+        std::fs::write(dir.path().join(unit), copy).unwrap();
+        paths.push(dir.path().join(unit));
+    }
+    // The template is verified as an instance too.
+    std::fs::copy(
+        dir.path().join("etl-loader@.service"),
+        dir.path().join("etl-loader@2.service"),
+    )
+    .unwrap();
+    paths.push(dir.path().join("etl-loader@2.service"));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // It reports unknown keys and bad values as warnings with exit status 0:
+    // any line about our units fails the test.
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            UNITS
+                .iter()
+                .any(|u| l.contains(u.trim_end_matches(".service").trim_end_matches('@')))
+        })
+        .collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+    eprintln!("systemd-analyze verify passed for {} units", paths.len());
+}
+
+/// `docker compose` (v2 plugin) or `docker-compose` (v1), whichever works.
+fn compose() -> Option<Vec<&'static str>> {
+    let test = "compose_file_passes_compose_config";
+    if Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some(vec!["docker", "compose"]);
+    }
+    eprintln!("docker compose plugin missing; trying docker-compose");
+    tool_available("docker-compose", &["version"], test).then(|| vec!["docker-compose"])
+}
+
+#[test]
+fn compose_file_passes_compose_config() {
+    let text = read(&deploy_dir().join("docker-compose.yml"));
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("container_name:")),
+        "a fixed container name prevents --scale loader=3"
+    );
+    let Some(compose) = compose() else { return };
+    let run = |env_file: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(compose[0]);
+        command.args(&compose[1..]);
+        if let Some(file) = env_file {
+            command.args(["--env-file", file]);
+        }
+        command
+            .args(["-f", "docker-compose.yml"])
+            .args(args)
+            .current_dir(deploy_dir())
+            // Only what the test gives: no password from the caller's shell.
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    };
+    let out = run(Some(".env.example"), &["config", "-q"]);
+    assert!(
+        out.status.success(),
+        "compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(
+        Some(".env.example"),
+        &["--profile", "demo", "config", "--services"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for service in [
+        "nats",
+        "postgres",
+        "qms-sim",
+        "qms-extractor",
+        "infoclinica-extractor",
+        "matcher",
+        "loader",
+    ] {
+        assert!(
+            services.contains(service),
+            "service {service} missing: {services:?}"
+        );
+    }
+
+    // The loader publishes no host port (replicas would collide).
+    let out = run(Some(".env.example"), &["config"]);
+    let config = String::from_utf8_lossy(&out.stdout);
+    let loader_section: String = config
+        .split("\n  loader:\n")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !loader_section.is_empty(),
+        "loader in compose config:\n{config}"
+    );
+    assert!(
+        !loader_section.contains("ports:"),
+        "loader publishes a port:\n{loader_section}"
+    );
+    assert!(
+        loader_section.contains("/readyz"),
+        "loader healthcheck:\n{loader_section}"
+    );
+
+    // Without the passwords, compose refuses instead of starting open services.
+    let out = run(None, &["config", "-q"]);
+    assert!(
+        !out.status.success(),
+        "compose config must require the passwords"
+    );
+    eprintln!("compose config passed with {}", compose.join(" "));
+}
+
+#[test]
+fn dockerfile_builds_every_binary() {
+    let dockerfile = read(&deploy_dir().join("Dockerfile"));
+    for bin in workspace_binaries() {
+        assert!(
+            dockerfile.contains(&format!("--bin {bin}")),
+            "Dockerfile does not build {bin}"
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{bin}")),
+            "Dockerfile does not copy {bin}"
+        );
+    }
+    assert!(
+        dockerfile.contains("\nUSER etl"),
+        "the image runs as a non-root user"
+    );
+    // The image cannot be built here (no registry for the base images);
+    // hadolint, where installed, lints it.
+    if tool_available(
+        "hadolint",
+        &["--version"],
+        "dockerfile_builds_every_binary (hadolint)",
+    ) {
+        let out = Command::new("hadolint")
+            .arg(deploy_dir().join("Dockerfile"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hadolint:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
