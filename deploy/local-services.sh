@@ -551,6 +551,10 @@ main() {
     ensure_postgres
     ensure_nats
     ensure_firebird
+    # Optional: deploy-tests validates deploy/docker-compose.yml with it (and
+    # says it skipped without it); a failed install is only a warning.
+    command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 ||
+        (apt_install docker-compose) || warn "docker-compose not installed: the compose test will skip"
 
     cat <<EOF
 Connection facts for tests:
