@@ -8,9 +8,10 @@
 --   2. again after every upgrade's migrations (grants the write privileges on
 --      the tables that now exist; new tables get SELECT automatically, writes
 --      only from this script).
--- It is idempotent and may run concurrently with itself (several databases
--- of one cluster): roles are cluster-wide, so "already exists" is not an
--- error; all the rest is per database.
+-- It is idempotent and may run concurrently with itself: runs in one
+-- database take turns (advisory lock below); runs in other databases of the
+-- cluster only share the roles, and a role created meanwhile by another run
+-- is not an error.
 --
 -- Roles (LOGIN, no password: set one with \password <role> or
 -- ALTER ROLE <role> PASSWORD '...'; or use pg_hba.conf cert/peer auth):
@@ -32,6 +33,11 @@
 -- services can start without migrating.
 
 \set ON_ERROR_STOP on
+
+-- Runs in one database wait for each other (GRANTs on the same object at
+-- the same time can fail with "tuple concurrently updated"); the lock is
+-- released when the session ends.
+DO $lock$ BEGIN PERFORM pg_advisory_lock(hashtext('etl deploy/postgres/roles.sql')); END $lock$;
 
 DO $roles$
 DECLARE
