@@ -115,8 +115,11 @@ pub async fn fetch(
     let spill = Spill::create(settings.spill_dir.as_deref()).map_err(anyhow::Error::from)?;
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let business_unit = settings.business_unit.clone();
+    // Room for the last export's size plus some growth, so that the entries
+    // are not reallocated to double their size near the end (peak memory).
+    let expected = (last_export_records + last_export_records / 64).max(64 * 1024) as usize;
     let parser = tokio::task::spawn_blocking(move || {
-        parse_stream(rx, decoder, business_unit.as_deref(), spill)
+        parse_stream(rx, decoder, business_unit.as_deref(), spill, expected)
     });
 
     let mut response = response;
@@ -192,19 +195,22 @@ fn parse_stream(
     decoder: Decoder,
     business_unit: Option<&str>,
     mut spill: Spill,
+    expected_records: usize,
 ) -> anyhow::Result<Parsed> {
     let mut splitter = LineSplitter::default();
     let mut joiner = Rejoiner::default();
     let mut sink = Sink {
-        entries: Entries::with_capacity(64 * 1024),
+        entries: Entries::with_capacity(expected_records),
         rejected_his: Vec::new(),
         stats: ExportStats::default(),
         business_unit,
         error: None,
     };
-    let on_line = |line: &[u8], joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
-        let (text, bad) = decoder.decode(line);
-        joiner.push(&text, bad, |raw| sink.record(raw, spill));
+    // Decoded lines that are not valid UTF-8 as they are (CP1251) go here.
+    let mut decoded = String::new();
+    let mut on_line = |line: &[u8], joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
+        let (text, bad) = decoder.decode_with(line, &mut decoded);
+        joiner.push(text, bad, |raw| sink.record(raw, spill));
     };
     while let Some(chunk) = rx.blocking_recv() {
         splitter.push(&chunk, |line| {
@@ -243,17 +249,16 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn record(&mut self, raw: RawRecord, spill: &mut Spill) {
+    fn record(&mut self, raw: &RawRecord, spill: &mut Spill) {
         if self.error.is_some() {
             return;
         }
-        let result = match parse::check_record(&raw) {
+        let result = match parse::check_record(raw) {
             Ok(his) => {
                 self.stats.records += 1;
-                let hash = parse::raw_hash(&raw, self.business_unit);
-                let his = his.to_string();
-                spill.write_record(&raw).map(|at| {
-                    self.entries.push(&his, short(&hash), at);
+                let hash = parse::raw_hash(raw, self.business_unit);
+                spill.write_record(raw).map(|at| {
+                    self.entries.push(his, short(&hash), at);
                 })
             }
             Err(Rejected { his_number, reason }) => {
@@ -269,7 +274,7 @@ impl Sink<'_> {
                 if let Some(his) = his_number.clone() {
                     self.rejected_his.push(his);
                 }
-                spill.write_reject(&raw, reason, his_number.as_deref())
+                spill.write_reject(raw, reason, his_number.as_deref())
             }
         };
         if let Err(e) = result {

@@ -14,6 +14,7 @@
 
 use chrono::NaiveDate;
 use encoding_rs::Encoding;
+use memchr::memchr;
 use proto::normalize;
 use proto::record::FieldIssue;
 use proto::{DocumentType, Email, EmailKind, PatientRecord, Phone, Problem};
@@ -60,10 +61,6 @@ impl LineSplitter {
     }
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
-}
-
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -84,6 +81,25 @@ impl Decoder {
         Encoding::for_label(label.as_bytes()).map(|encoding| Decoder { encoding })
     }
 
+    /// Like [`Decoder::decode`], but a line that needs converting is
+    /// decoded into `buf` (reused from line to line: no allocation per line).
+    pub fn decode_with<'a>(&self, bytes: &'a [u8], buf: &'a mut String) -> (&'a str, bool) {
+        if self.encoding == encoding_rs::UTF_8 {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                return (s, false);
+            }
+        }
+        let mut decoder = self.encoding.new_decoder_without_bom_handling();
+        buf.clear();
+        buf.reserve(
+            decoder
+                .max_utf8_buffer_length(bytes.len())
+                .unwrap_or(bytes.len() * 3),
+        );
+        let (_, _, had_errors) = decoder.decode_to_string(bytes, buf, true);
+        (buf.as_str(), had_errors)
+    }
+
     /// The text and whether some bytes were invalid (replaced by U+FFFD).
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> (std::borrow::Cow<'a, str>, bool) {
         if self.encoding == encoding_rs::UTF_8 {
@@ -99,7 +115,7 @@ impl Decoder {
 }
 
 /// One logical record: its physical lines rejoined.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawRecord {
     pub text: String,
     /// Number (1-based) of its first physical line in the export.
@@ -111,61 +127,61 @@ pub struct RawRecord {
 /// Rejoins physical lines into records.
 #[derive(Default)]
 pub struct Rejoiner {
-    pending: Option<(RawRecord, u32)>,
+    /// The record being rejoined; its text buffer is reused from record to
+    /// record (no allocation per record).
+    pending: RawRecord,
+    /// Physical lines in `pending`; 0 when none is pending.
+    pending_lines: u32,
     line: u64,
 }
 
 impl Rejoiner {
     /// Feeds one decoded physical line; `out` gets every record it completes.
-    pub fn push(&mut self, text: &str, bad_encoding: bool, mut out: impl FnMut(RawRecord)) {
+    pub fn push(&mut self, text: &str, bad_encoding: bool, mut out: impl FnMut(&RawRecord)) {
         self.line += 1;
         if starts_record(text) {
-            if let Some((done, _)) = self.pending.take() {
-                out(done);
-            }
-            self.pending = Some((
-                RawRecord {
+            self.flush(&mut out);
+            self.pending.text.clear();
+            self.pending.text.push_str(text);
+            self.pending.line = self.line;
+            self.pending.bad_encoding = bad_encoding;
+            self.pending_lines = 1;
+            return;
+        }
+        let record = &mut self.pending;
+        if self.pending_lines > 0
+            && self.pending_lines < MAX_RECORD_LINES
+            && record.text.len() + 1 + text.len() <= MAX_RECORD_BYTES
+            && separators(&record.text) + separators(text) <= 10
+        {
+            record.text.push('\n');
+            record.text.push_str(text);
+            record.bad_encoding |= bad_encoding;
+            self.pending_lines += 1;
+        } else {
+            // Not part of a record we can hold: ends the pending one and
+            // stands alone (and will be rejected, unless it is blank).
+            self.flush(&mut out);
+            if !text.trim().is_empty() {
+                out(&RawRecord {
                     text: text.to_string(),
                     line: self.line,
                     bad_encoding,
-                },
-                1,
-            ));
-            return;
-        }
-        match &mut self.pending {
-            Some((record, lines))
-                if *lines < MAX_RECORD_LINES
-                    && record.text.len() + 1 + text.len() <= MAX_RECORD_BYTES
-                    && separators(&record.text) + separators(text) <= 10 =>
-            {
-                record.text.push('\n');
-                record.text.push_str(text);
-                record.bad_encoding |= bad_encoding;
-                *lines += 1;
-            }
-            _ => {
-                // Not part of a record we can hold: ends the pending one and
-                // stands alone (and will be rejected, unless it is blank).
-                if let Some((done, _)) = self.pending.take() {
-                    out(done);
-                }
-                if !text.trim().is_empty() {
-                    out(RawRecord {
-                        text: text.to_string(),
-                        line: self.line,
-                        bad_encoding,
-                    });
-                }
+                });
             }
         }
     }
 
-    /// The end of the export.
-    pub fn finish(&mut self, mut out: impl FnMut(RawRecord)) {
-        if let Some((done, _)) = self.pending.take() {
-            out(done);
+    fn flush(&mut self, out: &mut impl FnMut(&RawRecord)) {
+        if self.pending_lines > 0 {
+            self.pending_lines = 0;
+            out(&self.pending);
         }
+    }
+
+    /// The end of the export.
+    pub fn finish(&mut self, mut out: impl FnMut(&RawRecord)) {
+        self.flush(&mut out);
     }
 
     /// Physical lines seen.
@@ -175,13 +191,18 @@ impl Rejoiner {
 }
 
 fn separators(s: &str) -> usize {
-    s.bytes().filter(|&b| b == b'|').count()
+    memchr::memchr_iter(b'|', s.as_bytes()).count()
+}
+
+/// The first field (before the first `|`), trimmed.
+fn first_field(line: &str) -> &str {
+    let end = memchr(b'|', line.as_bytes()).unwrap_or(line.len());
+    line[..end].trim()
 }
 
 /// Whether a physical line starts a record: its first field is a his number.
 pub fn starts_record(line: &str) -> bool {
-    let first = line.split('|').next().unwrap_or("");
-    is_his_number(first.trim())
+    is_his_number(first_field(line))
 }
 
 /// `digits/suffix` with a non-empty suffix and no whitespace (`41449/A22`).
@@ -240,23 +261,24 @@ pub struct Rejected {
 /// record can be rejected is found here, so a sync can decide "changed or
 /// not" from the raw text and normalize only what changed.
 pub fn check_record(raw: &RawRecord) -> Result<&str, Rejected> {
-    let his = raw.text.split('|').next().unwrap_or("").trim();
-    let his_number = is_his_number(his).then(|| his.to_string());
+    let his = first_field(&raw.text);
+    let valid = is_his_number(his);
+    // Allocates only for a reject.
     let reject = |reason| Rejected {
-        his_number: his_number.clone(),
+        his_number: valid.then(|| his.to_string()),
         reason,
     };
-    if his_number.is_none() {
+    if !valid {
         return Err(reject(RejectReason::NoRecordStart));
     }
-    let n = raw.text.bytes().filter(|&b| b == b'|').count() + 1;
+    let n = separators(&raw.text) + 1;
     if n < 10 {
         return Err(reject(RejectReason::TooFewFields));
     }
     if n > 11 {
         return Err(reject(RejectReason::TooManyFields));
     }
-    if raw.text.contains('\0') {
+    if memchr(0, raw.text.as_bytes()).is_some() {
         return Err(reject(RejectReason::NulCharacter));
     }
     if raw.text.len() > MAX_RECORD_BYTES {
@@ -454,11 +476,13 @@ mod tests {
         let mut out = Vec::new();
         for chunk in body.as_bytes().chunks(7) {
             splitter.push(chunk, |l| {
-                joiner.push(std::str::from_utf8(l).unwrap(), false, |r| out.push(r))
+                joiner.push(std::str::from_utf8(l).unwrap(), false, |r| {
+                    out.push(r.clone())
+                })
             });
         }
         assert!(splitter.finish().is_none());
-        joiner.finish(|r| out.push(r));
+        joiner.finish(|r| out.push(r.clone()));
         assert_eq!(out.len(), 2);
         assert_eq!(
             out[0].text,
@@ -477,6 +501,8 @@ mod tests {
         let (text, bad) = d.decode(&bytes);
         assert_eq!(text, "Ёлкин|Пётр");
         assert!(!bad);
+        let mut buf = String::from("left over from the line before");
+        assert_eq!(d.decode_with(&bytes, &mut buf), ("Ёлкин|Пётр", false));
         let u = Decoder::for_label("utf-8").unwrap();
         assert!(u.decode(b"\xff|x").1, "invalid UTF-8 is flagged");
     }

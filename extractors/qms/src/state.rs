@@ -87,22 +87,23 @@ impl Entries {
     }
 
     /// Sorts by his number and keeps, of records listed twice, the one that
-    /// came last in the export; returns how many were dropped so.
+    /// came last in the export; returns how many were dropped so. In place:
+    /// no second copy of the entries (peak memory).
     pub fn sort_dedup(&mut self) -> u64 {
         let arena = &self.arena;
         let key = |e: &Entry| &arena[e.start as usize..(e.start + e.len) as usize];
         self.items
             .sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.spill_at.cmp(&b.spill_at)));
         let before = self.items.len();
-        // Keep the last of each run of equal keys.
-        let mut out: Vec<Entry> = Vec::with_capacity(before);
-        for e in self.items.drain(..) {
-            match out.last_mut() {
-                Some(last) if key(last) == key(&e) => *last = e,
-                _ => out.push(e),
+        // Keep the last of each run of equal keys: `dedup_by` keeps the
+        // first, so the later entry is copied over it first.
+        self.items.dedup_by(|later, kept| {
+            let same = key(later) == key(kept);
+            if same {
+                *kept = *later;
             }
-        }
-        self.items = out;
+            same
+        });
         (before - self.items.len()) as u64
     }
 
@@ -111,10 +112,10 @@ impl Entries {
         self.key(a).cmp(other.key(b))
     }
 
-    /// Entry count (u64 LE), then per entry the his-number length (u16
-    /// LE), its UTF-8 bytes and the 16-byte hash.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + self.items.len() * 30);
+    /// Appends the entry count (u64 LE), then per entry the his-number
+    /// length (u16 LE), its UTF-8 bytes and the 16-byte hash.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(8 + self.items.len() * 2 + self.arena.len() + self.items.len() * 16);
         out.extend_from_slice(&(self.items.len() as u64).to_le_bytes());
         for e in &self.items {
             let key = self.key(e).as_bytes();
@@ -122,7 +123,6 @@ impl Entries {
             out.extend_from_slice(key);
             out.extend_from_slice(&e.hash);
         }
-        out
     }
 
     pub fn decode(bytes: &[u8]) -> anyhow::Result<Entries> {
@@ -134,7 +134,13 @@ impl Entries {
             Ok(head)
         };
         let n = u64::from_le_bytes(take(8)?.try_into()?) as usize;
-        let mut entries = Entries::with_capacity(n);
+        let fixed = n.saturating_mul(18);
+        anyhow::ensure!(fixed <= bytes.len() - 8, "state snapshot is truncated");
+        // Exact sizes: the arena is what remains after the fixed part.
+        let mut entries = Entries {
+            arena: String::with_capacity(bytes.len() - 8 - fixed),
+            items: Vec::with_capacity(n),
+        };
         for _ in 0..n {
             let len = u16::from_le_bytes(take(2)?.try_into()?) as usize;
             let key = std::str::from_utf8(take(len)?).context("his number in state")?;
@@ -185,15 +191,15 @@ pub enum SaveError {
 
 /// Snapshot layout: `QMSSTATE`, format (u32 LE), generation (u64 LE),
 /// export records (u64 LE), version (i64 LE), then the entries
-/// ([`Entries::encode`]).
+/// ([`Entries::encode_into`]).
 fn encode(info: &StateInfo, entries: &Entries) -> Vec<u8> {
-    let mut out = Vec::with_capacity(36 + entries.len() * 30);
+    let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&info.generation.to_le_bytes());
     out.extend_from_slice(&info.export_records.to_le_bytes());
     out.extend_from_slice(&info.version.to_le_bytes());
-    out.extend_from_slice(&entries.encode());
+    entries.encode_into(&mut out);
     out
 }
 

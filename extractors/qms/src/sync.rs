@@ -179,11 +179,18 @@ impl Extractor {
             confirmed: options.confirm_deletions,
             previous: previous.entries.len() as u64,
         };
-        let plan = plan(&previous, &export, &mut report, brake);
-        // The plan holds all that is needed now: free both sets before
-        // publishing and encoding the new snapshot (peak memory).
+        // The export's entries become the next state (no third set in
+        // memory); the old state is freed before publishing and encoding
+        // the new snapshot (peak memory).
+        let exported = std::mem::take(&mut export.entries);
+        let plan = plan(
+            &previous,
+            exported,
+            &export.rejected_his,
+            &mut report,
+            brake,
+        );
         previous.entries = Entries::default();
-        export.entries = Entries::default();
         let published = tokio::select! {
             r = self.publish(&mut export, &plan, version, now) => r?,
             _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
@@ -319,11 +326,17 @@ struct Plan {
     next_state: Entries,
 }
 
-/// Compares the export (sorted) with the last published state.
-fn plan(previous: &Loaded, export: &Export, report: &mut SyncReport, brake: Brake) -> Plan {
+/// Compares the export's entries (sorted) with the last published state;
+/// they become the next state.
+fn plan(
+    previous: &Loaded,
+    new: Entries,
+    rejected_his: &[String],
+    report: &mut SyncReport,
+    brake: Brake,
+) -> Plan {
     let old = &previous.entries;
-    let new = &export.entries;
-    let rejected: BTreeSet<&str> = export.rejected_his.iter().map(String::as_str).collect();
+    let rejected: BTreeSet<&str> = rejected_his.iter().map(String::as_str).collect();
     let mut upserts = Vec::new();
     let mut deleted: Vec<usize> = Vec::new();
     let mut carried: Vec<usize> = Vec::new();
@@ -331,7 +344,7 @@ fn plan(previous: &Loaded, export: &Export, report: &mut SyncReport, brake: Brak
     let (olds, news) = (old.items(), new.items());
     while i < olds.len() || j < news.len() {
         let order = match (olds.get(i), news.get(j)) {
-            (Some(a), Some(b)) => old.cmp_keys(a, new, b),
+            (Some(a), Some(b)) => old.cmp_keys(a, &new, b),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, _) => std::cmp::Ordering::Greater,
         };
@@ -389,14 +402,15 @@ fn plan(previous: &Loaded, export: &Export, report: &mut SyncReport, brake: Brak
     report.upserts = upserts.len() as u64;
     report.deletes = deleted.len() as u64;
 
-    let mut next_state = Entries::with_capacity(news.len() + carried.len());
-    for e in news {
-        next_state.push(new.key(e), e.hash, u64::MAX);
-    }
+    // Records carried over are absent from the export, so the merged
+    // state has no duplicate; only their order needs restoring.
+    let mut next_state = new;
     for &i in &carried {
         next_state.push(old.key(&olds[i]), olds[i].hash, u64::MAX);
     }
-    next_state.sort_dedup();
+    if !carried.is_empty() {
+        next_state.sort_dedup();
+    }
     let deletes = deleted
         .iter()
         .map(|&i| old.key(&olds[i]).to_string())

@@ -181,10 +181,10 @@ pub fn parse_export(
     let mut raws = Vec::new();
     splitter.push(bytes, |line| {
         let (text, bad) = decoder.decode(line);
-        joiner.push(&text, bad, |r| raws.push(r));
+        joiner.push(&text, bad, |r| raws.push(r.clone()));
     });
     assert!(splitter.finish().is_none());
-    joiner.finish(|r| raws.push(r));
+    joiner.finish(|r| raws.push(r.clone()));
     raws.iter()
         .map(|r| parse::parse_record(r, None, today).expect("parses"))
         .collect()
