@@ -207,10 +207,13 @@ impl Engine {
         let mut all_keys: Vec<String> = ks.clone();
         all_keys.sort();
         all_keys.dedup();
+        // One index lookup per key, each stopped after `max_block_size + 1`
+        // holders: a key held by more records is not used, and counting all
+        // holders of a switchboard number would cost more than the batch.
         let holders: Vec<(String, String, String)> = sqlx::query_as(
-            "WITH usable AS (
-                 SELECT key FROM match_keys WHERE key = ANY($1) GROUP BY key HAVING count(*) <= $2)
-             SELECT k.key, k.source, k.source_id FROM match_keys k JOIN usable USING (key)",
+            "SELECT u.key, k.source, k.source_id FROM UNNEST($1::text[]) AS u(key)
+             CROSS JOIN LATERAL (SELECT source, source_id FROM match_keys m
+                                 WHERE m.key = u.key LIMIT $2 + 1) k",
         )
         .bind(&all_keys)
         .bind(self.max_block_size)
@@ -220,6 +223,7 @@ impl Engine {
         for (k, s, i) in holders {
             by_key.entry(k).or_default().push((s, i));
         }
+        by_key.retain(|_, holders| holders.len() as i64 <= self.max_block_size);
         let mut candidates: HashSet<Rec> = by_key.values().flatten().cloned().collect();
         for f in &live {
             candidates.remove(&(f.source.clone(), f.source_id.clone()));
@@ -401,6 +405,11 @@ impl Engine {
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
+        // Fresh statistics: the incremental path's plans right after a
+        // re-match must not be made from the empty table's.
+        sqlx::query("ANALYZE match_keys, match_pairs")
+            .execute(&mut *tx)
+            .await?;
         phase("pairs written, indexes built");
         let component = Component::load_all(&mut tx, nodes, pairs).await?;
         phase("state loaded");
