@@ -162,8 +162,8 @@ impl Engine {
         // Keys.
         let (s, i) = split(changed);
         sqlx::query(
-            "DELETE FROM match_keys WHERE (source, source_id) IN
-                 (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            "DELETE FROM match_keys k USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+             WHERE k.source = f.s AND k.source_id = f.i",
         )
         .bind(&s)
         .bind(&i)
@@ -190,22 +190,30 @@ impl Engine {
         .execute(&mut **tx)
         .await?;
 
-        // Pairs.
-        sqlx::query(
-            "DELETE FROM match_pairs WHERE (a_source, a_source_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-                OR (b_source, b_source_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-        )
-        .bind(&s)
-        .bind(&i)
-        .execute(&mut **tx)
-        .await?;
+        // Pairs. Two statements, one per index: an `OR` of two `IN`s is a
+        // sequential scan of the whole table.
+        for sql in [
+            "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+             WHERE p.a_source = f.s AND p.a_source_id = f.i",
+            "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+             WHERE p.b_source = f.s AND p.b_source_id = f.i",
+        ] {
+            sqlx::query(sql)
+                .bind(&s)
+                .bind(&i)
+                .execute(&mut **tx)
+                .await?;
+        }
         let mut all_keys: Vec<String> = ks.clone();
         all_keys.sort();
         all_keys.dedup();
+        // One index lookup per key, each stopped after `max_block_size + 1`
+        // holders: a key held by more records is not used, and counting all
+        // holders of a switchboard number would cost more than the batch.
         let holders: Vec<(String, String, String)> = sqlx::query_as(
-            "WITH usable AS (
-                 SELECT key FROM match_keys WHERE key = ANY($1) GROUP BY key HAVING count(*) <= $2)
-             SELECT k.key, k.source, k.source_id FROM match_keys k JOIN usable USING (key)",
+            "SELECT u.key, k.source, k.source_id FROM UNNEST($1::text[]) AS u(key)
+             CROSS JOIN LATERAL (SELECT source, source_id FROM match_keys m
+                                 WHERE m.key = u.key LIMIT $2 + 1) k",
         )
         .bind(&all_keys)
         .bind(self.max_block_size)
@@ -215,6 +223,7 @@ impl Engine {
         for (k, s, i) in holders {
             by_key.entry(k).or_default().push((s, i));
         }
+        by_key.retain(|_, holders| holders.len() as i64 <= self.max_block_size);
         let mut candidates: HashSet<Rec> = by_key.values().flatten().cloned().collect();
         for f in &live {
             candidates.remove(&(f.source.clone(), f.source_id.clone()));
@@ -396,6 +405,11 @@ impl Engine {
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
+        // Fresh statistics: the incremental path's plans right after a
+        // re-match must not be made from the empty table's.
+        sqlx::query("ANALYZE match_keys, match_pairs")
+            .execute(&mut *tx)
+            .await?;
         phase("pairs written, indexes built");
         let component = Component::load_all(&mut tx, nodes, pairs).await?;
         phase("state loaded");
@@ -429,8 +443,8 @@ async fn load_rows(tx: &mut PgConnection, recs: &[Rec]) -> sqlx::Result<HashMap<
     let rows: Vec<SourceRow> = sqlx::query_as(concat!(
         "SELECT ",
         crate::row_columns!(),
-        " FROM source_records WHERE (source, source_id) IN
-             (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+        " FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+           JOIN source_records r ON r.source = f.s AND r.source_id = f.i"
     ))
     .bind(&s)
     .bind(&i)
@@ -509,18 +523,19 @@ impl Component {
         while !frontier.is_empty() {
             let (s, i) = split(&frontier);
             let next: Vec<RecRow> = sqlx::query_as(
-                "WITH f AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS f(source, source_id))
-                 SELECT b_source, b_source_id FROM match_pairs WHERE decision = 'link'
-                     AND (a_source, a_source_id) IN (SELECT * FROM f)
-                 UNION SELECT a_source, a_source_id FROM match_pairs WHERE decision = 'link'
-                     AND (b_source, b_source_id) IN (SELECT * FROM f)
-                 UNION SELECT b_source, b_source_id FROM match_decisions WHERE kind = 'link' AND revoked_at IS NULL
-                     AND (a_source, a_source_id) IN (SELECT * FROM f)
-                 UNION SELECT a_source, a_source_id FROM match_decisions WHERE kind = 'link' AND revoked_at IS NULL
-                     AND (b_source, b_source_id) IN (SELECT * FROM f)
-                 UNION SELECT m2.source, m2.source_id FROM person_memberships m1
-                     JOIN person_memberships m2 ON m2.person_id = m1.person_id AND m2.valid_to IS NULL
-                     WHERE m1.valid_to IS NULL AND (m1.source, m1.source_id) IN (SELECT * FROM f)",
+                "SELECT p.b_source, p.b_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                     JOIN match_pairs p ON p.a_source = f.s AND p.a_source_id = f.i WHERE p.decision = 'link'
+                 UNION SELECT p.a_source, p.a_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                     JOIN match_pairs p ON p.b_source = f.s AND p.b_source_id = f.i WHERE p.decision = 'link'
+                 UNION SELECT d.b_source, d.b_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                     JOIN match_decisions d ON d.a_source = f.s AND d.a_source_id = f.i
+                     WHERE d.kind = 'link' AND d.revoked_at IS NULL
+                 UNION SELECT d.a_source, d.a_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                     JOIN match_decisions d ON d.b_source = f.s AND d.b_source_id = f.i
+                     WHERE d.kind = 'link' AND d.revoked_at IS NULL
+                 UNION SELECT m2.source, m2.source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                     JOIN person_memberships m1 ON m1.source = f.s AND m1.source_id = f.i AND m1.valid_to IS NULL
+                     JOIN person_memberships m2 ON m2.person_id = m1.person_id AND m2.valid_to IS NULL",
             )
             .bind(&s)
             .bind(&i)
@@ -542,11 +557,12 @@ impl Component {
         let (s, i) = split(&recs);
         let pairs: Vec<(String, String, String, String, String, String, f32, Value)> =
             sqlx::query_as(
-                "WITH f AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS f(source, source_id))
-                 SELECT a_source, a_source_id, b_source, b_source_id, decision, rule, score, evidence
-                 FROM match_pairs WHERE (a_source, a_source_id) IN (SELECT * FROM f)
-                 UNION SELECT a_source, a_source_id, b_source, b_source_id, decision, rule, score, evidence
-                 FROM match_pairs WHERE (b_source, b_source_id) IN (SELECT * FROM f)",
+                "SELECT p.a_source, p.a_source_id, p.b_source, p.b_source_id, p.decision, p.rule, p.score, p.evidence
+                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN match_pairs p ON p.a_source = f.s AND p.a_source_id = f.i
+                 UNION SELECT p.a_source, p.a_source_id, p.b_source, p.b_source_id, p.decision, p.rule, p.score, p.evidence
+                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN match_pairs p ON p.b_source = f.s AND p.b_source_id = f.i",
             )
             .bind(&s)
             .bind(&i)
@@ -574,10 +590,12 @@ impl Component {
             }
         }
         let decisions: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "WITH f AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS f(source, source_id))
-             SELECT kind, a_source, a_source_id, b_source, b_source_id FROM match_decisions
-             WHERE revoked_at IS NULL AND ((a_source, a_source_id) IN (SELECT * FROM f)
-                                        OR (b_source, b_source_id) IN (SELECT * FROM f))",
+            "SELECT d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
+             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+             JOIN match_decisions d ON d.a_source = f.s AND d.a_source_id = f.i WHERE d.revoked_at IS NULL
+             UNION SELECT d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
+             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+             JOIN match_decisions d ON d.b_source = f.s AND d.b_source_id = f.i WHERE d.revoked_at IS NULL",
         )
         .bind(&s)
         .bind(&i)
@@ -588,10 +606,12 @@ impl Component {
             .map(|(k, a0, a1, b0, b1)| (k, (a0, a1), (b0, b1)))
             .collect();
         let items: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-            "WITH f AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS f(source, source_id))
-             SELECT id, a_source, a_source_id, b_source, b_source_id FROM review_items
-             WHERE status = 'open' AND ((a_source, a_source_id) IN (SELECT * FROM f)
-                                     OR (b_source, b_source_id) IN (SELECT * FROM f))",
+            "SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
+             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+             JOIN review_items r ON r.a_source = f.s AND r.a_source_id = f.i WHERE r.status = 'open'
+             UNION SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
+             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+             JOIN review_items r ON r.b_source = f.s AND r.b_source_id = f.i WHERE r.status = 'open'",
         )
         .bind(&s)
         .bind(&i)
@@ -608,10 +628,9 @@ impl Component {
         wanted.dedup();
         let (s, i) = split(&wanted);
         let members: Vec<(String, String, i64, bool)> = sqlx::query_as(
-            "SELECT m.source, m.source_id, m.person_id, p.locked FROM person_memberships m
-             JOIN persons p USING (person_id)
-             WHERE m.valid_to IS NULL AND (m.source, m.source_id) IN
-                 (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            "SELECT m.source, m.source_id, m.person_id, p.locked FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+             JOIN person_memberships m ON m.source = f.s AND m.source_id = f.i AND m.valid_to IS NULL
+             JOIN persons p USING (person_id)",
         )
         .bind(&s)
         .bind(&i)
@@ -895,8 +914,8 @@ impl Component {
         for chunk in close.chunks(50_000) {
             let (s, i) = split(chunk);
             sqlx::query(
-                "UPDATE person_memberships SET valid_to = now() WHERE valid_to IS NULL
-                 AND (source, source_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                "UPDATE person_memberships m SET valid_to = now() FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 WHERE m.valid_to IS NULL AND m.source = f.s AND m.source_id = f.i",
             )
             .bind(&s)
             .bind(&i)
