@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
+mod dlq;
 mod import;
 mod persons;
+mod replay;
 mod sample;
 mod stream;
+mod status;
 mod summary;
 
 /// Operate the medical ETL bus.
@@ -28,6 +31,16 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Where every source, the stream, the loaders' consumers, dead letters
+    /// and the matcher stand (add --json for scripts).
+    Status(status::StatusArgs),
+    /// Re-apply a range of the stream to PostgreSQL (idempotent), or rebuild
+    /// an empty database from the whole stream (--rebuild).
+    Replay(replay::ReplayArgs),
+    /// Dead letters (messages the loader set aside, with their reason) and
+    /// qMS rejects: list, show, retry after fixing the cause, drop.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Publish generated patients (and optionally changes, deletions and
     /// poison messages) to the bus, as an extractor would.
     Sample(sample::Args),
@@ -83,6 +96,9 @@ async fn main() -> anyhow::Result<()> {
     let settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
     etl_runtime::telemetry::init(&settings.log);
     match args.command {
+        Command::Status(a) => status::run(&settings, a).await,
+        Command::Replay(a) => replay::run(&settings, a).await,
+        Command::Dlq(c) => dlq::run(&settings, c).await,
         Command::Sample(a) => sample::run(&settings, a).await,
         Command::Wait(a) => stream::wait(&settings, a).await,
         Command::DeleteStream(a) => stream::delete(&settings, a).await,

@@ -108,29 +108,20 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 async fn bus_state(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let client = settings.nats.connect("etl-summary").await?;
     let js = jetstream::new(client);
-    let mut stream = js.get_stream(&settings.stream.name).await?;
-    let info = stream.info().await?;
+    let (s, consumers) = crate::status::bus(&js, &settings.stream.name).await?;
     let mut lines = vec![format!(
         "stream {} ({}): {} messages, {:.1} MiB, sequences {}..{}",
-        info.config.name,
+        s.name,
         settings.stream.all_subjects(),
-        info.state.messages,
-        info.state.bytes as f64 / 1048576.0,
-        info.state.first_sequence,
-        info.state.last_sequence
+        s.messages,
+        s.bytes as f64 / 1048576.0,
+        s.first_seq,
+        s.last_seq
     )];
-    let mut names = stream.consumer_names();
-    use futures::StreamExt;
-    while let Some(name) = names.next().await {
-        let name = name?;
-        let mut consumer = stream
-            .get_consumer::<jetstream::consumer::pull::Config>(&name)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let c = consumer.info().await?;
+    for c in consumers {
         lines.push(format!(
-            "consumer {name}: {} waiting, {} delivered but not yet acknowledged, last acked stream sequence {}",
-            c.num_pending, c.num_ack_pending, c.ack_floor.stream_sequence
+            "consumer {}: {} waiting, {} delivered but not yet acknowledged, last acked stream sequence {}",
+            c.name, c.pending, c.unacked, c.ack_floor_seq
         ));
     }
     Ok(lines)
@@ -138,25 +129,18 @@ async fn bus_state(settings: &Settings) -> anyhow::Result<Vec<String>> {
 
 /// The matcher's side: persons, cross-system matches, review items.
 async fn matching(pool: &PgPool) -> anyhow::Result<()> {
-    let present: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('person_memberships')::text")
-            .fetch_one(pool)
-            .await?;
     println!("\nPersons (matcher)");
-    if present.is_none() {
+    let Some(p) = crate::status::person_counts(pool).await? else {
         println!("  the matcher has not run on this database");
         return Ok(());
-    }
-    let (persons, multi, cross, records, locked): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "WITH p AS (SELECT person_id, count(*) AS n, count(DISTINCT source) AS sources
-                    FROM person_memberships WHERE valid_to IS NULL GROUP BY person_id)
-         SELECT count(*), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE sources > 1),
-                coalesce(sum(n), 0)::int8,
-                (SELECT count(*) FROM persons WHERE locked AND retired_at IS NULL)
-         FROM p",
-    )
-    .fetch_one(pool)
-    .await?;
+    };
+    let (persons, multi, cross, records, locked) = (
+        p.persons,
+        p.with_several_records,
+        p.cross_system,
+        p.records,
+        p.locked,
+    );
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM record_changes")
         .fetch_one(pool)
         .await?;

@@ -8,4 +8,5 @@ pub mod database;
 pub mod nats;
 pub mod settings;
 pub mod shutdown;
+pub mod sync_status;
 pub mod telemetry;

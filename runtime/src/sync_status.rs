@@ -1,0 +1,100 @@
+//! The last successful sync of each source, for `etl status`: a NATS KV
+//! bucket, one key per source (or `source/database`), a JSON value with
+//! counts and times only (no personal data).
+//!
+//! Written at the very end of a successful sync or pass; a failure to write
+//! it is logged and ignored, because it is information for operators, not
+//! state the pipeline depends on.
+
+use async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The bucket holding the last successful sync per source.
+pub const BUCKET: &str = "etl_sync_status";
+
+/// One successful sync or pass. Counts only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub finished_at: DateTime<Utc>,
+    /// What kind of pass: `sync`, `initial`, `delta`, `reconcile`.
+    pub kind: String,
+    /// Records published (stored by the stream).
+    pub published: u64,
+    /// Deletions published.
+    pub deleted: u64,
+}
+
+async fn open(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(BUCKET).await {
+        return Ok(store);
+    }
+    // Created as a stream, as in `checkpoint.rs` (async-nats 0.51's
+    // `create_key_value` fails against nats-server 2.9).
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{BUCKET}"),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating bucket {BUCKET}: {e}"))?;
+    js.get_key_value(BUCKET)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening bucket {BUCKET}: {e}"))
+}
+
+/// Records a successful pass under `key`; never fails the caller.
+pub async fn record(js: &jetstream::Context, key: &str, kind: &str, published: u64, deleted: u64) {
+    let status = SyncStatus {
+        finished_at: Utc::now(),
+        kind: kind.into(),
+        published,
+        deleted,
+    };
+    let result = async {
+        let store = open(js).await?;
+        store
+            .put(key.replace('/', "."), serde_json::to_vec(&status)?.into())
+            .await
+            .map_err(|e| anyhow::anyhow!("writing sync status {key}: {e}"))?;
+        anyhow::Ok(())
+    };
+    if let Err(error) = result.await {
+        tracing::warn!(%error, key, "could not record the sync status");
+    }
+}
+
+/// Every recorded source's last successful sync, sorted by key. Empty when
+/// nothing was recorded yet.
+pub async fn all(js: &jetstream::Context) -> anyhow::Result<Vec<(String, SyncStatus)>> {
+    use futures::StreamExt;
+    let Ok(store) = js.get_key_value(BUCKET).await else {
+        return Ok(Vec::new());
+    };
+    let mut keys = match store.keys().await {
+        Ok(keys) => keys.boxed(),
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| anyhow::anyhow!("listing sync status: {e}"))?;
+        if let Some(value) = store
+            .get(&key)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading sync status {key}: {e}"))?
+        {
+            if let Ok(status) = serde_json::from_slice(&value) {
+                out.push((key.replace('.', "/"), status));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
