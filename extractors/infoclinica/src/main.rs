@@ -125,8 +125,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Mode::Daemon
     };
-    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
-    etl_runtime::observe::start(&settings.http, &shutdown).await?;
+    let shutdown = etl_runtime::shutdown::on_signals();
     let summaries = infoclinica_extractor::run(settings, mode, shutdown).await?;
     for s in summaries {
         tracing::info!(
