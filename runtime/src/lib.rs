@@ -1,11 +1,12 @@
 //! What every service of the bus shares: layered [`settings`], connections
 //! to [`nats`] and the [`database`], [`telemetry`] (logs), [`backoff`] and
-//! graceful [`shutdown`].
+//! graceful [`shutdown`], and [`observe`] (metrics, health, readiness, systemd).
 
 pub mod backoff;
 pub mod checkpoint;
 pub mod database;
 pub mod nats;
+pub mod observe;
 pub mod settings;
 pub mod shutdown;
 pub mod sync_status;

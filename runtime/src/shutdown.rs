@@ -27,3 +27,39 @@ pub fn on_signals() -> CancellationToken {
     });
     token
 }
+
+/// `[shutdown]`: how long a service may take to stop.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// After SIGTERM, the service finishes the work in hand; past this
+    /// deadline it exits anyway (status 1): what was not acknowledged is
+    /// redelivered. Keep it under systemd's `TimeoutStopSec` and compose's
+    /// `stop_grace_period`.
+    #[serde(with = "humantime_serde")]
+    pub deadline: std::time::Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            deadline: std::time::Duration::from_secs(45),
+        }
+    }
+}
+
+/// [`on_signals`], and once cancelled: `STOPPING=1` to systemd, and exit
+/// after `settings.deadline` if the service has not stopped by then.
+pub fn on_signals_with_deadline(settings: &ShutdownSettings) -> CancellationToken {
+    let token = on_signals();
+    let cancelled = token.clone();
+    let deadline = settings.deadline;
+    tokio::spawn(async move {
+        cancelled.cancelled().await;
+        crate::observe::stopping();
+        tokio::time::sleep(deadline).await;
+        tracing::error!(?deadline, "shutdown deadline passed: exiting now");
+        std::process::exit(1);
+    });
+    token
+}
