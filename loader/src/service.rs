@@ -55,12 +55,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         return Ok(Summary::default());
     };
     store.migrate().await.context("applying migrations")?;
+    etl_runtime::observe::watch_database(store.pool());
 
     let client = settings
         .nats
         .connect("loader")
         .await
         .context("connecting to NATS")?;
+    etl_runtime::observe::watch_nats(&client);
     let js = jetstream::new(client.clone());
     let consumer_config = pull::Config {
         durable_name: Some(loader.consumer.clone()),
@@ -104,6 +106,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         else {
             break;
         };
+        etl_runtime::observe::watch_consumer(&consumer, Duration::from_secs(5), &shutdown);
+        etl_runtime::observe::ready();
         if attempt == 0 {
             tracing::info!(consumer = %loader.consumer, stream = %settings.stream.name, "loader ready");
         }
@@ -223,6 +227,8 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     // "Today" in the easternmost time zone (UTC+14): a baby born just after
     // midnight in Moscow has a birth date that is still tomorrow in UTC.
     let today = (chrono::Utc::now() + chrono::Duration::hours(14)).date_naive();
+    let started = std::time::Instant::now();
+    metrics::histogram!("loader_batch_size").record(batch.len() as f64);
     let examined: Vec<Examined> = batch
         .into_iter()
         .map(|message| {
@@ -255,6 +261,9 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 }
             })
             .await;
+            count_written(&written);
+            metrics::counter!("loader_batches_total", "outcome" => "committed").increment(1);
+            metrics::histogram!("loader_batch_seconds").record(started.elapsed().as_secs_f64());
             let mut summary = shared.summary.lock().unwrap();
             summary.written += written;
             summary.batches += 1;
@@ -311,6 +320,7 @@ async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Er
         })
         .collect();
     for d in &dead {
+        metrics::counter!("loader_records_rejected_total", "kind" => d.rejection.code).increment(1);
         tracing::warn!(
             stream_seq = d.stream_seq,
             source = d.rejection.source.as_deref().unwrap_or("?"),
@@ -321,6 +331,19 @@ async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Er
         );
     }
     store.write(&loads, &dead).await
+}
+
+/// Records loaded by outcome, and dead letters.
+fn count_written(written: &Written) {
+    for (outcome, n) in [
+        ("inserted", written.inserted),
+        ("updated", written.updated),
+        ("deleted", written.deleted),
+        ("unchanged", written.unchanged),
+    ] {
+        metrics::counter!("loader_records_loaded_total", "outcome" => outcome).increment(n);
+    }
+    metrics::counter!("loader_records_dead_lettered_total").increment(written.dead_lettered);
 }
 
 fn dead_letter(e: &Examined, rejection: Rejection) -> DeadLetter {
@@ -347,6 +370,7 @@ async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error
     tracing::warn!(%error, messages = examined.len(), delay_ms = delay.as_millis() as u64,
         "transient failure writing a batch; it will be redelivered");
     settle(examined, |_| AckKind::Nak(Some(delay))).await;
+    metrics::counter!("loader_batches_total", "outcome" => "retried").increment(1);
     shared.summary.lock().unwrap().retried_batches += 1;
     sleep_or_cancel(delay, &shared.shutdown).await;
 }
@@ -380,6 +404,7 @@ async fn isolate(shared: &Shared, examined: Vec<Examined>) {
                     AckKind::Term
                 };
                 settle(std::slice::from_ref(&e), |_| kind).await;
+                count_written(&written);
                 shared.summary.lock().unwrap().written += written;
             }
             Err(error) => retry_later(shared, std::slice::from_ref(&e), &error).await,

@@ -32,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(?applied, "full re-match done");
         return Ok(());
     }
-    let shutdown = etl_runtime::shutdown::on_signals();
+    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
+    etl_runtime::observe::start(&settings.http, &shutdown).await?;
     let summary = matcher::run(settings, shutdown).await?;
     tracing::info!(
         changes = summary.changes,

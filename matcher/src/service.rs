@@ -79,6 +79,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let m = &settings.matcher;
     let mut listener = listen(&pool).await;
     let mut failures = 0u32;
+    etl_runtime::observe::watch_database(&pool);
+    etl_runtime::observe::ready();
     tracing::info!("matcher started");
     while !shutdown.is_cancelled() {
         let started = std::time::Instant::now();
@@ -86,6 +88,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(Some(applied)) if applied.changes > 0 => {
                 failures = 0;
                 metrics::counter!("matcher_changes_total").increment(applied.changes);
+                metrics::histogram!("matcher_batch_size").record(applied.changes as f64);
+                for (outcome, n) in [
+                    ("moved", applied.moved),
+                    ("person_created", applied.persons_created),
+                    ("review_opened", applied.reviews_opened),
+                ] {
+                    metrics::counter!("matcher_records_matched_total", "outcome" => outcome)
+                        .increment(n);
+                }
                 metrics::histogram!("matcher_batch_seconds")
                     .record(started.elapsed().as_secs_f64());
                 tracing::debug!(?applied, "batch applied");
@@ -97,6 +108,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(None) => {}
             Err(error) => {
                 failures += 1;
+                metrics::counter!("matcher_batch_failures_total", "kind" => if is_transient(&error) { "transient" } else { "permanent" }).increment(1);
                 let delay = m.retry.delay(failures);
                 tracing::warn!(
                     error = %describe(&error),

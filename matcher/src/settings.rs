@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use etl_runtime::backoff::Backoff;
 use etl_runtime::database::DatabaseSettings;
+use etl_runtime::observe::HttpSettings;
+use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
@@ -16,6 +18,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub matcher: MatcherSettings,
     pub log: LogSettings,
+    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
+    pub http: HttpSettings,
+    pub shutdown: ShutdownSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -92,6 +92,9 @@ pub async fn run(
             }
         }
     };
+    etl_runtime::observe::watch_nats(&client);
+    etl_runtime::observe::watch_stream(&js, &settings.stream.name);
+    etl_runtime::observe::ready();
     let bus = Bus {
         js,
         stream: settings.stream.clone(),

@@ -125,7 +125,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Mode::Daemon
     };
-    let shutdown = etl_runtime::shutdown::on_signals();
+    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
+    etl_runtime::observe::start(&settings.http, &shutdown).await?;
     let summaries = infoclinica_extractor::run(settings, mode, shutdown).await?;
     for s in summaries {
         tracing::info!(

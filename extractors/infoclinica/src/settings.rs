@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use etl_runtime::backoff::Backoff;
 use etl_runtime::nats::NatsSettings;
+use etl_runtime::observe::HttpSettings;
+use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
 use proto::bus::StreamSettings;
 use secrecy::SecretString;
@@ -20,6 +22,9 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub stream: StreamSettings,
     pub log: LogSettings,
+    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
+    pub http: HttpSettings,
+    pub shutdown: ShutdownSettings,
     pub extractor: ExtractorSettings,
     /// The Infoclinica databases to read (one per branch, often). Each has
     /// its own checkpoint, connection and mapping.

@@ -48,6 +48,7 @@ pub async fn run(
         e = Extractor::connect(settings) => e?,
         _ = shutdown.cancelled() => return Ok(None),
     };
+    etl_runtime::observe::ready();
     if options.reset_state {
         extractor.reset_state().await?;
     }

@@ -35,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings: qms_extractor::Settings = etl_runtime::settings::load(args.config.as_deref())?;
     etl_runtime::telemetry::init(&settings.log);
-    let shutdown = etl_runtime::shutdown::on_signals();
+    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
+    etl_runtime::observe::start(&settings.http, &shutdown).await?;
     let mode = if args.no_daemon {
         Mode::Once
     } else {

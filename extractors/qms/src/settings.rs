@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use etl_runtime::backoff::Backoff;
 use etl_runtime::nats::NatsSettings;
+use etl_runtime::observe::HttpSettings;
+use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
 use proto::bus::StreamSettings;
 use serde::Deserialize;
@@ -18,6 +20,9 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub qms: QmsSettings,
     pub log: LogSettings,
+    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
+    pub http: HttpSettings,
+    pub shutdown: ShutdownSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

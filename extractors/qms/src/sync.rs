@@ -83,10 +83,12 @@ impl Extractor {
         let decoder = Decoder::for_label(&settings.qms.encoding)
             .ok_or_else(|| anyhow::anyhow!("unknown qms.encoding {:?}", settings.qms.encoding))?;
         let client = settings.nats.connect("qms-extractor").await?;
+        etl_runtime::observe::watch_nats(&client);
         let js = jetstream::new(client);
         proto::bus::ensure_stream(&js, &settings.stream)
             .await
             .map_err(|e| anyhow::anyhow!("creating stream {}: {e}", settings.stream.name))?;
+        etl_runtime::observe::watch_stream(&js, &settings.stream.name);
         let r = &settings.qms.rejects;
         js.get_or_create_stream(jetstream::stream::Config {
             name: r.stream.clone(),
