@@ -61,6 +61,14 @@ async fn replay_rebuild_dead_letters_and_status() {
     testkit::publish_all(&js, &stream, envelopes).await;
     testkit::publish_raw(&js, stream.subject("qms"), b"not an envelope".to_vec()).await;
     let pool = testkit::pool(&db).await;
+    // The loader applies the migrations when it starts.
+    testkit::wait_until(Duration::from_secs(30), "migrated", || async {
+        sqlx::query("SELECT 1 FROM dead_letters LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .is_ok()
+    })
+    .await;
     testkit::wait_until(Duration::from_secs(30), "loaded", || async {
         let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
             .fetch_one(&pool)
