@@ -166,7 +166,10 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
                     ),
                 }
             } else {
-                println!("(payload of {} bytes not shown: add --show-personal-data)", payload.len());
+                println!(
+                    "(payload of {} bytes not shown: add --show-personal-data)",
+                    payload.len()
+                );
             }
         }
         DlqCommand::Retry { id, all, reason } => {
@@ -197,7 +200,10 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
             .execute(&pool)
             .await?
             .rows_affected();
-            anyhow::ensure!(done == 1, "dead letter {id} is not open (or does not exist)");
+            anyhow::ensure!(
+                done == 1,
+                "dead letter {id} is not open (or does not exist)"
+            );
             println!("dead letter {id} dropped");
         }
         DlqCommand::QmsRejects(_) => unreachable!("handled above"),
@@ -206,11 +212,14 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
 }
 
 async fn fetch(pool: &PgPool, id: i64) -> anyhow::Result<(DeadLetterRow, Vec<u8>)> {
-    let row: Option<DeadLetterRow> =
-        sqlx::query_as(concat!("SELECT ", columns!(), " FROM dead_letters WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<DeadLetterRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM dead_letters WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     let row = row.ok_or_else(|| anyhow::anyhow!("no dead letter {id}"))?;
     let payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM dead_letters WHERE id = $1")
         .bind(id)
@@ -224,7 +233,11 @@ async fn fetch(pool: &PgPool, id: i64) -> anyhow::Result<(DeadLetterRow, Vec<u8>
 /// makes harmless; the other order could lose the message.
 async fn retry(pool: &PgPool, js: &jetstream::Context, id: i64) -> anyhow::Result<()> {
     let (row, payload) = fetch(pool, id).await?;
-    anyhow::ensure!(row.status == "open", "dead letter {id} is {}, not open", row.status);
+    anyhow::ensure!(
+        row.status == "open",
+        "dead letter {id} is {}, not open",
+        row.status
+    );
     let mut headers = async_nats::HeaderMap::new();
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
     headers.insert(
@@ -274,11 +287,18 @@ async fn rejects(settings: &Settings, command: RejectsCommand) -> anyhow::Result
         } => {
             let s = js.get_stream(&stream).await?;
             let m = s.get_raw_message(seq).await?;
-            println!("seq {seq}, stored {}, reason {}", m.time, reject_reason(&m.headers));
+            println!(
+                "seq {seq}, stored {}, reason {}",
+                m.time,
+                reject_reason(&m.headers)
+            );
             if show_personal_data {
                 println!("{}", String::from_utf8_lossy(&m.payload));
             } else {
-                println!("(raw record of {} bytes not shown: add --show-personal-data)", m.payload.len());
+                println!(
+                    "(raw record of {} bytes not shown: add --show-personal-data)",
+                    m.payload.len()
+                );
             }
         }
         RejectsCommand::Drop { seq, stream } => {
@@ -322,7 +342,10 @@ async fn list_rejects(js: &jetstream::Context, stream: &str) -> anyhow::Result<V
 }
 
 /// Rejects per reason, for `etl status`.
-pub async fn reject_counts(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<(String, u64)>> {
+pub async fn reject_counts(
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     for r in list_rejects(js, stream).await? {
         *counts.entry(r.reason).or_default() += 1;

@@ -10,8 +10,8 @@ mod import;
 mod persons;
 mod replay;
 mod sample;
-mod stream;
 mod status;
+mod stream;
 mod summary;
 
 /// Operate the medical ETL bus.

@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use loader::batch::{self, Rejection};
-use loader::store::{DeadLetter, LoadRow, Store, Written};
+use loader::store::{Store, Written};
 use proto::Envelope;
 use sqlx::PgPool;
 
@@ -78,7 +78,10 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     };
     let first = args.from_seq.unwrap_or(state.first_sequence);
     if state.messages == 0 || end < first {
-        eprintln!("nothing to replay (stream holds sequences {}..{})", state.first_sequence, state.last_sequence);
+        eprintln!(
+            "nothing to replay (stream holds sequences {}..{})",
+            state.first_sequence, state.last_sequence
+        );
         return Ok(());
     }
     let filter_subject = args
@@ -149,30 +152,18 @@ struct Examined {
     verdict: Result<Envelope, Rejection>,
 }
 
-/// One transaction, as the loader writes a batch: the newest version per
-/// record, and the dead letters of the rest.
+/// One transaction, as the loader writes a batch.
 async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> {
-    let loads: Vec<LoadRow> = examined
+    let view: Vec<loader::store::Examined> = examined
         .iter()
-        .filter_map(|e| {
-            e.verdict.as_ref().ok().map(|envelope| LoadRow {
-                envelope,
-                stream_seq: e.stream_seq,
-            })
+        .map(|e| loader::store::Examined {
+            stream_seq: e.stream_seq,
+            subject: &e.subject,
+            // Replayed messages were delivered once to this tool.
+            delivered: 1,
+            payload: &e.payload,
+            verdict: &e.verdict,
         })
         .collect();
-    let loads = batch::newest_per_key(loads, |row| row.envelope);
-    let dead: Vec<DeadLetter> = examined
-        .iter()
-        .filter_map(|e| {
-            e.verdict.as_ref().err().map(|rejection| DeadLetter {
-                stream_seq: e.stream_seq,
-                subject: e.subject.clone(),
-                delivered: 1,
-                payload: e.payload.clone(),
-                rejection: rejection.clone(),
-            })
-        })
-        .collect();
-    Ok(store.write(&loads, &dead).await?)
+    Ok(store.write_examined(&view).await?)
 }

@@ -189,7 +189,10 @@ fn print_table(s: &Status) {
     println!("\nPersons");
     match &s.persons {
         Some(p) => {
-            println!("  persons            {:>9} holding {} live records", p.persons, p.records);
+            println!(
+                "  persons            {:>9} holding {} live records",
+                p.persons, p.records
+            );
             println!("  cross-system       {:>9}", p.cross_system);
             println!("  open review items  {:>9}", p.open_review_items);
         }

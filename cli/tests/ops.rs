@@ -95,7 +95,11 @@ async fn replay_rebuild_dead_letters_and_status() {
     loader.stop().await;
 
     // A range replay into the loaded database changes nothing.
-    etl(&db, &stream, &["replay", "--from-seq", "20", "--to-seq", "55"]);
+    etl(
+        &db,
+        &stream,
+        &["replay", "--from-seq", "20", "--to-seq", "55"],
+    );
     assert_eq!(content(&pool).await, original);
 
     // A rebuild into an empty database gives the same state; a second
@@ -126,20 +130,24 @@ async fn replay_rebuild_dead_letters_and_status() {
         &stream,
         &consumer,
     ));
-    testkit::wait_until(Duration::from_secs(30), "retried message dead-lettered again", || async {
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE status = 'open'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        open == 1
-    })
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "retried message dead-lettered again",
+        || async {
+            let open: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE status = 'open'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            open == 1
+        },
+    )
     .await;
     loader.stop().await;
-    let statuses: Vec<String> =
-        sqlx::query_scalar("SELECT status FROM dead_letters ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM dead_letters ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(statuses, ["retried", "open"]);
     let list: serde_json::Value =
         serde_json::from_str(&etl(&db, &stream, &["dlq", "list", "--json"])).unwrap();

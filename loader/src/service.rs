@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{self, Rejection};
 use crate::settings::{LoaderSettings, Settings};
-use crate::store::{DeadLetter, LoadRow, Store, Written};
+use crate::store::{self, Store, Written};
 use etl_runtime::database::is_transient;
 
 /// What a loader did in its life, reported at exit.
@@ -300,37 +300,17 @@ async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Wri
 /// Writes the loadable messages (newest version per record) and the dead
 /// letters of the others in one transaction.
 async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Error> {
-    let loads: Vec<LoadRow> = examined
+    let view: Vec<store::Examined> = examined
         .iter()
-        .filter_map(|e| {
-            e.verdict.as_ref().ok().map(|envelope| LoadRow {
-                envelope,
-                stream_seq: e.stream_seq,
-            })
+        .map(|e| store::Examined {
+            stream_seq: e.stream_seq,
+            subject: e.message.subject.as_str(),
+            delivered: e.delivered,
+            payload: &e.message.payload,
+            verdict: &e.verdict,
         })
         .collect();
-    let loads = batch::newest_per_key(loads, |row| row.envelope);
-    let dead: Vec<DeadLetter> = examined
-        .iter()
-        .filter_map(|e| {
-            e.verdict
-                .as_ref()
-                .err()
-                .map(|rejection| dead_letter(e, rejection.clone()))
-        })
-        .collect();
-    for d in &dead {
-        metrics::counter!("loader_records_rejected_total", "kind" => d.rejection.code).increment(1);
-        tracing::warn!(
-            stream_seq = d.stream_seq,
-            source = d.rejection.source.as_deref().unwrap_or("?"),
-            source_id = d.rejection.source_id.as_deref().unwrap_or("?"),
-            code = d.rejection.code,
-            reason = %d.rejection.reason,
-            "dead-lettering a message"
-        );
-    }
-    store.write(&loads, &dead).await
+    store.write_examined(&view).await
 }
 
 /// Records loaded by outcome, and dead letters.
@@ -344,16 +324,6 @@ fn count_written(written: &Written) {
         metrics::counter!("loader_records_loaded_total", "outcome" => outcome).increment(n);
     }
     metrics::counter!("loader_records_dead_lettered_total").increment(written.dead_lettered);
-}
-
-fn dead_letter(e: &Examined, rejection: Rejection) -> DeadLetter {
-    DeadLetter {
-        stream_seq: e.stream_seq,
-        subject: e.message.subject.to_string(),
-        delivered: e.delivered,
-        payload: e.message.payload.clone(),
-        rejection,
-    }
 }
 
 /// A transient failure: hand the batch back to the server with a delay that

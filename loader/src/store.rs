@@ -32,6 +32,16 @@ pub struct DeadLetter {
     pub rejection: Rejection,
 }
 
+/// A stream message after decoding and validation, as
+/// [`Store::write_examined`] takes it.
+pub struct Examined<'a> {
+    pub stream_seq: u64,
+    pub subject: &'a str,
+    pub delivered: i64,
+    pub payload: &'a Bytes,
+    pub verdict: &'a Result<Envelope, Rejection>,
+}
+
 /// What one write did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
@@ -79,6 +89,36 @@ impl Store {
     /// several loaders start at once.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         MIGRATOR.run(&self.pool).await
+    }
+
+    /// Writes examined messages as the loader does: the newest version per
+    /// record is loaded, the rejected ones become dead letters, all in one
+    /// transaction. Used by the loader's consume loop and by `etl replay`,
+    /// so a replay applies exactly what a live load would.
+    pub async fn write_examined(&self, examined: &[Examined<'_>]) -> Result<Written, sqlx::Error> {
+        let loads: Vec<LoadRow> = examined
+            .iter()
+            .filter_map(|e| {
+                e.verdict.as_ref().ok().map(|envelope| LoadRow {
+                    envelope,
+                    stream_seq: e.stream_seq,
+                })
+            })
+            .collect();
+        let loads = crate::batch::newest_per_key(loads, |row| row.envelope);
+        let dead: Vec<DeadLetter> = examined
+            .iter()
+            .filter_map(|e| {
+                e.verdict.as_ref().err().map(|rejection| DeadLetter {
+                    stream_seq: e.stream_seq,
+                    subject: e.subject.to_string(),
+                    delivered: e.delivered,
+                    payload: e.payload.clone(),
+                    rejection: rejection.clone(),
+                })
+            })
+            .collect();
+        self.write(&loads, &dead).await
     }
 
     /// Writes one batch in one transaction. `rows` must hold each record at

@@ -36,32 +36,8 @@ impl Checkpoints {
     /// Opens `bucket`, creating it (file storage, a short history for
     /// operators to look back) if it does not exist.
     pub async fn open(js: &jetstream::Context, bucket: &str) -> anyhow::Result<Checkpoints> {
-        let store = match js.get_key_value(bucket).await {
-            Ok(store) => store,
-            Err(_) => {
-                // Not `create_key_value`: async-nats 0.51 first asks for the
-                // account info and fails to parse nats-server 2.9's answer
-                // (no `reserved_memory`). The bucket is a stream of this
-                // shape (what `create_key_value` would make).
-                js.get_or_create_stream(jetstream::stream::Config {
-                    name: format!("KV_{bucket}"),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 5,
-                    storage: jetstream::stream::StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: jetstream::stream::DiscardPolicy::New,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("creating checkpoint bucket {bucket}: {e}"))?;
-                js.get_key_value(bucket)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("opening checkpoint bucket {bucket}: {e}"))?
-            }
-        };
+        // A short history for operators to look back.
+        let store = open_bucket(js, bucket, 5).await?;
         Ok(Checkpoints { store })
     }
 
@@ -124,4 +100,37 @@ impl Checkpoints {
             .await
             .map_err(|e| anyhow::anyhow!("deleting checkpoint {key}: {e}"))
     }
+}
+
+/// Opens the KV bucket `bucket`, creating it (file storage, `history`
+/// values kept per key) if it does not exist.
+///
+/// Not `create_key_value`: async-nats 0.51 first asks for the account info
+/// and fails to parse nats-server 2.9's answer (no `reserved_memory`). The
+/// bucket is created as a stream of the shape `create_key_value` would make.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e}"))
 }

@@ -26,28 +26,7 @@ pub struct SyncStatus {
 }
 
 async fn open(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(BUCKET).await {
-        return Ok(store);
-    }
-    // Created as a stream, as in `checkpoint.rs` (async-nats 0.51's
-    // `create_key_value` fails against nats-server 2.9).
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: format!("KV_{BUCKET}"),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        max_messages_per_subject: 1,
-        storage: jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating bucket {BUCKET}: {e}"))?;
-    js.get_key_value(BUCKET)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening bucket {BUCKET}: {e}"))
+    crate::checkpoint::open_bucket(js, BUCKET, 1).await
 }
 
 /// Records a successful pass under `key`; never fails the caller.
