@@ -58,6 +58,9 @@ enum Command {
     Evaluate(persons::EvaluateArgs),
     /// Recompute all persons from the records (after a rule or weight change).
     Rematch,
+    /// Apply pending schema migrations (as the schema owner, before starting
+    /// new versions of the services) and list what is applied.
+    Migrate,
     /// Persons, review items and operator decisions.
     #[command(subcommand)]
     Persons(persons::PersonsCommand),
@@ -108,5 +111,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Evaluate(a) => persons::evaluate(&settings, a).await,
         Command::Rematch => persons::rematch(&settings).await,
         Command::Persons(c) => persons::run(&settings, c).await,
+        Command::Migrate => migrate(&settings).await,
     }
+}
+
+/// Applies the migrations shipped in this binary (the loader's and the
+/// matcher's are one set, `migrations/`) and prints each applied version.
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect_with(settings.database.with_db()).await?;
+    matcher::MIGRATOR.run(&pool).await?;
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await?;
+    for (version, description) in &applied {
+        println!("{version} {description}");
+    }
+    println!(
+        "{} migrations applied; the schema is up to date",
+        applied.len()
+    );
+    Ok(())
 }
