@@ -318,9 +318,9 @@ async fn readyz(timeout: Duration) -> impl IntoResponse {
 }
 
 /// Awaits all futures concurrently (a few checks: no need for `futures`).
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
