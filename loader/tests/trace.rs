@@ -19,8 +19,8 @@ async fn the_publishers_traceparent_is_stored_with_the_change() {
     } = Fixture::new().await;
     let mut envelopes = generated(7, 4, 1);
     let bare = envelopes.pop().unwrap();
-    let known = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-        .unwrap();
+    let known =
+        TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 
     // Two through a Publisher in a known trace, one in a fresh trace, one
     // published without the header at all (an older extractor).

@@ -78,7 +78,8 @@ impl fmt::Display for TraceParent {
 
 /// Lower-case hex only, as the spec requires.
 fn is_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The trace id of a stored `traceparent`, if it is well formed.
