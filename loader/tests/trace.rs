@@ -11,12 +11,8 @@ use proto::trace::TraceParent;
 
 #[tokio::test]
 async fn the_publishers_traceparent_is_stored_with_the_change() {
-    let Fixture {
-        db,
-        stream,
-        js,
-        pool,
-    } = Fixture::new().await;
+    let fixture = Fixture::new().await;
+    let (js, stream, pool) = (&fixture.js, &fixture.stream, &fixture.pool);
     let mut envelopes = generated(7, 4, 1);
     let bare = envelopes.pop().unwrap();
     let known =
@@ -24,12 +20,12 @@ async fn the_publishers_traceparent_is_stored_with_the_change() {
 
     // Two through a Publisher in a known trace, one in a fresh trace, one
     // published without the header at all (an older extractor).
-    let mut publisher = Publisher::new(&js, &stream, 16).with_traceparent(known);
+    let mut publisher = Publisher::new(js, stream, 16).with_traceparent(known);
     for e in &envelopes[..2] {
         publisher.send(e).await.unwrap();
     }
     publisher.settle().await.unwrap();
-    bus::publish(&js, &stream, &envelopes[2])
+    bus::publish(js, stream, &envelopes[2])
         .await
         .unwrap()
         .await
@@ -45,13 +41,13 @@ async fn the_publishers_traceparent_is_stored_with_the_change() {
     .await
     .unwrap();
 
-    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
-    wait_drained(&js, &stream, "loader", Duration::from_secs(30)).await;
+    let loader = RunningLoader::start(settings(&fixture.db, stream, "loader"));
+    wait_drained(js, stream, "loader", Duration::from_secs(30)).await;
     loader.stop().await;
 
     let stored: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT source_id, traceparent FROM record_changes")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap();
     let of = |source_id: &str| {
