@@ -163,6 +163,8 @@ async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> 
             delivered: 1,
             payload: &e.payload,
             verdict: &e.verdict,
+            // A replay is not the publisher's trace.
+            traceparent: None,
         })
         .collect();
     Ok(store.write_examined(&view).await?)

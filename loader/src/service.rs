@@ -308,6 +308,12 @@ async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Er
             delivered: e.delivered,
             payload: &e.message.payload,
             verdict: &e.verdict,
+            traceparent: e
+                .message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(proto::trace::HEADER))
+                .map(|v| v.as_str()),
         })
         .collect();
     store.write_examined(&view).await

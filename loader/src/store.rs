@@ -21,6 +21,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct LoadRow<'a> {
     pub envelope: &'a Envelope,
     pub stream_seq: u64,
+    /// The message's `traceparent` header, stored with the change it makes.
+    pub traceparent: Option<&'a str>,
 }
 
 /// A message set aside, with everything needed to retry it later.
@@ -40,6 +42,8 @@ pub struct Examined<'a> {
     pub delivered: i64,
     pub payload: &'a Bytes,
     pub verdict: &'a Result<Envelope, Rejection>,
+    /// The message's `traceparent` header, if it had one.
+    pub traceparent: Option<&'a str>,
 }
 
 /// What one write did.
@@ -102,6 +106,7 @@ impl Store {
                 e.verdict.as_ref().ok().map(|envelope| LoadRow {
                     envelope,
                     stream_seq: e.stream_seq,
+                    traceparent: e.traceparent,
                 })
             })
             .collect();
@@ -258,11 +263,11 @@ WITH input AS (
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::date[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[],
         $13::bool[], $14::text[], $15::text[], $16::text[], $17::int2[], $18::int8[],
-        $19::bytea[], $20::timestamptz[], $21::int8[], $22::bool[]
+        $19::bytea[], $20::timestamptz[], $21::int8[], $22::bool[], $23::text[]
     ) AS t (source, source_id, business_unit, last_name, first_name, middle_name,
             birth_date, sex, documents, snils, snils_valid, oms_policy,
             oms_policy_valid, phones, emails, issues, schema_version, source_version,
-            content_hash, observed_at, stream_seq, is_delete)
+            content_hash, observed_at, stream_seq, is_delete, traceparent)
 ),
 written AS (
     INSERT INTO source_records AS r (
@@ -303,11 +308,12 @@ written AS (
               (xmax = 0) AS inserted, (updated_at = now()) AS changed, (deleted_at IS NOT NULL) AS deleted
 ),
 changes AS (
-    INSERT INTO record_changes (source, source_id, op, source_version, content_hash)
-    SELECT source, source_id,
-           CASE WHEN deleted THEN 'delete' WHEN inserted THEN 'insert' ELSE 'update' END,
-           source_version, content_hash
-    FROM written WHERE changed
+    INSERT INTO record_changes (source, source_id, op, source_version, content_hash, traceparent)
+    SELECT w.source, w.source_id,
+           CASE WHEN w.deleted THEN 'delete' WHEN w.inserted THEN 'insert' ELSE 'update' END,
+           w.source_version, w.content_hash, i.traceparent
+    FROM written w JOIN input i USING (source, source_id)
+    WHERE w.changed
     RETURNING op
 )
 SELECT count(*) FILTER (WHERE op = 'insert'),
@@ -340,6 +346,7 @@ struct Columns<'a> {
     observed_at: Vec<chrono::DateTime<chrono::Utc>>,
     stream_seq: Vec<i64>,
     is_delete: Vec<bool>,
+    traceparent: Vec<Option<&'a str>>,
 }
 
 fn json_array<T: serde::Serialize>(items: &[T]) -> String {
@@ -398,6 +405,7 @@ impl<'a> Columns<'a> {
         self.observed_at.push(e.observed_at);
         self.stream_seq.push(row.stream_seq as i64);
         self.is_delete.push(e.op == Operation::Delete);
+        self.traceparent.push(row.traceparent);
     }
 }
 
@@ -435,6 +443,7 @@ async fn upsert(
         .bind(&c.observed_at)
         .bind(&c.stream_seq)
         .bind(&c.is_delete)
+        .bind(&c.traceparent)
         .fetch_one(&mut **tx)
         .await?;
     let changed = (inserted + updated + deleted) as u64;

@@ -37,6 +37,7 @@ async fn load(store: &Store, records: &[synth::truth::TruthRecord], version: i64
             .map(|(n, e)| LoadRow {
                 envelope: e,
                 stream_seq: n as u64,
+                traceparent: None,
             })
             .collect();
         store.write(&rows, &[]).await.expect("write");

@@ -119,8 +119,8 @@ impl Engine {
         if !Self::try_lock(&mut tx).await? {
             return Ok(None);
         }
-        let claimed: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT change_id, source, source_id FROM record_changes
+        let claimed: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT change_id, source, source_id, traceparent FROM record_changes
              ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(limit)
@@ -131,6 +131,14 @@ impl Engine {
             return Ok(Some(Applied::default()));
         }
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+        // The publishers' traces this batch continues (ids only: no
+        // personal data), so that a trace search finds the matcher's work.
+        let traces = trace_ids(claimed.iter().map(|c| c.3.as_deref()));
+        tracing::debug!(
+            changes = ids.len(),
+            trace_ids = %traces.join(","),
+            "claimed changes"
+        );
         let mut recs: Vec<Rec> = claimed.into_iter().map(|c| (c.1, c.2)).collect();
         recs.sort();
         recs.dedup();
@@ -1202,4 +1210,36 @@ pub async fn audit_one(
     let mut a = Audit::default();
     a.push(action, person, rec, None, other, detail);
     a.write(tx, actor).await
+}
+
+/// The distinct, well-formed trace ids of claimed changes' `traceparent`s,
+/// sorted; malformed or missing ones are skipped.
+pub fn trace_ids<'a>(traceparents: impl IntoIterator<Item = Option<&'a str>>) -> Vec<String> {
+    let mut ids: Vec<String> = traceparents
+        .into_iter()
+        .flatten()
+        .filter_map(proto::trace::trace_id_of)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::trace_ids;
+
+    #[test]
+    fn trace_ids_are_distinct_well_formed_ids() {
+        let a = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let b = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let ids = trace_ids([Some(a), None, Some("garbage"), Some(b), Some(a)]);
+        assert_eq!(
+            ids,
+            [
+                "0af7651916cd43dd8448eb211c80319c",
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            ]
+        );
+    }
 }

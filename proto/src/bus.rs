@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use serde::Deserialize;
 
 use crate::envelope::Envelope;
+use crate::trace::{self, TraceParent};
 
 /// Subjects are `patients.<source>` (the prefix is configurable so that
 /// tests and staging can share a server with production).
@@ -139,16 +140,30 @@ pub async fn publish(
     publish_with_id(js, stream, envelope, envelope.message_id()).await
 }
 
-/// Publishes with an explicit message id (see [`revision_message_id`]).
+/// Publishes with an explicit message id (see [`revision_message_id`]),
+/// in a fresh trace.
 pub async fn publish_with_id(
     js: &jetstream::Context,
     stream: &StreamSettings,
     envelope: &Envelope,
     message_id: String,
 ) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
+    publish_traced(js, stream, envelope, message_id, &TraceParent::fresh()).await
+}
+
+/// Publishes with an explicit message id and a `traceparent` header, which
+/// the loader stores with the change it makes.
+pub async fn publish_traced(
+    js: &jetstream::Context,
+    stream: &StreamSettings,
+    envelope: &Envelope,
+    message_id: String,
+    traceparent: &TraceParent,
+) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
     let publish = jetstream::message::PublishMessage::build()
         .payload(envelope.encode().into())
-        .message_id(message_id);
+        .message_id(message_id)
+        .header(trace::HEADER, traceparent.to_string().as_str());
     js.send_publish(stream.subject(&envelope.source), publish)
         .await
 }
@@ -206,6 +221,8 @@ pub struct Publisher<'a> {
     mode: DuplicateMode,
     in_flight: VecDeque<InFlight>,
     published: Published,
+    /// The trace every message joins; `None`: a fresh trace per message.
+    traceparent: Option<TraceParent>,
 }
 
 impl<'a> Publisher<'a> {
@@ -227,7 +244,19 @@ impl<'a> Publisher<'a> {
             mode,
             in_flight: VecDeque::new(),
             published: Published::default(),
+            traceparent: None,
         }
+    }
+
+    /// Every message from now on carries `traceparent` (the caller's trace,
+    /// e.g. one per extractor page) instead of a fresh one each.
+    pub fn with_traceparent(mut self, traceparent: TraceParent) -> Self {
+        self.traceparent = Some(traceparent);
+        self
+    }
+
+    fn traceparent(&self) -> TraceParent {
+        self.traceparent.unwrap_or_else(TraceParent::fresh)
     }
 
     /// Publishes `envelope`; when `window` acks are in flight, first waits
@@ -236,7 +265,15 @@ impl<'a> Publisher<'a> {
         while self.in_flight.len() >= self.window {
             self.next_ack().await?;
         }
-        let ack = publish(self.js, self.stream, envelope).await?;
+        let traceparent = self.traceparent();
+        let ack = publish_traced(
+            self.js,
+            self.stream,
+            envelope,
+            envelope.message_id(),
+            &traceparent,
+        )
+        .await?;
         let envelope = (self.mode == DuplicateMode::Republish).then(|| envelope.clone());
         self.in_flight.push_back(InFlight { ack, envelope });
         Ok(())
@@ -267,11 +304,12 @@ impl<'a> Publisher<'a> {
             Some(envelope) => {
                 // Rare (content flipped back inside the window): awaited
                 // on its own, behind the acks already in flight.
-                let again = publish_with_id(
+                let again = publish_traced(
                     self.js,
                     self.stream,
                     &envelope,
                     revision_message_id(&envelope),
+                    &self.traceparent(),
                 )
                 .await?;
                 if again.await.map_err(PublishFailed::Ack)?.duplicate {

@@ -18,6 +18,7 @@ pub mod doctype;
 pub mod envelope;
 pub mod normalize;
 pub mod record;
+pub mod trace;
 
 pub use doctype::DocumentType;
 pub use envelope::{DecodeError, Envelope, Operation, SchemaViolation, SCHEMA_VERSION};

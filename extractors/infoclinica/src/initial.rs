@@ -241,7 +241,11 @@ impl<'a> BulkPublisher<'a> {
         );
         let message = PublishMessage::build()
             .payload(payload.into())
-            .message_id(proto::bus::message_id(self.source, source_id, &hash));
+            .message_id(proto::bus::message_id(self.source, source_id, &hash))
+            .header(
+                proto::trace::HEADER,
+                proto::trace::TraceParent::fresh().to_string(),
+            );
         let ack = self
             .bus
             .js

@@ -65,6 +65,7 @@ impl Fixture {
                 .map(|(n, e)| LoadRow {
                     envelope: e,
                     stream_seq: n as u64 + 1,
+                    traceparent: None,
                 })
                 .collect();
             self.store.write(&rows, &[]).await.expect("write");
