@@ -78,10 +78,24 @@ async fn replay_rebuild_dead_letters_and_status() {
     })
     .await;
     let original = content(&pool).await;
+    // An extractor's last successful sync (a key of this test's own: the
+    // bucket is shared by every test).
+    let sync_key = format!("infoclinica/{}", testkit::unique("db"));
+    etl_runtime::sync_status::record(&js, &sync_key, "delta", 7, 2).await;
 
-    // Status: stream, the loader's consumer, the dead letter.
+    // Status: stream, the loader's consumer, the dead letter, the last sync.
     let status: serde_json::Value =
         serde_json::from_str(&etl(&db, &stream, &["status", "--json"])).unwrap();
+    let last = status["last_syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == sync_key.as_str())
+        .expect("last sync listed");
+    assert_eq!(
+        (&last["kind"], &last["published"], &last["deleted"]),
+        (&"delta".into(), &7.into(), &2.into())
+    );
     assert_eq!(status["stream"]["messages"], 61);
     let c = status["consumers"]
         .as_array()

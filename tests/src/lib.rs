@@ -292,3 +292,46 @@ impl Drop for ChildProcess {
         self.kill9();
     }
 }
+
+/// `GET path` on a service's operations endpoint (`/metrics`, `/healthz`,
+/// `/readyz`) at `addr`: the status code and body. HTTP/1.0 over a plain
+/// socket (no HTTP client needed); `None` if nothing answers.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        socket.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Polls `/metrics` at `addr` until it shows `metric`; returns the page.
+pub async fn wait_for_metric(
+    addr: std::net::SocketAddr,
+    metric: &str,
+    timeout: Duration,
+) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some((200, page)) = http_get(addr, "/metrics").await {
+            if page.contains(metric) {
+                return page;
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {metric} on /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

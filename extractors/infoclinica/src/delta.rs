@@ -94,6 +94,8 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
             "delta pass"
         );
     }
+    sync.record_status("delta", summary.upserts, summary.deletes)
+        .await;
     Ok(summary)
 }
 

@@ -105,6 +105,7 @@ pub async fn run(sync: &mut DbSync, start: Start) -> Result<LoadSummary, SyncErr
         seconds = started.elapsed().as_secs_f64(),
         "initial load finished"
     );
+    sync.record_status("initial", summary.rows, 0).await;
     Ok(summary)
 }
 

@@ -128,6 +128,8 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
         ms = started.elapsed().as_millis() as u64,
         "reconciliation pass"
     );
+    sync.record_status("reconcile", summary.upserts, summary.deletes)
+        .await;
     Ok(summary)
 }
 

@@ -104,6 +104,13 @@ impl DbSync {
         &self.db.name
     }
 
+    /// Records a successful pass for `etl status` under
+    /// `infoclinica/<database name>` (never fails the pass).
+    pub async fn record_status(&self, kind: &str, published: u64, deleted: u64) {
+        let key = format!("infoclinica/{}", self.db.name);
+        etl_runtime::sync_status::record(&self.bus.js, &key, kind, published, deleted).await;
+    }
+
     /// The record's source id: the PCODE, after the database's prefix.
     pub fn source_id(&self, pcode: i64) -> String {
         format!("{}{pcode}", self.db.source_id_prefix)

@@ -484,6 +484,7 @@ oms_policy = "POLIS"
 /// delta pass; shutdown stops it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_on_two_databases() {
+    let started = chrono::Utc::now();
     let mut north = FbDatabase::create(800, true);
     north.settings.name = "north".into();
     north.settings.source_id_prefix = "north:".into();
@@ -514,6 +515,20 @@ async fn daemon_on_two_databases() {
         let state = fx.checkpoint(name).await.unwrap();
         assert!(state.initial.unwrap().done, "{name}");
         assert!(state.passes >= 1, "{name}");
+    }
+    // The last successful pass of each database, for `etl status`.
+    let last = etl_runtime::sync_status::all(&fx.js).await.unwrap();
+    for name in ["north", "south"] {
+        let key = format!("infoclinica/{name}");
+        let (_, status) = last
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("{key} recorded"));
+        assert!(status.finished_at >= started, "{key}");
+        assert!(
+            ["initial", "delta"].contains(&status.kind.as_str()),
+            "{key}"
+        );
     }
     shutdown.cancel();
     let summaries = tokio::time::timeout(Duration::from_secs(30), daemon)

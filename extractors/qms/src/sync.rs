@@ -204,6 +204,14 @@ impl Extractor {
             .await?;
         metrics::gauge!("qms_state_records").set(plan.next_state.len() as f64);
         tracing::debug!(generation = info.generation, "state saved");
+        etl_runtime::sync_status::record(
+            &self.js,
+            &q.state.key,
+            "sync",
+            report.upserts,
+            report.deletes,
+        )
+        .await;
         Ok(report)
     }
 

@@ -97,3 +97,58 @@ async fn kill_9_in_the_middle_of_syncs_then_restart_gives_the_exact_state() {
     );
     f.stop().await;
 }
+
+/// The daemon's operations endpoint: `/healthz`, `/readyz` (NATS and the
+/// stream) and `/metrics` with the sync's metrics and no personal data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_metrics_health_and_readiness() {
+    let f = Fixture::new(200).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut env = env(&f);
+    env.push(("ETL__HTTP__LISTEN".into(), addr.to_string()));
+    let mut child = ChildProcess::spawn(env!("CARGO_BIN_EXE_qms-extractor"), &[], &env);
+
+    let page = testkit::wait_for_metric(addr, "qms_state_records", Duration::from_secs(60)).await;
+    let names = parse_export(
+        f.sim.clean_export().as_bytes(),
+        "utf-8",
+        chrono::Utc::now().date_naive(),
+    );
+    for (his, record) in names.iter().take(20) {
+        let name = record.last_name.as_deref().unwrap_or("");
+        assert!(
+            name.is_empty() || !page.contains(name),
+            "a last name on /metrics"
+        );
+        assert!(
+            !page.contains(&format!("\"{his}\"")),
+            "a his number label on /metrics"
+        );
+    }
+    assert_eq!(
+        testkit::http_get(addr, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    let (code, body) = testkit::http_get(addr, "/readyz")
+        .await
+        .expect("/readyz answers");
+    assert_eq!(code, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&body["checks"]["nats"], &body["checks"]["stream"]),
+        (&"ok".into(), &"ok".into())
+    );
+    assert!(
+        child
+            .terminate(Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
+        "{}",
+        child.logs()
+    );
+    f.stop().await;
+}

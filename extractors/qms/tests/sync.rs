@@ -13,9 +13,19 @@ const ROWS: u64 = 2000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_sync_loads_everything_then_only_changes() {
     let f = Fixture::new(ROWS).await;
+    let started = chrono::Utc::now();
 
     let first = f.sync_ok().await;
     assert_eq!(first.records, ROWS);
+    // The last successful sync, for `etl status` (other tests may have
+    // written the same key since: only "at or after this sync started").
+    let last = etl_runtime::sync_status::all(&f.js).await.unwrap();
+    let (_, qms) = last
+        .iter()
+        .find(|(k, _)| k == "qms")
+        .expect("qms sync recorded");
+    assert!(qms.finished_at >= started);
+    assert_eq!(qms.kind, "sync");
     assert_eq!(first.upserts, ROWS);
     assert_eq!((first.deletes, first.rejects, first.attempts), (0, 0, 1));
     f.wait_for_state(&expected(&f.sim.clean_export(), &[]))
