@@ -171,3 +171,28 @@ async fn replay_rebuild_dead_letters_and_status() {
         serde_json::from_str(&etl(&db, &stream, &["dlq", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 0);
 }
+
+/// `etl migrate`: the schema owner's step before new service versions start
+/// (compose's one-shot `migrate` service runs it).
+#[tokio::test]
+async fn migrate_applies_the_schema_once_and_is_idempotent() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let first = etl(&db, &stream, &["migrate"]);
+    assert!(first.contains("the schema is up to date"), "{first}");
+    assert!(first.contains("source records"), "{first}");
+    let pool = testkit::pool(&db).await;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables
+         WHERE table_name IN ('source_records', 'persons', 'dead_letters')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 3);
+    assert_eq!(
+        etl(&db, &stream, &["migrate"]),
+        first,
+        "a second run changes nothing"
+    );
+}
