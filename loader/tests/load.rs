@@ -318,7 +318,14 @@ async fn a_slow_write_is_kept_in_progress_instead_of_being_redelivered() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     // `num_redelivered` counts unacknowledged messages delivered more than once.
     let info = consumer_info(&js, &stream, "loader").await.unwrap();
-    assert_eq!(info.num_ack_pending, 100, "the batch is in work");
+    // The batch in work holds what had arrived when the loader fetched (all
+    // 100, or fewer if the publish was still under way); with one writer
+    // blocked, nothing else is fetched.
+    assert!(
+        (1..=100).contains(&info.num_ack_pending),
+        "a batch is in work: {} unacked",
+        info.num_ack_pending
+    );
     assert_eq!(
         info.num_redelivered, 0,
         "nothing was redelivered while the write waited"
