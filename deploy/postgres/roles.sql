@@ -15,8 +15,7 @@
 --
 -- Roles (LOGIN, no password: set one with \password <role> or
 -- ALTER ROLE <role> PASSWORD '...'; or use pg_hba.conf cert/peer auth):
---   etl_owner     owns the schema: runs the migrations (the services apply
---                 pending migrations at start, run them first as this role:
+--   etl_owner     owns the schema: runs the migrations (`etl migrate`,
 --                 see deploy/README.md) and the operator's `etl` tool.
 --   etl_loader    the loader: writes source_records, record_changes,
 --                 dead_letters, sources, business_units; reads the rest.
@@ -25,12 +24,10 @@
 --                 priority, and consumes record_changes; reads source_records.
 --   etl_readonly  reporting: SELECT only.
 --
--- CREATE on schema public for etl_loader and etl_matcher: the services run
--- sqlx's migrator at every start, whose first statement is
--- `CREATE TABLE IF NOT EXISTS _sqlx_migrations`, which PostgreSQL refuses
--- without CREATE on the schema even when the table exists. CREATE lets them
--- add tables of their own, not touch anyone else's. Revoke it once the
--- services can start without migrating.
+-- The services never change the schema: run them with
+-- `database.migrate = false` (ETL__DATABASE__MIGRATE=false; compose and the
+-- systemd units do), so at start they only check that the migrations are
+-- applied and wait until the owner has run `etl migrate`.
 
 \set ON_ERROR_STOP on
 
@@ -62,7 +59,8 @@ $roles$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO etl_owner;
 GRANT USAGE ON SCHEMA public TO etl_loader, etl_matcher, etl_readonly;
-GRANT CREATE ON SCHEMA public TO etl_loader, etl_matcher;
+-- Earlier versions granted it (the services migrated at start).
+REVOKE CREATE ON SCHEMA public FROM etl_loader, etl_matcher;
 
 -- Tables etl_owner creates later (the migrations): readable by every role.
 ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public

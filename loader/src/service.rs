@@ -54,7 +54,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     else {
         return Ok(Summary::default());
     };
-    store.migrate().await.context("applying migrations")?;
+    if !etl_runtime::database::wait_for_schema(
+        pool,
+        &crate::store::MIGRATOR,
+        settings.database.migrate,
+        &loader.retry,
+        &shutdown,
+    )
+    .await
+    .context("preparing the database schema")?
+    {
+        return Ok(Summary::default());
+    }
     etl_runtime::observe::watch_database(store.pool());
 
     let client = settings

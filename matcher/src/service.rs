@@ -41,10 +41,18 @@ async fn prepare(
             Err(error) => return Err(anyhow::anyhow!(describe(&error))),
         }
     }
-    crate::MIGRATOR
-        .run(&pool)
-        .await
-        .context("applying migrations")?;
+    if !etl_runtime::database::wait_for_schema(
+        &pool,
+        &crate::MIGRATOR,
+        settings.database.migrate,
+        &settings.matcher.retry,
+        shutdown,
+    )
+    .await
+    .context("preparing the database schema")?
+    {
+        return Ok(None);
+    }
     // Instances starting together write the priority one after the other.
     let mut tx = pool.begin().await?;
     Engine::lock(&mut tx).await?;
@@ -165,22 +173,4 @@ pub async fn rematch(settings: &Settings) -> anyhow::Result<Applied> {
     Ok(engine(settings).rematch_all(&pool).await?)
 }
 
-/// A database error without values: SQLSTATE, constraint, table.
-pub fn describe(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(db) => format!(
-            "database error {} (constraint {}, table {})",
-            db.code().as_deref().unwrap_or("?"),
-            db.constraint().unwrap_or("-"),
-            db.table().unwrap_or("-"),
-        ),
-        sqlx::Error::Io(e) => format!("I/O error: {}", e.kind()),
-        sqlx::Error::PoolTimedOut => "pool timed out".into(),
-        sqlx::Error::ColumnDecode { index, .. } => format!("column {index} does not decode"),
-        other => {
-            // Other sqlx errors describe the driver, not the data.
-            let s = other.to_string();
-            s.chars().take(200).collect()
-        }
-    }
-}
+pub use etl_runtime::database::describe;

@@ -25,6 +25,13 @@ pub struct DatabaseSettings {
     /// retried later.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Apply pending schema migrations at start (`true`, the default: a
+    /// single-node or development install). Set `false` where the schema
+    /// owner migrates (`etl migrate` as `etl_owner`, compose's `migrate`
+    /// service): the service's own role then needs no CREATE on the schema,
+    /// and at start it only checks that the schema is current, waiting with
+    /// backoff (and saying so) until it is.
+    pub migrate: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -38,6 +45,7 @@ impl Default for DatabaseSettings {
             require_ssl: false,
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
+            migrate: true,
         }
     }
 }
@@ -75,6 +83,115 @@ impl DatabaseSettings {
     }
 }
 
+/// Why the schema is not ready for this version of a service.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// `database.migrate = false` and migrations of this version are not
+    /// applied yet: the operator must run `etl migrate`. Worth waiting for.
+    #[error("the database schema is behind this version ({pending} migration(s) pending): run `etl migrate` as the schema owner")]
+    Behind { pending: usize },
+    #[error("applying migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("reading the applied migrations: {}", describe(.0))]
+    Database(#[from] sqlx::Error),
+}
+
+impl SchemaError {
+    /// Worth retrying later: the schema may be migrated meanwhile, or the
+    /// server come back.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SchemaError::Behind { .. } => true,
+            SchemaError::Database(e) => is_transient(e),
+            SchemaError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient(e),
+            SchemaError::Migrate(_) => false,
+        }
+    }
+}
+
+/// Brings the schema to what `migrator` holds (`migrate = true`), or checks
+/// that it is there already (`migrate = false`, see
+/// [`DatabaseSettings::migrate`]).
+pub async fn prepare_schema(
+    pool: &PgPool,
+    migrator: &sqlx::migrate::Migrator,
+    migrate: bool,
+) -> Result<(), SchemaError> {
+    if migrate {
+        migrator.run(pool).await?;
+        return Ok(());
+    }
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(versions) => versions,
+            // No migration table: nothing applied yet.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+    let pending = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .count();
+    match pending {
+        0 => Ok(()),
+        pending => Err(SchemaError::Behind { pending }),
+    }
+}
+
+/// [`prepare_schema`] until it succeeds, waiting with `backoff` while the
+/// failure is transient (server down, schema not migrated yet), so a service
+/// started before `etl migrate` waits instead of crash-looping. `Ok(false)`:
+/// shut down first.
+pub async fn wait_for_schema(
+    pool: &PgPool,
+    migrator: &sqlx::migrate::Migrator,
+    migrate: bool,
+    backoff: &crate::backoff::Backoff,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<bool, SchemaError> {
+    let mut attempt = 0;
+    loop {
+        match prepare_schema(pool, migrator, migrate).await {
+            Ok(()) => return Ok(true),
+            Err(error) if error.is_transient() => {
+                attempt += 1;
+                let delay = backoff.delay(attempt);
+                tracing::warn!(%error, attempt, delay_ms = delay.as_millis() as u64, "database schema not ready; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(false),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A database error without values: SQLSTATE, constraint, table — what may
+/// go into a log line or an error message (a driver's own message can quote
+/// the data).
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => format!(
+            "database error {} (constraint {}, table {})",
+            db.code().as_deref().unwrap_or("?"),
+            db.constraint().unwrap_or("-"),
+            db.table().unwrap_or("-"),
+        ),
+        sqlx::Error::Io(e) => format!("I/O error: {}", e.kind()),
+        sqlx::Error::PoolTimedOut => "pool timed out".into(),
+        sqlx::Error::ColumnDecode { index, .. } => format!("column {index} does not decode"),
+        other => {
+            // Other sqlx errors describe the driver, not the data.
+            let s = other.to_string();
+            s.chars().take(200).collect()
+        }
+    }
+}
+
 /// Errors worth retrying: the server or network is down or busy, or the
 /// transaction lost a race (deadlock, serialization). Anything else is a
 /// property of the data or the schema and will fail again.
@@ -91,7 +208,8 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// SQLSTATEs of a server that is going away, overloaded, or of a lost race.
+/// SQLSTATEs of a server that is going away, overloaded, or of a lost race,
+/// and a missing privilege.
 pub fn is_transient_sqlstate(code: &str) -> bool {
     code.starts_with("08")            // connection exception
         || code.starts_with("53")     // insufficient resources
@@ -103,6 +221,10 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         || code == "57P03"            // cannot connect now (starting up)
         || code == "58000"            // system error
         || code == "58030" // io error
+        // A grant missing (roles.sql not run after an upgrade's migrations):
+        // the operator's to fix, never the record's fault, so the work waits
+        // for it instead of being dead-lettered.
+        || code == "42501" // insufficient privilege
 }
 
 #[cfg(test)]
@@ -123,6 +245,7 @@ mod tests {
         assert!(is_transient_sqlstate("08006"));
         assert!(is_transient_sqlstate("40P01"));
         assert!(is_transient_sqlstate("57P01"));
+        assert!(is_transient_sqlstate("42501"));
         assert!(!is_transient_sqlstate("23505"));
         assert!(!is_transient_sqlstate("22P02"));
     }

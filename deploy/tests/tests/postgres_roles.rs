@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// Any fixed key: every run of this test in the cluster takes it.
 const ROLES_LOCK: i64 = 0x6574_6c5f_726f_6c65;
 
+/// The services' settings as deployed: their own role, and they never
+/// change the schema (`database.migrate = false`).
 fn as_role(db: &DatabaseSettings, role: &str) -> DatabaseSettings {
     DatabaseSettings {
         username: role.into(),
+        migrate: false,
         ..db.clone()
     }
 }
@@ -197,4 +200,70 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
         Err(DENIED.into()),
         "only the owner changes the schema"
     );
+    for role in ["etl_loader", "etl_matcher"] {
+        assert_eq!(
+            try_sql(&db, role, "CREATE TABLE service_scratch (x int)").await,
+            Err(DENIED.into()),
+            "{role} cannot add tables"
+        );
+    }
+}
+
+/// Services deployed with `database.migrate = false` and started before the
+/// owner's `etl migrate` wait for it (no crash loop, no schema of their
+/// own), then work.
+#[tokio::test]
+async fn services_wait_for_the_owner_to_migrate() {
+    let db = testkit::fresh_database().await;
+    let deployed = DatabaseSettings {
+        migrate: false,
+        ..db.clone()
+    };
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let generator = synth::Generator::new(6);
+    let at = chrono::Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let envelopes = (0..50).map(|i| generator.patient(i).into_envelope("qms", 1, at));
+    testkit::publish_all(&js, &stream, envelopes).await;
+
+    let mut loader_settings =
+        loader::testing::settings(&deployed, &testkit::nats_url(), &stream, "loader");
+    loader_settings.loader.retry.max = Duration::from_millis(300);
+    let loader = loader::testing::RunningLoader::start(loader_settings);
+    let matcher_stop = CancellationToken::new();
+    let mut matcher_settings = matcher::Settings {
+        database: deployed.clone(),
+        ..Default::default()
+    };
+    matcher_settings.matcher.retry.max = Duration::from_millis(300);
+    let matcher = tokio::spawn(matcher::run(matcher_settings, matcher_stop.clone()));
+
+    let pool = testkit::pool(&db).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let schema: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(schema, None, "a service migrated with migrate = false");
+    assert!(
+        !loader.task.is_finished() && !matcher.is_finished(),
+        "they wait"
+    );
+
+    loader::store::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("the owner migrates");
+    testkit::wait_until(Duration::from_secs(60), "loaded and matched", || async {
+        count(&pool, "SELECT count(*) FROM source_records").await == 50
+            && count(&pool, "SELECT count(*) FROM person_memberships").await == 50
+    })
+    .await;
+    loader.stop().await;
+    matcher_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), matcher)
+        .await
+        .expect("matcher stops")
+        .unwrap()
+        .expect("matcher ran");
 }
