@@ -61,6 +61,50 @@ async fn try_sql(db: &DatabaseSettings, role: &str, sql: &'static str) -> Result
 
 const DENIED: &str = "42501";
 
+/// The real loader and matcher, in process.
+struct Services {
+    loader: loader::testing::RunningLoader,
+    matcher_stop: CancellationToken,
+    matcher: tokio::task::JoinHandle<anyhow::Result<matcher::Applied>>,
+}
+
+impl Services {
+    fn start(
+        loader_db: &DatabaseSettings,
+        matcher_db: &DatabaseSettings,
+        stream: &proto::bus::StreamSettings,
+    ) -> Services {
+        let mut loader_settings =
+            loader::testing::settings(loader_db, &testkit::nats_url(), stream, "loader");
+        loader_settings.loader.retry.max = Duration::from_millis(300);
+        let mut matcher_settings = matcher::Settings {
+            database: matcher_db.clone(),
+            ..Default::default()
+        };
+        matcher_settings.matcher.retry.max = Duration::from_millis(300);
+        let matcher_stop = CancellationToken::new();
+        Services {
+            loader: loader::testing::RunningLoader::start(loader_settings),
+            matcher: tokio::spawn(matcher::run(matcher_settings, matcher_stop.clone())),
+            matcher_stop,
+        }
+    }
+
+    fn running(&self) -> bool {
+        !self.loader.task.is_finished() && !self.matcher.is_finished()
+    }
+
+    async fn stop(self) {
+        self.loader.stop().await;
+        self.matcher_stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.matcher)
+            .await
+            .expect("matcher stops")
+            .unwrap()
+            .expect("matcher ran");
+    }
+}
+
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
@@ -105,20 +149,11 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
     testkit::publish_all(&js, &stream, envelopes).await;
     testkit::publish_raw(&js, stream.subject("qms"), b"not a record".to_vec()).await;
 
-    let loader = loader::testing::RunningLoader::start(loader::testing::settings(
+    let services = Services::start(
         &as_role(&db, "etl_loader"),
-        &testkit::nats_url(),
+        &as_role(&db, "etl_matcher"),
         &stream,
-        "loader",
-    ));
-    let matcher_stop = CancellationToken::new();
-    let matcher = tokio::spawn(matcher::run(
-        matcher::Settings {
-            database: as_role(&db, "etl_matcher"),
-            ..Default::default()
-        },
-        matcher_stop.clone(),
-    ));
+    );
     let pool = pool_as(&db, "etl_readonly").await;
     testkit::wait_until(Duration::from_secs(60), "loaded and matched", || async {
         count(&pool, "SELECT count(*) FROM source_records").await == 200
@@ -127,13 +162,7 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
             && count(&pool, "SELECT count(*) FROM person_memberships").await == 200
     })
     .await;
-    loader.stop().await;
-    matcher_stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), matcher)
-        .await
-        .expect("matcher stops")
-        .unwrap()
-        .expect("matcher ran as etl_matcher");
+    services.stop().await;
 
     // Each role writes only its own tables.
     let record = "INSERT INTO source_records (source, source_id, schema_version, source_version, content_hash, observed_at, stream_seq) VALUES ('qms', 'x-1', 1, 1, '\\x00', now(), 1)";
@@ -226,18 +255,7 @@ async fn services_wait_for_the_owner_to_migrate() {
     let envelopes = (0..50).map(|i| generator.patient(i).into_envelope("qms", 1, at));
     testkit::publish_all(&js, &stream, envelopes).await;
 
-    let mut loader_settings =
-        loader::testing::settings(&deployed, &testkit::nats_url(), &stream, "loader");
-    loader_settings.loader.retry.max = Duration::from_millis(300);
-    let loader = loader::testing::RunningLoader::start(loader_settings);
-    let matcher_stop = CancellationToken::new();
-    let mut matcher_settings = matcher::Settings {
-        database: deployed.clone(),
-        ..Default::default()
-    };
-    matcher_settings.matcher.retry.max = Duration::from_millis(300);
-    let matcher = tokio::spawn(matcher::run(matcher_settings, matcher_stop.clone()));
-
+    let services = Services::start(&deployed, &deployed, &stream);
     let pool = testkit::pool(&db).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let schema: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
@@ -245,10 +263,7 @@ async fn services_wait_for_the_owner_to_migrate() {
         .await
         .unwrap();
     assert_eq!(schema, None, "a service migrated with migrate = false");
-    assert!(
-        !loader.task.is_finished() && !matcher.is_finished(),
-        "they wait"
-    );
+    assert!(services.running(), "they wait");
 
     loader::store::MIGRATOR
         .run(&pool)
@@ -259,11 +274,5 @@ async fn services_wait_for_the_owner_to_migrate() {
             && count(&pool, "SELECT count(*) FROM person_memberships").await == 50
     })
     .await;
-    loader.stop().await;
-    matcher_stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), matcher)
-        .await
-        .expect("matcher stops")
-        .unwrap()
-        .expect("matcher ran");
+    services.stop().await;
 }
