@@ -318,24 +318,37 @@ fn reject_reason(headers: &async_nats::HeaderMap) -> String {
 }
 
 /// The rejects stream's messages, oldest first (reasons only). An absent
-/// stream is an empty list.
+/// stream is an empty list. Read through one ordered consumer (one request
+/// per batch, not per message), so a large rejects stream lists quickly.
 async fn list_rejects(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<Reject>> {
+    use futures::StreamExt;
     let Ok(mut s) = js.get_stream(stream).await else {
         return Ok(Vec::new());
     };
-    let state = s.info().await?.state.clone();
     let mut out = Vec::new();
-    if state.messages == 0 {
+    if s.info().await?.state.messages == 0 {
         return Ok(out);
     }
-    for seq in state.first_sequence..=state.last_sequence {
-        if let Ok(m) = s.get_raw_message(seq).await {
-            out.push(Reject {
-                seq,
-                time: m.time.to_string(),
-                reason: reject_reason(&m.headers),
-                bytes: m.payload.len(),
-            });
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the rejects: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the rejects: {e}"))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("reading the rejects: {e}"))?;
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let empty = async_nats::HeaderMap::new();
+        out.push(Reject {
+            seq: info.stream_sequence,
+            time: info.published.to_string(),
+            reason: reject_reason(message.headers.as_ref().unwrap_or(&empty)),
+            bytes: message.payload.len(),
+        });
+        if info.pending == 0 {
+            break;
         }
     }
     Ok(out)

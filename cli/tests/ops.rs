@@ -196,3 +196,97 @@ async fn migrate_applies_the_schema_once_and_is_idempotent() {
         "a second run changes nothing"
     );
 }
+
+/// `etl dlq qms-rejects`: what the qMS extractor could not parse, listed
+/// with reasons (never the text unless asked), shown, dropped.
+#[tokio::test]
+async fn qms_rejects_are_listed_shown_and_dropped() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let rejects = format!("{}_REJECTS", stream.name);
+    let subject = format!("{}_rejects.qms", stream.subject_prefix);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: rejects.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (line, reason) in [(3, "bad_line"), (7, "no_his_number"), (9, "bad_line")] {
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(format!("Иванов|line {line}").into_bytes().into())
+            .header("Qms-Reject-Reason", reason)
+            .header("Qms-Line", line.to_string().as_str());
+        js.send_publish(subject.clone(), message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let list = |db, stream| -> Vec<serde_json::Value> {
+        let out = etl(
+            db,
+            stream,
+            &["dlq", "qms-rejects", "list", "--stream", &rejects, "--json"],
+        );
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let listed = list(&db, &stream);
+    let reasons: Vec<&str> = listed
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["bad_line", "no_his_number", "bad_line"]);
+    let text = etl(
+        &db,
+        &stream,
+        &["dlq", "qms-rejects", "list", "--stream", &rejects],
+    );
+    assert!(
+        text.contains("3 rejects") && !text.contains("Иванов"),
+        "{text}"
+    );
+
+    let seq = listed[1]["seq"].to_string();
+    let shown = etl(
+        &db,
+        &stream,
+        &["dlq", "qms-rejects", "show", &seq, "--stream", &rejects],
+    );
+    assert!(
+        shown.contains("no_his_number") && !shown.contains("Иванов"),
+        "{shown}"
+    );
+    let asked = etl(
+        &db,
+        &stream,
+        &[
+            "dlq",
+            "qms-rejects",
+            "show",
+            &seq,
+            "--stream",
+            &rejects,
+            "--show-personal-data",
+        ],
+    );
+    assert!(asked.contains("Иванов|line 7"), "{asked}");
+
+    etl(
+        &db,
+        &stream,
+        &["dlq", "qms-rejects", "drop", &seq, "--stream", &rejects],
+    );
+    let left: Vec<u64> = list(&db, &stream)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&listed[1]["seq"].as_u64().unwrap()));
+    js.delete_stream(&rejects).await.unwrap();
+}
