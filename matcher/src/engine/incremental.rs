@@ -39,26 +39,81 @@ impl Engine {
         drop(rows);
         phases.mark("changed records read");
 
-        // Keys: the old ones out, the new ones in.
+        // Keys: only the difference is written (an update that leaves the
+        // names, birth date and identifiers alone changes no key, and each
+        // key row costs two index entries).
         let (s, i) = split(changed);
-        sqlx::query(
-            "DELETE FROM match_keys k USING UNNEST($1::text[], $2::text[]) AS f(s, i)
-             WHERE k.source = f.s AND k.source_id = f.i",
+        let stored: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT k.source, k.source_id, k.key FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+             JOIN match_keys k ON k.source = f.s AND k.source_id = f.i",
         )
         .bind(&s)
         .bind(&i)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
+        let mut old_keys: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+        for (s, i, k) in &stored {
+            old_keys
+                .entry((s.as_str(), i.as_str()))
+                .or_default()
+                .insert(k.as_str());
+        }
         let keys_of: Vec<(Rec, Vec<String>)> = live
             .iter()
             .map(|f| ((f.source.clone(), f.source_id.clone()), f.keys()))
             .collect();
-        let rows: Vec<(&str, &str, &[String])> = keys_of
-            .iter()
-            .map(|((s, i), k)| (s.as_str(), i.as_str(), k.as_slice()))
-            .collect();
-        write::keys(tx, &rows).await?;
-        drop(rows);
+        let mut added: Vec<(&str, &str, &[String])> = Vec::new();
+        let mut new_keys: Vec<String> = Vec::new();
+        let mut new_of: Vec<(&str, &str, std::ops::Range<usize>)> = Vec::new();
+        for ((s, i), keys) in &keys_of {
+            let old = old_keys.remove(&(s.as_str(), i.as_str()));
+            match old {
+                None => added.push((s.as_str(), i.as_str(), keys.as_slice())),
+                Some(mut old) => {
+                    let start = new_keys.len();
+                    for k in keys {
+                        if !old.remove(k.as_str()) {
+                            new_keys.push(k.clone());
+                        }
+                    }
+                    new_of.push((s.as_str(), i.as_str(), start..new_keys.len()));
+                    if !old.is_empty() {
+                        old_keys.insert((s.as_str(), i.as_str()), old);
+                    }
+                }
+            }
+        }
+        added.extend(
+            new_of
+                .iter()
+                .map(|(s, i, r)| (*s, *i, &new_keys[r.clone()])),
+        );
+        // What is left in `old_keys` is gone (deleted records: all of theirs).
+        let mut gone: [Vec<&str>; 3] = Default::default();
+        for ((s, i), keys) in &old_keys {
+            for k in keys {
+                gone[0].push(s);
+                gone[1].push(i);
+                gone[2].push(k);
+            }
+        }
+        if !gone[0].is_empty() {
+            sqlx::query(
+                "DELETE FROM match_keys k USING UNNEST($1::text[], $2::text[], $3::text[]) AS f(s, i, k)
+                 WHERE k.source = f.s AND k.source_id = f.i AND k.key = f.k",
+            )
+            .bind(&gone[0])
+            .bind(&gone[1])
+            .bind(&gone[2])
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !added.is_empty() {
+            write::keys(tx, &added).await?;
+        }
+        drop(added);
+        drop(old_keys);
+        drop(stored);
         phases.mark("keys replaced");
 
         // Pairs. Two statements, one per index: an `OR` of two `IN`s is a
