@@ -87,14 +87,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let m = &settings.matcher;
     let mut listener = listen(&pool).await;
     let mut failures = 0u32;
+    let mut size = BatchSize::new(m.batch_size, m.max_batch_size);
     etl_runtime::observe::watch_database(&pool);
     etl_runtime::observe::ready();
     tracing::info!("matcher started");
     while !shutdown.is_cancelled() {
         let started = std::time::Instant::now();
-        match engine.process_batch(&pool, m.batch_size).await {
+        match engine.process_batch(&pool, size.limit()).await {
             Ok(Some(applied)) if applied.changes > 0 => {
                 failures = 0;
+                size.claimed(applied.changes);
                 metrics::counter!("matcher_changes_total").increment(applied.changes);
                 metrics::histogram!("matcher_batch_size").record(applied.changes as f64);
                 for (outcome, n) in [
@@ -111,7 +113,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 total += applied;
                 continue;
             }
-            Ok(Some(_)) => failures = 0,
+            Ok(Some(_)) => {
+                failures = 0;
+                size.claimed(0);
+            }
             // Another instance holds the lock: stand by.
             Ok(None) => {}
             Err(error) => {
@@ -144,6 +149,60 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     Ok(total)
 }
 
+/// How many changes the next batch claims: `batch_size` while the feed is
+/// quiet; after each full batch (a backlog) four times more, up to
+/// `max_batch_size`; back to `batch_size` after one that was not full.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSize {
+    small: i64,
+    large: i64,
+    next: i64,
+}
+
+impl BatchSize {
+    pub fn new(small: i64, large: i64) -> BatchSize {
+        let small = small.max(1);
+        BatchSize {
+            small,
+            large: large.max(small),
+            next: small,
+        }
+    }
+
+    pub fn limit(&self) -> i64 {
+        self.next
+    }
+
+    /// A batch claimed `n` changes.
+    pub fn claimed(&mut self, n: u64) {
+        self.next = if n as i64 >= self.next {
+            (self.next.saturating_mul(4)).min(self.large)
+        } else {
+            self.small
+        };
+    }
+}
+
+/// Applies every pending change with the service's batch sizes (tests,
+/// benchmarks); `None` if another instance holds the lock.
+pub async fn drain(
+    engine: &Engine,
+    pool: &PgPool,
+    mut size: BatchSize,
+) -> sqlx::Result<Option<Applied>> {
+    let mut total = Applied::default();
+    loop {
+        let Some(applied) = engine.process_batch(pool, size.limit()).await? else {
+            return Ok(None);
+        };
+        if applied.changes == 0 {
+            return Ok(Some(total));
+        }
+        size.claimed(applied.changes);
+        total += applied;
+    }
+}
+
 async fn listen(pool: &PgPool) -> Option<PgListener> {
     let mut listener = PgListener::connect_with(pool).await.ok()?;
     listener.listen("record_changes").await.ok()?;
@@ -174,3 +233,25 @@ pub async fn rematch(settings: &Settings) -> anyhow::Result<Applied> {
 }
 
 pub use etl_runtime::database::describe;
+
+#[cfg(test)]
+mod tests {
+    use super::BatchSize;
+
+    #[test]
+    fn batches_grow_under_a_backlog_and_shrink_when_quiet() {
+        let mut s = BatchSize::new(500, 20_000);
+        assert_eq!(s.limit(), 500);
+        s.claimed(500);
+        assert_eq!(s.limit(), 2_000);
+        s.claimed(2_000);
+        s.claimed(8_000);
+        assert_eq!(s.limit(), 20_000);
+        s.claimed(20_000);
+        assert_eq!(s.limit(), 20_000);
+        s.claimed(3);
+        assert_eq!(s.limit(), 500);
+        s.claimed(0);
+        assert_eq!(s.limit(), 500);
+    }
+}

@@ -26,8 +26,15 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct MatcherSettings {
-    /// Most change-feed rows claimed and applied in one transaction.
+    /// Most change-feed rows claimed and applied in one transaction while
+    /// the feed is quiet (one change is applied as soon as it arrives).
     pub batch_size: i64,
+    /// Under a backlog, each batch that comes back full makes the next one
+    /// four times larger, up to this: fewer, larger transactions spread the
+    /// per-statement costs over more records (a 20,000-change batch holds
+    /// some 100 MB of memory and commits within seconds). The next batch
+    /// that is not full goes back to `batch_size`.
+    pub max_batch_size: i64,
     /// How often to look at the change feed when no notification came (a
     /// missed NOTIFY, e.g. while the LISTEN connection was being re-made).
     #[serde(with = "humantime_serde")]
@@ -49,6 +56,7 @@ impl Default for MatcherSettings {
     fn default() -> Self {
         MatcherSettings {
             batch_size: 500,
+            max_batch_size: 20_000,
             poll_interval: Duration::from_secs(1),
             source_priority: vec!["qms".into(), "infoclinica".into()],
             max_block_size: 100,

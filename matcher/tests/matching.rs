@@ -673,6 +673,79 @@ async fn incremental_matching_equals_a_full_rematch() {
     );
 }
 
+/// Applies every pending change in batches of at most `limit`.
+async fn drain_by(f: &Fixture, limit: i64) -> u64 {
+    let mut batches = 0;
+    while f
+        .engine
+        .process_batch(&f.pool, limit)
+        .await
+        .unwrap()
+        .unwrap()
+        .changes
+        > 0
+    {
+        batches += 1;
+    }
+    batches
+}
+
+#[tokio::test]
+async fn large_and_small_batches_equal_a_full_rematch() {
+    let records = truth(13, 1500);
+    let mut changes = Vec::new();
+    for t in records.iter().step_by(29) {
+        let mut r = t.record.clone();
+        r.documents.clear();
+        r.snils = None;
+        changes.push((t.source, t.source_id.as_str(), Some(r)));
+    }
+    for t in records.iter().skip(3).step_by(41) {
+        changes.push((t.source, t.source_id.as_str(), None));
+    }
+    changes.sort_by_key(|c| (c.0, c.1));
+    changes.dedup_by_key(|c| (c.0, c.1));
+    let first = || {
+        records
+            .iter()
+            .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+            .collect::<Vec<_>>()
+    };
+
+    // The backlog path: everything in one batch, then every change in one.
+    let large = Fixture::new().await;
+    large.write(first()).await;
+    assert_eq!(drain_by(&large, 1_000_000).await, 1);
+    large.write(changes.clone()).await;
+    assert_eq!(drain_by(&large, 1_000_000).await, 1);
+    // The idle path: a few records per batch.
+    let small = Fixture::new().await;
+    small.write(first()).await;
+    drain_by(&small, 25).await;
+    small.write(changes.clone()).await;
+    drain_by(&small, 25).await;
+    // A full re-match of the final records in a third database.
+    let full = Fixture::new().await;
+    full.write(first()).await;
+    full.write(changes.clone()).await;
+    full.engine.rematch_all(&full.pool).await.unwrap();
+
+    let expected = full.partition().await;
+    let live = full
+        .count("SELECT count(*) FROM source_records WHERE deleted_at IS NULL")
+        .await;
+    assert_eq!(expected.iter().map(|p| p.len() as i64).sum::<i64>(), live);
+    for f in [&large, &small] {
+        assert_eq!(f.partition().await, expected);
+        let reviews = f.reviews().await;
+        let applied = f.engine.rematch_all(&f.pool).await.unwrap();
+        assert_eq!(applied.moved, 0);
+        assert_eq!(f.reviews().await, reviews);
+    }
+    assert_eq!(large.reviews().await, small.reviews().await);
+    assert_eq!(large.reviews().await, full.reviews().await);
+}
+
 #[tokio::test]
 async fn evaluation_of_a_generated_set() {
     let f = Fixture::new().await;

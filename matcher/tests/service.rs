@@ -94,11 +94,14 @@ async fn kill_9_in_the_middle_of_a_batch_then_restart() {
     .await;
     let total = f.count("SELECT count(*) FROM record_changes").await;
     let mut env = testkit::service_env(&f.db, &testkit::unique_stream());
-    env.push(("ETL__MATCHER__BATCH_SIZE".into(), "200".into()));
+    // Batches of 100, 400, 1,600, then the rest (the backlog path).
+    env.push(("ETL__MATCHER__BATCH_SIZE".into(), "100".into()));
+    env.push(("ETL__MATCHER__MAX_BATCH_SIZE".into(), "100000".into()));
     env.push(("RUST_LOG".into(), "info".into()));
     let bin = env!("CARGO_BIN_EXE_matcher");
     let mut first = testkit::ChildProcess::spawn(bin, &[], &env);
-    // Kill it once it has committed some batches but not all.
+    // Kill it once the first two batches committed: in the middle of the
+    // 1,600-change batch (or of the next, larger one).
     testkit::wait_until(
         Duration::from_secs(60),
         "some batches to commit",

@@ -1,0 +1,262 @@
+//! Where records are matched: the PostgreSQL side of the matcher.
+//!
+//! Every change is applied in one transaction that holds the matcher's
+//! advisory lock ([`MATCH_LOCK`]): recompute the changed records' blocking
+//! keys and pairwise decisions, then recompute the persons of the affected
+//! component (everything connected to the changed records through links,
+//! operator links and current person membership), write the differences
+//! (memberships, persons, review items) and the audit rows, and delete the
+//! claimed change-feed rows. A crash before commit changes nothing; the rows
+//! are claimed again after a restart.
+//!
+//! * [`incremental`]: a set of changed records: keys, blocks, pairs
+//!   ([`Engine::recompute`]); the same code for one record and for a backlog
+//!   of tens of thousands, every step one set-based statement.
+//! * [`rematch`]: everything from scratch ([`Engine::rematch_all`]), in
+//!   memory, with the tables' indexes rebuilt after a bulk COPY.
+//! * [`component`]: from pairs to persons, shared by both: load the state of
+//!   a set of records, cluster, assign person ids, write the difference.
+//! * [`write`]: COPY of the rows both paths write (keys, pairs, memberships,
+//!   review items, audit).
+
+mod component;
+mod incremental;
+mod rematch;
+mod write;
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::rules::{self, Decision, Weights};
+
+pub use write::audit_one;
+
+/// A record: (source, source id).
+pub type Rec = (String, String);
+
+/// The advisory lock every matching transaction holds: the incremental
+/// service, a full re-match and the operator commands serialise on it, so two
+/// instances never compute the same person at once.
+pub const MATCH_LOCK: i64 = 0x6D61_7463_6865_7201;
+
+/// What an application changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub changes: u64,
+    pub records: u64,
+    pub moved: u64,
+    pub removed: u64,
+    pub persons_created: u64,
+    pub persons_retired: u64,
+    pub reviews_opened: u64,
+    pub reviews_closed: u64,
+}
+
+impl std::ops::AddAssign for Applied {
+    fn add_assign(&mut self, o: Applied) {
+        self.changes += o.changes;
+        self.records += o.records;
+        self.moved += o.moved;
+        self.removed += o.removed;
+        self.persons_created += o.persons_created;
+        self.persons_retired += o.persons_retired;
+        self.reviews_opened += o.reviews_opened;
+        self.reviews_closed += o.reviews_closed;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub weights: Weights,
+    pub max_block_size: i64,
+    /// Who the audit log names for automatic decisions.
+    pub actor: String,
+}
+
+/// A stored pairwise decision.
+#[derive(Debug, Clone)]
+pub struct PairRow {
+    pub a: Rec,
+    pub b: Rec,
+    pub decision: Decision,
+    pub rule: String,
+    pub score: f32,
+    pub evidence: Value,
+}
+
+fn ordered(x: &Rec, y: &Rec) -> (Rec, Rec) {
+    if x <= y {
+        (x.clone(), y.clone())
+    } else {
+        (y.clone(), x.clone())
+    }
+}
+
+fn split(recs: &[Rec]) -> (Vec<&str>, Vec<&str>) {
+    recs.iter().map(|(s, i)| (s.as_str(), i.as_str())).unzip()
+}
+
+/// Logs how long each phase of a batch or re-match took: `info` for the
+/// re-match and large batches (an operator reads them), `debug` otherwise.
+struct Phases {
+    what: &'static str,
+    records: usize,
+    loud: bool,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn new(what: &'static str, records: usize, loud: bool) -> Phases {
+        let now = std::time::Instant::now();
+        Phases {
+            what,
+            records,
+            loud,
+            started: now,
+            last: now,
+        }
+    }
+
+    fn mark(&mut self, phase: &str) {
+        let now = std::time::Instant::now();
+        let (ms, total_ms) = (
+            (now - self.last).as_millis() as u64,
+            (now - self.started).as_millis() as u64,
+        );
+        self.last = now;
+        if self.loud {
+            tracing::info!(
+                what = self.what,
+                records = self.records,
+                phase,
+                ms,
+                total_ms,
+                "phase"
+            );
+        } else {
+            tracing::debug!(
+                what = self.what,
+                records = self.records,
+                phase,
+                ms,
+                total_ms,
+                "phase"
+            );
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(weights: Weights, max_block_size: i64) -> Engine {
+        Engine {
+            weights,
+            max_block_size,
+            actor: "matcher".into(),
+        }
+    }
+
+    /// Takes the matcher lock for this transaction if it is free.
+    pub async fn try_lock(tx: &mut PgConnection) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(MATCH_LOCK)
+            .fetch_one(tx)
+            .await
+    }
+
+    /// Waits for the matcher lock for this transaction.
+    pub async fn lock(tx: &mut PgConnection) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MATCH_LOCK)
+            .execute(tx)
+            .await
+            .map(drop)
+    }
+
+    /// Claims up to `limit` change-feed rows and applies them in one
+    /// transaction. `Ok(None)` when another instance holds the lock.
+    pub async fn process_batch(&self, pool: &PgPool, limit: i64) -> sqlx::Result<Option<Applied>> {
+        let mut tx = pool.begin().await?;
+        if !Self::try_lock(&mut tx).await? {
+            return Ok(None);
+        }
+        let claimed: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT change_id, source, source_id, traceparent FROM record_changes
+             ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if claimed.is_empty() {
+            tx.commit().await?;
+            return Ok(Some(Applied::default()));
+        }
+        let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+        // The publishers' traces this batch continues (ids only: no
+        // personal data), so that a trace search finds the matcher's work.
+        let traces = trace_ids(claimed.iter().map(|c| c.3.as_deref()));
+        tracing::debug!(
+            changes = ids.len(),
+            trace_ids = %traces.join(","),
+            "claimed changes"
+        );
+        let recs: Vec<Rec> = claimed.into_iter().map(|c| (c.1, c.2)).collect();
+        let mut applied = self.recompute(&mut tx, &recs).await?;
+        applied.changes = ids.len() as u64;
+        sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(applied))
+    }
+
+    /// The stored decision for a pair, if any.
+    pub fn evaluate(
+        &self,
+        x: &crate::features::Features,
+        y: &crate::features::Features,
+    ) -> Option<PairRow> {
+        let o = rules::evaluate(x, y, &self.weights)?;
+        Some(PairRow {
+            a: (x.source.clone(), x.source_id.clone()),
+            b: (y.source.clone(), y.source_id.clone()),
+            decision: o.decision,
+            rule: o.rule.to_string(),
+            score: o.score,
+            evidence: serde_json::to_value(&o.evidence).expect("evidence serializes"),
+        })
+    }
+}
+
+/// The distinct, well-formed trace ids of claimed changes' `traceparent`s,
+/// sorted; malformed or missing ones are skipped.
+pub fn trace_ids<'a>(traceparents: impl IntoIterator<Item = Option<&'a str>>) -> Vec<String> {
+    let mut ids: Vec<String> = traceparents
+        .into_iter()
+        .flatten()
+        .filter_map(proto::trace::trace_id_of)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::trace_ids;
+
+    #[test]
+    fn trace_ids_are_distinct_well_formed_ids() {
+        let a = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let b = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let ids = trace_ids([Some(a), None, Some("garbage"), Some(b), Some(a)]);
+        assert_eq!(
+            ids,
+            [
+                "0af7651916cd43dd8448eb211c80319c",
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            ]
+        );
+    }
+}
