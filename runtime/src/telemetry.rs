@@ -62,7 +62,8 @@ pub struct TelemetrySettings {
     /// OpenTelemetry Collector listen on port 4318); spans are POSTed to
     /// `<otlp_endpoint>/v1/traces`. Plain HTTP only (this build has no TLS):
     /// send to a collector on the same host or a trusted network. Unset (the
-    /// default): no traces are exported.
+    /// default): no traces are exported. The spans are at level `info`:
+    /// `log.level` (or `RUST_LOG`) must let them through.
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the exported spans. Default: the program's name
     /// (`loader`, `matcher`, `qms-extractor`, `infoclinica-extractor`).
