@@ -123,6 +123,11 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
             subject: message.subject.to_string(),
             verdict: batch::examine(&prefix, &message.subject, &message.payload, today),
             payload: message.payload.clone(),
+            traceparent: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(proto::trace::HEADER))
+                .map(|v| v.as_str().to_string()),
         });
         let done = seq >= end || left == 0;
         if pending.len() >= args.batch_size || done {
@@ -150,9 +155,16 @@ struct Examined {
     subject: String,
     payload: bytes::Bytes,
     verdict: Result<Envelope, Rejection>,
+    /// The message's `traceparent` header: the change a replay makes
+    /// continues the publisher's trace, as a live load's does.
+    traceparent: Option<String>,
 }
 
-/// One transaction, as the loader writes a batch.
+/// One transaction, as the loader writes a batch; a batch PostgreSQL
+/// rejects for good is written message by message as the loader does
+/// (`loader::split`): what still fails becomes a dead letter
+/// (`database_rejected`), the rest loads. A transient failure stops the
+/// replay (run it again: it is idempotent).
 async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> {
     let view: Vec<loader::store::Examined> = examined
         .iter()
@@ -163,9 +175,22 @@ async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> 
             delivered: 1,
             payload: &e.payload,
             verdict: &e.verdict,
-            // A replay is not the publisher's trace.
-            traceparent: None,
+            traceparent: e.traceparent.as_deref(),
         })
         .collect();
-    Ok(store.write_examined(&view).await?)
+    match store.write_examined(&view).await {
+        Ok(written) => Ok(written),
+        Err(error) if !etl_runtime::database::is_transient(&error) => {
+            eprintln!(
+                "\nPostgreSQL rejected a batch ({}); writing its messages one by one",
+                loader::split::database_reason(&error)
+            );
+            let mut total = Written::default();
+            for message in &view {
+                total += loader::split::write_alone(store, message).await?.written;
+            }
+            Ok(total)
+        }
+        Err(error) => Err(error.into()),
+    }
 }

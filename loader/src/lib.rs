@@ -4,6 +4,7 @@
 //! * [`settings`]: its configuration.
 //! * [`batch`]: decoding, validation and collapsing of a batch.
 //! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
+//! * [`split`]: a batch PostgreSQL rejects, written message by message.
 //! * [`service`]: the consume → write → ack loop and its shutdown.
 //! * [`testing`]: an in-process loader for integration tests.
 //!
@@ -15,6 +16,7 @@
 pub mod batch;
 pub mod service;
 pub mod settings;
+pub mod split;
 pub mod store;
 pub mod testing;
 

@@ -19,10 +19,16 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings: loader::Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    etl_runtime::telemetry::init(&settings.log);
+    let telemetry =
+        etl_runtime::telemetry::init_with_traces(&settings.log, &settings.telemetry, "loader")?;
     let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
     etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let summary = loader::run(settings, shutdown).await?;
+    let shutdown_settings = settings.shutdown.clone();
+    let summary = loader::run(settings, shutdown).await;
+    telemetry
+        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
+        .await;
+    let summary = summary?;
     tracing::info!(
         inserted = summary.written.inserted,
         updated = summary.written.updated,

@@ -261,6 +261,9 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
             }
         })
         .collect();
+    // Exported traces: the batch's work in each publisher's trace, ended
+    // (dropped) once the batch is settled.
+    let _traces = trace_spans(&shared, &examined);
 
     match write_in_progress(&shared, &examined).await {
         Ok(written) => {
@@ -311,23 +314,48 @@ async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Wri
 /// Writes the loadable messages (newest version per record) and the dead
 /// letters of the others in one transaction.
 async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Error> {
-    let view: Vec<store::Examined> = examined
-        .iter()
-        .map(|e| store::Examined {
-            stream_seq: e.stream_seq,
-            subject: e.message.subject.as_str(),
-            delivered: e.delivered,
-            payload: &e.message.payload,
-            verdict: &e.verdict,
-            traceparent: e
-                .message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(proto::trace::HEADER))
-                .map(|v| v.as_str()),
-        })
-        .collect();
+    let view: Vec<store::Examined> = examined.iter().map(view).collect();
     store.write_examined(&view).await
+}
+
+/// A message as the store takes it.
+fn view(e: &Examined) -> store::Examined<'_> {
+    store::Examined {
+        stream_seq: e.stream_seq,
+        subject: e.message.subject.as_str(),
+        delivered: e.delivered,
+        payload: &e.message.payload,
+        verdict: &e.verdict,
+        traceparent: traceparent(&e.message),
+    }
+}
+
+/// The message's `traceparent` header, if it has one.
+fn traceparent(message: &Message) -> Option<&str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(proto::trace::HEADER))
+        .map(|v| v.as_str())
+}
+
+/// One span per publisher's trace among the batch's messages, a child of
+/// the `traceparent` in their headers (only when traces are exported).
+fn trace_spans(shared: &Shared, examined: &[Examined]) -> Vec<tracing::Span> {
+    let headers = examined.iter().map(|e| traceparent(&e.message));
+    etl_runtime::telemetry::continue_traces(headers, |first, n| {
+        let e = &examined[first];
+        let source =
+            proto::bus::source_from_subject(&shared.subject_prefix, e.message.subject.as_str())
+                .unwrap_or("-");
+        tracing::info_span!(
+            "loader.write",
+            source,
+            messages = n,
+            batch = examined.len(),
+            first_stream_seq = e.stream_seq
+        )
+    })
 }
 
 /// Records loaded by outcome, and dead letters.
@@ -363,61 +391,23 @@ async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error
 }
 
 /// PostgreSQL rejected the batch for a reason that will not go away. Write
-/// each message alone: the ones that still fail are dead-lettered with the
-/// database's reason, the rest load.
+/// each message alone ([`crate::split`]): the ones that still fail are
+/// dead-lettered with the database's reason, the rest load.
 async fn isolate(shared: &Shared, examined: Vec<Examined>) {
-    for mut e in examined {
-        let result = match write(&shared.store, std::slice::from_ref(&e)).await {
-            Err(error) if !is_transient(&error) => {
-                let (source, source_id) = match &e.verdict {
-                    Ok(env) => (Some(env.source.clone()), Some(env.source_id.clone())),
-                    Err(r) => (r.source.clone(), r.source_id.clone()),
-                };
-                e.verdict = Err(Rejection {
-                    code: "database_rejected",
-                    reason: database_reason(&error),
-                    source,
-                    source_id,
-                });
-                write(&shared.store, std::slice::from_ref(&e)).await
-            }
-            other => other,
-        };
-        match result {
-            Ok(written) => {
-                let kind = if e.verdict.is_ok() {
-                    AckKind::Ack
-                } else {
+    for e in examined {
+        match crate::split::write_alone(&shared.store, &view(&e)).await {
+            Ok(alone) => {
+                let kind = if alone.set_aside {
                     AckKind::Term
+                } else {
+                    AckKind::Ack
                 };
                 settle(std::slice::from_ref(&e), |_| kind).await;
-                count_written(&written);
-                shared.summary.lock().unwrap().written += written;
+                count_written(&alone.written);
+                shared.summary.lock().unwrap().written += alone.written;
             }
             Err(error) => retry_later(shared, std::slice::from_ref(&e), &error).await,
         }
-    }
-}
-
-/// The database's reason without values: SQLSTATE, constraint and table only.
-fn database_reason(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(db) => format!(
-            "database rejected the record: SQLSTATE {} (constraint {}, table {})",
-            db.code().as_deref().unwrap_or("?"),
-            db.constraint().unwrap_or("-"),
-            db.table().unwrap_or("-"),
-        ),
-        other => format!("database rejected the record: {}", error_kind(other)),
-    }
-}
-
-fn error_kind(error: &sqlx::Error) -> &'static str {
-    match error {
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decode error",
-        sqlx::Error::Encode(_) => "encode error",
-        sqlx::Error::TypeNotFound { .. } => "type not found",
-        _ => "other error",
     }
 }
 

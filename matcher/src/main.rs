@@ -26,15 +26,23 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings: matcher::Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    etl_runtime::telemetry::init(&settings.log);
+    let telemetry =
+        etl_runtime::telemetry::init_with_traces(&settings.log, &settings.telemetry, "matcher")?;
     if args.rematch {
-        let applied = matcher::service::rematch(&settings).await?;
+        let applied = matcher::service::rematch(&settings).await;
+        telemetry.shutdown(settings.shutdown.deadline).await;
+        let applied = applied?;
         tracing::info!(?applied, "full re-match done");
         return Ok(());
     }
     let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
     etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let summary = matcher::run(settings, shutdown).await?;
+    let shutdown_settings = settings.shutdown.clone();
+    let summary = matcher::run(settings, shutdown).await;
+    telemetry
+        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
+        .await;
+    let summary = summary?;
     tracing::info!(
         changes = summary.changes,
         moved = summary.moved,

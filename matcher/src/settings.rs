@@ -21,6 +21,9 @@ pub struct Settings {
     /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
     pub http: HttpSettings,
     pub shutdown: ShutdownSettings,
+    /// OpenTelemetry traces over OTLP/HTTP (off unless `otlp_endpoint` is set;
+    /// see runtime/README.md).
+    pub telemetry: etl_runtime::telemetry::TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

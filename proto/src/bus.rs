@@ -249,9 +249,10 @@ impl<'a> Publisher<'a> {
     }
 
     /// Every message from now on carries `traceparent` (the caller's trace,
-    /// e.g. one per extractor page) instead of a fresh one each.
-    pub fn with_traceparent(mut self, traceparent: TraceParent) -> Self {
-        self.traceparent = Some(traceparent);
+    /// e.g. one per extractor page) instead of a fresh one each; `None`
+    /// keeps a fresh one each (traces not exported).
+    pub fn with_traceparent(mut self, traceparent: impl Into<Option<TraceParent>>) -> Self {
+        self.traceparent = traceparent.into();
         self
     }
 

@@ -56,10 +56,25 @@ pub fn on_signals_with_deadline(settings: &ShutdownSettings) -> CancellationToke
     let deadline = settings.deadline;
     tokio::spawn(async move {
         cancelled.cancelled().await;
+        let _ = STOPPING_SINCE.set(std::time::Instant::now());
         crate::observe::stopping();
         tokio::time::sleep(deadline).await;
         tracing::error!(?deadline, "shutdown deadline passed: exiting now");
         std::process::exit(1);
     });
     token
+}
+
+/// When the shutdown began (the token of [`on_signals_with_deadline`] was
+/// cancelled).
+static STOPPING_SINCE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// What is left of the shutdown deadline: the whole deadline if no shutdown
+/// has begun (a one-shot run ending by itself). For the last steps before
+/// exit, e.g. flushing the trace exporter.
+pub fn time_left(settings: &ShutdownSettings) -> std::time::Duration {
+    match STOPPING_SINCE.get() {
+        Some(since) => settings.deadline.saturating_sub(since.elapsed()),
+        None => settings.deadline,
+    }
 }

@@ -15,6 +15,7 @@ use proto::Envelope;
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub mod nats;
+pub mod otlp;
 pub mod postgres;
 
 /// A name no other test (or test run) uses: `<prefix>_<pid>_<n>_<nanos>`.

@@ -280,3 +280,46 @@ fn dockerfile_builds_every_binary() {
         );
     }
 }
+
+/// The example configurations load into the services' settings, and say
+/// what the defaults are (traces off, the shutdown deadline, readiness
+/// check limit).
+#[test]
+fn example_configurations_load_with_the_defaults() {
+    let config = |name: &str| deploy_dir().join("config").join(name);
+    let loader: loader::Settings =
+        etl_runtime::settings::load(Some(&config("loader.toml"))).expect("loader.toml");
+    let matcher: matcher::Settings =
+        etl_runtime::settings::load(Some(&config("matcher.toml"))).expect("matcher.toml");
+    let qms: qms_extractor::Settings =
+        etl_runtime::settings::load(Some(&config("qms-extractor.toml")))
+            .expect("qms-extractor.toml");
+    let defaults = etl_runtime::telemetry::TelemetrySettings::default();
+    for (name, telemetry, shutdown, http) in [
+        ("loader", &loader.telemetry, &loader.shutdown, &loader.http),
+        (
+            "matcher",
+            &matcher.telemetry,
+            &matcher.shutdown,
+            &matcher.http,
+        ),
+        ("qms-extractor", &qms.telemetry, &qms.shutdown, &qms.http),
+    ] {
+        assert_eq!(
+            telemetry.otlp_endpoint, None,
+            "{name}: traces off by default"
+        );
+        assert_eq!(telemetry.sample_ratio, defaults.sample_ratio, "{name}");
+        assert_eq!(telemetry.export_timeout, defaults.export_timeout, "{name}");
+        assert_eq!(
+            shutdown.deadline,
+            etl_runtime::shutdown::ShutdownSettings::default().deadline,
+            "{name}"
+        );
+        assert_eq!(
+            http.check_timeout,
+            etl_runtime::observe::HttpSettings::default().check_timeout,
+            "{name}"
+        );
+    }
+}

@@ -155,12 +155,19 @@ pub async fn publish_current(
 ) -> Result<(PassSummary, Vec<i64>), SyncError> {
     let mut gone = Vec::new();
     let bus = sync.bus.clone();
+    // The trace every message of this publish carries (exported traces only).
+    let span = tracing::info_span!(
+        "infoclinica.publish",
+        database = %sync.db.name,
+        records = pcodes.len()
+    );
     let mut publisher = Publisher::with_mode(
         &bus.js,
         &bus.stream,
         sync.settings.publish_window,
         DuplicateMode::Republish,
-    );
+    )
+    .with_traceparent(etl_runtime::telemetry::traceparent_of(&span));
     let mut summary = PassSummary::default();
     for chunk in pcodes.chunks(IN_LIST) {
         let (rows, read_at) = read_rows(sync, chunk).await?;

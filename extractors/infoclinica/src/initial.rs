@@ -163,6 +163,10 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
             );
         }
         let n = page.rows.len() as u64;
+        // One trace per page (exported traces only).
+        let span =
+            tracing::info_span!("infoclinica.initial_page", database = %sync.db.name, rows = n);
+        publisher.traceparent = etl_runtime::telemetry::traceparent_of(&span);
         for (pcode, record) in &page.rows {
             source_id.clear();
             write!(source_id, "{}{pcode}", sync.db.source_id_prefix).expect("writes to a String");
@@ -174,6 +178,7 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
         sent += n;
         pending.push_back((sent, page.last_pcode, n));
         summary.pages += 1;
+        sync.step_succeeded();
         checkpoint_acked(sync, &mut pending, publisher.published(), summary).await?;
     };
     drop(rx);
@@ -203,6 +208,8 @@ struct BulkPublisher<'a> {
     published: Published,
     /// The record's MessagePack, reused from row to row.
     scratch: Vec<u8>,
+    /// The page's trace; `None`: a fresh trace per message.
+    traceparent: Option<proto::trace::TraceParent>,
 }
 
 impl<'a> BulkPublisher<'a> {
@@ -215,6 +222,7 @@ impl<'a> BulkPublisher<'a> {
             in_flight: VecDeque::with_capacity(window.max(1)),
             published: Published::default(),
             scratch: Vec::with_capacity(1024),
+            traceparent: None,
         }
     }
 
@@ -245,7 +253,9 @@ impl<'a> BulkPublisher<'a> {
             .message_id(proto::bus::message_id(self.source, source_id, &hash))
             .header(
                 proto::trace::HEADER,
-                proto::trace::TraceParent::fresh().to_string(),
+                self.traceparent
+                    .unwrap_or_else(proto::trace::TraceParent::fresh)
+                    .to_string(),
             );
         let ack = self
             .bus

@@ -94,6 +94,7 @@ pub async fn run(
     };
     etl_runtime::observe::watch_nats(&client);
     etl_runtime::observe::watch_stream(&js, &settings.stream.name);
+    sync::watch_firebird();
     etl_runtime::observe::ready();
     let bus = Bus {
         js,

@@ -79,7 +79,11 @@ struct ChangeArgs {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    etl_runtime::telemetry::init(&settings.log);
+    let telemetry = etl_runtime::telemetry::init_with_traces(
+        &settings.log,
+        &settings.telemetry,
+        "infoclinica-extractor",
+    )?;
     if let Some(name) = &args.database {
         settings.databases.retain(|d| &d.name == name);
         anyhow::ensure!(
@@ -127,7 +131,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
     etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let summaries = infoclinica_extractor::run(settings, mode, shutdown).await?;
+    let shutdown_settings = settings.shutdown.clone();
+    let summaries = infoclinica_extractor::run(settings, mode, shutdown).await;
+    telemetry
+        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
+        .await;
+    let summaries = summaries?;
     for s in summaries {
         tracing::info!(
             database = %s.name,

@@ -167,12 +167,18 @@ async fn publish_deletes(
     read_at: chrono::DateTime<Utc>,
 ) -> Result<PassSummary, SyncError> {
     let bus = sync.bus.clone();
+    let span = tracing::info_span!(
+        "infoclinica.publish_deletes",
+        database = %sync.db.name,
+        records = pcodes.len()
+    );
     let mut publisher = Publisher::with_mode(
         &bus.js,
         &bus.stream,
         sync.settings.publish_window,
         DuplicateMode::Republish,
-    );
+    )
+    .with_traceparent(etl_runtime::telemetry::traceparent_of(&span));
     for &pcode in pcodes {
         let envelope = sync.delete(pcode, read_at);
         publisher.send(&envelope).await?;

@@ -176,12 +176,57 @@ impl DbSync {
         .increment(1);
         if matches!(error, SyncError::Source(_)) {
             self.source.disconnect();
+            firebird_failures()
+                .lock()
+                .unwrap()
+                .insert(self.db.name.clone(), error.kind());
         }
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(SyncError::Stopped),
             _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
+}
+
+impl DbSync {
+    /// A step succeeded: if Firebird had failed, the step retried after it
+    /// (the same step) reached it, so it is usable again.
+    pub fn step_succeeded(&self) {
+        let mut failures = firebird_failures().lock().unwrap();
+        if !failures.is_empty() {
+            failures.remove(&self.db.name);
+        }
+    }
+}
+
+/// Databases whose latest Firebird step failed, with the error's kind.
+fn firebird_failures() -> &'static std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>
+{
+    static FAILURES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>,
+    > = std::sync::OnceLock::new();
+    FAILURES.get_or_init(Default::default)
+}
+
+/// Readiness check `firebird`: fails while the latest Firebird step of a
+/// database failed (the sync is retrying it), naming the database and the
+/// error's kind. It follows the sync's own work (no extra connection per
+/// probe): between two delta passes an outage shows at the next pass.
+pub fn watch_firebird() {
+    etl_runtime::observe::watch("firebird", || {
+        let failures = firebird_failures().lock().unwrap().clone();
+        async move {
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                let list: Vec<String> = failures
+                    .iter()
+                    .map(|(db, kind)| format!("{db}: {kind}"))
+                    .collect();
+                Err(format!("Firebird not usable ({})", list.join(", ")))
+            }
+        }
+    });
 }
 
 /// Evaluates `$step` (a future, re-created on every attempt) until it
@@ -195,7 +240,10 @@ macro_rules! retry {
                 break Err($crate::sync::SyncError::Stopped);
             }
             match $step.await {
-                Ok(value) => break Ok(value),
+                Ok(value) => {
+                    $sync.step_succeeded();
+                    break Ok(value);
+                }
                 Err(e) if e.is_transient() => {
                     attempt += 1;
                     if let Err(stop) = $sync.pause(attempt, &e, $what).await {

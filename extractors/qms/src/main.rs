@@ -34,7 +34,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings: qms_extractor::Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    etl_runtime::telemetry::init(&settings.log);
+    let telemetry = etl_runtime::telemetry::init_with_traces(
+        &settings.log,
+        &settings.telemetry,
+        "qms-extractor",
+    )?;
     let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
     etl_runtime::observe::start(&settings.http, &shutdown).await?;
     let mode = if args.no_daemon {
@@ -46,7 +50,12 @@ async fn main() -> anyhow::Result<()> {
         confirm_deletions: args.confirm_deletions,
         reset_state: args.reset_state,
     };
-    if let Err(e) = qms_extractor::run(settings, mode, options, shutdown).await {
+    let shutdown_settings = settings.shutdown.clone();
+    let result = qms_extractor::run(settings, mode, options, shutdown).await;
+    telemetry
+        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
+        .await;
+    if let Err(e) = result {
         tracing::error!(error = %e, "qms-extractor stopped");
         std::process::exit(1);
     }

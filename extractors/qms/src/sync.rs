@@ -223,12 +223,21 @@ impl Extractor {
         now: chrono::DateTime<Utc>,
     ) -> Result<u64, SyncError> {
         let q = &self.settings.qms;
+        // The trace every message of this sync carries (exported traces
+        // only; counts, never record content).
+        let span = tracing::info_span!(
+            "qms.publish",
+            source = %q.source,
+            upserts = plan.upserts.len(),
+            deletes = plan.deletes.len()
+        );
         let mut publisher = Publisher::with_mode(
             &self.js,
             &self.settings.stream,
             q.publish_window,
             DuplicateMode::Republish,
-        );
+        )
+        .with_traceparent(etl_runtime::telemetry::traceparent_of(&span));
         // Upserts, in export order from the spill file. Reading is
         // synchronous (a local, buffered file); publishing awaits acks.
         let today = now.date_naive();

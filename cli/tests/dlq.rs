@@ -1,0 +1,161 @@
+//! `etl dlq` with a cause an operator can fix: PostgreSQL rejects one
+//! record (a CHECK constraint of the test's), the loader sets only that one
+//! aside (`database_rejected`) while its batch loads; the constraint is
+//! dropped, `etl dlq retry` re-submits it through the normal path and it
+//! lands in `source_records`. Personal data only with
+//! `--show-personal-data`; `drop` closes a dead letter without retrying.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chrono::Utc;
+use etl_runtime::database::DatabaseSettings;
+use proto::bus::StreamSettings;
+use proto::{Envelope, PatientRecord};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn run(db: &DatabaseSettings, stream: &StreamSettings, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_etl"))
+        .args(args)
+        .envs(testkit::service_env(db, stream))
+        .output()
+        .expect("run etl")
+}
+
+fn etl(db: &DatabaseSettings, stream: &StreamSettings, args: &[&str]) -> String {
+    let out = run(db, stream, args);
+    assert!(
+        out.status.success(),
+        "etl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn record(id: usize) -> Envelope {
+    let record = PatientRecord {
+        last_name: Some(format!("Surname{id}")),
+        ..Default::default()
+    };
+    Envelope::upsert("qms", format!("{id}"), 1, Utc::now(), record)
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn dead_letter_retried_after_its_cause_is_fixed_and_dropped() {
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let db = testkit::fresh_database().await;
+    let pool = testkit::pool(&db).await;
+    etl(&db, &stream, &["migrate"]);
+    // The "bug": PostgreSQL refuses record 7 (as a too-strict constraint or
+    // a wrong mapping table would).
+    sqlx::query(
+        "ALTER TABLE source_records ADD CONSTRAINT test_refuses_7 CHECK (source_id <> '7')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let consumer = testkit::unique("loader");
+    let loader = loader::testing::RunningLoader::start(loader::testing::settings(
+        &db,
+        &testkit::nats_url(),
+        &stream,
+        &consumer,
+    ));
+    testkit::publish_all(&js, &stream, (0..20).map(record)).await;
+    testkit::wait_until(WAIT, "19 loaded, 1 dead letter", || async {
+        testkit::count_records(&pool).await == 19
+            && count(&pool, "SELECT count(*) FROM dead_letters").await == 1
+    })
+    .await;
+
+    // Listed with its reason and identifiers, no personal data.
+    let listed = etl(&db, &stream, &["dlq", "list"]);
+    assert!(listed.contains("database_rejected"), "{listed}");
+    assert!(
+        listed.contains("test_refuses_7"),
+        "the reason names the constraint: {listed}"
+    );
+    assert!(!listed.contains("Surname7"), "{listed}");
+    let list: serde_json::Value =
+        serde_json::from_str(&etl(&db, &stream, &["dlq", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["reason_code"], "database_rejected");
+    assert_eq!(list[0]["source"], "qms");
+    assert_eq!(list[0]["source_id"], "7");
+    let id = list[0]["id"].as_i64().unwrap().to_string();
+
+    // `show`: identifiers and reason; the record only when asked.
+    let shown = etl(&db, &stream, &["dlq", "show", &id]);
+    assert!(shown.contains("database_rejected"), "{shown}");
+    assert!(!shown.contains("Surname7"), "personal data hidden: {shown}");
+    assert!(shown.contains("--show-personal-data"), "{shown}");
+    let shown = etl(&db, &stream, &["dlq", "show", &id, "--show-personal-data"]);
+    assert!(shown.contains("Surname7"), "{shown}");
+
+    // The cause fixed, the retry goes through the normal path and lands.
+    sqlx::query("ALTER TABLE source_records DROP CONSTRAINT test_refuses_7")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let retried = etl(&db, &stream, &["dlq", "retry", &id]);
+    assert!(retried.contains("1 dead letters re-submitted"), "{retried}");
+    testkit::wait_until(WAIT, "the retried record loaded", || async {
+        testkit::count_records(&pool).await == 20
+    })
+    .await;
+    let last_name: Option<String> =
+        sqlx::query_scalar("SELECT last_name FROM source_records WHERE source_id = '7'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(last_name.as_deref(), Some("Surname7"));
+    let open = etl(&db, &stream, &["dlq", "list"]);
+    assert!(open.contains("0 dead letters"), "no longer open: {open}");
+    let retried = etl(&db, &stream, &["dlq", "list", "--status", "retried"]);
+    assert!(retried.contains("database_rejected"), "{retried}");
+    assert!(
+        !run(&db, &stream, &["dlq", "retry", &id]).status.success(),
+        "a retried dead letter is not retried twice"
+    );
+
+    // Known garbage: dropped (kept for the audit, never retried).
+    testkit::publish_raw(&js, stream.subject("qms"), b"garbage".to_vec()).await;
+    testkit::wait_until(WAIT, "the garbage dead-lettered", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM dead_letters WHERE status = 'open'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    loader.stop().await;
+    let list: serde_json::Value =
+        serde_json::from_str(&etl(&db, &stream, &["dlq", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["reason_code"], "undecodable");
+    let garbage = list[0]["id"].as_i64().unwrap().to_string();
+    etl(&db, &stream, &["dlq", "drop", &garbage]);
+    assert!(etl(&db, &stream, &["dlq", "list"]).contains("0 dead letters"));
+    let dropped: serde_json::Value = serde_json::from_str(&etl(
+        &db,
+        &stream,
+        &["dlq", "list", "--status", "dropped", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(dropped[0]["id"].as_i64().unwrap().to_string(), garbage);
+    assert!(
+        !run(&db, &stream, &["dlq", "retry", &garbage])
+            .status
+            .success(),
+        "a dropped dead letter cannot be retried"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 2);
+}

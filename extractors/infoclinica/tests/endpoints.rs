@@ -1,0 +1,118 @@
+//! The daemon's operations endpoint: `/metrics`, `/healthz`, `/readyz`, and
+//! readiness falling while Firebird or NATS is away and coming back with
+//! it. Firebird is cut through the test's TCP proxy (the shared server is
+//! never stopped); NATS is a throwaway server of this test. One test per
+//! binary: the readiness registry is process-wide.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use infoclinica_extractor::Mode;
+use testkit::nats::TempNats;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn readyz(addr: SocketAddr) -> Option<(u16, serde_json::Value)> {
+    let (code, body) = testkit::http_get(addr, "/readyz").await?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// Waits until `/readyz` answers `code` with check `check` reported as
+/// `ok` (`want_ok`) or as failed; returns the body.
+async fn wait_ready(addr: SocketAddr, code: u16, check: &str, want_ok: bool) -> serde_json::Value {
+    let what = format!("/readyz {code} with {check} ok={want_ok}");
+    testkit::wait_until(WAIT, &what, || async {
+        match readyz(addr).await {
+            Some((c, body)) => c == code && (body["checks"][check] == "ok") == want_ok,
+            None => false,
+        }
+    })
+    .await;
+    readyz(addr).await.map(|(_, body)| body).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_answer_and_readiness_follows_firebird_and_nats() {
+    let fb = FbDatabase::create(300, true);
+    let proxy = Proxy::start(3050).await;
+    let mut nats = TempNats::start();
+    let mut db = fb.settings.clone();
+    db.port = proxy.port;
+
+    let mut settings = infoclinica_extractor::Settings::default();
+    settings.nats.url = nats.url();
+    settings.stream = testkit::unique_stream();
+    settings.extractor.checkpoint_bucket = testkit::unique("ck");
+    settings.extractor.snapshot_bucket = testkit::unique("snap");
+    settings.extractor.page_size = 100;
+    settings.extractor.delta_interval = Duration::from_millis(300);
+    settings.extractor.retry.initial = Duration::from_millis(100);
+    settings.extractor.retry.max = Duration::from_millis(500);
+    settings.extractor.connect_timeout = Duration::from_secs(2);
+    settings.extractor.query_timeout = Duration::from_secs(5);
+    settings.databases = vec![db];
+    settings.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    settings.http.check_timeout = Duration::from_secs(1);
+
+    let shutdown = CancellationToken::new();
+    let addr = etl_runtime::observe::start(&settings.http, &shutdown)
+        .await
+        .unwrap()
+        .expect("listening");
+    let daemon = tokio::spawn(infoclinica_extractor::run(
+        settings,
+        Mode::Daemon,
+        shutdown.clone(),
+    ));
+
+    assert_eq!(
+        testkit::http_get(addr, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    let body = wait_ready(addr, 200, "firebird", true).await;
+    assert_eq!(body["checks"]["nats"], "ok", "{body}");
+    assert_eq!(body["checks"]["stream"], "ok", "{body}");
+
+    // The initial load published: its metrics show, with the database's
+    // name as the only label value (no personal data).
+    let page = testkit::wait_for_metric(addr, "infoclinica_rows_published_total", WAIT).await;
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("infoclinica_rows_published_total{"))
+        .unwrap();
+    assert!(
+        line.contains("database=\"branch\"") && line.contains("mode=\"initial\""),
+        "{line}"
+    );
+
+    // Firebird away (every connection cut, new ones refused): not ready,
+    // the check names the database; still alive. Back: ready again.
+    proxy.cut();
+    let body = wait_ready(addr, 503, "firebird", false).await;
+    let reason = body["checks"]["firebird"].as_str().unwrap().to_string();
+    assert!(reason.contains("branch"), "{reason}");
+    assert_eq!(
+        testkit::http_get(addr, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    proxy.restore();
+    wait_ready(addr, 200, "firebird", true).await;
+
+    // NATS away: not ready, the nats check says why; back: ready.
+    nats.kill_server();
+    wait_ready(addr, 503, "nats", false).await;
+    nats.start_server();
+    wait_ready(addr, 200, "nats", true).await;
+
+    shutdown.cancel();
+    let summaries = tokio::time::timeout(Duration::from_secs(60), daemon)
+        .await
+        .expect("the daemon stops")
+        .unwrap()
+        .expect("the daemon returns Ok");
+    assert!(summaries[0].failures > 0, "the outages were retried");
+}
