@@ -192,6 +192,19 @@ impl Engine {
             return Ok(Some(Applied::default()));
         }
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+        // Exported traces: this batch's work in each publisher's trace (a
+        // child of the `traceparent` the loader stored), ended after commit.
+        let _traces = etl_runtime::telemetry::continue_traces(
+            claimed.iter().map(|c| c.3.as_deref()),
+            |first, n| {
+                tracing::info_span!(
+                    "matcher.apply",
+                    source = %claimed[first].1,
+                    changes = n,
+                    batch = claimed.len()
+                )
+            },
+        );
         // The publishers' traces this batch continues (ids only: no
         // personal data), so that a trace search finds the matcher's work.
         let traces = trace_ids(claimed.iter().map(|c| c.3.as_deref()));
