@@ -4,7 +4,9 @@
 //! request (up to `batch_size` messages, waiting at most `batch_wait`) and
 //! hands the batch to that writer, so the next batch is fetched while the
 //! previous ones are written. Each writer writes its batch in one
-//! transaction and acks its messages after commit. On SIGTERM the fetcher
+//! transaction and acks its messages after commit. A message may carry
+//! several records (a batch message): all of them are in that transaction,
+//! as loads or as dead letters, before the message is acked. On SIGTERM the fetcher
 //! stops requesting; since every request is read to its end, nothing is left
 //! delivered but unread, and the batches in hand are finished and acked
 //! before the process exits.
@@ -170,8 +172,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     Ok(summary)
 }
 
-/// One pull request: up to `batch_size` messages, waiting at most
-/// `batch_wait`. The request is read to its end, so no message delivered to
+/// One pull request: up to `batch_size` messages and `batch_bytes` bytes,
+/// waiting at most `batch_wait`. The request is read to its end, so no message delivered to
 /// this process is left unread — what arrives is the batch in hand, written
 /// and acked even during a shutdown.
 async fn fetch_batch(
@@ -181,6 +183,7 @@ async fn fetch_batch(
     let mut messages = consumer
         .batch()
         .max_messages(settings.batch_size)
+        .max_bytes(settings.batch_bytes)
         .expires(settings.batch_wait)
         .messages()
         .await?;
@@ -204,6 +207,9 @@ async fn fetch_batch(
         };
         match item {
             Ok(message) => batch.push(message),
+            // The byte budget is spent: the server ends the request with a
+            // "409 Message Size Exceeds MaxBytes" status. A full batch.
+            Err(error) if !batch.is_empty() && error.to_string().contains("MaxBytes") => break,
             // Not fatal once messages arrived: write what we have.
             Err(error) if !batch.is_empty() => {
                 tracing::warn!(%error, "pull request ended early");
@@ -215,12 +221,25 @@ async fn fetch_batch(
     Ok(batch)
 }
 
-/// A message of the batch, examined.
+/// A message of the batch, examined: one verdict per record it carries.
 struct Examined {
     message: Message,
     stream_seq: u64,
     delivered: i64,
-    verdict: Result<proto::Envelope, Rejection>,
+    verdicts: Vec<batch::Verdict>,
+}
+
+impl Examined {
+    /// How the message is settled once its records' effects and dead
+    /// letters are committed: terminated when none of them loads (so a
+    /// poison message is never redelivered), acked otherwise.
+    fn settled(&self) -> AckKind {
+        if self.verdicts.iter().any(|v| v.result.is_ok()) {
+            AckKind::Ack
+        } else {
+            AckKind::Term
+        }
+    }
 }
 
 async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSemaphorePermit) {
@@ -236,7 +255,7 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))
                 .unwrap_or((0, 1));
-            let verdict = batch::examine(
+            let verdicts = batch::examine(
                 &shared.subject_prefix,
                 message.subject.as_str(),
                 &message.payload,
@@ -246,21 +265,14 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 message,
                 stream_seq,
                 delivered,
-                verdict,
+                verdicts,
             }
         })
         .collect();
 
     match write_in_progress(&shared, &examined).await {
         Ok(written) => {
-            settle(&examined, |e| {
-                if e.verdict.is_ok() {
-                    AckKind::Ack
-                } else {
-                    AckKind::Term
-                }
-            })
-            .await;
+            settle(&examined, Examined::settled).await;
             count_written(&written);
             metrics::counter!("loader_batches_total", "outcome" => "committed").increment(1);
             metrics::histogram!("loader_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -297,17 +309,32 @@ async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Wri
     }
 }
 
-/// Writes the loadable messages (newest version per record) and the dead
+/// Writes the loadable records (newest version per record) and the dead
 /// letters of the others in one transaction.
 async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Error> {
-    let view: Vec<store::Examined> = examined
+    let mut records = Vec::with_capacity(examined.len());
+    for e in examined {
+        for v in &e.verdicts {
+            records.push((e, v));
+        }
+    }
+    write_records(store, &records).await
+}
+
+/// [`write`] of some records of some messages.
+async fn write_records(
+    store: &Store,
+    records: &[(&Examined, &batch::Verdict)],
+) -> Result<Written, sqlx::Error> {
+    let view: Vec<store::Examined> = records
         .iter()
-        .map(|e| store::Examined {
+        .map(|&(e, v)| store::Examined {
             stream_seq: e.stream_seq,
+            item: v.item,
             subject: e.message.subject.as_str(),
             delivered: e.delivered,
-            payload: &e.message.payload,
-            verdict: &e.verdict,
+            payload: &v.payload,
+            verdict: &v.result,
             traceparent: e
                 .message
                 .headers
@@ -352,40 +379,59 @@ async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error
 }
 
 /// PostgreSQL rejected the batch for a reason that will not go away. Write
-/// each message alone: the ones that still fail are dead-lettered with the
-/// database's reason, the rest load.
+/// each message alone, and the records of a batch message that still fails
+/// one by one: the records that still fail are dead-lettered with the
+/// database's reason, the rest load. A message is settled only once all of
+/// its records are written or dead-lettered.
 async fn isolate(shared: &Shared, examined: Vec<Examined>) {
     for mut e in examined {
-        let result = match write(&shared.store, std::slice::from_ref(&e)).await {
-            Err(error) if !is_transient(&error) => {
-                let (source, source_id) = match &e.verdict {
-                    Ok(env) => (Some(env.source.clone()), Some(env.source_id.clone())),
-                    Err(r) => (r.source.clone(), r.source_id.clone()),
-                };
-                e.verdict = Err(Rejection {
-                    code: "database_rejected",
-                    reason: database_reason(&error),
-                    source,
-                    source_id,
-                });
-                write(&shared.store, std::slice::from_ref(&e)).await
-            }
-            other => other,
-        };
+        let mut result = write(&shared.store, std::slice::from_ref(&e)).await;
+        if matches!(&result, Err(error) if !is_transient(error)) {
+            result = isolate_records(&shared.store, &mut e).await;
+        }
         match result {
             Ok(written) => {
-                let kind = if e.verdict.is_ok() {
-                    AckKind::Ack
-                } else {
-                    AckKind::Term
-                };
-                settle(std::slice::from_ref(&e), |_| kind).await;
+                settle(std::slice::from_ref(&e), Examined::settled).await;
                 count_written(&written);
                 shared.summary.lock().unwrap().written += written;
             }
             Err(error) => retry_later(shared, std::slice::from_ref(&e), &error).await,
         }
     }
+}
+
+/// Writes each record of `e` alone, dead-lettering (with the database's
+/// reason) those PostgreSQL rejects. Already committed records of a message
+/// that then meets a transient failure are written again on its
+/// redelivery, which changes nothing.
+async fn isolate_records(store: &Store, e: &mut Examined) -> Result<Written, sqlx::Error> {
+    let mut total = Written::default();
+    for i in 0..e.verdicts.len() {
+        let written = match write_one(store, e, i).await {
+            Err(error) if !is_transient(&error) => {
+                let verdict = &mut e.verdicts[i];
+                let (source, source_id) = match &verdict.result {
+                    Ok(env) => (Some(env.source.clone()), Some(env.source_id.clone())),
+                    Err(r) => (r.source.clone(), r.source_id.clone()),
+                };
+                verdict.result = Err(Rejection {
+                    code: "database_rejected",
+                    reason: database_reason(&error),
+                    source,
+                    source_id,
+                });
+                write_one(store, e, i).await?
+            }
+            other => other?,
+        };
+        total += written;
+    }
+    Ok(total)
+}
+
+/// [`write`] of record `i` of `e` alone.
+async fn write_one(store: &Store, e: &Examined, i: usize) -> Result<Written, sqlx::Error> {
+    write_records(store, &[(e, &e.verdicts[i])]).await
 }
 
 /// The database's reason without values: SQLSTATE, constraint and table only.

@@ -36,6 +36,15 @@ pub struct LoaderSettings {
     pub filter_subject: Option<String>,
     /// Most messages written in one transaction.
     pub batch_size: usize,
+    /// Most message bytes fetched in one pull request (and so written in one
+    /// transaction). What bounds the loader's memory once extractors send
+    /// batch messages (hundreds of records each): 2000 of those would be a
+    /// million records. The default (4 MiB) leaves `batch_size`
+    /// single-record messages (~1 KiB each) unconstrained and holds about
+    /// 16 batch messages of 256 KiB. Must be at least the server's
+    /// `max_payload` (1 MiB by default): a message larger than this is
+    /// never delivered.
+    pub batch_bytes: usize,
     /// Longest wait of one pull request: a batch is written when it is full
     /// or when this has passed (also the idle polling interval).
     #[serde(with = "humantime_serde")]
@@ -65,6 +74,7 @@ impl Default for LoaderSettings {
             consumer: "loader".into(),
             filter_subject: None,
             batch_size: 2000,
+            batch_bytes: 4 * 1024 * 1024,
             batch_wait: Duration::from_millis(100),
             writers: 2,
             ack_wait: Duration::from_secs(60),

@@ -176,10 +176,32 @@ pub fn encode_upsert(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> [u8; 32] {
+    out.clear();
+    append_upsert(
+        source,
+        source_id,
+        version,
+        observed_at,
+        record,
+        scratch,
+        out,
+    )
+}
+
+/// [`encode_upsert`] appending the message to `out` instead of replacing
+/// it: how a batch message is built ([`crate::batch::BatchBuilder`]).
+pub fn append_upsert(
+    source: &str,
+    source_id: &str,
+    version: i64,
+    observed_at: DateTime<Utc>,
+    record: &PatientRecord,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> [u8; 32] {
     scratch.clear();
     rmp_serde::encode::write_named(scratch, record).expect("a record always serializes");
     let content_hash = hash_upsert_bytes(scratch);
-    out.clear();
     out.reserve(scratch.len() + 160 + source.len() + source_id.len());
     // The field order and encodings of `Envelope`'s derived `Serialize`
     // (rmp_serde, named): a map of its 8 fields (fixmap marker 0x80 | 8).
@@ -320,6 +342,13 @@ impl SchemaViolation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("undecodable message: {0}")]
 pub struct DecodeError(String);
+
+impl DecodeError {
+    /// A reason of our own (never a value).
+    pub(crate) fn new(reason: &str) -> Self {
+        DecodeError(reason.to_string())
+    }
+}
 
 impl From<rmp_serde::decode::Error> for DecodeError {
     fn from(e: rmp_serde::decode::Error) -> Self {

@@ -6,21 +6,23 @@
 //! transaction, and hands them over a channel of two pages, so reading the
 //! next page overlaps with publishing this one and memory stays bounded
 //! whatever the table's size. Publishing keeps up to `publish_window` acks
-//! in flight; a page's last PCODE is written to the checkpoint only once
-//! every message of the page (and of every page before it) is acknowledged.
+//! in flight; each page is cut into batch messages of up to
+//! `batch_records` records (`proto::batch`: one NATS message, several
+//! envelopes, serialized once); a page's last PCODE is written to the
+//! checkpoint only once every message of the page (and of every page before
+//! it) is acknowledged.
 //! After a crash the load resumes after that PCODE; whatever was published
-//! past it again is dropped by the stream's duplicate window (same content,
-//! same message id) or, outside the window, left unchanged by the loader.
+//! past it again is dropped by the stream's duplicate window (same rows, same
+//! batches, same message ids) or, outside the window, left unchanged by the
+//! loader.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::Subject;
 use chrono::{DateTime, Utc};
-use proto::bus::{PublishFailed, Published};
+use proto::batch::BatchBuilder;
+use proto::bus::Publisher;
 use proto::PatientRecord;
 use rsfbclient::RawValue;
 use tokio::sync::mpsc;
@@ -29,7 +31,7 @@ use crate::firebird::{self, SourceError};
 use crate::mapping::{self, Mapped, Mapper};
 use crate::settings::DatabaseSettings;
 use crate::state::InitialLoad;
-use crate::sync::{Bus, DbSync, SyncError};
+use crate::sync::{DbSync, SyncError};
 
 /// One page read by the reader thread.
 struct Page {
@@ -44,6 +46,7 @@ struct Page {
 pub struct LoadSummary {
     pub rows: u64,
     pub pages: u64,
+    /// Messages (batches) the stream dropped as re-published.
     pub duplicates: u64,
 }
 
@@ -136,7 +139,10 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
     // publishing by one page.
     let window = sync.settings.publish_window.min(sync.settings.page_size);
     let source = sync.settings.source.clone();
-    let mut publisher = BulkPublisher::new(&bus, &source, window);
+    let mut publisher = Publisher::new(&bus.js, &bus.stream, window);
+    // Each page is cut into batch messages of its own (never across pages:
+    // the checkpoint moves per page), the same way whenever it is re-read.
+    let mut batches = BatchBuilder::new(source.as_str(), sync.settings.batch_limits());
     // Pages sent but not yet checkpointed: (messages sent up to its end,
     // its last PCODE, its rows).
     let mut pending: VecDeque<(u64, i64, u64)> = VecDeque::new();
@@ -167,11 +173,15 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
             source_id.clear();
             write!(source_id, "{}{pcode}", sync.db.source_id_prefix).expect("writes to a String");
             let version = sync.clock.version(page.read_at);
-            publisher
-                .send(&source_id, version, page.read_at, record)
-                .await?;
+            if let Some(message) = batches.push_upsert(&source_id, version, page.read_at, record) {
+                publisher.send_encoded(&source, message).await?;
+                sent += 1;
+            }
         }
-        sent += n;
+        if let Some(message) = batches.finish() {
+            publisher.send_encoded(&source, message).await?;
+            sent += 1;
+        }
         pending.push_back((sent, page.last_pcode, n));
         summary.pages += 1;
         checkpoint_acked(sync, &mut pending, publisher.published(), summary).await?;
@@ -184,101 +194,6 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
     match failure {
         None => Ok(()),
         Some(e) => Err(e),
-    }
-}
-
-/// The initial load's publisher: [`proto::bus::Publisher`] in
-/// duplicate mode `Drop`, on the fast path. Each record is serialized once
-/// ([`proto::envelope::encode_upsert`]: the same bytes give the content hash
-/// and the message, byte for byte what `Envelope::encode` writes), the
-/// subject is built once, and no envelope is built at all: at a million rows
-/// the second serialization and the per-row allocations were most of the
-/// extractor's time.
-struct BulkPublisher<'a> {
-    bus: &'a Bus,
-    source: &'a str,
-    subject: Subject,
-    window: usize,
-    in_flight: VecDeque<PublishAckFuture>,
-    published: Published,
-    /// The record's MessagePack, reused from row to row.
-    scratch: Vec<u8>,
-}
-
-impl<'a> BulkPublisher<'a> {
-    fn new(bus: &'a Bus, source: &'a str, window: usize) -> Self {
-        BulkPublisher {
-            bus,
-            source,
-            subject: Subject::from(bus.stream.subject(source)),
-            window: window.max(1),
-            in_flight: VecDeque::with_capacity(window.max(1)),
-            published: Published::default(),
-            scratch: Vec::with_capacity(1024),
-        }
-    }
-
-    /// Publishes one upsert; when `window` acks are in flight, first waits
-    /// for the oldest (the stream acks in order).
-    async fn send(
-        &mut self,
-        source_id: &str,
-        version: i64,
-        read_at: DateTime<Utc>,
-        record: &PatientRecord,
-    ) -> Result<(), PublishFailed> {
-        while self.in_flight.len() >= self.window {
-            self.next_ack().await?;
-        }
-        let mut payload = Vec::new();
-        let hash = proto::envelope::encode_upsert(
-            self.source,
-            source_id,
-            version,
-            read_at,
-            record,
-            &mut self.scratch,
-            &mut payload,
-        );
-        let message = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(proto::bus::message_id(self.source, source_id, &hash))
-            .header(
-                proto::trace::HEADER,
-                proto::trace::TraceParent::fresh().to_string(),
-            );
-        let ack = self
-            .bus
-            .js
-            .send_publish(self.subject.clone(), message)
-            .await?;
-        self.in_flight.push_back(ack);
-        Ok(())
-    }
-
-    /// The totals acknowledged so far (without waiting).
-    fn published(&self) -> Published {
-        self.published
-    }
-
-    /// Waits for every ack in flight; returns the totals so far.
-    async fn settle(&mut self) -> Result<Published, PublishFailed> {
-        while !self.in_flight.is_empty() {
-            self.next_ack().await?;
-        }
-        Ok(self.published)
-    }
-
-    async fn next_ack(&mut self) -> Result<(), PublishFailed> {
-        let Some(ack) = self.in_flight.pop_front() else {
-            return Ok(());
-        };
-        if ack.await.map_err(PublishFailed::Ack)?.duplicate {
-            self.published.duplicates += 1;
-        } else {
-            self.published.stored += 1;
-        }
-        Ok(())
     }
 }
 
