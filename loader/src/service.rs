@@ -248,7 +248,7 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     let today = (chrono::Utc::now() + chrono::Duration::hours(14)).date_naive();
     let started = std::time::Instant::now();
     metrics::histogram!("loader_batch_size").record(batch.len() as f64);
-    let examined: Vec<Examined> = batch
+    let mut examined: Vec<Examined> = batch
         .into_iter()
         .map(|message| {
             let (stream_seq, delivered) = message
@@ -270,9 +270,50 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
         })
         .collect();
 
-    match write_in_progress(&shared, &examined).await {
+    // One transaction per group of messages holding at most `batch_size`
+    // records (a message is never split; batch messages carry hundreds).
+    let mut start = 0;
+    let records: Vec<usize> = examined.iter().map(|e| e.verdicts.len()).collect();
+    for end in groups_of_records(&records, shared.settings.batch_size) {
+        let (group, later) = examined[start..].split_at_mut(end - start);
+        if !write_group(&shared, group, later, started).await {
+            return;
+        }
+        start = end;
+    }
+}
+
+/// Where each group of messages ends, given each message's number of
+/// records: consecutive messages holding at most `max_records` records
+/// together (at least one message per group).
+fn groups_of_records(records_per_message: &[usize], max_records: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut records = 0;
+    for (i, &n) in records_per_message.iter().enumerate() {
+        if records > 0 && records + n > max_records {
+            ends.push(i);
+            records = 0;
+        }
+        records += n;
+    }
+    if !records_per_message.is_empty() {
+        ends.push(records_per_message.len());
+    }
+    ends
+}
+
+/// Writes one group in one transaction and settles its messages; `later`
+/// (the fetched messages after it) are kept in progress meanwhile. `false`
+/// after a transient failure (the group and `later` are nak'ed).
+async fn write_group(
+    shared: &Shared,
+    group: &mut [Examined],
+    later: &[Examined],
+    started: std::time::Instant,
+) -> bool {
+    match write_in_progress(shared, group, later).await {
         Ok(written) => {
-            settle(&examined, Examined::settled).await;
+            settle(group, Examined::settled).await;
             count_written(&written);
             metrics::counter!("loader_batches_total", "outcome" => "committed").increment(1);
             metrics::histogram!("loader_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -280,23 +321,34 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
             summary.written += written;
             summary.batches += 1;
             tracing::debug!(
-                messages = examined.len(),
+                messages = group.len(),
                 inserted = written.inserted,
                 "batch committed"
             );
+            true
         }
-        Err(error) if is_transient(&error) => retry_later(&shared, &examined, &error).await,
+        Err(error) if is_transient(&error) => {
+            // The later groups were not written either: handed back too.
+            retry_later_now(shared, later).await;
+            retry_later(shared, group, &error).await;
+            false
+        }
         Err(error) => {
-            tracing::warn!(%error, messages = examined.len(), "batch rejected by PostgreSQL; isolating the bad records");
-            isolate(&shared, examined).await;
+            tracing::warn!(%error, messages = group.len(), "batch rejected by PostgreSQL; isolating the bad records");
+            isolate(shared, group).await;
+            true
         }
     }
 }
 
-/// [`write`], telling the server every half `ack_wait` that the batch is
-/// still in work, so that a slow write is not redelivered to another
-/// instance meanwhile.
-async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Written, sqlx::Error> {
+/// [`write`], telling the server every half `ack_wait` that the batch (and
+/// the fetched messages waiting behind it, `later`) is still in work, so
+/// that a slow write is not redelivered to another instance meanwhile.
+async fn write_in_progress(
+    shared: &Shared,
+    examined: &[Examined],
+    later: &[Examined],
+) -> Result<Written, sqlx::Error> {
     let write = write(&shared.store, examined);
     tokio::pin!(write);
     let every = (shared.settings.ack_wait / 2).max(Duration::from_millis(100));
@@ -304,7 +356,10 @@ async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Wri
     loop {
         tokio::select! {
             result = &mut write => return result,
-            _ = progress.tick() => settle(examined, |_| AckKind::Progress).await,
+            _ = progress.tick() => {
+                settle(examined, |_| AckKind::Progress).await;
+                settle(later, |_| AckKind::Progress).await;
+            }
         }
     }
 }
@@ -378,24 +433,38 @@ async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error
     sleep_or_cancel(delay, &shared.shutdown).await;
 }
 
+/// Hands messages that were not written back to the server at once (their
+/// group's writer already paused in [`retry_later`]), with the delay their
+/// deliveries call for.
+async fn retry_later_now(shared: &Shared, examined: &[Examined]) {
+    let attempt = examined
+        .iter()
+        .map(|e| e.delivered)
+        .max()
+        .unwrap_or(1)
+        .clamp(1, 32) as u32;
+    let delay = shared.settings.retry.delay(attempt);
+    settle(examined, |_| AckKind::Nak(Some(delay))).await;
+}
+
 /// PostgreSQL rejected the batch for a reason that will not go away. Write
 /// each message alone, and the records of a batch message that still fails
 /// one by one: the records that still fail are dead-lettered with the
 /// database's reason, the rest load. A message is settled only once all of
 /// its records are written or dead-lettered.
-async fn isolate(shared: &Shared, examined: Vec<Examined>) {
-    for mut e in examined {
-        let mut result = write(&shared.store, std::slice::from_ref(&e)).await;
+async fn isolate(shared: &Shared, examined: &mut [Examined]) {
+    for e in examined {
+        let mut result = write(&shared.store, std::slice::from_ref(e)).await;
         if matches!(&result, Err(error) if !is_transient(error)) {
-            result = isolate_records(&shared.store, &mut e).await;
+            result = isolate_records(&shared.store, e).await;
         }
         match result {
             Ok(written) => {
-                settle(std::slice::from_ref(&e), Examined::settled).await;
+                settle(std::slice::from_ref(e), Examined::settled).await;
                 count_written(&written);
                 shared.summary.lock().unwrap().written += written;
             }
-            Err(error) => retry_later(shared, std::slice::from_ref(&e), &error).await,
+            Err(error) => retry_later(shared, std::slice::from_ref(e), &error).await,
         }
     }
 }
@@ -498,5 +567,22 @@ async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool 
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups_of_records;
+
+    #[test]
+    fn groups_hold_whole_messages_up_to_the_record_limit() {
+        assert_eq!(groups_of_records(&[1; 5], 2000), [5]);
+        assert_eq!(
+            groups_of_records(&[400, 400, 400, 400, 400, 400], 2000),
+            [5, 6]
+        );
+        // A message larger than the limit goes alone, never split.
+        assert_eq!(groups_of_records(&[1, 3000, 1], 2000), [1, 2, 3]);
+        assert_eq!(groups_of_records(&[], 2000), Vec::<usize>::new());
     }
 }

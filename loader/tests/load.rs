@@ -377,7 +377,11 @@ async fn batch_messages_load_every_record_and_a_second_delivery_changes_nothing(
     let published = publisher.settle().await.unwrap();
     assert_eq!((published.stored, published.records), (6, 3_000));
 
-    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    // Transactions of at most 700 records: one message each (a message's
+    // records are never split).
+    let mut settings = settings(&db, &stream, "loader");
+    settings.loader.batch_size = 700;
+    let loader = RunningLoader::start(settings);
     wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
     assert_state(&pool, &expected_of(&envelopes)).await;
     let changes = "SELECT count(*) FROM record_changes";
@@ -395,6 +399,7 @@ async fn batch_messages_load_every_record_and_a_second_delivery_changes_nothing(
     assert_eq!(count(&pool, changes).await, 3_000, "nothing changed twice");
     assert_eq!(summary.written.inserted, 3_000);
     assert_eq!(summary.written.unchanged, 1_500);
+    assert_eq!(summary.batches, 9, "one transaction per message");
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
 }
 

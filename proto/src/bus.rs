@@ -334,6 +334,16 @@ impl<'a> Publisher<'a> {
         Ok(self.published)
     }
 
+    /// Waits until at most `in_flight` messages await their ack (the most
+    /// recent ones): e.g. after sending a page, for every ack of the pages
+    /// before it, while the page itself is under way.
+    pub async fn settle_all_but(&mut self, in_flight: usize) -> Result<Published, PublishFailed> {
+        while self.in_flight.len() > in_flight {
+            self.next_ack().await?;
+        }
+        Ok(self.published)
+    }
+
     /// The totals acknowledged so far (without waiting).
     pub fn published(&self) -> Published {
         self.published

@@ -226,14 +226,16 @@ pub fn append_upsert(
 /// [`content_hash`] of an upsert whose record serialized (named) to `record`:
 /// the hashed value is the pair `(op, record)`, a 2-element array.
 fn hash_upsert_bytes(record: &[u8]) -> [u8; 32] {
-    let mut op = Vec::with_capacity(8);
-    rmp_serde::encode::write(&mut op, &Operation::Upsert).expect("writes to a Vec");
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[0x92]); // fixarray of 2
-    hasher.update(&op);
+    hasher.update(UPSERT_MSGPACK);
     hasher.update(record);
     *hasher.finalize().as_bytes()
 }
+
+/// `Operation::Upsert` as rmp_serde writes it: the string "upsert"
+/// (checked by a test against the serializer).
+const UPSERT_MSGPACK: &[u8] = b"\xa6upsert";
 
 /// Writing one envelope field value the way the derived `Serialize` does.
 mod erased {
@@ -448,6 +450,13 @@ mod tests {
             assert_eq!(hash, envelope.content_hash);
             assert_eq!(out, envelope.encode());
         }
+    }
+
+    #[test]
+    fn upsert_constant_is_what_the_serializer_writes() {
+        let mut op = Vec::new();
+        rmp_serde::encode::write(&mut op, &Operation::Upsert).unwrap();
+        assert_eq!(op, UPSERT_MSGPACK);
     }
 
     #[test]

@@ -134,9 +134,9 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
         .map_err(anyhow::Error::from)?;
 
     let bus = sync.bus.clone();
-    // Up to `publish_window` acks in flight (at most one page): sending page
-    // k+1 collects the acks of page k, so the checkpoint trails the
-    // publishing by one page.
+    // Up to `publish_window` acks in flight, and at most one page: once
+    // page k+1 is sent, the acks of page k are collected, so the checkpoint
+    // trails the publishing by one page.
     let window = sync.settings.publish_window.min(sync.settings.page_size);
     let source = sync.settings.source.clone();
     let mut publisher = Publisher::new(&bus.js, &bus.stream, window);
@@ -169,6 +169,7 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
             );
         }
         let n = page.rows.len() as u64;
+        let sent_before = sent;
         for (pcode, record) in &page.rows {
             source_id.clear();
             write!(source_id, "{}{pcode}", sync.db.source_id_prefix).expect("writes to a String");
@@ -184,7 +185,11 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
         }
         pending.push_back((sent, page.last_pcode, n));
         summary.pages += 1;
-        checkpoint_acked(sync, &mut pending, publisher.published(), summary).await?;
+        // This page is under way; the pages before it are acknowledged
+        // before the next page is taken, and checkpointed.
+        let this_page = (sent - sent_before) as usize;
+        let published = publisher.settle_all_but(this_page).await?;
+        checkpoint_acked(sync, &mut pending, published, summary).await?;
     };
     drop(rx);
     // Whatever happened, what was sent and acknowledged is checkpointed.

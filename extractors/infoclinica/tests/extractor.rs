@@ -582,13 +582,15 @@ async fn uncommitted_writers_neither_block_nor_get_lost() {
     let name = |pcode: &'static str| {
         let pool = fx.pool.clone();
         async move {
+            // Not loaded yet: no row.
             sqlx::query_scalar::<_, Option<String>>(
                 "SELECT last_name FROM source_records WHERE source_id = $1",
             )
             .bind(pcode)
-            .fetch_one(&pool)
+            .fetch_optional(&pool)
             .await
             .unwrap()
+            .flatten()
         }
     };
     testkit::wait_until(Duration::from_secs(30), "PCODE 6 updated", || async {
