@@ -259,15 +259,18 @@ impl BatchBuilder {
         BatchBuilder {
             source: source.into(),
             limits,
-            buf: Self::fresh_buffer(limits),
+            buf: Self::fresh_buffer(),
             keys: Vec::new(),
             elements: Vec::new(),
             scratch: Vec::with_capacity(1024),
         }
     }
 
-    fn fresh_buffer(limits: BatchLimits) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(HEADER_ROOM + limits.max_bytes.min(1 << 20) + 2048);
+    /// A new message buffer: small at first (it grows as envelopes come),
+    /// so that short batches and single-envelope messages do not each pin a
+    /// `max_bytes` allocation while they are in flight.
+    fn fresh_buffer() -> Vec<u8> {
+        let mut buf = Vec::with_capacity(4096);
         buf.resize(HEADER_ROOM, 0);
         buf
     }
@@ -320,7 +323,7 @@ impl BatchBuilder {
         if self.elements.is_empty() {
             return None;
         }
-        let buf = std::mem::replace(&mut self.buf, Self::fresh_buffer(self.limits));
+        let buf = std::mem::replace(&mut self.buf, Self::fresh_buffer());
         let keys = std::mem::take(&mut self.keys);
         let elements = std::mem::take(&mut self.elements);
         Some(self.seal(buf, &keys, &elements))
@@ -329,7 +332,7 @@ impl BatchBuilder {
     /// Seals every element but the last, which moves to a new batch.
     fn finish_all_but_last(&mut self) -> Encoded {
         let (start, key_start) = self.elements.pop().expect("at least two elements");
-        let mut next = Self::fresh_buffer(self.limits);
+        let mut next = Self::fresh_buffer();
         next.extend_from_slice(&self.buf[start..]);
         self.buf.truncate(start);
         let buf = std::mem::replace(&mut self.buf, next);
@@ -346,7 +349,7 @@ impl BatchBuilder {
             let hash: &[u8; 32] = hash.try_into().expect("32 bytes");
             let source_id = std::str::from_utf8(source_id).expect("was a str");
             return Encoded {
-                payload: Bytes::from(buf).slice(HEADER_ROOM..),
+                payload: payload(buf, HEADER_ROOM),
                 message_id: bus::message_id(&self.source, source_id, hash),
                 records: 1,
             };
@@ -373,10 +376,21 @@ impl BatchBuilder {
             0
         };
         Encoded {
-            payload: Bytes::from(buf).slice(start..),
+            payload: payload(buf, start),
             message_id: batch_message_id(&self.source, id.finalize().as_bytes()),
             records: n,
         }
+    }
+}
+
+/// The message's bytes from `start`: the buffer itself, or a copy when
+/// most of its capacity is unused (a Vec grown by doubling), so that a
+/// message in flight holds about its own size.
+fn payload(buf: Vec<u8>, start: usize) -> Bytes {
+    if buf.len() * 4 < buf.capacity() * 3 {
+        Bytes::copy_from_slice(&buf[start..])
+    } else {
+        Bytes::from(buf).slice(start..)
     }
 }
 
