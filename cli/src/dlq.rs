@@ -36,7 +36,8 @@ pub enum DlqCommand {
         show_personal_data: bool,
     },
     /// Re-submit through the normal path after fixing the cause: republishes
-    /// the payload to its subject (a fresh message id, so the stream's
+    /// the payload to its subject (a record out of a batch message goes
+    /// alone, as a single-envelope message) (a fresh message id, so the stream's
     /// duplicate check does not drop it), then marks the row retried. If the
     /// cause is not fixed, the loader dead-letters it again as a new row.
     Retry {
@@ -89,6 +90,9 @@ pub struct DeadLetterRow {
     pub id: i64,
     pub stream: String,
     pub stream_seq: i64,
+    /// The record's index in its message (0 unless it came out of a batch
+    /// message).
+    pub item: i32,
     pub subject: String,
     pub source: Option<String>,
     pub source_id: Option<String>,
@@ -102,7 +106,7 @@ pub struct DeadLetterRow {
 /// The columns of [`DeadLetterRow`] (a macro so queries stay literals).
 macro_rules! columns {
     () => {
-        "id, stream, stream_seq, subject, source, source_id, reason_code, reason, delivered, status, created_at"
+        "id, stream, stream_seq, item, subject, source, source_id, reason_code, reason, delivered, status, created_at"
     };
 }
 
@@ -133,14 +137,15 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
                 return Ok(());
             }
             println!(
-                "{:>6} {:>9} {:<10} {:<20} {:<26} {:<8} reason",
-                "id", "seq", "source", "source id", "code", "status"
+                "{:>6} {:>9} {:>5} {:<10} {:<20} {:<26} {:<8} reason",
+                "id", "seq", "item", "source", "source id", "code", "status"
             );
             for r in &rows {
                 println!(
-                    "{:>6} {:>9} {:<10} {:<20} {:<26} {:<8} {}",
+                    "{:>6} {:>9} {:>5} {:<10} {:<20} {:<26} {:<8} {}",
                     r.id,
                     r.stream_seq,
+                    r.item,
                     r.source.as_deref().unwrap_or("?"),
                     r.source_id.as_deref().unwrap_or("?"),
                     r.reason_code,
@@ -157,13 +162,19 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
             let (row, payload) = fetch(&pool, id).await?;
             println!("{}", serde_json::to_string_pretty(&row)?);
             if show_personal_data {
-                match proto::Envelope::decode(&payload) {
-                    Ok(envelope) => println!("{}", serde_json::to_string_pretty(&envelope)?),
-                    Err(_) => println!(
+                // One envelope (a single-envelope message, or one record
+                // of a batch message); a whole batch message if an older
+                // loader set it aside.
+                let items = proto::batch::decode_message(&payload).unwrap_or_default();
+                if items.is_empty() || items.iter().any(|i| i.envelope.is_err()) {
+                    println!(
                         "payload ({} bytes, not an envelope): {}",
                         payload.len(),
                         hex::encode(&payload)
-                    ),
+                    );
+                }
+                for envelope in items.iter().filter_map(|i| i.envelope.as_ref().ok()) {
+                    println!("{}", serde_json::to_string_pretty(envelope)?);
                 }
             } else {
                 println!(
@@ -242,7 +253,11 @@ async fn retry(pool: &PgPool, js: &jetstream::Context, id: i64) -> anyhow::Resul
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
     headers.insert(
         "Nats-Msg-Id",
-        format!("retry:{}:{}:{nanos}", row.stream, row.stream_seq).as_str(),
+        format!(
+            "retry:{}:{}:{}:{nanos}",
+            row.stream, row.stream_seq, row.item
+        )
+        .as_str(),
     );
     js.publish_with_headers(row.subject.clone(), headers, payload.into())
         .await

@@ -2,16 +2,16 @@
 //! loader's own code (`loader::batch` to examine, `loader::store` to write).
 //! Idempotent: the store's upserts keep the highest version of each record,
 //! so replaying what is already loaded changes nothing, and dead letters are
-//! unique per stream sequence.
+//! unique per stream sequence and record index. Batch messages are read
+//! record by record, as the loader reads them.
 
 use std::io::Write;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use loader::batch::{self, Rejection};
+use loader::batch::{self, Verdict};
 use loader::store::{Store, Written};
-use proto::Envelope;
 use sqlx::PgPool;
 
 use crate::Settings;
@@ -37,7 +37,8 @@ pub struct ReplayArgs {
     /// sequence.
     #[arg(long, conflicts_with_all = ["from_seq", "from_time", "to_seq"])]
     rebuild: bool,
-    /// Messages per transaction.
+    /// Records per transaction (a batch message is never split: a
+    /// transaction may exceed this by one message's records).
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
 }
@@ -105,6 +106,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let prefix = settings.stream.subject_prefix.clone();
     let today = Utc::now().date_naive();
     let mut pending: Vec<Examined> = Vec::with_capacity(args.batch_size);
+    let mut pending_records = 0;
     let mut total = Written::default();
     let mut seen = 0u64;
     loop {
@@ -118,11 +120,12 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
             break;
         }
         seen += 1;
+        let verdicts = batch::examine(&prefix, &message.subject, &message.payload, today);
+        pending_records += verdicts.len();
         pending.push(Examined {
             stream_seq: seq,
             subject: message.subject.to_string(),
-            verdict: batch::examine(&prefix, &message.subject, &message.payload, today),
-            payload: message.payload.clone(),
+            verdicts,
             traceparent: message
                 .headers
                 .as_ref()
@@ -130,9 +133,10 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
                 .map(|v| v.as_str().to_string()),
         });
         let done = seq >= end || left == 0;
-        if pending.len() >= args.batch_size || done {
+        if pending_records >= args.batch_size || done {
             total += write(&store, &pending).await?;
             pending.clear();
+            pending_records = 0;
             eprint!("\rreplayed {seen} messages, up to sequence {seq} of {end}   ");
             let _ = std::io::stderr().flush();
         }
@@ -153,28 +157,30 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
 struct Examined {
     stream_seq: u64,
     subject: String,
-    payload: bytes::Bytes,
-    verdict: Result<Envelope, Rejection>,
+    /// One per record the message carries (a batch message carries many).
+    verdicts: Vec<Verdict>,
     /// The message's `traceparent` header: the change a replay makes
     /// continues the publisher's trace, as a live load's does.
     traceparent: Option<String>,
 }
 
 /// One transaction, as the loader writes a batch; a batch PostgreSQL
-/// rejects for good is written message by message as the loader does
+/// rejects for good is written record by record as the loader does
 /// (`loader::split`): what still fails becomes a dead letter
 /// (`database_rejected`), the rest loads. A transient failure stops the
 /// replay (run it again: it is idempotent).
 async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> {
     let view: Vec<loader::store::Examined> = examined
         .iter()
-        .map(|e| loader::store::Examined {
+        .flat_map(|e| e.verdicts.iter().map(move |v| (e, v)))
+        .map(|(e, v)| loader::store::Examined {
             stream_seq: e.stream_seq,
+            item: v.item,
             subject: &e.subject,
             // Replayed messages were delivered once to this tool.
             delivered: 1,
-            payload: &e.payload,
-            verdict: &e.verdict,
+            payload: &v.payload,
+            verdict: &v.result,
             traceparent: e.traceparent.as_deref(),
         })
         .collect();
@@ -182,7 +188,7 @@ async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> 
         Ok(written) => Ok(written),
         Err(error) if !etl_runtime::database::is_transient(&error) => {
             eprintln!(
-                "\nPostgreSQL rejected a batch ({}); writing its messages one by one",
+                "\nPostgreSQL rejected a batch ({}); writing its records one by one",
                 loader::split::database_reason(&error)
             );
             let mut total = Written::default();

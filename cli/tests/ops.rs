@@ -290,3 +290,117 @@ async fn qms_rejects_are_listed_shown_and_dropped() {
     assert!(!left.contains(&listed[1]["seq"].as_u64().unwrap()));
     js.delete_stream(&rejects).await.unwrap();
 }
+
+/// A record dead-lettered out of a batch message is retried alone, as a
+/// single-envelope message; a whole batch message an older loader set aside
+/// (as undecodable) loads once retried into a loader that reads batches.
+/// `etl replay` of batch messages applies each record as the loader does.
+#[tokio::test]
+async fn dlq_retry_and_replay_of_batch_messages() {
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let db = testkit::fresh_database().await;
+    let consumer = testkit::unique("loader");
+    let loader = loader::testing::RunningLoader::start(loader::testing::settings(
+        &db,
+        &testkit::nats_url(),
+        &stream,
+        &consumer,
+    ));
+    // [good 0, future birth date, good 2] in one message.
+    let mut future = record(1, 1);
+    future.record.as_mut().unwrap().birth_date =
+        Some(Utc::now().date_naive() + chrono::Days::new(30));
+    let future = Envelope::upsert("qms", "1", 1, future.observed_at, future.record.unwrap());
+    let elements = [
+        record(0, 1).encode(),
+        future.encode(),
+        record(2, 1).encode(),
+    ];
+    let mut payload = vec![0x93];
+    for e in &elements {
+        payload.extend_from_slice(e);
+    }
+    testkit::publish_raw(&js, stream.subject("qms"), payload).await;
+    let pool = testkit::pool(&db).await;
+    let open = "SELECT count(*) FROM dead_letters WHERE status = 'open'";
+    testkit::wait_until(Duration::from_secs(30), "loaded", || async {
+        let dead: Option<i64> = sqlx::query_scalar(open).fetch_one(&pool).await.ok();
+        testkit::count_records(&pool).await == 2 && dead == Some(1)
+    })
+    .await;
+    let list: serde_json::Value =
+        serde_json::from_str(&etl(&db, &stream, &["dlq", "list", "--json"])).unwrap();
+    assert_eq!(
+        (
+            &list[0]["item"],
+            &list[0]["reason_code"],
+            &list[0]["source_id"]
+        ),
+        (&1.into(), &"birth_date_in_future".into(), &"1".into())
+    );
+    let id = list[0]["id"].as_i64().unwrap();
+    let shown = etl(
+        &db,
+        &stream,
+        &["dlq", "show", &id.to_string(), "--show-personal-data"],
+    );
+    assert!(shown.contains("\"source_id\": \"1\""), "{shown}");
+
+    // Retried: the record alone, as a single-envelope message (the cause is
+    // not fixed here, so the loader sets it aside again, now as item 0 of a
+    // message of its own).
+    etl(&db, &stream, &["dlq", "retry", &id.to_string()]);
+    let mut s = js.get_stream(&stream.name).await.unwrap();
+    let last = s.info().await.unwrap().state.last_sequence;
+    let republished = s.get_raw_message(last).await.unwrap();
+    assert_eq!(republished.payload.as_ref(), elements[1].as_slice());
+    testkit::wait_until(Duration::from_secs(30), "dead-lettered again", || async {
+        let rows: Vec<(i64, i32, String)> =
+            sqlx::query_as("SELECT stream_seq, item, status FROM dead_letters ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows == [(1, 1, "retried".into()), (last as i64, 0, "open".into())]
+    })
+    .await;
+
+    // A whole batch message an older loader dead-lettered as undecodable:
+    // retried, it loads.
+    let batch = [record(10, 1), record(11, 1), record(12, 1)];
+    let mut whole = vec![0x93];
+    for e in &batch {
+        whole.extend_from_slice(&e.encode());
+    }
+    let old_id: i64 = sqlx::query_scalar(
+        "INSERT INTO dead_letters (stream, stream_seq, subject, reason_code, reason, payload, delivered)
+         VALUES ($1, 999999, $2, 'undecodable', 'undecodable message', $3, 1) RETURNING id",
+    )
+    .bind(&stream.name)
+    .bind(stream.subject("qms"))
+    .bind(&whole)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    etl(&db, &stream, &["dlq", "retry", &old_id.to_string()]);
+    testkit::wait_until(Duration::from_secs(30), "the old batch loaded", || async {
+        testkit::count_records(&pool).await == 5
+    })
+    .await;
+    loader.stop().await;
+    let original = content(&pool).await;
+
+    // A replay of everything into an empty database: the same records and
+    // the same dead letter (item 1 of the first message, item 0 of the
+    // retried one).
+    let empty = testkit::fresh_database().await;
+    etl(&empty, &stream, &["replay", "--rebuild"]);
+    let rebuilt = testkit::pool(&empty).await;
+    assert_eq!(content(&rebuilt).await, original);
+    let dead: Vec<(i64, i32)> =
+        sqlx::query_as("SELECT stream_seq, item FROM dead_letters ORDER BY stream_seq")
+            .fetch_all(&rebuilt)
+            .await
+            .unwrap();
+    assert_eq!(dead, [(1, 1), (last as i64, 0)]);
+}

@@ -2,12 +2,16 @@
 //! check it against the schema, and collapse a batch to the newest version of
 //! each record.
 //!
-//! A message that fails here is poison: it would fail on every delivery. It
-//! goes to the dead-letter table with its reason and is terminated, while the
-//! rest of its batch loads.
+//! A message may carry one envelope or many (a batch message, see
+//! `proto::batch`); every envelope is judged on its own. One that fails here
+//! is poison: it would fail on every delivery. It goes to the dead-letter
+//! table with its reason (alone: a bad record of a batch message is
+//! dead-lettered with its own bytes and its index in the message), while the
+//! rest of its message and of the fetched batch loads.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use chrono::NaiveDate;
 use proto::{bus, Envelope};
 
@@ -23,19 +27,68 @@ pub struct Rejection {
     pub source_id: Option<String>,
 }
 
-/// Decodes and validates one message from `subject` (`<prefix>.<source>`).
-pub fn examine(
-    prefix: &str,
-    subject: &str,
-    payload: &[u8],
-    today: NaiveDate,
-) -> Result<Envelope, Rejection> {
-    let envelope = Envelope::decode(payload).map_err(|e| Rejection {
+/// One record of a message, examined on its own.
+#[derive(Debug)]
+pub struct Verdict {
+    /// Its index in the message: 0 for a single-envelope message (and for a
+    /// message refused whole); the position in a batch message.
+    pub item: u32,
+    /// The record's own bytes, what a dead letter keeps (a single-envelope
+    /// message, which a retry republishes as it is); the whole payload when
+    /// the message is refused whole.
+    pub payload: Bytes,
+    pub result: Result<Envelope, Rejection>,
+}
+
+/// Decodes and validates a message from `subject` (`<prefix>.<source>`):
+/// one verdict per envelope it carries (one, or many for a batch message,
+/// see [`proto::batch`]). Each envelope is judged alone, so one bad record
+/// of a batch is set aside without its neighbours. A payload that is no
+/// message at all gives one `undecodable` verdict for the whole of it.
+pub fn examine(prefix: &str, subject: &str, payload: &Bytes, today: NaiveDate) -> Vec<Verdict> {
+    let items = match proto::batch::decode_message(payload) {
+        Ok(items) => items,
+        Err(e) => {
+            return vec![Verdict {
+                item: 0,
+                payload: payload.clone(),
+                result: Err(undecodable(e)),
+            }]
+        }
+    };
+    items
+        .into_iter()
+        .map(|item| Verdict {
+            item: item.index,
+            payload: if item.bytes.len() == payload.len() {
+                payload.clone()
+            } else {
+                payload.slice_ref(item.bytes)
+            },
+            result: item
+                .envelope
+                .map_err(undecodable)
+                .and_then(|envelope| check(prefix, subject, envelope, today)),
+        })
+        .collect()
+}
+
+fn undecodable(e: proto::DecodeError) -> Rejection {
+    Rejection {
         code: "undecodable",
         reason: e.to_string(),
         source: None,
         source_id: None,
-    })?;
+    }
+}
+
+/// The envelope's source must be its subject's, and it must keep the schema.
+fn check(
+    prefix: &str,
+    subject: &str,
+    envelope: Envelope,
+    today: NaiveDate,
+) -> Result<Envelope, Rejection> {
     let reject = |code: &'static str, reason: String| Rejection {
         code,
         reason,
@@ -120,9 +173,15 @@ mod tests {
         assert_eq!(got, vec![("a", 5), ("b", 3)]);
     }
 
+    fn one(prefix: &str, subject: &str, bytes: &[u8]) -> Result<Envelope, Rejection> {
+        let mut verdicts = examine(prefix, subject, &Bytes::copy_from_slice(bytes), today());
+        assert_eq!(verdicts.len(), 1);
+        verdicts.pop().unwrap().result
+    }
+
     #[test]
     fn garbage_is_undecodable_without_values_in_reason() {
-        let r = examine("patients", "patients.qms", b"\x92\xa6secret", today()).unwrap_err();
+        let r = one("patients", "patients.qms", b"\x92\xa6secret").unwrap_err();
         assert_eq!(r.code, "undecodable");
         assert!(!r.reason.contains("secret"));
     }
@@ -130,9 +189,9 @@ mod tests {
     #[test]
     fn source_must_match_subject() {
         let bytes = upsert("1", 1, "x").encode();
-        assert!(examine("patients", "patients.qms", &bytes, today()).is_ok());
+        assert!(one("patients", "patients.qms", &bytes).is_ok());
         assert_eq!(
-            examine("patients", "patients.infoclinica", &bytes, today())
+            one("patients", "patients.infoclinica", &bytes)
                 .unwrap_err()
                 .code,
             "subject_mismatch"
@@ -143,16 +202,59 @@ mod tests {
     fn schema_violations_are_rejected_with_codes() {
         let mut future = upsert("1", 1, "x");
         future.record.as_mut().unwrap().birth_date = Some(today().succ_opt().unwrap());
-        let r = examine("patients", "patients.qms", &future.encode(), today()).unwrap_err();
+        let r = one("patients", "patients.qms", &future.encode()).unwrap_err();
         assert_eq!(r.code, "birth_date_in_future");
         assert_eq!(r.source_id.as_deref(), Some("1"));
 
         let no_id = upsert("", 1, "x");
         assert_eq!(
-            examine("patients", "patients.qms", &no_id.encode(), today())
+            one("patients", "patients.qms", &no_id.encode())
                 .unwrap_err()
                 .code,
             "missing_source_id"
         );
+    }
+
+    #[test]
+    fn each_record_of_a_batch_message_is_judged_alone() {
+        let mut future = upsert("2", 1, "y");
+        future.record.as_mut().unwrap().birth_date = Some(today().succ_opt().unwrap());
+        let other_source =
+            Envelope::upsert("infoclinica", "3", 1, Utc::now(), PatientRecord::default());
+        let elements = [
+            upsert("1", 1, "x").encode(),
+            future.encode(),
+            other_source.encode(),
+            upsert("4", 1, "z").encode(),
+        ];
+        let mut payload = vec![0x94];
+        for e in &elements {
+            payload.extend_from_slice(e);
+        }
+        let verdicts = examine("patients", "patients.qms", &Bytes::from(payload), today());
+        let got: Vec<(u32, Result<&str, &str>)> = verdicts
+            .iter()
+            .map(|v| {
+                (
+                    v.item,
+                    v.result
+                        .as_ref()
+                        .map(|e| e.source_id.as_str())
+                        .map_err(|r| r.code),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Ok("1")),
+                (1, Err("birth_date_in_future")),
+                (2, Err("subject_mismatch")),
+                (3, Ok("4")),
+            ]
+        );
+        for (v, e) in verdicts.iter().zip(&elements) {
+            assert_eq!(v.payload.as_ref(), e.as_slice(), "each keeps its own bytes");
+        }
     }
 }

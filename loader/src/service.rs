@@ -4,7 +4,9 @@
 //! request (up to `batch_size` messages, waiting at most `batch_wait`) and
 //! hands the batch to that writer, so the next batch is fetched while the
 //! previous ones are written. Each writer writes its batch in one
-//! transaction and acks its messages after commit. On SIGTERM the fetcher
+//! transaction and acks its messages after commit. A message may carry
+//! several records (a batch message): all of them are in that transaction,
+//! as loads or as dead letters, before the message is acked. On SIGTERM the fetcher
 //! stops requesting; since every request is read to its end, nothing is left
 //! delivered but unread, and the batches in hand are finished and acked
 //! before the process exits.
@@ -19,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{self, Rejection};
+use crate::batch;
 use crate::settings::{LoaderSettings, Settings};
 use crate::store::{self, Store, Written};
 use etl_runtime::database::is_transient;
@@ -181,8 +183,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     Ok(summary)
 }
 
-/// One pull request: up to `batch_size` messages, waiting at most
-/// `batch_wait`. The request is read to its end, so no message delivered to
+/// One pull request: up to `batch_size` messages and `batch_bytes` bytes,
+/// waiting at most `batch_wait`. The request is read to its end, so no message delivered to
 /// this process is left unread — what arrives is the batch in hand, written
 /// and acked even during a shutdown.
 async fn fetch_batch(
@@ -192,6 +194,7 @@ async fn fetch_batch(
     let mut messages = consumer
         .batch()
         .max_messages(settings.batch_size)
+        .max_bytes(settings.batch_bytes)
         .expires(settings.batch_wait)
         .messages()
         .await?;
@@ -215,6 +218,9 @@ async fn fetch_batch(
         };
         match item {
             Ok(message) => batch.push(message),
+            // The byte budget is spent: the server ends the request with a
+            // "409 Message Size Exceeds MaxBytes" status. A full batch.
+            Err(error) if !batch.is_empty() && error.to_string().contains("MaxBytes") => break,
             // Not fatal once messages arrived: write what we have.
             Err(error) if !batch.is_empty() => {
                 tracing::warn!(%error, "pull request ended early");
@@ -226,12 +232,25 @@ async fn fetch_batch(
     Ok(batch)
 }
 
-/// A message of the batch, examined.
+/// A message of the batch, examined: one verdict per record it carries.
 struct Examined {
     message: Message,
     stream_seq: u64,
     delivered: i64,
-    verdict: Result<proto::Envelope, Rejection>,
+    verdicts: Vec<batch::Verdict>,
+}
+
+impl Examined {
+    /// How the message is settled once its records' effects and dead
+    /// letters are committed: terminated when none of them loads (so a
+    /// poison message is never redelivered), acked otherwise.
+    fn settled(&self) -> AckKind {
+        if self.verdicts.iter().any(|v| v.result.is_ok()) {
+            AckKind::Ack
+        } else {
+            AckKind::Term
+        }
+    }
 }
 
 async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSemaphorePermit) {
@@ -240,14 +259,14 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     let today = (chrono::Utc::now() + chrono::Duration::hours(14)).date_naive();
     let started = std::time::Instant::now();
     metrics::histogram!("loader_batch_size").record(batch.len() as f64);
-    let examined: Vec<Examined> = batch
+    let mut examined: Vec<Examined> = batch
         .into_iter()
         .map(|message| {
             let (stream_seq, delivered) = message
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))
                 .unwrap_or((0, 1));
-            let verdict = batch::examine(
+            let verdicts = batch::examine(
                 &shared.subject_prefix,
                 message.subject.as_str(),
                 &message.payload,
@@ -257,7 +276,7 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 message,
                 stream_seq,
                 delivered,
-                verdict,
+                verdicts,
             }
         })
         .collect();
@@ -265,16 +284,50 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     // (dropped) once the batch is settled.
     let _traces = trace_spans(&shared, &examined);
 
-    match write_in_progress(&shared, &examined).await {
+    // One transaction per group of messages holding at most `batch_size`
+    // records (a message is never split; batch messages carry hundreds).
+    let mut start = 0;
+    let records: Vec<usize> = examined.iter().map(|e| e.verdicts.len()).collect();
+    for end in groups_of_records(&records, shared.settings.batch_size) {
+        let (group, later) = examined[start..].split_at_mut(end - start);
+        if !write_group(&shared, group, later, started).await {
+            return;
+        }
+        start = end;
+    }
+}
+
+/// Where each group of messages ends, given each message's number of
+/// records: consecutive messages holding at most `max_records` records
+/// together (at least one message per group).
+fn groups_of_records(records_per_message: &[usize], max_records: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut records = 0;
+    for (i, &n) in records_per_message.iter().enumerate() {
+        if records > 0 && records + n > max_records {
+            ends.push(i);
+            records = 0;
+        }
+        records += n;
+    }
+    if !records_per_message.is_empty() {
+        ends.push(records_per_message.len());
+    }
+    ends
+}
+
+/// Writes one group in one transaction and settles its messages; `later`
+/// (the fetched messages after it) are kept in progress meanwhile. `false`
+/// after a transient failure (the group and `later` are nak'ed).
+async fn write_group(
+    shared: &Shared,
+    group: &mut [Examined],
+    later: &[Examined],
+    started: std::time::Instant,
+) -> bool {
+    match write_in_progress(shared, group, later).await {
         Ok(written) => {
-            settle(&examined, |e| {
-                if e.verdict.is_ok() {
-                    AckKind::Ack
-                } else {
-                    AckKind::Term
-                }
-            })
-            .await;
+            settle(group, Examined::settled).await;
             count_written(&written);
             metrics::counter!("loader_batches_total", "outcome" => "committed").increment(1);
             metrics::histogram!("loader_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -282,23 +335,34 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
             summary.written += written;
             summary.batches += 1;
             tracing::debug!(
-                messages = examined.len(),
+                messages = group.len(),
                 inserted = written.inserted,
                 "batch committed"
             );
+            true
         }
-        Err(error) if is_transient(&error) => retry_later(&shared, &examined, &error).await,
+        Err(error) if is_transient(&error) => {
+            // The later groups were not written either: handed back too.
+            retry_later_now(shared, later).await;
+            retry_later(shared, group, &error).await;
+            false
+        }
         Err(error) => {
-            tracing::warn!(%error, messages = examined.len(), "batch rejected by PostgreSQL; isolating the bad records");
-            isolate(&shared, examined).await;
+            tracing::warn!(%error, messages = group.len(), "batch rejected by PostgreSQL; isolating the bad records");
+            isolate(shared, group).await;
+            true
         }
     }
 }
 
-/// [`write`], telling the server every half `ack_wait` that the batch is
-/// still in work, so that a slow write is not redelivered to another
-/// instance meanwhile.
-async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Written, sqlx::Error> {
+/// [`write`], telling the server every half `ack_wait` that the batch (and
+/// the fetched messages waiting behind it, `later`) is still in work, so
+/// that a slow write is not redelivered to another instance meanwhile.
+async fn write_in_progress(
+    shared: &Shared,
+    examined: &[Examined],
+    later: &[Examined],
+) -> Result<Written, sqlx::Error> {
     let write = write(&shared.store, examined);
     tokio::pin!(write);
     let every = (shared.settings.ack_wait / 2).max(Duration::from_millis(100));
@@ -306,26 +370,33 @@ async fn write_in_progress(shared: &Shared, examined: &[Examined]) -> Result<Wri
     loop {
         tokio::select! {
             result = &mut write => return result,
-            _ = progress.tick() => settle(examined, |_| AckKind::Progress).await,
+            _ = progress.tick() => {
+                settle(examined, |_| AckKind::Progress).await;
+                settle(later, |_| AckKind::Progress).await;
+            }
         }
     }
 }
 
-/// Writes the loadable messages (newest version per record) and the dead
+/// Writes the loadable records (newest version per record) and the dead
 /// letters of the others in one transaction.
 async fn write(store: &Store, examined: &[Examined]) -> Result<Written, sqlx::Error> {
-    let view: Vec<store::Examined> = examined.iter().map(view).collect();
+    let view: Vec<store::Examined> = examined
+        .iter()
+        .flat_map(|e| e.verdicts.iter().map(move |v| record(e, v)))
+        .collect();
     store.write_examined(&view).await
 }
 
-/// A message as the store takes it.
-fn view(e: &Examined) -> store::Examined<'_> {
+/// One record of a message, as the store takes it.
+fn record<'a>(e: &'a Examined, v: &'a batch::Verdict) -> store::Examined<'a> {
     store::Examined {
         stream_seq: e.stream_seq,
+        item: v.item,
         subject: e.message.subject.as_str(),
         delivered: e.delivered,
-        payload: &e.message.payload,
-        verdict: &e.verdict,
+        payload: &v.payload,
+        verdict: &v.result,
         traceparent: traceparent(&e.message),
     }
 }
@@ -390,25 +461,62 @@ async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error
     sleep_or_cancel(delay, &shared.shutdown).await;
 }
 
+/// Hands messages that were not written back to the server at once (their
+/// group's writer already paused in [`retry_later`]), with the delay their
+/// deliveries call for.
+async fn retry_later_now(shared: &Shared, examined: &[Examined]) {
+    let attempt = examined
+        .iter()
+        .map(|e| e.delivered)
+        .max()
+        .unwrap_or(1)
+        .clamp(1, 32) as u32;
+    let delay = shared.settings.retry.delay(attempt);
+    settle(examined, |_| AckKind::Nak(Some(delay))).await;
+}
+
 /// PostgreSQL rejected the batch for a reason that will not go away. Write
-/// each message alone ([`crate::split`]): the ones that still fail are
-/// dead-lettered with the database's reason, the rest load.
-async fn isolate(shared: &Shared, examined: Vec<Examined>) {
+/// each message alone, and the records of a message that still fails one
+/// by one ([`crate::split`]): the records that still fail are dead-lettered
+/// with the database's reason, the rest load. A message is settled only
+/// once all of its records are written or dead-lettered (terminated when
+/// none of them loaded). Records of a message that then meets a transient
+/// failure are written again on its redelivery, which changes nothing.
+async fn isolate(shared: &Shared, examined: &[Examined]) {
     for e in examined {
-        match crate::split::write_alone(&shared.store, &view(&e)).await {
-            Ok(alone) => {
-                let kind = if alone.set_aside {
-                    AckKind::Term
-                } else {
-                    AckKind::Ack
-                };
-                settle(std::slice::from_ref(&e), |_| kind).await;
-                count_written(&alone.written);
-                shared.summary.lock().unwrap().written += alone.written;
+        let result = match write(&shared.store, std::slice::from_ref(e)).await {
+            Err(error) if !is_transient(&error) => isolate_records(&shared.store, e).await,
+            other => other.map(|written| (written, e.settled())),
+        };
+        match result {
+            Ok((written, kind)) => {
+                settle(std::slice::from_ref(e), |_| kind).await;
+                count_written(&written);
+                shared.summary.lock().unwrap().written += written;
             }
-            Err(error) => retry_later(shared, std::slice::from_ref(&e), &error).await,
+            Err(error) => retry_later(shared, std::slice::from_ref(e), &error).await,
         }
     }
+}
+
+/// Writes each record of `e` alone ([`crate::split::write_alone`]); how to
+/// settle the message: terminated if every record was set aside.
+async fn isolate_records(store: &Store, e: &Examined) -> Result<(Written, AckKind), sqlx::Error> {
+    let mut total = Written::default();
+    let mut any_loaded = false;
+    for v in &e.verdicts {
+        let alone = crate::split::write_alone(store, &record(e, v)).await?;
+        total += alone.written;
+        any_loaded |= !alone.set_aside;
+    }
+    Ok((
+        total,
+        if any_loaded {
+            AckKind::Ack
+        } else {
+            AckKind::Term
+        },
+    ))
 }
 
 async fn settle(examined: &[Examined], kind: impl Fn(&Examined) -> AckKind) {
@@ -453,5 +561,22 @@ async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool 
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups_of_records;
+
+    #[test]
+    fn groups_hold_whole_messages_up_to_the_record_limit() {
+        assert_eq!(groups_of_records(&[1; 5], 2000), [5]);
+        assert_eq!(
+            groups_of_records(&[400, 400, 400, 400, 400, 400], 2000),
+            [5, 6]
+        );
+        // A message larger than the limit goes alone, never split.
+        assert_eq!(groups_of_records(&[1, 3000, 1], 2000), [1, 2, 3]);
+        assert_eq!(groups_of_records(&[], 2000), Vec::<usize>::new());
     }
 }

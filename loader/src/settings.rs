@@ -37,8 +37,20 @@ pub struct LoaderSettings {
     /// Subjects this consumer takes; default every source's
     /// (`<stream.subject_prefix>.*`), e.g. `patients.qms` for one source.
     pub filter_subject: Option<String>,
-    /// Most messages written in one transaction.
+    /// Most messages fetched in one pull request, and most records written
+    /// in one transaction (a batch message's records are never split: a
+    /// transaction holds whole messages, at least one).
     pub batch_size: usize,
+    /// Most message bytes fetched in one pull request. What bounds the
+    /// loader's memory once extractors send batch messages (hundreds of
+    /// records each): `batch_size` of those would be a million records.
+    /// The default (8 MiB) leaves `batch_size` single-record messages
+    /// unconstrained (4 MiB cut some pulls short and cost ~10 % of the
+    /// drain rate) and holds about 32 batch messages of 256 KiB, written in
+    /// transactions of up to `batch_size` records. Must
+    /// be at least the server's `max_payload` (1 MiB by default): a message
+    /// larger than this is never delivered.
+    pub batch_bytes: usize,
     /// Longest wait of one pull request: a batch is written when it is full
     /// or when this has passed (also the idle polling interval).
     #[serde(with = "humantime_serde")]
@@ -68,6 +80,7 @@ impl Default for LoaderSettings {
             consumer: "loader".into(),
             filter_subject: None,
             batch_size: 2000,
+            batch_bytes: 8 * 1024 * 1024,
             batch_wait: Duration::from_millis(100),
             writers: 2,
             ack_wait: Duration::from_secs(60),

@@ -1,5 +1,5 @@
 //! A batch PostgreSQL rejected for a reason that will not go away (a
-//! constraint, a value it cannot store): each message is written alone, and
+//! constraint, a value it cannot store): each record is written alone, and
 //! one that still fails is set aside as a dead letter with the database's
 //! reason (`database_rejected`), so the rest load. Used by the loader's
 //! consume loop and by `etl replay`.
@@ -9,7 +9,7 @@ use etl_runtime::database::is_transient;
 use crate::batch::Rejection;
 use crate::store::{Examined, Store, Written};
 
-/// What writing one message alone did.
+/// What writing one record alone did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Alone {
     pub written: Written,
@@ -40,6 +40,7 @@ pub async fn write_alone(store: &Store, message: &Examined<'_>) -> Result<Alone,
             });
             let dead = Examined {
                 stream_seq: message.stream_seq,
+                item: message.item,
                 subject: message.subject,
                 delivered: message.delivered,
                 payload: message.payload,

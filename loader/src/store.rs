@@ -3,7 +3,7 @@
 //! One batch is one transaction: reference rows it needs (new sources,
 //! business units), a set-based, version-guarded upsert of its records, the
 //! change-feed rows for what changed, and the dead letters of its poison
-//! messages. The caller acks the batch only after [`Store::write`] returned.
+//! records (whole messages, or single records of batch messages). The caller acks the batch only after [`Store::write`] returned.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -25,21 +25,27 @@ pub struct LoadRow<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-/// A message set aside, with everything needed to retry it later.
+/// A record set aside (a whole message, or one record of a batch message),
+/// with everything needed to retry it later.
 pub struct DeadLetter {
     pub stream_seq: u64,
+    /// Its index in its message (0 for a single-envelope message).
+    pub item: u32,
     pub subject: String,
     pub delivered: i64,
     pub payload: Bytes,
     pub rejection: Rejection,
 }
 
-/// A stream message after decoding and validation, as
-/// [`Store::write_examined`] takes it.
+/// One record of a stream message after decoding and validation, as
+/// [`Store::write_examined`] takes it (a batch message gives one per record).
 pub struct Examined<'a> {
     pub stream_seq: u64,
+    /// The record's index in its message.
+    pub item: u32,
     pub subject: &'a str,
     pub delivered: i64,
+    /// The record's own bytes (see [`crate::batch::Verdict::payload`]).
     pub payload: &'a Bytes,
     pub verdict: &'a Result<Envelope, Rejection>,
     /// The message's `traceparent` header, if it had one.
@@ -116,6 +122,7 @@ impl Store {
             .filter_map(|e| {
                 e.verdict.as_ref().err().map(|rejection| DeadLetter {
                     stream_seq: e.stream_seq,
+                    item: e.item,
                     subject: e.subject.to_string(),
                     delivered: e.delivered,
                     payload: e.payload.clone(),
@@ -189,6 +196,7 @@ impl Store {
             return Ok(0);
         }
         let seqs: Vec<i64> = dead.iter().map(|d| d.stream_seq as i64).collect();
+        let items: Vec<i32> = dead.iter().map(|d| d.item as i32).collect();
         let subjects: Vec<String> = dead.iter().map(|d| storable(&d.subject)).collect();
         let sources: Vec<Option<String>> = dead
             .iter()
@@ -209,13 +217,14 @@ impl Store {
         // it) is already here: keep the first row.
         sqlx::query(
             "INSERT INTO dead_letters
-                 (stream, stream_seq, subject, source, source_id, reason_code, reason, payload, delivered)
-             SELECT $1, * FROM UNNEST($2::int8[], $3::text[], $4::text[], $5::text[],
-                                      $6::text[], $7::text[], $8::bytea[], $9::int4[])
-             ON CONFLICT (stream, stream_seq) DO NOTHING",
+                 (stream, stream_seq, item, subject, source, source_id, reason_code, reason, payload, delivered)
+             SELECT $1, * FROM UNNEST($2::int8[], $3::int4[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::bytea[], $10::int4[])
+             ON CONFLICT (stream, stream_seq, item) DO NOTHING",
         )
         .bind(&self.stream)
         .bind(&seqs)
+        .bind(&items)
         .bind(&subjects)
         .bind(&sources)
         .bind(&ids)

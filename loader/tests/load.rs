@@ -337,3 +337,137 @@ async fn a_slow_write_is_kept_in_progress_instead_of_being_redelivered() {
     // Same generator indexes, same source ids: the greater (version, hash) wins.
     assert_state(&pool, &expected_of(&[first, envelopes].concat())).await;
 }
+
+/// Cuts `envelopes` (upserts of one source) into batch messages as an
+/// extractor does.
+fn batch_messages(envelopes: &[Envelope], max_records: usize) -> Vec<proto::batch::Encoded> {
+    let mut builder = proto::batch::BatchBuilder::new(
+        SOURCE,
+        proto::batch::BatchLimits {
+            max_records,
+            max_bytes: 256 * 1024,
+        },
+    );
+    let mut out = Vec::new();
+    for e in envelopes {
+        let record = e.record.as_ref().expect("upserts");
+        out.extend(builder.push_upsert(&e.source_id, e.version, e.observed_at, record));
+    }
+    out.extend(builder.finish());
+    out
+}
+
+/// Batch messages (several envelopes in one NATS message) load every record
+/// exactly; the same messages delivered again change nothing.
+#[tokio::test]
+async fn batch_messages_load_every_record_and_a_second_delivery_changes_nothing() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    let envelopes = generated(11, 3_000, 1);
+    let messages = batch_messages(&envelopes, 500);
+    assert_eq!(messages.len(), 6);
+    let mut publisher = bus::Publisher::new(&js, &stream, 64);
+    for m in messages.iter().cloned() {
+        publisher.send_encoded(SOURCE, m).await.unwrap();
+    }
+    let published = publisher.settle().await.unwrap();
+    assert_eq!((published.stored, published.records), (6, 3_000));
+
+    // Transactions of at most 700 records: one message each (a message's
+    // records are never split).
+    let mut settings = settings(&db, &stream, "loader");
+    settings.loader.batch_size = 700;
+    let loader = RunningLoader::start(settings);
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    let changes = "SELECT count(*) FROM record_changes";
+    assert_eq!(count(&pool, changes).await, 3_000);
+
+    // The same payloads again (not deduplicated: no message id), as after a
+    // redelivery or a replay.
+    let subject = stream.subject(SOURCE);
+    for m in &messages[..3] {
+        testkit::publish_raw(&js, subject.clone(), m.payload.to_vec()).await;
+    }
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    let summary = loader.stop().await;
+    assert_state(&pool, &expected_of(&envelopes)).await;
+    assert_eq!(count(&pool, changes).await, 3_000, "nothing changed twice");
+    assert_eq!(summary.written.inserted, 3_000);
+    assert_eq!(summary.written.unchanged, 1_500);
+    assert_eq!(summary.batches, 9, "one transaction per message");
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
+}
+
+/// A bad record inside a batch message is dead-lettered alone, with its own
+/// bytes and its index in the message; the rest of the message loads and
+/// the message is acknowledged.
+#[tokio::test]
+async fn a_poison_record_of_a_batch_message_is_dead_lettered_alone() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    let good = generated(12, 4, 1);
+    let mut future = Envelope::upsert(SOURCE, "9/F09", 1, at(1), record("Будущев"));
+    future.record.as_mut().unwrap().birth_date =
+        Some(Utc::now().date_naive() + chrono::Days::new(30));
+    let wrong_source = Envelope::upsert("infoclinica", "77", 1, at(1), record("Чужой"));
+    let not_an_envelope = b"\xa4\xd0\x98\xd0\xb2".to_vec(); // a string, "Ив"
+    let elements: Vec<Vec<u8>> = vec![
+        good[0].encode(),
+        future.encode(),
+        good[1].encode(),
+        wrong_source.encode(),
+        good[2].encode(),
+        not_an_envelope.clone(),
+        good[3].encode(),
+    ];
+    let mut payload = vec![0x90 | elements.len() as u8];
+    for e in &elements {
+        payload.extend_from_slice(e);
+    }
+    assert_eq!(proto::batch::shape(&payload), proto::batch::Shape::Batch);
+    testkit::publish_raw(&js, stream.subject(SOURCE), payload).await;
+
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    let summary = loader.stop().await;
+
+    assert_state(&pool, &expected_of(&good)).await;
+    assert_eq!(summary.written.inserted, 4);
+    assert_eq!(summary.written.dead_lettered, 3);
+    type Row = (i64, i32, String, Option<String>, Vec<u8>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT stream_seq, item, reason_code, source_id, payload FROM dead_letters ORDER BY item",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let got: Vec<(i64, i32, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.0, r.1, r.2.as_str(), r.3.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, 1, "birth_date_in_future", Some("9/F09")),
+            (1, 3, "subject_mismatch", Some("77")),
+            (1, 5, "undecodable", None),
+        ]
+    );
+    assert_eq!(rows[0].4, elements[1], "its own bytes, retriable alone");
+    assert_eq!(rows[1].4, elements[3]);
+    assert_eq!(rows[2].4, not_an_envelope);
+    let info = consumer_info(&js, &stream, "loader").await.unwrap();
+    assert_eq!(
+        info.ack_floor.stream_sequence, 1,
+        "the message is acknowledged"
+    );
+}

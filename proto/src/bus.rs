@@ -181,14 +181,18 @@ pub enum PublishFailed {
 /// What a [`Publisher`] has had acknowledged.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
-    /// Stored by the stream.
+    /// Messages stored by the stream.
     pub stored: u64,
-    /// Dropped by the stream as duplicates of a message id inside the window.
+    /// Messages dropped by the stream as duplicates of a message id inside
+    /// the window.
     pub duplicates: u64,
     /// New changes whose content id was a duplicate (the A → B → A case), so
     /// published again under [`revision_message_id`] and stored (counted in
     /// `stored` as well).
     pub republished: u64,
+    /// Envelopes in the messages acknowledged (stored or duplicate): more
+    /// than the messages when batches were sent.
+    pub records: u64,
 }
 
 /// How a [`Publisher`] treats an ack that says "duplicate".
@@ -207,6 +211,8 @@ pub enum DuplicateMode {
 
 struct InFlight {
     ack: PublishAckFuture,
+    /// Envelopes the message carries (more than one: a batch).
+    records: u64,
     /// Kept only in [`DuplicateMode::Republish`], to publish it again.
     envelope: Option<Envelope>,
 }
@@ -256,6 +262,12 @@ impl<'a> Publisher<'a> {
         self
     }
 
+    /// Messages from now on carry `traceparent` (`None`: a fresh trace per
+    /// message), e.g. one trace per page of a bulk load.
+    pub fn set_traceparent(&mut self, traceparent: Option<TraceParent>) {
+        self.traceparent = traceparent;
+    }
+
     fn traceparent(&self) -> TraceParent {
         self.traceparent.unwrap_or_else(TraceParent::fresh)
     }
@@ -276,7 +288,48 @@ impl<'a> Publisher<'a> {
         )
         .await?;
         let envelope = (self.mode == DuplicateMode::Republish).then(|| envelope.clone());
-        self.in_flight.push_back(InFlight { ack, envelope });
+        self.in_flight.push_back(InFlight {
+            ack,
+            records: 1,
+            envelope,
+        });
+        Ok(())
+    }
+
+    /// Publishes a message already encoded (a batch from
+    /// [`crate::batch::BatchBuilder`], or a single envelope's bytes) on
+    /// `source`'s subject, with its own message id and, for a batch, the
+    /// [`crate::batch::RECORDS_HEADER`]. Re-publishable content only: a
+    /// duplicate is counted as one, never published again, whatever the
+    /// mode (an A → B → A change must go through [`Publisher::send`]).
+    pub async fn send_encoded(
+        &mut self,
+        source: &str,
+        message: crate::batch::Encoded,
+    ) -> Result<(), PublishFailed> {
+        while self.in_flight.len() >= self.window {
+            self.next_ack().await?;
+        }
+        let is_batch = crate::batch::shape(&message.payload) == crate::batch::Shape::Batch;
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(message.payload)
+            .message_id(message.message_id)
+            .header(trace::HEADER, self.traceparent().to_string().as_str());
+        if is_batch {
+            publish = publish.header(
+                crate::batch::RECORDS_HEADER,
+                message.records.to_string().as_str(),
+            );
+        }
+        let ack = self
+            .js
+            .send_publish(self.stream.subject(source), publish)
+            .await?;
+        self.in_flight.push_back(InFlight {
+            ack,
+            records: message.records as u64,
+            envelope: None,
+        });
         Ok(())
     }
 
@@ -288,19 +341,36 @@ impl<'a> Publisher<'a> {
         Ok(self.published)
     }
 
+    /// Waits until at most `in_flight` messages await their ack (the most
+    /// recent ones): e.g. after sending a page, for every ack of the pages
+    /// before it, while the page itself is under way.
+    pub async fn settle_all_but(&mut self, in_flight: usize) -> Result<Published, PublishFailed> {
+        while self.in_flight.len() > in_flight {
+            self.next_ack().await?;
+        }
+        Ok(self.published)
+    }
+
     /// The totals acknowledged so far (without waiting).
     pub fn published(&self) -> Published {
         self.published
     }
 
     async fn next_ack(&mut self) -> Result<(), PublishFailed> {
-        let Some(InFlight { ack, envelope }) = self.in_flight.pop_front() else {
+        let Some(InFlight {
+            ack,
+            records,
+            envelope,
+        }) = self.in_flight.pop_front()
+        else {
             return Ok(());
         };
         if !ack.await.map_err(PublishFailed::Ack)?.duplicate {
             self.published.stored += 1;
+            self.published.records += records;
             return Ok(());
         }
+        self.published.records += records;
         match envelope {
             Some(envelope) => {
                 // Rare (content flipped back inside the window): awaited

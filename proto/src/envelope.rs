@@ -176,10 +176,32 @@ pub fn encode_upsert(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> [u8; 32] {
+    out.clear();
+    append_upsert(
+        source,
+        source_id,
+        version,
+        observed_at,
+        record,
+        scratch,
+        out,
+    )
+}
+
+/// [`encode_upsert`] appending the message to `out` instead of replacing
+/// it: how a batch message is built ([`crate::batch::BatchBuilder`]).
+pub fn append_upsert(
+    source: &str,
+    source_id: &str,
+    version: i64,
+    observed_at: DateTime<Utc>,
+    record: &PatientRecord,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> [u8; 32] {
     scratch.clear();
     rmp_serde::encode::write_named(scratch, record).expect("a record always serializes");
     let content_hash = hash_upsert_bytes(scratch);
-    out.clear();
     out.reserve(scratch.len() + 160 + source.len() + source_id.len());
     // The field order and encodings of `Envelope`'s derived `Serialize`
     // (rmp_serde, named): a map of its 8 fields (fixmap marker 0x80 | 8).
@@ -204,14 +226,16 @@ pub fn encode_upsert(
 /// [`content_hash`] of an upsert whose record serialized (named) to `record`:
 /// the hashed value is the pair `(op, record)`, a 2-element array.
 fn hash_upsert_bytes(record: &[u8]) -> [u8; 32] {
-    let mut op = Vec::with_capacity(8);
-    rmp_serde::encode::write(&mut op, &Operation::Upsert).expect("writes to a Vec");
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[0x92]); // fixarray of 2
-    hasher.update(&op);
+    hasher.update(UPSERT_MSGPACK);
     hasher.update(record);
     *hasher.finalize().as_bytes()
 }
+
+/// `Operation::Upsert` as rmp_serde writes it: the string "upsert"
+/// (checked by a test against the serializer).
+const UPSERT_MSGPACK: &[u8] = b"\xa6upsert";
 
 /// Writing one envelope field value the way the derived `Serialize` does.
 mod erased {
@@ -321,6 +345,13 @@ impl SchemaViolation {
 #[error("undecodable message: {0}")]
 pub struct DecodeError(String);
 
+impl DecodeError {
+    /// A reason of our own (never a value).
+    pub(crate) fn new(reason: &str) -> Self {
+        DecodeError(reason.to_string())
+    }
+}
+
 impl From<rmp_serde::decode::Error> for DecodeError {
     fn from(e: rmp_serde::decode::Error) -> Self {
         DecodeError(redact_quoted(&e.to_string()))
@@ -419,6 +450,13 @@ mod tests {
             assert_eq!(hash, envelope.content_hash);
             assert_eq!(out, envelope.encode());
         }
+    }
+
+    #[test]
+    fn upsert_constant_is_what_the_serializer_writes() {
+        let mut op = Vec::new();
+        rmp_serde::encode::write(&mut op, &Operation::Upsert).unwrap();
+        assert_eq!(op, UPSERT_MSGPACK);
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! * [`normalize`]: normalization of names, documents, SNILS, OMS policies,
 //!   phones and e-mails, shared by every extractor.
 //! * [`bus`]: subjects, the stream definition and message ids.
+//! * [`batch`]: batch messages (several envelopes in one message) and the
+//!   one entry point that reads any message's envelopes.
 //!
 //! Nothing in this crate logs, and no error it produces carries a field value:
 //! records are identified by source and source id only.
 
+pub mod batch;
 pub mod bus;
 pub mod doctype;
 pub mod envelope;

@@ -1,7 +1,9 @@
 //! Benchmark: initial load of `BENCH_ROWS` (default 1,000,000) CLIENTS rows
 //! from Firebird onto the bus, beside a plain rsfbclient read of the same
-//! rows in the same run (the read ceiling), the extractor's peak RSS, and
-//! the latency of a delta pass carrying 1,000 changes.
+//! rows in the same run (the read ceiling), the extractor's peak RSS and
+//! CPU time (and nats-server's and Firebird's during the load), and the
+//! latency of a delta pass carrying 1,000 changes. `BENCH_BATCH_RECORDS`
+//! (default 500) sets `extractor.batch_records`; 1 is one message per row.
 //!
 //!     cargo bench -p infoclinica-extractor --bench initial_load
 //!
@@ -116,6 +118,36 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) of the processes named `comm` (e.g.
+/// `nats-server`, `firebird`), summed: read before and after a measurement.
+fn cpu_seconds_of(comm: &str) -> f64 {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let same = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == comm);
+        if let (true, Ok(stat)) = (same, std::fs::read_to_string(path.join("stat"))) {
+            ticks += stat_ticks(&stat, 13) + stat_ticks(&stat, 14);
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+/// Field `n` (0-based, after the command) of a `/proc/<pid>/stat` line.
+fn stat_ticks(stat: &str, n: usize) -> u64 {
+    let after_comm = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    after_comm
+        .split_whitespace()
+        .nth(n - 2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds of this process's waited-for children (cutime + cstime).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    (stat_ticks(&stat, 15) + stat_ticks(&stat, 16)) as f64 / 100.0
+}
+
 fn config(db: &DatabaseSettings, stream: &str, prefix: &str, bucket: &str, page: usize) -> String {
     format!(
         r#"
@@ -130,6 +162,7 @@ level = "warn,infoclinica_extractor=info"
 [extractor]
 checkpoint_bucket = "{bucket}"
 page_size = {page}
+batch_records = {batch_records}
 [[databases]]
 name = "bench"
 database = "{path}"
@@ -143,6 +176,7 @@ oms_policy = "POLIS"
 "#,
         nats = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         path = db.database,
+        batch_records = std::env::var("BENCH_BATCH_RECORDS").unwrap_or_else(|_| "500".into()),
     )
 }
 
@@ -203,8 +237,18 @@ fn main() {
     )
     .unwrap();
 
+    let cpu_before = (
+        children_cpu_seconds(),
+        cpu_seconds_of("nats-server"),
+        cpu_seconds_of("firebird"),
+    );
     let (load_time, peak_kib) = run_extractor(&config_path, &["--initial-load"]);
     let load_rate = rows as f64 / load_time.as_secs_f64();
+    let cpu = (
+        children_cpu_seconds() - cpu_before.0,
+        cpu_seconds_of("nats-server") - cpu_before.1,
+        cpu_seconds_of("firebird") - cpu_before.2,
+    );
 
     let js = runtime.block_on(async {
         let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
@@ -214,7 +258,14 @@ fn main() {
         let mut stream = js.get_stream(&stream_name).await.unwrap();
         stream.info().await.unwrap().state.messages
     });
-    assert_eq!(stored, rows, "every row on the bus once");
+    // Batch messages: the checkpoint counts the rows acknowledged.
+    let checkpointed = runtime.block_on(async {
+        let kv = js.get_key_value(&bucket).await.unwrap();
+        let value = kv.get("bench").await.unwrap().expect("a checkpoint");
+        let state: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        state["initial"]["rows"].as_u64().unwrap()
+    });
+    assert_eq!(checkpointed, rows, "every row on the bus once");
 
     // Delta: 1,000 changes committed in one transaction, then one pass.
     let mut writer = sample::connect_writer(&db).unwrap();
@@ -255,7 +306,7 @@ fn main() {
         let mut stream = js.get_stream(&stream_name).await.unwrap();
         stream.info().await.unwrap().state.messages
     });
-    assert_eq!(after_delta, rows + 1000);
+    assert_eq!(after_delta, stored + 1000, "one message per change");
 
     runtime.block_on(async {
         let _ = js.delete_stream(&stream_name).await;
@@ -275,6 +326,14 @@ fn main() {
         peak_kib as f64 / 1024.0,
     );
     println!();
+    println!(
+        "initial load: {stored} messages ({:.0} rows each); CPU seconds: extractor {:.1}, \
+         nats-server {:.1}, firebird {:.1}",
+        rows as f64 / stored as f64,
+        cpu.0,
+        cpu.1,
+        cpu.2
+    );
     println!(
         "delta pass, 1,000 changes: {:.0} ms from commit to acked (process start, connect, \
          pass, exit: {:.0} ms)",

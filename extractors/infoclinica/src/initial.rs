@@ -1,42 +1,55 @@
 //! The initial load: every row of the patients table, in keyset pages by
 //! PCODE, resumable.
 //!
-//! A reader thread of its own (rsfbclient is blocking) reads and maps pages
+//! A reader thread of its own (rsfbclient is blocking) reads pages
 //! `WHERE PCODE > last ORDER BY PCODE`, each page in its own short read-only
-//! transaction, and hands them over a channel of two pages, so reading the
-//! next page overlaps with publishing this one and memory stays bounded
-//! whatever the table's size. Publishing keeps up to `publish_window` acks
-//! in flight; a page's last PCODE is written to the checkpoint only once
-//! every message of the page (and of every page before it) is acknowledged.
+//! transaction, and does nothing else (its round trips with Firebird are the
+//! critical path); an encoder thread maps the raw rows and cuts each page
+//! into batch messages; this task publishes. Each hand-over is a channel of
+//! two pages, so reading, encoding and publishing overlap and memory stays
+//! bounded whatever the table's size. Publishing keeps up to `publish_window` acks
+//! in flight; each page is cut into batch messages of up to
+//! `batch_records` records (`proto::batch`: one NATS message, several
+//! envelopes, serialized once); a page's last PCODE is written to the
+//! checkpoint only once every message of the page (and of every page before
+//! it) is acknowledged.
 //! After a crash the load resumes after that PCODE; whatever was published
-//! past it again is dropped by the stream's duplicate window (same content,
-//! same message id) or, outside the window, left unchanged by the loader.
+//! past it again is dropped by the stream's duplicate window (same rows, same
+//! batches, same message ids) or, outside the window, left unchanged by the
+//! loader.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::Subject;
 use chrono::{DateTime, Utc};
-use proto::bus::{PublishFailed, Published};
-use proto::PatientRecord;
+use proto::batch::{BatchBuilder, BatchLimits, Encoded};
+use proto::bus::Publisher;
 use rsfbclient::RawValue;
 use tokio::sync::mpsc;
 
 use crate::firebird::{self, SourceError};
 use crate::mapping::{self, Mapped, Mapper};
 use crate::settings::DatabaseSettings;
-use crate::state::InitialLoad;
-use crate::sync::{Bus, DbSync, SyncError};
+use crate::state::{InitialLoad, VersionClock};
+use crate::sync::{DbSync, SyncError};
 
-/// One page read by the reader thread.
-struct Page {
-    rows: Vec<(i64, PatientRecord)>,
-    rejected: u64,
+/// One page as the reader thread read it: raw rows (their text is
+/// refcounted slices of the wire buffers, not copies).
+struct RawPage {
+    rows: Vec<Vec<RawValue>>,
     last_pcode: i64,
     read_at: DateTime<Utc>,
+}
+
+/// One page mapped and cut into messages by the encoder thread.
+struct Page {
+    messages: Vec<Encoded>,
+    rows: u64,
+    rejected: u64,
+    last_pcode: i64,
+    /// The highest version given to a row of this page (or before).
+    last_version: i64,
 }
 
 /// How far the initial load got.
@@ -44,6 +57,7 @@ struct Page {
 pub struct LoadSummary {
     pub rows: u64,
     pub pages: u64,
+    /// Messages (batches) the stream dropped as re-published.
     pub duplicates: u64,
 }
 
@@ -121,27 +135,39 @@ fn load_position(sync: &DbSync) -> i64 {
 /// first failure (after checkpointing every page that was acknowledged).
 async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<(), SyncError> {
     let after = load_position(sync);
+    // Reader thread → encoder thread → this task, two pages in each channel.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(2);
     let (tx, mut rx) = mpsc::channel(2);
     let db = sync.db.clone();
-    let mapper = sync.mapper.clone();
     let page_size = sync.settings.page_size;
+    let mapper = sync.mapper.clone();
     std::thread::Builder::new()
         .name(format!("fb-read-{}", sync.db.name))
-        .spawn(move || read_pages(db, mapper, after, page_size, tx))
+        .spawn(move || read_pages(db, mapper, after, page_size, raw_tx))
+        .map_err(anyhow::Error::from)?;
+    let encoder = Encoder {
+        mapper: sync.mapper.clone(),
+        source: sync.settings.source.clone(),
+        source_id_prefix: sync.db.source_id_prefix.clone(),
+        limits: sync.settings.batch_limits(),
+        clock: sync.clock,
+    };
+    std::thread::Builder::new()
+        .name(format!("encode-{}", sync.db.name))
+        .spawn(move || encoder.run(raw_rx, tx))
         .map_err(anyhow::Error::from)?;
 
     let bus = sync.bus.clone();
-    // Up to `publish_window` acks in flight (at most one page): sending page
-    // k+1 collects the acks of page k, so the checkpoint trails the
-    // publishing by one page.
+    // Up to `publish_window` acks in flight, and at most one page: once
+    // page k+1 is sent, the acks of page k are collected, so the checkpoint
+    // trails the publishing by one page.
     let window = sync.settings.publish_window.min(sync.settings.page_size);
     let source = sync.settings.source.clone();
-    let mut publisher = BulkPublisher::new(&bus, &source, window);
+    let mut publisher = Publisher::new(&bus.js, &bus.stream, window);
     // Pages sent but not yet checkpointed: (messages sent up to its end,
     // its last PCODE, its rows).
     let mut pending: VecDeque<(u64, i64, u64)> = VecDeque::new();
     let mut sent = 0u64;
-    let mut source_id = String::new();
     let wait = sync.settings.query_timeout + sync.settings.connect_timeout;
     let failure: Option<SyncError> = loop {
         let next = tokio::select! {
@@ -162,24 +188,27 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
                 "rows without a usable PCODE skipped"
             );
         }
-        let n = page.rows.len() as u64;
+        // The checkpoint's version watermark covers what is published.
+        sync.clock = VersionClock::new(sync.clock.last().max(page.last_version));
         // One trace per page (exported traces only).
-        let span =
-            tracing::info_span!("infoclinica.initial_page", database = %sync.db.name, rows = n);
-        publisher.traceparent = etl_runtime::telemetry::traceparent_of(&span);
-        for (pcode, record) in &page.rows {
-            source_id.clear();
-            write!(source_id, "{}{pcode}", sync.db.source_id_prefix).expect("writes to a String");
-            let version = sync.clock.version(page.read_at);
-            publisher
-                .send(&source_id, version, page.read_at, record)
-                .await?;
+        let span = tracing::info_span!(
+            "infoclinica.initial_page",
+            database = %sync.db.name,
+            rows = page.rows
+        );
+        publisher.set_traceparent(etl_runtime::telemetry::traceparent_of(&span));
+        let this_page = page.messages.len();
+        for message in page.messages {
+            publisher.send_encoded(&source, message).await?;
         }
-        sent += n;
-        pending.push_back((sent, page.last_pcode, n));
+        sent += this_page as u64;
+        pending.push_back((sent, page.last_pcode, page.rows));
         summary.pages += 1;
         sync.step_succeeded();
-        checkpoint_acked(sync, &mut pending, publisher.published(), summary).await?;
+        // This page is under way; the pages before it are acknowledged
+        // before the next page is taken, and checkpointed.
+        let published = publisher.settle_all_but(this_page).await?;
+        checkpoint_acked(sync, &mut pending, published, summary).await?;
     };
     drop(rx);
     // Whatever happened, what was sent and acknowledged is checkpointed.
@@ -192,103 +221,70 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
     }
 }
 
-/// The initial load's publisher: [`proto::bus::Publisher`] in
-/// duplicate mode `Drop`, on the fast path. Each record is serialized once
-/// ([`proto::envelope::encode_upsert`]: the same bytes give the content hash
-/// and the message, byte for byte what `Envelope::encode` writes), the
-/// subject is built once, and no envelope is built at all: at a million rows
-/// the second serialization and the per-row allocations were most of the
-/// extractor's time.
-struct BulkPublisher<'a> {
-    bus: &'a Bus,
-    source: &'a str,
-    subject: Subject,
-    window: usize,
-    in_flight: VecDeque<PublishAckFuture>,
-    published: Published,
-    /// The record's MessagePack, reused from row to row.
-    scratch: Vec<u8>,
-    /// The page's trace; `None`: a fresh trace per message.
-    traceparent: Option<proto::trace::TraceParent>,
+/// The encoder thread: maps each raw page's rows to records and cuts the
+/// page into batch messages (each record serialized once, straight into its
+/// message), off the reader thread (whose round trips with Firebird are
+/// the load's critical path) and off the async runtime. Records are
+/// dropped on the thread that allocated them.
+struct Encoder {
+    mapper: Arc<Mapper>,
+    source: String,
+    source_id_prefix: String,
+    limits: BatchLimits,
+    /// A copy of the database's clock; each page reports its last version
+    /// back so that the checkpoint's watermark follows.
+    clock: VersionClock,
 }
 
-impl<'a> BulkPublisher<'a> {
-    fn new(bus: &'a Bus, source: &'a str, window: usize) -> Self {
-        BulkPublisher {
-            bus,
-            source,
-            subject: Subject::from(bus.stream.subject(source)),
-            window: window.max(1),
-            in_flight: VecDeque::with_capacity(window.max(1)),
-            published: Published::default(),
-            scratch: Vec::with_capacity(1024),
-            traceparent: None,
+impl Encoder {
+    fn run(
+        mut self,
+        pages: std::sync::mpsc::Receiver<Result<RawPage, SourceError>>,
+        tx: mpsc::Sender<Result<Page, SourceError>>,
+    ) {
+        // Each page is cut into batch messages of its own (never across
+        // pages: the checkpoint moves per page), the same way whenever it
+        // is re-read.
+        let mut batches = BatchBuilder::new(self.source.as_str(), self.limits);
+        let mut source_id = String::new();
+        for page in pages {
+            let page = page.map(|raw| self.encode(raw, &mut batches, &mut source_id));
+            if tx.blocking_send(page).is_err() {
+                return;
+            }
         }
     }
 
-    /// Publishes one upsert; when `window` acks are in flight, first waits
-    /// for the oldest (the stream acks in order).
-    async fn send(
-        &mut self,
-        source_id: &str,
-        version: i64,
-        read_at: DateTime<Utc>,
-        record: &PatientRecord,
-    ) -> Result<(), PublishFailed> {
-        while self.in_flight.len() >= self.window {
-            self.next_ack().await?;
-        }
-        let mut payload = Vec::new();
-        let hash = proto::envelope::encode_upsert(
-            self.source,
-            source_id,
-            version,
-            read_at,
-            record,
-            &mut self.scratch,
-            &mut payload,
-        );
-        let message = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(proto::bus::message_id(self.source, source_id, &hash))
-            .header(
-                proto::trace::HEADER,
-                self.traceparent
-                    .unwrap_or_else(proto::trace::TraceParent::fresh)
-                    .to_string(),
-            );
-        let ack = self
-            .bus
-            .js
-            .send_publish(self.subject.clone(), message)
-            .await?;
-        self.in_flight.push_back(ack);
-        Ok(())
-    }
-
-    /// The totals acknowledged so far (without waiting).
-    fn published(&self) -> Published {
-        self.published
-    }
-
-    /// Waits for every ack in flight; returns the totals so far.
-    async fn settle(&mut self) -> Result<Published, PublishFailed> {
-        while !self.in_flight.is_empty() {
-            self.next_ack().await?;
-        }
-        Ok(self.published)
-    }
-
-    async fn next_ack(&mut self) -> Result<(), PublishFailed> {
-        let Some(ack) = self.in_flight.pop_front() else {
-            return Ok(());
+    fn encode(&mut self, raw: RawPage, batches: &mut BatchBuilder, source_id: &mut String) -> Page {
+        let today = mapping::today();
+        let mut page = Page {
+            messages: Vec::new(),
+            rows: 0,
+            rejected: 0,
+            last_pcode: raw.last_pcode,
+            last_version: 0,
         };
-        if ack.await.map_err(PublishFailed::Ack)?.duplicate {
-            self.published.duplicates += 1;
-        } else {
-            self.published.stored += 1;
+        for row in &raw.rows {
+            match self.mapper.map(row, today) {
+                Mapped::Record { pcode, record } => {
+                    source_id.clear();
+                    write!(source_id, "{}{pcode}", self.source_id_prefix)
+                        .expect("writes to a String");
+                    let version = self.clock.version(raw.read_at);
+                    page.messages.extend(batches.push_upsert(
+                        source_id,
+                        version,
+                        raw.read_at,
+                        &record,
+                    ));
+                    page.rows += 1;
+                }
+                Mapped::Rejected { .. } => page.rejected += 1,
+            }
         }
-        Ok(())
+        page.messages.extend(batches.finish());
+        page.last_version = self.clock.last();
+        page
     }
 }
 
@@ -322,54 +318,48 @@ async fn checkpoint_acked(
     Ok(())
 }
 
-/// The reader thread: pages until the end of the table (then it closes the
-/// channel), the first error (sent, then the connection is dropped), or the
-/// receiver going away.
+/// The reader thread: raw pages until the end of the table (then it closes
+/// the channel), the first error (sent, then the connection is dropped), or
+/// the receiver going away. It only reads: mapping is the encoder's.
 fn read_pages(
     db: DatabaseSettings,
     mapper: Arc<Mapper>,
     mut after: i64,
     page_size: usize,
-    tx: mpsc::Sender<Result<Page, SourceError>>,
+    tx: std::sync::mpsc::SyncSender<Result<RawPage, SourceError>>,
 ) {
     let mut conn = match firebird::builder(&db).connect() {
         Ok(conn) => conn,
         Err(e) => {
-            let _ = tx.blocking_send(Err(e.into()));
+            let _ = tx.send(Err(e.into()));
             return;
         }
     };
     loop {
         let sql = mapper.page_sql(after, page_size);
-        let today = mapping::today();
         let mut rows = Vec::with_capacity(page_size);
-        let mut rejected = 0;
         let mut last = after;
         let result = conn.stream_raw(&sql, |row: &[RawValue]| {
             if let Some(RawValue::Integer(p)) = row.first() {
                 last = last.max(*p);
             }
-            match mapper.map(row, today) {
-                Mapped::Record { pcode, record } => rows.push((pcode, record)),
-                Mapped::Rejected { .. } => rejected += 1,
-            }
+            rows.push(row.to_vec());
             Ok(())
         });
         if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e.into()));
+            let _ = tx.send(Err(e.into()));
             return;
         }
-        if rows.is_empty() && rejected == 0 {
+        if rows.is_empty() {
             return;
         }
-        let page = Page {
+        let page = RawPage {
             rows,
-            rejected,
             last_pcode: last,
             read_at: Utc::now(),
         };
         after = last;
-        if tx.blocking_send(Ok(page)).is_err() {
+        if tx.send(Ok(page)).is_err() {
             return;
         }
     }

@@ -53,6 +53,17 @@ pub struct ExtractorSettings {
     /// keeps at most one page in flight (min of this and `page_size`), so its
     /// checkpoint trails the publishing by one page.
     pub publish_window: usize,
+    /// Most records in one bus message of the initial load (a batch
+    /// message, see `proto::batch`): several records per message is what
+    /// lets the load keep up with the read (nats-server spends 12–16 µs of
+    /// CPU per acknowledged message, whatever its size). 1 sends one
+    /// message per record, the format loaders older than batch messages
+    /// read. Delta passes always send one message per record.
+    pub batch_records: usize,
+    /// Most payload bytes in one batch message (a record larger than this
+    /// goes alone). Keep it well under the server's `max_payload` (1 MiB by
+    /// default) and under the loader's `batch_bytes`.
+    pub batch_bytes: usize,
     /// Time between two delta (or reconciliation) passes of the daemon.
     #[serde(with = "humantime_serde")]
     pub delta_interval: Duration,
@@ -77,6 +88,16 @@ pub struct ExtractorSettings {
     pub query_timeout: Duration,
 }
 
+impl ExtractorSettings {
+    /// How the initial load cuts its pages into batch messages.
+    pub fn batch_limits(&self) -> proto::batch::BatchLimits {
+        proto::batch::BatchLimits {
+            max_records: self.batch_records,
+            max_bytes: self.batch_bytes,
+        }
+    }
+}
+
 impl Default for ExtractorSettings {
     fn default() -> Self {
         ExtractorSettings {
@@ -85,6 +106,8 @@ impl Default for ExtractorSettings {
             snapshot_bucket: "infoclinica_snapshots".into(),
             page_size: 5000,
             publish_window: 4096,
+            batch_records: 500,
+            batch_bytes: 256 * 1024,
             delta_interval: Duration::from_secs(5),
             delta_batch: 5000,
             retry: Backoff::default(),
@@ -280,7 +303,7 @@ pub enum InvalidSettings {
     },
     #[error("database {0}: the password column is never read; do not map a field to it")]
     PasswordColumn(String),
-    #[error("extractor.page_size, delta_batch and publish_window must be at least 1")]
+    #[error("extractor.page_size, delta_batch, publish_window, batch_records and batch_bytes must be at least 1")]
     Sizes,
     #[error("extractor.source is not a valid source name")]
     Source,
@@ -303,7 +326,12 @@ impl Settings {
             return Err(InvalidSettings::Source);
         }
         let e = &self.extractor;
-        if e.page_size == 0 || e.delta_batch == 0 || e.publish_window == 0 {
+        if e.page_size == 0
+            || e.delta_batch == 0
+            || e.publish_window == 0
+            || e.batch_records == 0
+            || e.batch_bytes == 0
+        {
             return Err(InvalidSettings::Sizes);
         }
         let mut names = std::collections::HashSet::new();

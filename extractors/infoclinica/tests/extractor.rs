@@ -29,7 +29,11 @@ async fn initial_load_reaches_postgres_exactly() {
     assert_eq!(summary[0].initial.rows, 3000);
     assert_eq!(summary[0].initial.pages, 6);
     wait_for_state(&fx.pool, &fb.expected(&[])).await;
-    assert_eq!(fx.stream_messages().await, 3000, "one message per row");
+    assert_eq!(
+        fx.stream_messages().await,
+        6,
+        "one batch message per page of 500 rows"
+    );
 
     // What landed is the generated people, Cyrillic intact.
     let generator = synth::Generator::new(SEED);
@@ -88,7 +92,11 @@ async fn delta_pass_carries_inserts_updates_and_deletes() {
     let fx = Fixture::new().await;
     extract(fx.settings(&fb.settings), Mode::InitialLoad).await;
     wait_for_state(&fx.pool, &fb.expected(&[])).await;
-    assert_eq!(fx.stream_messages().await, 1000);
+    assert_eq!(
+        fx.stream_messages().await,
+        2,
+        "two pages, two batch messages"
+    );
     // The sample's own inserts are in the change log too: mark them done.
     extract(fx.settings(&fb.settings), Mode::DeltaOnce).await;
     let base = fx.stream_messages().await;
