@@ -5,34 +5,16 @@
 //! lands in `source_records`. Personal data only with
 //! `--show-personal-data`; `drop` closes a dead letter without retrying.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use chrono::Utc;
-use etl_runtime::database::DatabaseSettings;
-use proto::bus::StreamSettings;
 use proto::{Envelope, PatientRecord};
 use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn run(db: &DatabaseSettings, stream: &StreamSettings, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_etl"))
-        .args(args)
-        .envs(testkit::service_env(db, stream))
-        .output()
-        .expect("run etl")
-}
-
-fn etl(db: &DatabaseSettings, stream: &StreamSettings, args: &[&str]) -> String {
-    let out = run(db, stream, args);
-    assert!(
-        out.status.success(),
-        "etl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{etl, run};
 
 fn record(id: usize) -> Envelope {
     let record = PatientRecord {

@@ -1,28 +1,14 @@
 //! The operator commands against real NATS and PostgreSQL: the `etl` binary
 //! run as an operator would, pointed at this test's database and stream.
 
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use etl_runtime::database::DatabaseSettings;
-use proto::bus::StreamSettings;
 use proto::{Envelope, PatientRecord};
 use sqlx::PgPool;
 
-fn etl(db: &DatabaseSettings, stream: &StreamSettings, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_etl"))
-        .args(args)
-        .envs(testkit::service_env(db, stream))
-        .output()
-        .expect("run etl");
-    assert!(
-        out.status.success(),
-        "etl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::etl;
 
 fn record(id: usize, version: i64) -> Envelope {
     let record = PatientRecord {
@@ -122,11 +108,7 @@ async fn replay_rebuild_dead_letters_and_status() {
     etl(&empty, &stream, &["replay", "--rebuild"]);
     let rebuilt = testkit::pool(&empty).await;
     assert_eq!(content(&rebuilt).await, original);
-    let again = Command::new(env!("CARGO_BIN_EXE_etl"))
-        .args(["replay", "--rebuild"])
-        .envs(testkit::service_env(&empty, &stream))
-        .output()
-        .unwrap();
+    let again = common::run(&empty, &stream, &["replay", "--rebuild"]);
     assert!(!again.status.success());
 
     // Dead letters: listed without payload, retried (re-published: here the

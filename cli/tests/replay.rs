@@ -2,7 +2,7 @@
 //! (the one record it refuses is dead-lettered, the rest land, the replay
 //! goes on), and each change keeps its message's `traceparent`.
 
-use std::process::Command;
+mod common;
 
 use chrono::Utc;
 use proto::bus::Publisher;
@@ -15,20 +15,7 @@ async fn a_rejected_batch_is_split_and_traces_are_kept() {
     let js = testkit::jetstream(&stream).await;
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    let env = testkit::service_env(&db, &stream);
-    let etl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_etl"))
-            .args(args)
-            .envs(env.iter().cloned())
-            .output()
-            .expect("run etl");
-        assert!(
-            out.status.success(),
-            "etl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let etl = |args: &[&str]| common::etl_stderr(&db, &stream, args);
 
     let trace =
         TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
