@@ -343,7 +343,7 @@ async fn write_group(
         }
         Err(error) if is_transient(&error) => {
             // The later groups were not written either: handed back too.
-            retry_later_now(shared, later).await;
+            hand_back(shared, later).await;
             retry_later(shared, group, &error).await;
             false
         }
@@ -446,25 +446,17 @@ fn count_written(written: &Written) {
 /// grows with its deliveries, and pause this writer as long (so a loader
 /// facing a down database does not spin).
 async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error) {
-    let attempt = examined
-        .iter()
-        .map(|e| e.delivered)
-        .max()
-        .unwrap_or(1)
-        .clamp(1, 32) as u32;
-    let delay = shared.settings.retry.delay(attempt);
+    let delay = hand_back(shared, examined).await;
     tracing::warn!(%error, messages = examined.len(), delay_ms = delay.as_millis() as u64,
         "transient failure writing a batch; it will be redelivered");
-    settle(examined, |_| AckKind::Nak(Some(delay))).await;
     metrics::counter!("loader_batches_total", "outcome" => "retried").increment(1);
     shared.summary.lock().unwrap().retried_batches += 1;
     sleep_or_cancel(delay, &shared.shutdown).await;
 }
 
-/// Hands messages that were not written back to the server at once (their
-/// group's writer already paused in [`retry_later`]), with the delay their
-/// deliveries call for.
-async fn retry_later_now(shared: &Shared, examined: &[Examined]) {
+/// Hands messages back to the server (nak) with a delay that grows with
+/// their deliveries; the delay.
+async fn hand_back(shared: &Shared, examined: &[Examined]) -> Duration {
     let attempt = examined
         .iter()
         .map(|e| e.delivered)
@@ -473,6 +465,7 @@ async fn retry_later_now(shared: &Shared, examined: &[Examined]) {
         .clamp(1, 32) as u32;
     let delay = shared.settings.retry.delay(attempt);
     settle(examined, |_| AckKind::Nak(Some(delay))).await;
+    delay
 }
 
 /// PostgreSQL rejected the batch for a reason that will not go away. Write
