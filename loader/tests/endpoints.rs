@@ -4,34 +4,16 @@
 //! are never stopped). One test per binary: the readiness registry is
 //! process-wide.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
 use proto::{Envelope, PatientRecord};
 use testkit::nats::TempNats;
 use testkit::postgres::TempCluster;
+use testkit::wait_ready;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn readyz(addr: SocketAddr) -> Option<(u16, serde_json::Value)> {
-    let (code, body) = testkit::http_get(addr, "/readyz").await?;
-    Some((code, serde_json::from_str(&body).ok()?))
-}
-
-/// Waits until `/readyz` answers `code` with check `check` reported as
-/// `ok` (`want_ok`) or as failed.
-async fn wait_ready(addr: SocketAddr, code: u16, check: &str, want_ok: bool) {
-    let what = format!("/readyz {code} with {check} ok={want_ok}");
-    testkit::wait_until(WAIT, &what, || async {
-        match readyz(addr).await {
-            Some((c, body)) => c == code && (body["checks"][check] == "ok") == want_ok,
-            None => false,
-        }
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_answer_and_readiness_follows_nats_and_postgres() {

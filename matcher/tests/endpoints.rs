@@ -4,32 +4,16 @@
 //! this test (the shared server is never stopped). One test per binary: the
 //! readiness registry is process-wide.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
 use loader::store::{LoadRow, Store};
 use proto::{Envelope, PatientRecord};
 use testkit::postgres::TempCluster;
+use testkit::wait_ready;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn readyz(addr: SocketAddr) -> Option<(u16, serde_json::Value)> {
-    let (code, body) = testkit::http_get(addr, "/readyz").await?;
-    Some((code, serde_json::from_str(&body).ok()?))
-}
-
-async fn wait_ready(addr: SocketAddr, code: u16, check: &str, want_ok: bool) {
-    let what = format!("/readyz {code} with {check} ok={want_ok}");
-    testkit::wait_until(WAIT, &what, || async {
-        match readyz(addr).await {
-            Some((c, body)) => c == code && (body["checks"][check] == "ok") == want_ok,
-            None => false,
-        }
-    })
-    .await;
-}
 
 /// Writes `records` as the loader does (source record and change feed).
 async fn write(store: &Store, records: &[(&str, PatientRecord)]) {

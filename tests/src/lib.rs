@@ -316,6 +316,39 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
         .flatten()
 }
 
+/// `/readyz` at `addr`: the status code and the JSON body (`{"checks":
+/// {name: "ok" | why}}`); `None` if nothing answers.
+pub async fn readyz(addr: std::net::SocketAddr) -> Option<(u16, serde_json::Value)> {
+    let (code, body) = http_get(addr, "/readyz").await?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// Waits (60 s at most) until `/readyz` at `addr` answers `code` with check
+/// `check` reported as `ok` (`want_ok`) or as failing; returns that body.
+pub async fn wait_ready(
+    addr: std::net::SocketAddr,
+    code: u16,
+    check: &str,
+    want_ok: bool,
+) -> serde_json::Value {
+    let what = format!("/readyz {code} with {check} ok={want_ok}");
+    let mut seen = serde_json::Value::Null;
+    let start = Instant::now();
+    loop {
+        if let Some((c, body)) = readyz(addr).await {
+            if c == code && (body["checks"][check] == "ok") == want_ok {
+                return body;
+            }
+            seen = body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}; last seen: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls `/metrics` at `addr` until it shows `metric`; returns the page.
 pub async fn wait_for_metric(
     addr: std::net::SocketAddr,
