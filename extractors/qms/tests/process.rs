@@ -152,3 +152,43 @@ async fn daemon_serves_metrics_health_and_readiness() {
     );
     f.stop().await;
 }
+
+/// Readiness follows NATS: the daemon on a throwaway NATS server of this
+/// test (the shared one is never stopped) is ready, falls to 503 with the
+/// `nats` check failing while that server is down, and is ready again when
+/// it is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_readiness_follows_nats() {
+    let f = Fixture::new(50).await;
+    let mut nats = testkit::nats::TempNats::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut env = env(&f);
+    env.push(("ETL__NATS__URL".into(), nats.url()));
+    env.push(("ETL__HTTP__LISTEN".into(), addr.to_string()));
+    env.push(("ETL__HTTP__CHECK_TIMEOUT".into(), "1s".into()));
+    let mut child = ChildProcess::spawn(env!("CARGO_BIN_EXE_qms-extractor"), &[], &env);
+
+    testkit::wait_ready(addr, 200, "nats", true).await;
+    nats.kill_server();
+    testkit::wait_ready(addr, 503, "nats", false).await;
+    assert_eq!(
+        testkit::http_get(addr, "/healthz").await.map(|r| r.0),
+        Some(200),
+        "alive while not ready"
+    );
+    nats.start_server();
+    testkit::wait_ready(addr, 200, "nats", true).await;
+    assert!(
+        child
+            .terminate(Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
+        "{}",
+        child.logs()
+    );
+    f.stop().await;
+}
