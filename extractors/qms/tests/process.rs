@@ -98,20 +98,26 @@ async fn kill_9_in_the_middle_of_syncs_then_restart_gives_the_exact_state() {
     f.stop().await;
 }
 
-/// The daemon's operations endpoint: `/healthz`, `/readyz` (NATS and the
-/// stream) and `/metrics` with the sync's metrics and no personal data.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_serves_metrics_health_and_readiness() {
-    let f = Fixture::new(200).await;
+/// The daemon (no `--no-daemon`) with its operations endpoint on a free
+/// local port.
+fn daemon_with_endpoint(mut env: Vec<(String, String)>) -> (ChildProcess, std::net::SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut env = env(&f);
     env.push(("ETL__HTTP__LISTEN".into(), addr.to_string()));
-    let mut child = ChildProcess::spawn(env!("CARGO_BIN_EXE_qms-extractor"), &[], &env);
+    let child = ChildProcess::spawn(env!("CARGO_BIN_EXE_qms-extractor"), &[], &env);
+    (child, addr)
+}
+
+/// The daemon's operations endpoint: `/healthz`, `/readyz` (NATS and the
+/// stream) and `/metrics` with the sync's metrics and no personal data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_metrics_health_and_readiness() {
+    let f = Fixture::new(200).await;
+    let (mut child, addr) = daemon_with_endpoint(env(&f));
 
     let page = testkit::wait_for_metric(addr, "qms_state_records", Duration::from_secs(60)).await;
     let names = parse_export(
@@ -161,17 +167,10 @@ async fn daemon_serves_metrics_health_and_readiness() {
 async fn daemon_readiness_follows_nats() {
     let f = Fixture::new(50).await;
     let mut nats = testkit::nats::TempNats::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut env = env(&f);
     env.push(("ETL__NATS__URL".into(), nats.url()));
-    env.push(("ETL__HTTP__LISTEN".into(), addr.to_string()));
     env.push(("ETL__HTTP__CHECK_TIMEOUT".into(), "1s".into()));
-    let mut child = ChildProcess::spawn(env!("CARGO_BIN_EXE_qms-extractor"), &[], &env);
+    let (mut child, addr) = daemon_with_endpoint(env);
 
     testkit::wait_ready(addr, 200, "nats", true).await;
     nats.kill_server();
