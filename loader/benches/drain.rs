@@ -15,6 +15,10 @@
 //!   through its own durable consumer into a fresh database.
 //! * `BENCH_SKIP_DEFAULT=1`: run only the `BENCH_LOADER_ENV` variants.
 //! * `BENCH_PUBLISH_WINDOW`: publish acks kept in flight (default 4096).
+//! * `BENCH_BATCH_RECORDS`: records per bus message (default 1: one message
+//!   per record, as qMS publishes; 500 is what the Infoclinica initial load
+//!   sends, `proto::batch`), to measure the loader's speed and memory with
+//!   batch messages.
 //! * `BENCH_TIMEOUT_SECS`: longest drain of one variant (default 1800).
 //! * `BENCH_PREPARE_SQL`: an experiment: SQL run on each fresh database after
 //!   the migrations (applied by the bench first) and before the loader
@@ -203,19 +207,21 @@ struct Ceiling {
 async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
     let records: u64 = env_or("BENCH_RECORDS", 1_000_000);
     let window: usize = env_or("BENCH_PUBLISH_WINDOW", 4096);
+    let batch_records: usize = env_or("BENCH_BATCH_RECORDS", 1);
     let timeout = Duration::from_secs(env_or("BENCH_TIMEOUT_SECS", 1800));
     let variants = variants()?;
     let loader_bin = env!("CARGO_BIN_EXE_loader");
-    eprintln!("drain bench: {records} records, loader {loader_bin}");
+    eprintln!("drain bench: {records} records, {batch_records} per message, loader {loader_bin}");
 
     // 1. The stream, pre-filled.
     let stream = testkit::unique_stream();
     let js = testkit::jetstream(&stream).await;
     cleanup.lock().unwrap().stream = Some(stream.name.clone());
-    let (stored, publish_secs) = publish(&js, &stream, records, window).await?;
+    let (messages, stored, publish_secs) =
+        publish(&js, &stream, records, window, batch_records).await?;
     let publish_rate = records as f64 / publish_secs;
     eprintln!(
-        "published {records} ({stored} stored) in {publish_secs:.1} s: {publish_rate:.0} msg/s"
+        "published {records} records in {messages} messages ({stored} stored) in {publish_secs:.1} s: {publish_rate:.0} records/s"
     );
     let info = js.get_stream(&stream.name).await?.get_info().await?;
     eprintln!(
@@ -223,9 +229,9 @@ async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
         info.state.messages,
         info.state.bytes as f64 / MIB
     );
-    if info.state.messages != records {
+    if info.state.messages != messages {
         bail!(
-            "the stream holds {} messages, not {records} (refused or deduplicated?)",
+            "the stream holds {} messages, not {messages} (refused or deduplicated?)",
             info.state.messages
         );
     }
@@ -290,7 +296,7 @@ async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
 
     // 4. The report.
     let ceiling = ceiling.expect("at least one variant");
-    let table = report(records, publish_rate, &results, &ceiling);
+    let table = report(records, batch_records, publish_rate, &results, &ceiling);
     println!("\n{table}");
     let path = report_path();
     match std::fs::write(&path, &table) {
@@ -313,29 +319,59 @@ fn report_path() -> PathBuf {
     target.join("bench-drain.md")
 }
 
-/// Publishes `n` generated records with up to `window` acks in flight;
-/// returns how many the server stored and the seconds it took.
+/// Publishes `n` generated records, `batch_records` per message, with up to
+/// `window` acks in flight; returns the messages sent, how many the server
+/// stored and the seconds it took.
 async fn publish(
     js: &jetstream::Context,
     stream: &StreamSettings,
     n: u64,
     window: usize,
-) -> anyhow::Result<(u64, f64)> {
+    batch_records: usize,
+) -> anyhow::Result<(u64, u64, f64)> {
     let generator = synth::Generator::new(42);
     let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     let start = Instant::now();
     let mut publisher = proto::bus::Publisher::new(js, stream, window);
+    let mut batch = proto::batch::BatchBuilder::new(
+        SOURCE,
+        proto::batch::BatchLimits {
+            max_records: batch_records,
+            ..Default::default()
+        },
+    );
+    let mut messages = 0u64;
     let mut last_report = Instant::now();
     for i in 0..n {
-        let envelope = generator.patient(i).into_envelope(SOURCE, 1, at);
-        publisher.send(&envelope).await.context("publish")?;
+        let patient = generator.patient(i);
+        if batch_records <= 1 {
+            publisher
+                .send(&patient.into_envelope(SOURCE, 1, at))
+                .await
+                .context("publish")?;
+            messages += 1;
+        } else if let Some(message) = batch.push_upsert(&patient.source_id, 1, at, &patient.record)
+        {
+            publisher
+                .send_encoded(SOURCE, message)
+                .await
+                .context("publish")?;
+            messages += 1;
+        }
         if last_report.elapsed() > Duration::from_secs(10) {
             last_report = Instant::now();
             eprintln!(
-                "  publishing: {i} sent, {:.0} msg/s",
+                "  publishing: {i} sent, {:.0} records/s",
                 i as f64 / start.elapsed().as_secs_f64()
             );
         }
+    }
+    if let Some(message) = batch.finish() {
+        publisher
+            .send_encoded(SOURCE, message)
+            .await
+            .context("publish")?;
+        messages += 1;
     }
     let proto::bus::Published {
         stored, duplicates, ..
@@ -344,7 +380,7 @@ async fn publish(
     if duplicates > 0 {
         eprintln!("  {duplicates} publishes were dropped as duplicates");
     }
-    Ok((stored, secs))
+    Ok((messages, stored, secs))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -548,15 +584,21 @@ fn psql(db: &DatabaseSettings, command: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn report(records: u64, publish_rate: f64, results: &[DrainResult], ceiling: &Ceiling) -> String {
+fn report(
+    records: u64,
+    batch_records: usize,
+    publish_rate: f64,
+    results: &[DrainResult],
+    ceiling: &Ceiling,
+) -> String {
     let ceiling_rate = ceiling.rows as f64 / ceiling.seconds;
     let mut t = String::new();
     let _ = writeln!(t, "## Loader drain benchmark\n");
     let _ = writeln!(
         t,
-        "| records | publish msg/s | loader settings | drain s | rows/s | peak RSS MiB | \\copy s | \\copy rows/s | share of ceiling | verdict |"
+        "| records | records/message | publish records/s | loader settings | drain s | rows/s | peak RSS MiB | \\copy s | \\copy rows/s | share of ceiling | verdict |"
     );
-    let _ = writeln!(t, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(t, "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
     for r in results {
         let rate = r.rows as f64 / r.seconds;
         let share = 100.0 * rate / ceiling_rate;
@@ -575,7 +617,7 @@ fn report(records: u64, publish_rate: f64, results: &[DrainResult], ceiling: &Ce
         );
         let _ = writeln!(
             t,
-            "| {records} | {publish_rate:.0} | {} | {:.1} | {rate:.0} | {:.1} | {:.1} | {ceiling_rate:.0} | {share:.1} % | {verdict} |",
+            "| {records} | {batch_records} | {publish_rate:.0} | {} | {:.1} | {rate:.0} | {:.1} | {:.1} | {ceiling_rate:.0} | {share:.1} % | {verdict} |",
             r.label, r.seconds, r.peak_rss_mib, ceiling.seconds,
         );
     }
