@@ -101,12 +101,14 @@ pub struct DeadLetterRow {
     pub delivered: i32,
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// The message's W3C `traceparent`, re-sent by a retry.
+    pub traceparent: Option<String>,
 }
 
 /// The columns of [`DeadLetterRow`] (a macro so queries stay literals).
 macro_rules! columns {
     () => {
-        "id, stream, stream_seq, item, subject, source, source_id, reason_code, reason, delivered, status, created_at"
+        "id, stream, stream_seq, item, subject, source, source_id, reason_code, reason, delivered, status, created_at, traceparent"
     };
 }
 
@@ -259,6 +261,10 @@ async fn retry(pool: &PgPool, js: &jetstream::Context, id: i64) -> anyhow::Resul
         )
         .as_str(),
     );
+    // The retry joins the trace of the message that failed.
+    if let Some(traceparent) = &row.traceparent {
+        headers.insert(proto::trace::HEADER, traceparent.as_str());
+    }
     js.publish_with_headers(row.subject.clone(), headers, payload.into())
         .await
         .map_err(|e| anyhow::anyhow!("re-publishing dead letter {id}: {e}"))?

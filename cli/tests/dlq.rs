@@ -73,6 +73,15 @@ async fn dead_letter_retried_after_its_cause_is_fixed_and_dropped() {
     assert_eq!(list[0]["source"], "qms");
     assert_eq!(list[0]["source_id"], "7");
     let id = list[0]["id"].as_i64().unwrap().to_string();
+    // The message's traceparent is kept, so that the retry joins its trace.
+    let traceparent = list[0]["traceparent"]
+        .as_str()
+        .expect("the dead letter keeps the message's traceparent")
+        .to_string();
+    assert!(
+        proto::trace::TraceParent::parse(&traceparent).is_some(),
+        "{traceparent}"
+    );
 
     // `show`: identifiers and reason; the record only when asked.
     let shown = etl(&db, &stream, &["dlq", "show", &id]);
@@ -99,6 +108,17 @@ async fn dead_letter_retried_after_its_cause_is_fixed_and_dropped() {
             .await
             .unwrap();
     assert_eq!(last_name.as_deref(), Some("Surname7"));
+    let change_trace: Option<String> = sqlx::query_scalar(
+        "SELECT traceparent FROM record_changes WHERE source_id = '7' ORDER BY change_id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        change_trace.as_deref(),
+        Some(traceparent.as_str()),
+        "the retried record's change is in the original message's trace"
+    );
     let open = etl(&db, &stream, &["dlq", "list"]);
     assert!(open.contains("0 dead letters"), "no longer open: {open}");
     let retried = etl(&db, &stream, &["dlq", "list", "--status", "retried"]);

@@ -35,6 +35,9 @@ pub struct DeadLetter {
     pub delivered: i64,
     pub payload: Bytes,
     pub rejection: Rejection,
+    /// The message's `traceparent` header, kept so that a retry joins the
+    /// publisher's trace.
+    pub traceparent: Option<String>,
 }
 
 /// One record of a stream message after decoding and validation, as
@@ -127,6 +130,11 @@ impl Store {
                     delivered: e.delivered,
                     payload: e.payload.clone(),
                     rejection: rejection.clone(),
+                    // Only a well-formed header is kept (it is re-sent on retry).
+                    traceparent: e
+                        .traceparent
+                        .and_then(proto::trace::TraceParent::parse)
+                        .map(|t| t.to_string()),
                 })
             })
             .collect();
@@ -213,13 +221,16 @@ impl Store {
             .iter()
             .map(|d| d.delivered.clamp(0, i32::MAX as i64) as i32)
             .collect();
+        let traceparents: Vec<Option<&str>> =
+            dead.iter().map(|d| d.traceparent.as_deref()).collect();
         // A redelivered poison message (the loader died before terminating
         // it) is already here: keep the first row.
         sqlx::query(
             "INSERT INTO dead_letters
-                 (stream, stream_seq, item, subject, source, source_id, reason_code, reason, payload, delivered)
+                 (stream, stream_seq, item, subject, source, source_id, reason_code, reason, payload,
+                  delivered, traceparent)
              SELECT $1, * FROM UNNEST($2::int8[], $3::int4[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[], $9::bytea[], $10::int4[])
+                                      $7::text[], $8::text[], $9::bytea[], $10::int4[], $11::text[])
              ON CONFLICT (stream, stream_seq, item) DO NOTHING",
         )
         .bind(&self.stream)
@@ -232,6 +243,7 @@ impl Store {
         .bind(&reasons)
         .bind(&payloads)
         .bind(&delivered)
+        .bind(&traceparents)
         .execute(&mut **tx)
         .await?;
         // Counted as dead-lettered whether this delivery or an earlier one
