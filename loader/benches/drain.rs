@@ -251,7 +251,7 @@ async fn bench(cleanup: Arc<Mutex<Cleanup>>) -> anyhow::Result<()> {
             db.database_name
         );
         let result = drain(
-            &js, &stream, &db, &consumer, variant, records, timeout, loader_bin,
+            &js, &stream, &db, &consumer, variant, records, messages, timeout, loader_bin,
         )
         .await?;
         eprintln!(
@@ -391,6 +391,7 @@ async fn drain(
     consumer: &str,
     variant: &Variant,
     records: u64,
+    messages: u64,
     timeout: Duration,
     loader_bin: &str,
 ) -> anyhow::Result<DrainResult> {
@@ -439,7 +440,7 @@ async fn drain(
             consumer_seen_at.get_or_insert_with(Instant::now);
             if info.num_pending == 0
                 && info.num_ack_pending == 0
-                && info.ack_floor.stream_sequence >= records
+                && info.ack_floor.stream_sequence >= messages
             {
                 break Instant::now();
             }
@@ -447,7 +448,7 @@ async fn drain(
                 last_report = Instant::now();
                 let acked = info.ack_floor.consumer_sequence;
                 eprintln!(
-                    "  {:>5.0} s: acked ≥ {acked}, pending {}, ack pending {}, {:.0} rows/s so far, RSS {:.1} MiB",
+                    "  {:>5.0} s: messages acked ≥ {acked}, pending {}, ack pending {}, {:.0} messages/s so far, RSS {:.1} MiB",
                     start.elapsed().as_secs_f64(),
                     info.num_pending,
                     info.num_ack_pending,
