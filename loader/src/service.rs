@@ -232,11 +232,15 @@ async fn fetch_batch(
     Ok(batch)
 }
 
-/// A message of the batch, examined: one verdict per record it carries.
+/// A message of the batch and, while its group is written, its verdicts:
+/// one per record it carries.
 struct Examined {
     message: Message,
     stream_seq: u64,
     delivered: i64,
+    /// Records the message says it carries (its header), for grouping.
+    records: usize,
+    /// Filled just before the message's group is written, emptied after.
     verdicts: Vec<batch::Verdict>,
 }
 
@@ -259,6 +263,10 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     let today = (chrono::Utc::now() + chrono::Duration::hours(14)).date_naive();
     let started = std::time::Instant::now();
     metrics::histogram!("loader_batch_size").record(batch.len() as f64);
+    // Records are decoded group by group, just before their transaction,
+    // and dropped after it: a pull of batch messages holds thousands of
+    // records, and decoding them all at once would multiply the loader's
+    // memory (`batch_bytes` bounds the raw bytes, this the decoded ones).
     let mut examined: Vec<Examined> = batch
         .into_iter()
         .map(|message| {
@@ -266,17 +274,12 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))
                 .unwrap_or((0, 1));
-            let verdicts = batch::examine(
-                &shared.subject_prefix,
-                message.subject.as_str(),
-                &message.payload,
-                today,
-            );
             Examined {
+                records: proto::batch::record_count(&message.payload),
                 message,
                 stream_seq,
                 delivered,
-                verdicts,
+                verdicts: Vec::new(),
             }
         })
         .collect();
@@ -287,10 +290,22 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     // One transaction per group of messages holding at most `batch_size`
     // records (a message is never split; batch messages carry hundreds).
     let mut start = 0;
-    let records: Vec<usize> = examined.iter().map(|e| e.verdicts.len()).collect();
+    let records: Vec<usize> = examined.iter().map(|e| e.records).collect();
     for end in groups_of_records(&records, shared.settings.batch_size) {
         let (group, later) = examined[start..].split_at_mut(end - start);
-        if !write_group(&shared, group, later, started).await {
+        for e in group.iter_mut() {
+            e.verdicts = batch::examine(
+                &shared.subject_prefix,
+                e.message.subject.as_str(),
+                &e.message.payload,
+                today,
+            );
+        }
+        let written = write_group(&shared, group, later, started).await;
+        for e in group.iter_mut() {
+            e.verdicts = Vec::new();
+        }
+        if !written {
             return;
         }
         start = end;

@@ -55,6 +55,20 @@ pub fn shape(payload: &[u8]) -> Shape {
     }
 }
 
+/// How many envelopes `payload` says it carries, from its header alone
+/// (no decoding): the array length of a batch, 1 for anything else. Lets a
+/// consumer plan its transactions before decoding; a malformed payload
+/// still decodes (and is judged) as usual.
+pub fn record_count(payload: &[u8]) -> usize {
+    let len = |bytes: &[u8]| bytes.iter().fold(0usize, |n, &b| n << 8 | b as usize);
+    match payload {
+        [b @ 0x90..=0x9f, ..] => (b & 0x0f) as usize,
+        [0xdc, rest @ ..] if rest.len() >= 2 => len(&rest[..2]),
+        [0xdd, rest @ ..] if rest.len() >= 4 => len(&rest[..4]),
+        _ => 1,
+    }
+}
+
 /// One envelope of a message.
 #[derive(Debug)]
 pub struct Item<'a> {
@@ -401,6 +415,18 @@ fn batch_message_id(source: &str, digest: &[u8; 32]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn record_count_reads_the_array_header() {
+        use super::record_count;
+        assert_eq!(record_count(&[0x93, 0x80, 0x80, 0x80]), 3);
+        assert_eq!(record_count(&[0xdc, 0x01, 0xf4]), 500);
+        assert_eq!(record_count(&[0xdd, 0x00, 0x01, 0x00, 0x00]), 65_536);
+        assert_eq!(record_count(&[0x81, 0xa1, 0x61, 0x01]), 1, "a single envelope");
+        assert_eq!(record_count(b"garbage"), 1);
+        assert_eq!(record_count(&[0xdc, 0x01]), 1, "cut short");
+        assert_eq!(record_count(&[]), 1);
+    }
+
     use super::*;
 
     fn record(i: usize) -> PatientRecord {
