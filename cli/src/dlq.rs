@@ -257,10 +257,11 @@ async fn fetch(pool: &PgPool, id: i64) -> anyhow::Result<(DeadLetterRow, Vec<u8>
 
 /// A change the matcher set aside (not a stream message).
 async fn is_matchers(pool: &PgPool, id: i64) -> anyhow::Result<bool> {
-    let stream: Option<String> = sqlx::query_scalar("SELECT stream FROM dead_letters WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let stream: Option<String> =
+        sqlx::query_scalar("SELECT stream FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     Ok(stream.as_deref() == Some(matcher::engine::quarantine::STREAM))
 }
 

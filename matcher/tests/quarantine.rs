@@ -46,7 +46,16 @@ async fn all_pairs_matched(f: &Fixture) {
     }
 }
 
-type DeadLetter = (i64, String, String, Option<String>, Option<String>, String, String, String);
+type DeadLetter = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    String,
+);
 
 async fn dead_letters(f: &Fixture) -> Vec<DeadLetter> {
     sqlx::query_as(
@@ -84,10 +93,23 @@ async fn a_refused_change_is_set_aside_alone_and_retried_by_the_operator() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     let (id, stream, subject, source, source_id, code, reason, status) = dead[0].clone();
     assert_eq!(
-        (stream.as_str(), subject.as_str(), code.as_str(), status.as_str()),
-        (quarantine::STREAM, quarantine::STREAM, quarantine::REASON_CODE, "open")
+        (
+            stream.as_str(),
+            subject.as_str(),
+            code.as_str(),
+            status.as_str()
+        ),
+        (
+            quarantine::STREAM,
+            quarantine::STREAM,
+            quarantine::REASON_CODE,
+            "open"
+        )
     );
-    assert_eq!((source.as_deref(), source_id.as_deref()), (Some("qms"), Some("poison")));
+    assert_eq!(
+        (source.as_deref(), source_id.as_deref()),
+        (Some("qms"), Some("poison"))
+    );
     // The reason names the SQLSTATE, constraint and table; no values.
     assert!(reason.contains("23514"), "{reason}");
     assert!(reason.contains("refuse_poison"), "{reason}");

@@ -144,7 +144,11 @@ impl Engine {
 
 /// Writes the dead letter of one change (its row is still claimed by this
 /// transaction; the caller deletes it with the batch's).
-async fn set_aside(conn: &mut PgConnection, change: &Change, error: &sqlx::Error) -> sqlx::Result<()> {
+async fn set_aside(
+    conn: &mut PgConnection,
+    change: &Change,
+    error: &sqlx::Error,
+) -> sqlx::Result<()> {
     let (change_id, (source, source_id)) = change;
     let reason = describe(error);
     let row: Option<(String, i64, Vec<u8>, Option<String>)> = sqlx::query_as(
