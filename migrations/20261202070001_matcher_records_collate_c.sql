@@ -3,9 +3,11 @@
 -- equality and sorted only to be read back by the matcher, whose own order
 -- (Rust's `String` order, used for a pair's `a`/`b`) is byte order too.
 -- Under the database's collation (C.UTF-8, which PostgreSQL 15 does not
--- treat as byte order) every index entry is a strcoll() comparison: writing
--- 1 M memberships and 1.7 M audit rows in a first full re-match took 22 s of
--- its 63 s.
+-- treat as byte order) every comparison is a strcoll() call: it made the
+-- key-index build of a 1 M-record re-match twice as slow; here it weighs
+-- on the rebuilt `match_pairs` indexes and on sorts. (Rows written in key
+-- order, as a re-match writes memberships and audit rows, measured the
+-- same either way: their cost was the foreign key, see rematch.rs.)
 --
 -- `source_records` keeps the database collation (it is the loader's; its
 -- primary key serves the loader's upsert). A comparison of a "C" column
