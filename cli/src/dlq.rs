@@ -1,5 +1,7 @@
-//! `etl dlq`: dead letters (table `dead_letters`, written by the loader) and
-//! the qMS rejects stream (records the qMS extractor could not parse).
+//! `etl dlq`: dead letters (table `dead_letters`: messages the loader could
+//! not apply, and changes the matcher could not match — stream
+//! `record_changes`, reason `match_failed`) and the qMS rejects stream
+//! (records the qMS extractor could not parse).
 //!
 //! Only identifiers (source, source id, stream sequence) and reasons are
 //! printed; a payload is decoded only with `--show-personal-data`.
@@ -35,11 +37,13 @@ pub enum DlqCommand {
         #[arg(long)]
         show_personal_data: bool,
     },
-    /// Re-submit through the normal path after fixing the cause: republishes
-    /// the payload to its subject (a record out of a batch message goes
+    /// Re-submit through the normal path after fixing the cause: a change the
+    /// matcher set aside goes back into `record_changes`; a message is
+    /// republished to its subject (a record out of a batch message goes
     /// alone, as a single-envelope message) (a fresh message id, so the stream's
     /// duplicate check does not drop it), then marks the row retried. If the
-    /// cause is not fixed, the loader dead-letters it again as a new row.
+    /// cause is not fixed, the loader (or the matcher) sets it aside again as
+    /// a new row.
     Retry {
         /// The dead letter to retry.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -163,7 +167,10 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
         } => {
             let (row, payload) = fetch(&pool, id).await?;
             println!("{}", serde_json::to_string_pretty(&row)?);
-            if show_personal_data {
+            if row.stream == matcher::engine::quarantine::STREAM {
+                // The change's own columns (op, version, hash): no content.
+                println!("change: {}", String::from_utf8_lossy(&payload));
+            } else if show_personal_data {
                 // One envelope (a single-envelope message, or one record
                 // of a batch message); a whole batch message if an older
                 // loader set it aside.
@@ -197,10 +204,19 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
             } else {
                 id.into_iter().collect()
             };
-            let client = settings.nats.connect("etl-dlq").await?;
-            let js = jetstream::new(client);
-            for id in &ids {
-                retry(&pool, &js, *id).await?;
+            // Connected on the first dead letter of a stream: the matcher's
+            // go back into `record_changes` without NATS.
+            let mut js = None;
+            for &id in &ids {
+                if is_matchers(&pool, id).await? {
+                    matcher::engine::quarantine::retry(&pool, id).await?;
+                    continue;
+                }
+                if js.is_none() {
+                    let client = settings.nats.connect("etl-dlq").await?;
+                    js = Some(jetstream::new(client));
+                }
+                retry(&pool, js.as_ref().expect("connected above"), id).await?;
             }
             println!("{} dead letters re-submitted", ids.len());
         }
@@ -239,6 +255,16 @@ async fn fetch(pool: &PgPool, id: i64) -> anyhow::Result<(DeadLetterRow, Vec<u8>
         .fetch_one(pool)
         .await?;
     Ok((row, payload))
+}
+
+/// A change the matcher set aside (not a stream message).
+async fn is_matchers(pool: &PgPool, id: i64) -> anyhow::Result<bool> {
+    let stream: Option<String> =
+        sqlx::query_scalar("SELECT stream FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(stream.as_deref() == Some(matcher::engine::quarantine::STREAM))
 }
 
 /// Publish (and wait for the stream's ack), then mark: a crash between the

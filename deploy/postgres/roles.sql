@@ -21,7 +21,8 @@
 --                 dead_letters, sources, business_units; reads the rest.
 --   etl_matcher   the matcher: writes persons, memberships, keys, pairs,
 --                 review items, decisions, audit (append only), source
---                 priority, and consumes record_changes; reads source_records.
+--                 priority, and consumes record_changes; reads source_records;
+--                 adds dead letters (changes it cannot match).
 --   etl_readonly  reporting: SELECT only.
 --
 -- The services never change the schema: run them with
@@ -96,7 +97,10 @@ BEGIN
             ('etl_matcher', 'review_items',          'INSERT, UPDATE, DELETE'),
             ('etl_matcher', 'match_decisions',       'INSERT, UPDATE'),
             ('etl_matcher', 'match_audit',           'INSERT'),
-            ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE')
+            ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE'),
+            -- a change it cannot match is set aside as a dead letter
+            -- (matcher/src/engine/quarantine.rs); never updated or deleted.
+            ('etl_matcher', 'dead_letters',          'INSERT')
         ) AS t(role, tbl, privileges)
     LOOP
         IF to_regclass(format('public.%I', g.tbl)) IS NOT NULL THEN

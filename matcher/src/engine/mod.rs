@@ -18,9 +18,13 @@
 //!   a set of records, cluster, assign person ids, write the difference.
 //! * [`write`]: COPY of the rows both paths write (keys, pairs, memberships,
 //!   review items, audit).
+//! * [`quarantine`]: a change that fails for a reason of its data is
+//!   isolated and set aside as a dead letter; the rest of its batch is
+//!   matched.
 
 mod component;
 mod incremental;
+pub mod quarantine;
 mod rematch;
 mod write;
 
@@ -213,8 +217,9 @@ impl Engine {
             trace_ids = %traces.join(","),
             "claimed changes"
         );
-        let recs: Vec<Rec> = claimed.into_iter().map(|c| (c.1, c.2)).collect();
-        let mut applied = self.recompute(&mut tx, &recs).await?;
+        let changes: Vec<quarantine::Change> =
+            claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
+        let mut applied = self.recompute_isolating(&mut tx, &changes).await?;
         applied.changes = ids.len() as u64;
         sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
             .bind(&ids)
