@@ -89,14 +89,15 @@ BEGIN
             -- matcher (migrations/20261201000001_matcher.sql); record_changes:
             -- it claims rows FOR UPDATE SKIP LOCKED and deletes them.
             ('etl_matcher', 'record_changes',        'UPDATE, DELETE'),
-            ('etl_matcher', 'match_keys',            'INSERT, UPDATE, DELETE, TRUNCATE'),
             ('etl_matcher', 'persons',               'INSERT, UPDATE'),
             ('etl_matcher', 'person_memberships',    'INSERT, UPDATE'),
             ('etl_matcher', 'match_pairs',           'INSERT, UPDATE, DELETE, TRUNCATE'),
             ('etl_matcher', 'review_items',          'INSERT, UPDATE, DELETE'),
             ('etl_matcher', 'match_decisions',       'INSERT, UPDATE'),
             ('etl_matcher', 'match_audit',           'INSERT'),
-            ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE')
+            ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE'),
+            -- the blocking index's generation (migrations/20261202080001_match_state.sql)
+            ('etl_matcher', 'match_state',           'UPDATE')
         ) AS t(role, tbl, privileges)
     LOOP
         IF to_regclass(format('public.%I', g.tbl)) IS NOT NULL THEN
