@@ -779,26 +779,7 @@ async fn evaluation_of_a_generated_set() {
 /// Some records, then `qms:b` turned from one person into another (its
 /// blocking keys all change), with the change left pending.
 async fn b_becomes_someone_else(f: &Fixture) {
-    let mut rows: Vec<_> = truth(17, 200)
-        .into_iter()
-        .map(|t| (t.source, t.source_id, Some(t.record)))
-        .collect();
-    rows.push((
-        "qms",
-        "b".into(),
-        Some(with_passport(adult(), "4510", "111111")),
-    ));
-    rows.push((
-        "infoclinica",
-        "b2".into(),
-        Some(with_passport(adult(), "4510", "111111")),
-    ));
-    f.write(
-        rows.iter()
-            .map(|(s, i, r)| (*s, i.as_str(), r.clone()))
-            .collect(),
-    )
-    .await;
+    f.write_b_and_others(17).await;
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
     f.write(vec![("qms", "b", Some(other_adult()))]).await;

@@ -130,12 +130,7 @@ async fn kill_9_in_the_middle_of_a_batch_then_restart() {
         f.count("SELECT count(*) FROM (SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL GROUP BY 1, 2 HAVING count(*) > 1) x").await,
         0
     );
-    let after_restart = f.partition().await;
-    let reviews = f.reviews().await;
-    let applied = f.engine.rematch_all(&f.pool).await.unwrap();
-    assert_eq!(applied.moved, 0);
-    assert_eq!(f.partition().await, after_restart);
-    assert_eq!(f.reviews().await, reviews);
+    f.assert_equals_a_rematch().await;
 }
 
 #[tokio::test]
@@ -180,26 +175,7 @@ async fn a_second_instance_stands_by() {
 #[tokio::test]
 async fn a_rematch_alongside_the_service_then_a_standby_takes_over() {
     let f = Fixture::new().await;
-    let mut rows: Vec<_> = truth(19, 200)
-        .into_iter()
-        .map(|t| (t.source, t.source_id, Some(t.record)))
-        .collect();
-    rows.push((
-        "qms",
-        "b".into(),
-        Some(with_passport(adult(), "4510", "111111")),
-    ));
-    rows.push((
-        "infoclinica",
-        "b2".into(),
-        Some(with_passport(adult(), "4510", "111111")),
-    ));
-    f.write(
-        rows.iter()
-            .map(|(s, i, r)| (*s, i.as_str(), r.clone()))
-            .collect(),
-    )
-    .await;
+    f.write_b_and_others(19).await;
     let first_stop = CancellationToken::new();
     let first = tokio::spawn(matcher::run(f.settings(), first_stop.clone()));
     let drained = || async { f.count("SELECT count(*) FROM record_changes").await == 0 };

@@ -233,6 +233,28 @@ pub fn other_adult() -> PatientRecord {
 }
 
 impl Fixture {
+    /// 200 generated persons' records, plus `qms:b` and `infoclinica:b2`:
+    /// two records of [`adult`] with one passport (one person once matched).
+    pub async fn write_b_and_others(&self, seed: u64) {
+        let mut rows: Vec<_> = truth(seed, 200)
+            .into_iter()
+            .map(|t| (t.source, t.source_id, Some(t.record)))
+            .collect();
+        for (source, id) in [("qms", "b"), ("infoclinica", "b2")] {
+            rows.push((
+                source,
+                id.into(),
+                Some(with_passport(adult(), "4510", "111111")),
+            ));
+        }
+        self.write(
+            rows.iter()
+                .map(|(s, i, r)| (*s, i.as_str(), r.clone()))
+                .collect(),
+        )
+        .await;
+    }
+
     /// Applies every pending change with `engine` (another instance).
     pub async fn drain_with(&self, engine: &Engine) {
         while engine
