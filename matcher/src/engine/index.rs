@@ -375,10 +375,11 @@ mod tests {
                 h
             })
             .collect();
-        let mut undo = Undo::new();
-        undo.push(ix.replace("a", "1", ks(&[40])));
-        undo.push(ix.replace("b", "1", ks(&[])));
-        undo.push(ix.replace("c", "9", ks(&[20, 40])));
+        let undo: Undo = vec![
+            ix.replace("a", "1", ks(&[40])),
+            ix.replace("b", "1", ks(&[])),
+            ix.replace("c", "9", ks(&[20, 40])),
+        ];
         assert_eq!(ix.holders(10), &[] as &[u32]);
         assert_eq!(ix.holders(40).len(), 2);
         let mut h20 = ix.holders(20).to_vec();
