@@ -359,6 +359,16 @@ mod tests {
         v.into_boxed_slice()
     }
 
+    fn sorted_holders(ix: &BlockIndex, keys: &[u64]) -> Vec<Vec<u32>> {
+        keys.iter()
+            .map(|&k| {
+                let mut h = ix.holders(k).to_vec();
+                h.sort();
+                h
+            })
+            .collect()
+    }
+
     #[test]
     fn replace_and_undo_keep_holders_exact() {
         let mut ix = BlockIndex::default();
@@ -367,14 +377,7 @@ mod tests {
         ix.replace("b", "1", ks(&[20]));
         assert_eq!(ix.holders(20).len(), 3);
         assert_eq!(ix.holders(10), &[0]);
-        let before: Vec<Vec<u32>> = [10, 20, 30, 40]
-            .iter()
-            .map(|&k| {
-                let mut h = ix.holders(k).to_vec();
-                h.sort();
-                h
-            })
-            .collect();
+        let before = sorted_holders(&ix, &[10, 20, 30, 40]);
         let undo: Undo = vec![
             ix.replace("a", "1", ks(&[40])),
             ix.replace("b", "1", ks(&[])),
@@ -382,18 +385,9 @@ mod tests {
         ];
         assert_eq!(ix.holders(10), &[] as &[u32]);
         assert_eq!(ix.holders(40).len(), 2);
-        let mut h20 = ix.holders(20).to_vec();
-        h20.sort();
-        assert_eq!(h20, [1, 3]);
+        assert_eq!(sorted_holders(&ix, &[20]), [[1, 3]]);
         ix.undo(undo);
-        let after: Vec<Vec<u32>> = [10, 20, 30, 40]
-            .iter()
-            .map(|&k| {
-                let mut h = ix.holders(k).to_vec();
-                h.sort();
-                h
-            })
-            .collect();
+        let after = sorted_holders(&ix, &[10, 20, 30, 40]);
         assert_eq!(before, after);
         assert_eq!(ix.rec(2), ("b".to_string(), "1".to_string()));
     }
