@@ -90,7 +90,6 @@ BEGIN
             -- matcher (migrations/20261201000001_matcher.sql); record_changes:
             -- it claims rows FOR UPDATE SKIP LOCKED and deletes them.
             ('etl_matcher', 'record_changes',        'UPDATE, DELETE'),
-            ('etl_matcher', 'match_keys',            'INSERT, UPDATE, DELETE, TRUNCATE'),
             ('etl_matcher', 'persons',               'INSERT, UPDATE'),
             ('etl_matcher', 'person_memberships',    'INSERT, UPDATE'),
             ('etl_matcher', 'match_pairs',           'INSERT, UPDATE, DELETE, TRUNCATE'),
@@ -100,7 +99,9 @@ BEGIN
             ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE'),
             -- a change it cannot match is set aside as a dead letter
             -- (matcher/src/engine/quarantine.rs); never updated or deleted.
-            ('etl_matcher', 'dead_letters',          'INSERT')
+            ('etl_matcher', 'dead_letters',          'INSERT'),
+            -- the blocking index's generation (migrations/20261202080001_match_state.sql)
+            ('etl_matcher', 'match_state',           'UPDATE')
         ) AS t(role, tbl, privileges)
     LOOP
         IF to_regclass(format('public.%I', g.tbl)) IS NOT NULL THEN

@@ -6,11 +6,21 @@
 //!    evaluation report; a full re-match of the same set (moves nothing);
 //! 2. speed: a full re-match of `BENCH_RECORDS` (default 1,000,000) records,
 //!    twice (first run, then nothing changed);
-//! 3. incremental throughput at that table size: a backlog of
+//! 3. the blocking index built from those records (what an instance does
+//!    when it becomes the active one): time, entries, estimated size and
+//!    the growth of this process's resident memory;
+//! 4. incremental throughput at that table size: a backlog of
 //!    `BENCH_BACKLOG` (default 50,000) new records matched by the service's
 //!    batches (records/s);
-//! 4. latency: with the service idle, single records committed one at a
+//! 5. latency: with the service idle, single records committed one at a
 //!    time; time from the loader's commit to the person assigned (p50/p99).
+//!
+//! 6. with `BENCH_CONCURRENT=N` (default 0: skipped): the loader's write
+//!    path (its `Store`, batches of 2,000) writing N new records alone,
+//!    then the matcher binary (a process of its own) draining them; then N
+//!    more written while that matcher runs: both rates, the matcher's lag
+//!    (changes pending) when the writing ends, and the matcher's resident
+//!    memory (current and peak).
 //!
 //! Phase timings (`phase` log lines) are printed for the re-matches and for
 //! batches of 5,000 records or more; `RUST_LOG=matcher=debug` shows them
@@ -63,6 +73,18 @@ async fn database() -> (etl_runtime::database::DatabaseSettings, PgPool, Store) 
     matcher::MIGRATOR.run(&pool).await.unwrap();
     let store = Store::new(pool.clone(), "BENCH");
     (db, pool, store)
+}
+
+/// This process's resident memory (Linux), MiB.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
 }
 
 #[tokio::main]
@@ -145,7 +167,23 @@ async fn main() {
             applied.moved
         );
 
-        // 3. A backlog of new records at this table size.
+        // 3. The blocking index.
+        let rss = rss_mib();
+        let started = Instant::now();
+        engine.prepare_index(&pool).await.unwrap();
+        let (recs, keys, bytes) = engine.index_size().await;
+        println!(
+            "blocking index built from {} records: {:.1} s; {} records, {} distinct keys, ~{} MiB estimated; resident memory {} -> {} MiB",
+            n,
+            started.elapsed().as_secs_f64(),
+            recs,
+            keys,
+            bytes >> 20,
+            rss,
+            rss_mib()
+        );
+
+        // 4. A backlog of new records at this table size.
         let backlog = env_u64("BENCH_BACKLOG", 50_000);
         if backlog > 0 {
             let mut extra = synth::truth::TruthGenerator::new(8).records(backlog * 2 / 3 + 1);
@@ -170,7 +208,8 @@ async fn main() {
             );
         }
 
-        // 4. Latency while idle, at this table size.
+        // 5. Latency while idle, at this table size (the service builds its
+        // own index first: wait until it is ready).
         let stop = CancellationToken::new();
         let mut s = matcher::Settings {
             database: db.clone(),
@@ -178,7 +217,32 @@ async fn main() {
         };
         s.matcher.poll_interval = Duration::from_secs(5);
         let task = tokio::spawn(matcher::run(s, stop.clone()));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = Instant::now();
+        let held = |lock: i64| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                     AND ((classid::bigint << 32) | objid::bigint) = $1)",
+                )
+                .bind(lock)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        // Ready: the service is the active instance and no longer holds the
+        // matcher lock (its index build is over).
+        while started.elapsed() < Duration::from_secs(2)
+            || !held(matcher::service::LEADER_LOCK).await
+            || held(matcher::engine::MATCH_LOCK).await
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "service ready (index built) after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let extra = synth::truth::TruthGenerator::new(99).records(300);
         let mut latencies = Vec::new();
         for (k, t) in extra.iter().enumerate() {
@@ -223,5 +287,98 @@ async fn main() {
         );
         stop.cancel();
         task.await.unwrap().unwrap();
+
+        // 6. The loader and the matcher at the same time.
+        let concurrent = env_u64("BENCH_CONCURRENT", 0) as usize;
+        if concurrent > 0 {
+            concurrently(&db, &pool, &store, concurrent).await;
+        }
     }
+}
+
+async fn pending(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM record_changes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// VmRSS and VmHWM of a process, MiB.
+fn rss_of(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn concurrently(
+    db: &etl_runtime::database::DatabaseSettings,
+    pool: &PgPool,
+    store: &Store,
+    n: usize,
+) {
+    let mut records = synth::truth::TruthGenerator::new(31).records(2 * n as u64 * 2 / 3 + 1);
+    records.truncate(2 * n);
+    for (k, t) in records.iter_mut().enumerate() {
+        t.source_id = format!("cc-{k}");
+    }
+    let (alone, shared) = records.split_at(records.len() / 2);
+    // The loader's write path alone.
+    let started = Instant::now();
+    load(store, alone, 1).await;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "concurrent: {} records written alone in {:.1} s ({:.0} records/s)",
+        alone.len(),
+        took,
+        alone.len() as f64 / took
+    );
+    // The matcher binary drains them (and builds its index first).
+    let mut env = testkit::service_env(db, &testkit::unique_stream());
+    env.push(("RUST_LOG".into(), "matcher=info".into()));
+    let mut matcher = testkit::ChildProcess::spawn(env!("CARGO_BIN_EXE_matcher"), &[], &env);
+    let started = Instant::now();
+    while pending(pool).await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "concurrent: the matcher binary started and drained them in {:.1} s ({:.0} records/s, index build included); resident memory {:?} MiB (current, peak)",
+        took,
+        alone.len() as f64 / took,
+        rss_of(matcher.pid())
+    );
+    // Both at once.
+    let started = Instant::now();
+    load(store, shared, 1).await;
+    let wrote = started.elapsed().as_secs_f64();
+    let lag = pending(pool).await;
+    while pending(pool).await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained = started.elapsed().as_secs_f64();
+    println!(
+        "concurrent: {} records written while the matcher ran: written in {:.1} s ({:.0} records/s); matcher lag when the writing ended: {} changes; all matched after {:.1} s ({:.0} records/s); matcher resident memory {:?} MiB (current, peak)",
+        shared.len(),
+        wrote,
+        shared.len() as f64 / wrote,
+        lag,
+        drained,
+        shared.len() as f64 / drained,
+        rss_of(matcher.pid())
+    );
+    let status = matcher.terminate(Duration::from_secs(30));
+    let logs = matcher.logs();
+    for line in logs
+        .lines()
+        .filter(|l| l.contains("blocking index built") || l.contains("audit written"))
+    {
+        println!("concurrent: matcher log: {line}");
+    }
+    assert!(status.is_some_and(|s| s.success()), "{logs}");
 }

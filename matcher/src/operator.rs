@@ -117,7 +117,7 @@ async fn decide_in(
         json!({"decision": id, "kind": kind}),
     )
     .await?;
-    Ok(engine.recompute(tx, &[a, b]).await?)
+    Ok(engine.recompute_persons(tx, &[a, b]).await?)
 }
 
 /// Revokes the active decision on a pair, if any, and re-applies the rules.
@@ -152,7 +152,7 @@ pub async fn revoke(
         Value::Null,
     )
     .await?;
-    engine.recompute(&mut tx, &[a, b]).await?;
+    engine.recompute_persons(&mut tx, &[a, b]).await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -195,7 +195,7 @@ pub async fn set_lock(
         .fetch_all(&mut *tx)
         .await?;
         if !members.is_empty() {
-            engine.recompute(&mut tx, &members).await?;
+            engine.recompute_persons(&mut tx, &members).await?;
         }
     }
     tx.commit().await?;

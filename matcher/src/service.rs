@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Applied, Engine};
@@ -88,10 +88,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut listener = listen(&pool).await;
     let mut failures = 0u32;
     let mut size = BatchSize::new(m.batch_size, m.max_batch_size);
+    let mut leader = Leadership::default();
     etl_runtime::observe::watch_database(&pool);
     etl_runtime::observe::ready();
     tracing::info!("matcher started");
     while !shutdown.is_cancelled() {
+        if !leader.hold(&pool).await {
+            // Another instance is active: stand by.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wait_notification(&mut listener, &pool, m.poll_interval) => {}
+            }
+            continue;
+        }
+        if std::mem::take(&mut leader.became) {
+            // Build the index before the first change needs it.
+            if let Err(error) = engine.prepare_index(&pool).await {
+                tracing::warn!(error = %describe(&error), "building the blocking index failed; the next batch retries");
+            }
+        }
         let started = std::time::Instant::now();
         match engine.process_batch(&pool, size.limit()).await {
             Ok(Some(applied)) if applied.changes > 0 => {
@@ -145,8 +160,75 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!("matcher stopping");
     // The listener holds a pooled connection: release it before closing.
     drop(listener);
+    leader.release().await;
     pool.close().await;
     Ok(total)
+}
+
+/// Which instance works: the one holding this session-level advisory lock
+/// on a connection of its own. The others stand by without competing for
+/// [`crate::engine::MATCH_LOCK`] at each notification, so the work — and
+/// the blocking index, which an instance rebuilds (seconds at a million
+/// records) whenever another one matched in between — stays with one
+/// instance until it dies (its session, and the lock, die with it).
+/// Correctness does not depend on it: every batch still takes `MATCH_LOCK`
+/// and checks the index generation.
+pub const LEADER_LOCK: i64 = crate::engine::MATCH_LOCK + 1;
+
+#[derive(Default)]
+struct Leadership {
+    /// The connection that holds (or tries to take) the lock.
+    conn: Option<PgConnection>,
+    leading: bool,
+    /// Became the active instance since the last look.
+    became: bool,
+}
+
+impl Leadership {
+    /// Whether this instance is the active one: keeps the lock while its
+    /// connection is alive, else tries to take it.
+    async fn hold(&mut self, pool: &PgPool) -> bool {
+        if self.conn.is_none() {
+            self.conn = PgConnection::connect_with(&pool.connect_options())
+                .await
+                .ok();
+        }
+        let Some(conn) = &mut self.conn else {
+            return false;
+        };
+        let alive = if self.leading {
+            conn.ping().await.map(|()| true)
+        } else {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+        };
+        match alive {
+            Ok(leading) => {
+                if leading && !self.leading {
+                    tracing::info!("this instance is the active one");
+                    self.became = true;
+                }
+                self.leading = leading;
+            }
+            Err(error) => {
+                if self.leading {
+                    tracing::warn!(error = %describe(&error), "lost the connection holding the leader lock");
+                }
+                self.conn = None;
+                self.leading = false;
+            }
+        }
+        self.leading
+    }
+
+    async fn release(&mut self) {
+        self.leading = false;
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
 }
 
 /// How many changes the next batch claims: `batch_size` while the feed is

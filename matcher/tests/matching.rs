@@ -775,3 +775,105 @@ async fn evaluation_of_a_generated_set() {
         .unwrap();
     assert_eq!(again, report);
 }
+
+/// Some records, then `qms:b` turned from one person into another (its
+/// blocking keys all change), with the change left pending.
+async fn b_becomes_someone_else(f: &Fixture) {
+    f.write_b_and_others(17).await;
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+    f.write(vec![("qms", "b", Some(other_adult()))]).await;
+}
+
+#[tokio::test]
+async fn a_rematch_by_another_process_makes_the_instance_rebuild_its_index() {
+    let f = Fixture::new().await;
+    b_becomes_someone_else(&f).await;
+    // Another process re-matches: it consumes b's change, which this
+    // instance's index has not seen (b is still under its old keys there).
+    let other = matcher::service::engine(&matcher::Settings::default());
+    other.rematch_all(&f.pool).await.unwrap();
+    assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 0);
+    // A new record of b's new person must find b.
+    f.write(vec![("infoclinica", "a", Some(other_adult()))])
+        .await;
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "a")).await);
+    assert!(!f.same(("qms", "b"), ("infoclinica", "b2")).await);
+    f.assert_equals_a_rematch().await;
+}
+
+#[tokio::test]
+async fn a_standby_taking_over_rebuilds_its_index() {
+    let f = Fixture::new().await;
+    b_becomes_someone_else(&f).await;
+    // The other instance applies b's change (this one is standing by)...
+    let other = matcher::service::engine(&matcher::Settings::default());
+    f.drain_with(&other).await;
+    // ...then this one takes over again: its index is a generation behind.
+    f.write(vec![("infoclinica", "a", Some(other_adult()))])
+        .await;
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "a")).await);
+    // And back: the other one rebuilds too.
+    f.write(vec![(
+        "infoclinica",
+        "b3",
+        Some(with_passport(adult(), "4510", "111111")),
+    )])
+    .await;
+    f.drain_with(&other).await;
+    assert!(f.same(("infoclinica", "b2"), ("infoclinica", "b3")).await);
+    f.assert_equals_a_rematch().await;
+}
+
+#[tokio::test]
+async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
+    let f = Fixture::new().await;
+    b_becomes_someone_else(&f).await;
+    f.write(vec![("infoclinica", "a", Some(other_adult()))])
+        .await;
+    // The batch fails after the index was changed (at the memberships).
+    for sql in [
+        "CREATE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
+         FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
+    ] {
+        sqlx::query(sql).execute(&f.pool).await.unwrap();
+    }
+    assert!(f.engine.process_batch(&f.pool, 500).await.is_err());
+    assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 2);
+    sqlx::query("DROP TRIGGER fail_batch ON person_memberships")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    // Only a's change now (b's is applied by another instance): this
+    // instance's index must not keep what the failed batch did.
+    let other = matcher::service::engine(&matcher::Settings::default());
+    other.process_batch(&f.pool, 1).await.unwrap().unwrap();
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "a")).await);
+    // The same after a failure with nobody else in between.
+    f.write(vec![
+        ("qms", "b", Some(with_passport(adult(), "4510", "111111"))),
+        ("infoclinica", "a", None),
+    ])
+    .await;
+    sqlx::query(
+        "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
+         FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    assert!(f.engine.process_batch(&f.pool, 500).await.is_err());
+    sqlx::query("DROP TRIGGER fail_batch ON person_memberships")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+    assert_eq!(f.person("infoclinica", "a").await, None);
+    f.assert_equals_a_rematch().await;
+}

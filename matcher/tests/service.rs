@@ -130,12 +130,7 @@ async fn kill_9_in_the_middle_of_a_batch_then_restart() {
         f.count("SELECT count(*) FROM (SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL GROUP BY 1, 2 HAVING count(*) > 1) x").await,
         0
     );
-    let after_restart = f.partition().await;
-    let reviews = f.reviews().await;
-    let applied = f.engine.rematch_all(&f.pool).await.unwrap();
-    assert_eq!(applied.moved, 0);
-    assert_eq!(f.partition().await, after_restart);
-    assert_eq!(f.reviews().await, reviews);
+    f.assert_equals_a_rematch().await;
 }
 
 #[tokio::test]
@@ -172,4 +167,60 @@ async fn a_second_instance_stands_by() {
         .count("SELECT count(*) FROM person_memberships WHERE valid_to IS NULL")
         .await;
     assert_eq!(live, records.len() as i64);
+}
+
+/// The running service's in-memory index stays equal to the database when
+/// another process re-matches meanwhile (consuming a change the service has
+/// not seen), and a standby that takes over builds its own.
+#[tokio::test]
+async fn a_rematch_alongside_the_service_then_a_standby_takes_over() {
+    let f = Fixture::new().await;
+    f.write_b_and_others(19).await;
+    let first_stop = CancellationToken::new();
+    let first = tokio::spawn(matcher::run(f.settings(), first_stop.clone()));
+    let drained = || async { f.count("SELECT count(*) FROM record_changes").await == 0 };
+    testkit::wait_until(Duration::from_secs(60), "the feed to drain", drained).await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+
+    // b becomes another person while the test holds the matcher lock, and
+    // a re-match queued behind the test takes the lock first and consumes
+    // b's change: the service never sees it.
+    let mut hold = f.pool.begin().await.unwrap();
+    matcher::Engine::lock(&mut hold).await.unwrap();
+    f.write(vec![("qms", "b", Some(other_adult()))]).await;
+    let rematch = {
+        let (engine, pool) = (
+            matcher::service::engine(&matcher::Settings::default()),
+            f.pool.clone(),
+        );
+        tokio::spawn(async move { engine.rematch_all(&pool).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.commit().await.unwrap();
+    rematch.await.unwrap().unwrap();
+    f.write(vec![("infoclinica", "a", Some(other_adult()))])
+        .await;
+    testkit::wait_until(Duration::from_secs(30), "a to be matched", || async {
+        f.person("infoclinica", "a").await.is_some() && drained().await
+    })
+    .await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "a")).await);
+
+    // The active instance stops; a standby (started meanwhile) takes over.
+    let second_stop = CancellationToken::new();
+    let second = tokio::spawn(matcher::run(f.settings(), second_stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first_stop.cancel();
+    first.await.unwrap().unwrap();
+    f.write(vec![("infoclinica", "c", Some(other_adult()))])
+        .await;
+    testkit::wait_until(Duration::from_secs(30), "c to be matched", || async {
+        f.person("infoclinica", "c").await.is_some() && drained().await
+    })
+    .await;
+    assert!(f.same(("infoclinica", "a"), ("infoclinica", "c")).await);
+    second_stop.cancel();
+    let applied = second.await.unwrap().unwrap();
+    assert_eq!(applied.changes, 1, "the standby applied c's change");
+    f.assert_equals_a_rematch().await;
 }

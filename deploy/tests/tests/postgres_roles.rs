@@ -211,7 +211,7 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
         record,
         "UPDATE persons SET locked = true",
         "DELETE FROM dead_letters",
-        "TRUNCATE match_keys",
+        "TRUNCATE match_pairs",
         "CREATE TABLE reporting_scratch (x int)",
     ] {
         assert_eq!(

@@ -33,42 +33,140 @@ pub struct Component {
     open_items: Vec<(i64, Rec, Rec)>,
 }
 
-type RecRow = (String, String);
-
 impl Component {
     /// The component of `seeds`: closed under links, operator links and
     /// current person membership. `known` holds features already read in
     /// this transaction (the changed records and their candidates): only the
-    /// other records are read again.
+    /// other records are read again. `seed_pairs`, when given, are all the
+    /// pairs of the seeds (a batch has just deleted their old pairs and
+    /// written these): the seeds' pairs are then not read back.
+    ///
+    /// A breadth-first walk: each step reads, for the records it reached,
+    /// their pairs, operator decisions, open review items and current
+    /// persons with those persons' other members — four set-based
+    /// statements per step, each record probed once for each.
     pub(super) async fn load(
         tx: &mut PgConnection,
         seeds: &[Rec],
         mut known: HashMap<Rec, Features>,
+        seed_pairs: Option<&[PairRow]>,
     ) -> sqlx::Result<Component> {
         let mut set: HashSet<Rec> = seeds.iter().cloned().collect();
+        let pairs_known: HashSet<Rec> = match seed_pairs {
+            Some(_) => set.clone(),
+            None => HashSet::new(),
+        };
+        let mut pairs: HashMap<(Rec, Rec), PairRow> = HashMap::new();
+        let mut decisions: HashMap<i64, (String, Rec, Rec)> = HashMap::new();
+        let mut open_items: HashMap<i64, (Rec, Rec)> = HashMap::new();
+        let mut person_of: HashMap<Rec, i64> = HashMap::new();
+        let mut locked = HashSet::new();
+        // Records whose current person (or lack of one) is known.
+        let mut placed: HashSet<Rec> = HashSet::new();
+        let mut reached: Vec<Rec> = Vec::new();
+        for p in seed_pairs.into_iter().flatten() {
+            if p.decision == Decision::Link {
+                reached.extend([p.a.clone(), p.b.clone()]);
+            }
+            pairs.insert((p.a.clone(), p.b.clone()), p.clone());
+        }
         let mut frontier: Vec<Rec> = seeds.to_vec();
         while !frontier.is_empty() {
+            let probe: Vec<Rec> = frontier
+                .iter()
+                .filter(|r| !pairs_known.contains(*r))
+                .cloned()
+                .collect();
+            if !probe.is_empty() {
+                let (s, i) = split(&probe);
+                let rows: Vec<(String, String, String, String, String, String, f32, Value)> =
+                    sqlx::query_as(
+                        "SELECT p.a_source, p.a_source_id, p.b_source, p.b_source_id, p.decision, p.rule, p.score, p.evidence
+                         FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                         JOIN match_pairs p ON p.a_source = f.s AND p.a_source_id = f.i
+                         UNION ALL SELECT p.a_source, p.a_source_id, p.b_source, p.b_source_id, p.decision, p.rule, p.score, p.evidence
+                         FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                         JOIN match_pairs p ON p.b_source = f.s AND p.b_source_id = f.i",
+                    )
+                    .bind(&s)
+                    .bind(&i)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for (a0, a1, b0, b1, d, rule, score, evidence) in rows {
+                    let decision = match d.as_str() {
+                        "link" => Decision::Link,
+                        "review" => Decision::Review,
+                        _ => Decision::Conflict,
+                    };
+                    let (a, b) = ((a0, a1), (b0, b1));
+                    if decision == Decision::Link {
+                        reached.extend([a.clone(), b.clone()]);
+                    }
+                    pairs.entry((a.clone(), b.clone())).or_insert(PairRow {
+                        a,
+                        b,
+                        decision,
+                        rule,
+                        score,
+                        evidence,
+                    });
+                }
+            }
             let (s, i) = split(&frontier);
-            let next: Vec<RecRow> = sqlx::query_as(
-                "SELECT p.b_source, p.b_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                     JOIN match_pairs p ON p.a_source = f.s AND p.a_source_id = f.i WHERE p.decision = 'link'
-                 UNION SELECT p.a_source, p.a_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                     JOIN match_pairs p ON p.b_source = f.s AND p.b_source_id = f.i WHERE p.decision = 'link'
-                 UNION SELECT d.b_source, d.b_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                     JOIN match_decisions d ON d.a_source = f.s AND d.a_source_id = f.i
-                     WHERE d.kind = 'link' AND d.revoked_at IS NULL
-                 UNION SELECT d.a_source, d.a_source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                     JOIN match_decisions d ON d.b_source = f.s AND d.b_source_id = f.i
-                     WHERE d.kind = 'link' AND d.revoked_at IS NULL
-                 UNION SELECT m2.source, m2.source_id FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                     JOIN person_memberships m1 ON m1.source = f.s AND m1.source_id = f.i AND m1.valid_to IS NULL
-                     JOIN person_memberships m2 ON m2.person_id = m1.person_id AND m2.valid_to IS NULL",
+            let rows: Vec<(i64, String, String, String, String, String)> = sqlx::query_as(
+                "SELECT d.id, d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
+                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN match_decisions d ON d.a_source = f.s AND d.a_source_id = f.i WHERE d.revoked_at IS NULL
+                 UNION ALL SELECT d.id, d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
+                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN match_decisions d ON d.b_source = f.s AND d.b_source_id = f.i WHERE d.revoked_at IS NULL",
             )
             .bind(&s)
             .bind(&i)
             .fetch_all(&mut *tx)
             .await?;
-            frontier = next.into_iter().filter(|r| set.insert(r.clone())).collect();
+            for (id, kind, a0, a1, b0, b1) in rows {
+                let (a, b) = ((a0, a1), (b0, b1));
+                if kind == "link" {
+                    reached.extend([a.clone(), b.clone()]);
+                }
+                decisions.insert(id, (kind, a, b));
+            }
+            let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+                "SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
+                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN review_items r ON r.a_source = f.s AND r.a_source_id = f.i WHERE r.status = 'open'
+                 UNION ALL SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
+                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN review_items r ON r.b_source = f.s AND r.b_source_id = f.i WHERE r.status = 'open'",
+            )
+            .bind(&s)
+            .bind(&i)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, a0, a1, b0, b1) in rows {
+                open_items.insert(id, ((a0, a1), (b0, b1)));
+            }
+            // Current persons and their other members (a member found
+            // here is placed already: not probed again).
+            let unplaced: Vec<Rec> = frontier
+                .iter()
+                .filter(|r| !placed.contains(*r))
+                .cloned()
+                .collect();
+            for (r, p, l) in members_of_persons(tx, &unplaced).await? {
+                if l {
+                    locked.insert(p);
+                }
+                person_of.insert(r.clone(), p);
+                placed.insert(r.clone());
+                reached.push(r);
+            }
+            placed.extend(unplaced);
+            frontier = std::mem::take(&mut reached)
+                .into_iter()
+                .filter(|r| set.insert(r.clone()))
+                .collect();
         }
         let mut recs: Vec<Rec> = set.into_iter().collect();
         recs.sort();
@@ -90,102 +188,49 @@ impl Component {
                 _ => leaving.push(r.clone()),
             }
         }
-        let (s, i) = split(&recs);
-        let pairs: Vec<(String, String, String, String, String, String, f32, Value)> =
-            sqlx::query_as(
-                "SELECT p.a_source, p.a_source_id, p.b_source, p.b_source_id, p.decision, p.rule, p.score, p.evidence
-                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                 JOIN match_pairs p ON p.a_source = f.s AND p.a_source_id = f.i
-                 UNION SELECT p.a_source, p.a_source_id, p.b_source, p.b_source_id, p.decision, p.rule, p.score, p.evidence
-                 FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-                 JOIN match_pairs p ON p.b_source = f.s AND p.b_source_id = f.i",
+        let (links, reviews): (Vec<PairRow>, Vec<PairRow>) = pairs
+            .into_values()
+            .partition(|p| p.decision == Decision::Link);
+        // Persons of review partners outside the set.
+        let mut partners: Vec<Rec> = reviews
+            .iter()
+            .flat_map(|p| [&p.a, &p.b])
+            .filter(|r| !placed.contains(*r))
+            .cloned()
+            .collect();
+        partners.sort();
+        partners.dedup();
+        if !partners.is_empty() {
+            let (s, i) = split(&partners);
+            let members: Vec<(String, String, i64, bool)> = sqlx::query_as(
+                "SELECT m.source, m.source_id, m.person_id, p.locked FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 JOIN person_memberships m ON m.source = f.s AND m.source_id = f.i AND m.valid_to IS NULL
+                 JOIN persons p USING (person_id)",
             )
             .bind(&s)
             .bind(&i)
             .fetch_all(&mut *tx)
             .await?;
-        let (mut links, mut reviews) = (Vec::new(), Vec::new());
-        for (a0, a1, b0, b1, d, rule, score, evidence) in pairs {
-            let decision = match d.as_str() {
-                "link" => Decision::Link,
-                "review" => Decision::Review,
-                _ => Decision::Conflict,
-            };
-            let p = PairRow {
-                a: (a0, a1),
-                b: (b0, b1),
-                decision,
-                rule,
-                score,
-                evidence,
-            };
-            if decision == Decision::Link {
-                links.push(p);
-            } else {
-                reviews.push(p);
+            for (s, i, p, l) in members {
+                person_of.insert((s, i), p);
+                if l {
+                    locked.insert(p);
+                }
             }
         }
-        let decisions: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
-             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-             JOIN match_decisions d ON d.a_source = f.s AND d.a_source_id = f.i WHERE d.revoked_at IS NULL
-             UNION SELECT d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
-             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-             JOIN match_decisions d ON d.b_source = f.s AND d.b_source_id = f.i WHERE d.revoked_at IS NULL",
-        )
-        .bind(&s)
-        .bind(&i)
-        .fetch_all(&mut *tx)
-        .await?;
-        let decisions = decisions
+        let mut decisions: Vec<(i64, (String, Rec, Rec))> = decisions.into_iter().collect();
+        decisions.sort_by_key(|d| d.0);
+        let mut open_items: Vec<(i64, Rec, Rec)> = open_items
             .into_iter()
-            .map(|(k, a0, a1, b0, b1)| (k, (a0, a1), (b0, b1)))
+            .map(|(id, (a, b))| (id, a, b))
             .collect();
-        let items: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-            "SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
-             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-             JOIN review_items r ON r.a_source = f.s AND r.a_source_id = f.i WHERE r.status = 'open'
-             UNION SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
-             FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-             JOIN review_items r ON r.b_source = f.s AND r.b_source_id = f.i WHERE r.status = 'open'",
-        )
-        .bind(&s)
-        .bind(&i)
-        .fetch_all(&mut *tx)
-        .await?;
-        let open_items = items
-            .into_iter()
-            .map(|(id, a0, a1, b0, b1)| (id, (a0, a1), (b0, b1)))
-            .collect();
-        // Persons of the set and of review partners outside it.
-        let mut wanted: Vec<Rec> = recs.clone();
-        wanted.extend(reviews.iter().flat_map(|p| [p.a.clone(), p.b.clone()]));
-        wanted.sort();
-        wanted.dedup();
-        let (s, i) = split(&wanted);
-        let members: Vec<(String, String, i64, bool)> = sqlx::query_as(
-            "SELECT m.source, m.source_id, m.person_id, p.locked FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-             JOIN person_memberships m ON m.source = f.s AND m.source_id = f.i AND m.valid_to IS NULL
-             JOIN persons p USING (person_id)",
-        )
-        .bind(&s)
-        .bind(&i)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut person_of = HashMap::new();
-        let mut locked = HashSet::new();
-        for (s, i, p, l) in members {
-            person_of.insert((s, i), p);
-            if l {
-                locked.insert(p);
-            }
-        }
+        open_items.sort_by_key(|o| o.0);
         Ok(Component {
             nodes,
             leaving,
             links,
             reviews,
-            decisions,
+            decisions: decisions.into_iter().map(|(_, d)| d).collect(),
             person_of,
             locked,
             open_items,
@@ -645,6 +690,32 @@ impl Component {
             None => serde_json::json!({"rule": "operator_or_alone"}),
         }
     }
+}
+
+/// The current person of each of `recs` that has one, with that person's
+/// other current members: (record, person, locked).
+async fn members_of_persons(
+    tx: &mut PgConnection,
+    recs: &[Rec],
+) -> sqlx::Result<Vec<(Rec, i64, bool)>> {
+    if recs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (s, i) = split(recs);
+    let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT m2.source, m2.source_id, m2.person_id, p.locked FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
+         JOIN person_memberships m1 ON m1.source = f.s AND m1.source_id = f.i AND m1.valid_to IS NULL
+         JOIN persons p ON p.person_id = m1.person_id
+         JOIN person_memberships m2 ON m2.person_id = m1.person_id AND m2.valid_to IS NULL",
+    )
+    .bind(&s)
+    .bind(&i)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, i, p, l)| ((s, i), p, l))
+        .collect())
 }
 
 fn rule_order(rule: &str) -> u8 {

@@ -1,16 +1,18 @@
 //! A set of changed records, from one to a backlog of tens of thousands:
-//! replace their blocking keys, find their candidates through the key index,
-//! re-evaluate their pairs in Rust, and recompute their component's persons
-//! ([`super::component`]). Every step is one set-based statement over the
-//! whole set (joins against `UNNEST`ed arrays, COPY for the new rows), so a
-//! large batch costs a few statements, not a few per record.
+//! replace their blocking keys in the in-memory index ([`super::index`]),
+//! find their candidates there, re-evaluate their pairs in Rust, and
+//! recompute their component's persons ([`super::component`]). Every
+//! PostgreSQL step is one set-based statement over the whole set (joins
+//! against `UNNEST`ed arrays, COPY for the new rows), so a large batch costs
+//! a few statements, not a few per record.
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::component::Component;
-use super::{ordered, split, write, Applied, Engine, PairRow, Phases, Rec};
+use super::index::{key_hashes, BlockIndex, Undo};
+use super::{split, write, Applied, Engine, PairRow, Phases, Rec};
 use crate::features::{Features, SourceRow};
 
 /// Batches of at least this many records log their phases at `info`.
@@ -18,106 +20,45 @@ const LOUD_BATCH: usize = 5_000;
 
 impl Engine {
     /// Re-evaluates `changed` records (keys, pairs) and recomputes their
-    /// component. The caller holds the lock.
-    pub async fn recompute(
+    /// component. The caller holds the lock and an index equal to the
+    /// database; every index change made is pushed to `undo`, for the
+    /// caller to undo if the transaction does not commit.
+    pub(super) async fn match_batch(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         changed: &[Rec],
+        index: &mut BlockIndex,
+        undo: &mut Undo,
     ) -> sqlx::Result<Applied> {
         let mut changed = changed.to_vec();
         changed.sort();
         changed.dedup();
         let changed = &changed[..];
         let mut phases = Phases::new("batch", changed.len(), changed.len() >= LOUD_BATCH);
-        let rows = load_rows(tx, changed).await?;
-        let live: Vec<Features> = changed
-            .iter()
-            .filter_map(|r| rows.get(r))
-            .filter(|row| !row.deleted)
-            .map(Features::of)
-            .collect();
-        drop(rows);
+        let mut rows = load_rows(tx, changed).await?;
         phases.mark("changed records read");
 
-        // Keys: only the difference is written (an update that leaves the
-        // names, birth date and identifiers alone changes no key, and each
-        // key row costs two index entries).
-        let (s, i) = split(changed);
-        let stored: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT k.source, k.source_id, k.key FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
-             JOIN match_keys k ON k.source = f.s AND k.source_id = f.i",
-        )
-        .bind(&s)
-        .bind(&i)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut old_keys: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
-        for (s, i, k) in &stored {
-            old_keys
-                .entry((s.as_str(), i.as_str()))
-                .or_default()
-                .insert(k.as_str());
-        }
-        let keys_of: Vec<(Rec, Vec<String>)> = live
-            .iter()
-            .map(|f| ((f.source.clone(), f.source_id.clone()), f.keys()))
-            .collect();
-        let mut added: Vec<(&str, &str, &[String])> = Vec::new();
-        let mut new_keys: Vec<String> = Vec::new();
-        let mut new_of: Vec<(&str, &str, std::ops::Range<usize>)> = Vec::new();
-        for ((s, i), keys) in &keys_of {
-            let old = old_keys.remove(&(s.as_str(), i.as_str()));
-            match old {
-                None => added.push((s.as_str(), i.as_str(), keys.as_slice())),
-                Some(mut old) => {
-                    let start = new_keys.len();
-                    for k in keys {
-                        if !old.remove(k.as_str()) {
-                            new_keys.push(k.clone());
-                        }
-                    }
-                    new_of.push((s.as_str(), i.as_str(), start..new_keys.len()));
-                    if !old.is_empty() {
-                        old_keys.insert((s.as_str(), i.as_str()), old);
-                    }
+        // Keys: replaced in the index before the lookups, so that the
+        // records of one batch find each other (and a block's size counts
+        // them), as a re-match would. A deleted record holds no key.
+        let mut mine: HashMap<u32, Features> = HashMap::with_capacity(changed.len());
+        for r in changed {
+            match rows.remove(r).filter(|row| !row.deleted) {
+                Some(row) => {
+                    let f = Features::of(&row);
+                    let change = index.replace(&r.0, &r.1, key_hashes(&f.keys()));
+                    mine.insert(change.0, f);
+                    undo.push(change);
                 }
+                None => undo.push(index.replace(&r.0, &r.1, Box::new([]))),
             }
         }
-        added.extend(
-            new_of
-                .iter()
-                .map(|(s, i, r)| (*s, *i, &new_keys[r.clone()])),
-        );
-        // What is left in `old_keys` is gone (deleted records: all of theirs).
-        let mut gone: [Vec<&str>; 3] = Default::default();
-        for ((s, i), keys) in &old_keys {
-            for k in keys {
-                gone[0].push(s);
-                gone[1].push(i);
-                gone[2].push(k);
-            }
-        }
-        if !gone[0].is_empty() {
-            sqlx::query(
-                "DELETE FROM match_keys k USING UNNEST($1::text[], $2::text[], $3::text[]) AS f(s, i, k)
-                 WHERE k.source = f.s AND k.source_id = f.i AND k.key = f.k",
-            )
-            .bind(&gone[0])
-            .bind(&gone[1])
-            .bind(&gone[2])
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !added.is_empty() {
-            write::keys(tx, &added).await?;
-        }
-        drop(added);
-        drop(old_keys);
-        drop(stored);
+        drop(rows);
         phases.mark("keys replaced");
 
         // Pairs. Two statements, one per index: an `OR` of two `IN`s is a
         // sequential scan of the whole table.
+        let (s, i) = split(changed);
         for sql in [
             "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
              WHERE p.a_source = f.s AND p.a_source_id = f.i",
@@ -131,81 +72,94 @@ impl Engine {
                 .await?;
         }
         phases.mark("old pairs deleted");
-        let mut all_keys: Vec<&str> = keys_of
-            .iter()
-            .flat_map(|(_, k)| k)
-            .map(String::as_str)
-            .collect();
-        all_keys.sort_unstable();
-        all_keys.dedup();
-        // One index lookup per key, each stopped after `max_block_size + 1`
-        // holders: a key held by more records is not used, and counting all
-        // holders of a switchboard number would cost more than the batch.
-        let holders: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT u.key, k.source, k.source_id FROM UNNEST($1::text[]) AS u(key)
-             CROSS JOIN LATERAL (SELECT source, source_id FROM match_keys m
-                                 WHERE m.key = u.key LIMIT $2 + 1) k",
-        )
-        .bind(&all_keys)
-        .bind(self.max_block_size)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut by_key: HashMap<String, Vec<Rec>> = HashMap::new();
-        for (k, s, i) in holders {
-            by_key.entry(k).or_default().push((s, i));
-        }
-        by_key.retain(|_, holders| holders.len() as i64 <= self.max_block_size);
-        let mut features: HashMap<Rec, Features> = live
-            .into_iter()
-            .map(|f| ((f.source.clone(), f.source_id.clone()), f))
-            .collect();
-        let candidates: Vec<Rec> = by_key
-            .values()
-            .flatten()
-            .filter(|r| !features.contains_key(*r))
-            .cloned()
-            .collect::<HashSet<Rec>>()
-            .into_iter()
-            .collect();
-        phases.mark("blocks looked up");
-        for row in load_rows(tx, &candidates).await?.into_values() {
-            if !row.deleted {
-                features.insert(
-                    (row.source.clone(), row.source_id.clone()),
-                    Features::of(&row),
-                );
-            }
-        }
-        phases.mark("candidates read");
-        let mut pairs: HashMap<(Rec, Rec), PairRow> = HashMap::new();
-        for (me, keys) in &keys_of {
-            for key in keys {
-                for other in by_key.get(key).into_iter().flatten() {
-                    if other == me {
-                        continue;
-                    }
-                    let pair = ordered(me, other);
-                    if pairs.contains_key(&pair) {
-                        continue;
-                    }
-                    let (Some(x), Some(y)) = (features.get(&pair.0), features.get(&pair.1)) else {
-                        continue;
-                    };
-                    if let Some(p) = self.evaluate(x, y) {
-                        pairs.insert(pair, p);
+        // Blocks: a key held by more than `max_block_size` records is not
+        // used.
+        let usable = |key: u64| {
+            let h = index.holders(key);
+            (h.len() as i64 <= self.max_block_size).then_some(h)
+        };
+        let mut ids: Vec<u32> = mine.keys().copied().collect();
+        ids.sort_unstable();
+        let mut candidates: HashSet<u32> = HashSet::new();
+        for id in &ids {
+            for &k in index.keys_of(*id) {
+                for &other in usable(k).unwrap_or(&[]) {
+                    if !mine.contains_key(&other) {
+                        candidates.insert(other);
                     }
                 }
             }
         }
-        let pairs: Vec<PairRow> = pairs.into_values().collect();
+        let candidates: Vec<(u32, Rec)> = candidates
+            .into_iter()
+            .map(|id| (id, index.rec(id)))
+            .collect();
+        phases.mark("blocks looked up");
+        let recs: Vec<Rec> = candidates.iter().map(|(_, r)| r.clone()).collect();
+        let mut loaded = load_rows(tx, &recs).await?;
+        drop(recs);
+        let mut others: HashMap<u32, Features> = HashMap::with_capacity(candidates.len());
+        for (id, r) in candidates {
+            if let Some(row) = loaded.remove(&r).filter(|row| !row.deleted) {
+                others.insert(id, Features::of(&row));
+            }
+        }
+        drop(loaded);
+        phases.mark("candidates read");
+        let features_of = |id: u32| mine.get(&id).or_else(|| others.get(&id));
+        let mut seen: HashSet<(u32, u32)> = HashSet::new();
+        let mut pairs: Vec<PairRow> = Vec::new();
+        for &me in &ids {
+            for &k in index.keys_of(me) {
+                for &other in usable(k).unwrap_or(&[]) {
+                    if other == me || !seen.insert((me.min(other), me.max(other))) {
+                        continue;
+                    }
+                    let (Some(x), Some(y)) = (features_of(me), features_of(other)) else {
+                        continue;
+                    };
+                    let (x, y) = if (&x.source, &x.source_id) <= (&y.source, &y.source_id) {
+                        (x, y)
+                    } else {
+                        (y, x)
+                    };
+                    if let Some(p) = self.evaluate(x, y) {
+                        pairs.push(p);
+                    }
+                }
+            }
+        }
+        drop(seen);
         phases.mark("pairs evaluated");
         write::pairs(tx, &pairs).await?;
         phases.mark("pairs written");
 
-        let component = Component::load(tx, changed, features).await?;
+        let features: HashMap<Rec, Features> = mine
+            .into_values()
+            .chain(others.into_values())
+            .map(|f| ((f.source.clone(), f.source_id.clone()), f))
+            .collect();
+        let component = Component::load(tx, changed, features, Some(&pairs)).await?;
         phases.mark("component read");
         let applied = component.apply(tx, &self.actor, &mut phases).await?;
         Ok(applied)
+    }
+
+    /// Recomputes the persons of `recs`' component from the stored pairs
+    /// (an operator decision or lock changed; the records did not). The
+    /// caller holds the lock.
+    pub async fn recompute_persons(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        recs: &[Rec],
+    ) -> sqlx::Result<Applied> {
+        let mut recs = recs.to_vec();
+        recs.sort();
+        recs.dedup();
+        let mut phases = Phases::new("decision", recs.len(), false);
+        let component = Component::load(tx, &recs, HashMap::new(), None).await?;
+        phases.mark("component read");
+        component.apply(tx, &self.actor, &mut phases).await
     }
 }
 

@@ -10,13 +10,15 @@
 //! are claimed again after a restart.
 //!
 //! * [`incremental`]: a set of changed records: keys, blocks, pairs
-//!   ([`Engine::recompute`]); the same code for one record and for a backlog
-//!   of tens of thousands, every step one set-based statement.
+//!   ([`Engine::process_batch`]); the same code for one record and for a
+//!   backlog of tens of thousands, every step one set-based statement.
+//! * [`index`]: the blocking index, in the active instance's memory, kept
+//!   equal to the database by the generation in `match_state`.
 //! * [`rematch`]: everything from scratch ([`Engine::rematch_all`]), in
 //!   memory, with the tables' indexes rebuilt after a bulk COPY.
 //! * [`component`]: from pairs to persons, shared by both: load the state of
 //!   a set of records, cluster, assign person ids, write the difference.
-//! * [`write`]: COPY of the rows both paths write (keys, pairs, memberships,
+//! * [`write`]: COPY of the rows both paths write (pairs, memberships,
 //!   review items, audit).
 //! * [`quarantine`]: a change that fails for a reason of its data is
 //!   isolated and set aside as a dead letter; the rest of its batch is
@@ -24,12 +26,17 @@
 
 mod component;
 mod incremental;
+pub mod index;
 pub mod quarantine;
 mod rematch;
 mod write;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+
+use index::{BlockIndex, Undo};
 
 use crate::rules::{self, Decision, Weights};
 
@@ -75,6 +82,9 @@ pub struct Engine {
     pub max_block_size: i64,
     /// Who the audit log names for automatic decisions.
     pub actor: String,
+    /// The blocking index of this instance (shared by clones of the engine;
+    /// one batch at a time holds it).
+    index: Arc<tokio::sync::Mutex<BlockIndex>>,
 }
 
 /// A stored pairwise decision.
@@ -157,6 +167,7 @@ impl Engine {
             weights,
             max_block_size,
             actor: "matcher".into(),
+            index: Arc::default(),
         }
     }
 
@@ -179,7 +190,14 @@ impl Engine {
 
     /// Claims up to `limit` change-feed rows and applies them in one
     /// transaction. `Ok(None)` when another instance holds the lock.
+    ///
+    /// The batch bumps the generation in `match_state`; when the one it
+    /// finds is not the one this instance last wrote (first batch, another
+    /// instance or a re-match worked in between), the blocking index is
+    /// rebuilt from `source_records` first, under the lock. The index
+    /// changes of a batch that does not commit are undone.
     pub async fn process_batch(&self, pool: &PgPool, limit: i64) -> sqlx::Result<Option<Applied>> {
+        let mut index = self.index.lock().await;
         let mut tx = pool.begin().await?;
         if !Self::try_lock(&mut tx).await? {
             return Ok(None);
@@ -195,6 +213,69 @@ impl Engine {
             tx.commit().await?;
             return Ok(Some(Applied::default()));
         }
+        let before: i64 = sqlx::query_scalar(
+            "UPDATE match_state SET generation = generation + 1, updated_at = now()
+             RETURNING generation - 1",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if index.generation != Some(before) {
+            rebuild(&mut index, &mut tx).await?;
+        }
+        // In flight: if this future is dropped half-way, the index is
+        // rebuilt by the next batch.
+        index.generation = None;
+        let mut undo = Undo::new();
+        match self.apply_claimed(tx, claimed, &mut index, &mut undo).await {
+            Ok(applied) => {
+                index.generation = Some(before + 1);
+                Ok(Some(applied))
+            }
+            Err(error) => {
+                // Rolled back (or, if the commit's outcome is unknown, the
+                // database's generation tells at the next batch).
+                index.undo(undo);
+                index.generation = Some(before);
+                Err(error)
+            }
+        }
+    }
+
+    /// Builds the blocking index now (an instance that becomes the active
+    /// one), so that the first change does not wait for it. Nothing to do
+    /// if it is current or another instance holds the lock.
+    pub async fn prepare_index(&self, pool: &PgPool) -> sqlx::Result<()> {
+        let mut index = self.index.lock().await;
+        let mut tx = pool.begin().await?;
+        if !Self::try_lock(&mut tx).await? {
+            return Ok(());
+        }
+        let generation: i64 = sqlx::query_scalar("SELECT generation FROM match_state")
+            .fetch_one(&mut *tx)
+            .await?;
+        if index.generation != Some(generation) {
+            rebuild(&mut index, &mut tx).await?;
+            // Built under the lock at this generation: equal to the
+            // database until someone bumps it.
+            index.generation = Some(generation);
+        }
+        tx.commit().await
+    }
+
+    /// Records and distinct keys in this instance's blocking index, and its
+    /// estimated size in bytes (benchmarks, logs).
+    pub async fn index_size(&self) -> (usize, usize, usize) {
+        let index = self.index.lock().await;
+        (index.records(), index.keys(), index.heap_bytes())
+    }
+
+    async fn apply_claimed(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        claimed: Vec<(i64, String, String, Option<String>)>,
+        index: &mut BlockIndex,
+        undo: &mut Undo,
+    ) -> sqlx::Result<Applied> {
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
         // Exported traces: this batch's work in each publisher's trace (a
         // child of the `traceparent` the loader stored), ended after commit.
@@ -219,14 +300,16 @@ impl Engine {
         );
         let changes: Vec<quarantine::Change> =
             claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
-        let mut applied = self.recompute_isolating(&mut tx, &changes).await?;
+        let mut applied = self
+            .match_isolating(&mut tx, &changes, index, undo)
+            .await?;
         applied.changes = ids.len() as u64;
         sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(applied))
+        Ok(applied)
     }
 
     /// The stored decision for a pair, if any.
@@ -245,6 +328,24 @@ impl Engine {
             evidence: serde_json::to_value(&o.evidence).expect("evidence serializes"),
         })
     }
+}
+
+/// Replaces `index` by one built from `source_records` (the caller holds
+/// the lock; the generation is the caller's to set).
+async fn rebuild(index: &mut BlockIndex, conn: &mut PgConnection) -> sqlx::Result<()> {
+    let started = std::time::Instant::now();
+    // Dropped first: the old index and the new one need not both fit in
+    // memory.
+    *index = BlockIndex::default();
+    *index = BlockIndex::build(conn).await?;
+    tracing::info!(
+        records = index.records(),
+        keys = index.keys(),
+        mib = index.heap_bytes() >> 20,
+        ms = started.elapsed().as_millis() as u64,
+        "blocking index built"
+    );
+    Ok(())
 }
 
 /// The distinct, well-formed trace ids of claimed changes' `traceparent`s,

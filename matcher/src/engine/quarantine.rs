@@ -29,6 +29,7 @@ use etl_runtime::database::{describe, is_transient};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
+use super::index::{BlockIndex, Undo};
 use super::{Applied, Engine, Rec};
 
 /// `dead_letters.stream` (and `subject`) of a change the matcher set aside:
@@ -95,14 +96,21 @@ struct Kept {
 }
 
 impl Engine {
-    /// [`Engine::recompute`] of the claimed `changes`, isolating and setting
-    /// aside the ones that fail for a reason of their data. `Err` for a
-    /// transient or systemic failure (the caller retries the whole batch).
+    /// [`Engine::match_batch`] of the claimed `changes`, isolating and
+    /// setting aside the ones that fail for a reason of their data. `Err` for
+    /// a transient or systemic failure (the caller retries the whole batch).
     /// The caller holds the lock and deletes every claimed change row.
-    pub(super) async fn recompute_isolating(
+    ///
+    /// The blocking index follows the savepoints: the index changes of a
+    /// part that is rolled back are undone at once; those of the parts that
+    /// were applied go into `undo`, for the caller to undo if the whole
+    /// transaction does not commit.
+    pub(super) async fn match_isolating(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         changes: &[Change],
+        index: &mut BlockIndex,
+        undo: &mut Undo,
     ) -> sqlx::Result<Applied> {
         let mut applied = Applied::default();
         // Parts still to apply, the next one last (left halves first: the
@@ -111,8 +119,15 @@ impl Engine {
         while let Some(part) = parts.pop() {
             let recs: Vec<Rec> = part.iter().map(|c| c.1.clone()).collect();
             let mut savepoint = Connection::begin(&mut **tx).await?;
-            let error = match self.recompute(&mut savepoint, &recs).await {
+            let mut part_undo = Undo::new();
+            let result = self
+                .match_batch(&mut savepoint, &recs, index, &mut part_undo)
+                .await;
+            let error = match result {
                 Ok(a) => {
+                    // Applied (or, if the savepoint's release fails, the
+                    // whole transaction fails and the caller undoes it).
+                    undo.append(&mut part_undo);
                     savepoint.commit().await?;
                     applied += a;
                     continue;
@@ -120,8 +135,10 @@ impl Engine {
                 Err(error) => error,
             };
             if Fault::of(&error) != Fault::Data {
+                undo.append(&mut part_undo);
                 return Err(error);
             }
+            index.undo(part_undo);
             savepoint.rollback().await?;
             if let [change] = part {
                 set_aside(tx, change, &error).await?;

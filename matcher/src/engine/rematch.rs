@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use sqlx::PgPool;
 
 use super::component::Component;
+use super::index::key_hashes;
 use super::{write, Applied, Engine, PairRow, Phases};
 use crate::features::{Features, SourceRow};
 
@@ -62,46 +63,35 @@ impl Engine {
         .await?;
         phases.records = rows.len();
         phases.mark("records read");
-        let mut nodes: Vec<(Features, Vec<String>)> = par_map(&rows, |r| {
+        let mut nodes: Vec<(Features, Box<[u64]>)> = par_map(&rows, |r| {
             let f = Features::of(r);
-            let k = f.keys();
+            let k = key_hashes(&f.keys());
             (f, k)
         });
         drop(rows);
         nodes.sort_by(|(a, _), (b, _)| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)));
-        let (nodes, keys_of): (Vec<Features>, Vec<Vec<String>>) = nodes.into_iter().unzip();
+        let (nodes, keys_of): (Vec<Features>, Vec<Box<[u64]>>) = nodes.into_iter().unzip();
         phases.mark("features and keys computed");
 
-        // Keys and blocks.
-        // Rebuilt from scratch: empty the tables and build their indexes
-        // after the bulk copy (several times faster than maintaining them
-        // row by row). All of it inside this transaction.
+        // Pairs, rebuilt from scratch: empty the table and build its
+        // indexes after the bulk copy (several times faster than maintaining
+        // them row by row). All of it inside this transaction. The blocking
+        // keys are not written: the service keeps them in memory and
+        // rebuilds them after the generation bump below.
         for sql in [
-            "TRUNCATE match_keys, match_pairs",
-            "DROP INDEX match_keys_key",
-            "ALTER TABLE match_keys DROP CONSTRAINT match_keys_pkey",
+            "TRUNCATE match_pairs",
             "DROP INDEX match_pairs_b",
             "ALTER TABLE match_pairs DROP CONSTRAINT match_pairs_pkey",
+            "UPDATE match_state SET generation = generation + 1, updated_at = now()",
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
-        let rows: Vec<(&str, &str, &[String])> = nodes
-            .iter()
-            .zip(&keys_of)
-            .map(|(f, k)| (f.source.as_str(), f.source_id.as_str(), k.as_slice()))
-            .collect();
-        write::keys(&mut tx, &rows).await?;
-        drop(rows);
-        phases.mark("keys written");
-
         let pairs = self.pairs_in_blocks(&nodes, &keys_of);
         drop(keys_of);
         phases.mark("pairs evaluated");
         write::pairs(&mut tx, &pairs).await?;
         phases.mark("pairs written");
         for sql in [
-            "ALTER TABLE match_keys ADD CONSTRAINT match_keys_pkey PRIMARY KEY (source, source_id, key)",
-            "CREATE INDEX match_keys_key ON match_keys (key)",
             "ALTER TABLE match_pairs ADD CONSTRAINT match_pairs_pkey PRIMARY KEY (a_source, a_source_id, b_source, b_source_id)",
             "CREATE INDEX match_pairs_b ON match_pairs (b_source, b_source_id)",
         ] {
@@ -109,9 +99,7 @@ impl Engine {
         }
         // Fresh statistics: the incremental path's plans right after a
         // re-match must not be made from the empty table's.
-        sqlx::query("ANALYZE match_keys, match_pairs")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("ANALYZE match_pairs").execute(&mut *tx).await?;
         phases.mark("indexes built");
         let component = Component::load_all(&mut tx, nodes, pairs).await?;
         phases.mark("state read");
@@ -128,23 +116,34 @@ impl Engine {
         applied.changes = changes;
         tx.commit().await?;
         phases.mark("committed");
+        // The first batches after a re-match that wrote a million
+        // memberships must not be planned from the statistics of the
+        // tables before it (measured: a membership lookup of 2,000 new
+        // records took 1.2 s as a sequential scan). After the commit: an
+        // ANALYZE sees only committed rows.
+        if applied.moved > 0 {
+            sqlx::query("ANALYZE person_memberships, persons")
+                .execute(pool)
+                .await?;
+            phases.mark("statistics updated");
+        }
         Ok(applied)
     }
 }
 
 impl Engine {
     /// Every pair of records sharing a usable block (2 to `max_block_size`
-    /// holders), evaluated once: in the block of the first usable key the
+    /// holders; blocks are key hashes, as in the service's index), evaluated once: in the block of the first usable key the
     /// two share (keys numbered in order of first appearance), so that the
     /// blocks can be shared out between threads without a common "seen" set.
-    fn pairs_in_blocks(&self, nodes: &[Features], keys_of: &[Vec<String>]) -> Vec<PairRow> {
-        let mut key_id: HashMap<&str, u32> = HashMap::with_capacity(nodes.len() * 4);
+    fn pairs_in_blocks(&self, nodes: &[Features], keys_of: &[Box<[u64]>]) -> Vec<PairRow> {
+        let mut key_id: HashMap<u64, u32> = HashMap::with_capacity(nodes.len() * 4);
         let mut blocks: Vec<Vec<u32>> = Vec::new();
         let mut ids_of: Vec<Vec<u32>> = Vec::with_capacity(nodes.len());
         for (n, keys) in keys_of.iter().enumerate() {
             let mut ids = Vec::with_capacity(keys.len());
-            for k in keys {
-                let id = *key_id.entry(k.as_str()).or_insert_with(|| {
+            for &k in keys.iter() {
+                let id = *key_id.entry(k).or_insert_with(|| {
                     blocks.push(Vec::new());
                     (blocks.len() - 1) as u32
                 });
@@ -203,7 +202,7 @@ impl Engine {
 
 /// `items.iter().map(f)` on every core (this phase has the machine to
 /// itself: PostgreSQL waits for the next statement), in order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = items.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {

@@ -97,40 +97,6 @@ impl<'c> CopyIn<'c> {
     }
 }
 
-/// Blocking keys: (record, its keys).
-pub(super) async fn keys(
-    conn: &mut PgConnection,
-    keys: &[(&str, &str, &[String])],
-) -> sqlx::Result<()> {
-    if keys.iter().map(|k| k.2.len()).sum::<usize>() < COPY_FROM {
-        let mut cols: [Vec<&str>; 3] = Default::default();
-        for (source, id, ks) in keys {
-            for k in ks.iter() {
-                cols[0].push(k);
-                cols[1].push(source);
-                cols[2].push(id);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO match_keys (key, source, source_id)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
-        )
-        .bind(&cols[0])
-        .bind(&cols[1])
-        .bind(&cols[2])
-        .execute(conn)
-        .await?;
-        return Ok(());
-    }
-    let mut copy = CopyIn::start(conn, "match_keys (key, source, source_id)").await?;
-    for (source, id, ks) in keys {
-        for k in ks.iter() {
-            copy.text(k).text(source).text(id).end_row().await?;
-        }
-    }
-    copy.finish().await.map(drop)
-}
-
 pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::Result<()> {
     if pairs.is_empty() {
         return Ok(());

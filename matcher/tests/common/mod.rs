@@ -213,3 +213,68 @@ pub fn truth_rows(records: &[synth::truth::TruthRecord]) -> Vec<matcher::evaluat
         })
         .collect()
 }
+
+/// Another person than [`adult`]: Петрова Анна Ивановна, 1985-02-17, with
+/// a passport (two records of her link by the document rule).
+pub fn other_adult() -> PatientRecord {
+    with_passport(
+        PatientRecord {
+            business_unit: Some("main".into()),
+            last_name: Some("Петрова".into()),
+            first_name: Some("Анна".into()),
+            middle_name: Some("Ивановна".into()),
+            birth_date: NaiveDate::from_ymd_opt(1985, 2, 17),
+            sex: Some(Sex::Female),
+            ..Default::default()
+        },
+        "4606",
+        "222222",
+    )
+}
+
+impl Fixture {
+    /// 200 generated persons' records, plus `qms:b` and `infoclinica:b2`:
+    /// two records of [`adult`] with one passport (one person once matched).
+    pub async fn write_b_and_others(&self, seed: u64) {
+        let mut rows: Vec<_> = truth(seed, 200)
+            .into_iter()
+            .map(|t| (t.source, t.source_id, Some(t.record)))
+            .collect();
+        for (source, id) in [("qms", "b"), ("infoclinica", "b2")] {
+            rows.push((
+                source,
+                id.into(),
+                Some(with_passport(adult(), "4510", "111111")),
+            ));
+        }
+        self.write(
+            rows.iter()
+                .map(|(s, i, r)| (*s, i.as_str(), r.clone()))
+                .collect(),
+        )
+        .await;
+    }
+
+    /// Applies every pending change with `engine` (another instance).
+    pub async fn drain_with(&self, engine: &Engine) {
+        while engine
+            .process_batch(&self.pool, 500)
+            .await
+            .expect("batch")
+            .expect("lock free")
+            .changes
+            > 0
+        {}
+    }
+
+    /// A full re-match moves nothing and keeps the review items: the
+    /// incremental state is the re-match's.
+    pub async fn assert_equals_a_rematch(&self) {
+        let persons = self.partition().await;
+        let reviews = self.reviews().await;
+        let applied = self.engine.rematch_all(&self.pool).await.unwrap();
+        assert_eq!(applied.moved, 0);
+        assert_eq!(self.partition().await, persons);
+        assert_eq!(self.reviews().await, reviews);
+    }
+}
