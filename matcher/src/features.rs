@@ -33,6 +33,32 @@ pub struct SourceRow {
     pub deleted: bool,
 }
 
+/// A `source_records` row read with [`row_columns!`] as a [`SourceRow`];
+/// `None` when its stored content does not decode (content the loader
+/// never writes: a bug or a hand edit). Such a record is left out of
+/// whole-table reads (the blocking index, a full re-match) rather than
+/// failing them, which would stop all matching; its own change fails in
+/// its batch and is set aside as a dead letter (`engine::quarantine`).
+/// Logged by source and source id and the column's name only: a decoding
+/// error's text may quote the stored value.
+pub fn decode_row(row: &sqlx::postgres::PgRow) -> Option<SourceRow> {
+    use sqlx::{FromRow as _, Row as _};
+    match SourceRow::from_row(row) {
+        Ok(decoded) => Some(decoded),
+        Err(error) => {
+            let column = match &error {
+                sqlx::Error::ColumnDecode { index, .. } => index.as_str(),
+                _ => "?",
+            };
+            let source: String = row.try_get("source").unwrap_or_default();
+            let source_id: String = row.try_get("source_id").unwrap_or_default();
+            tracing::warn!(%source, %source_id, column, "stored record does not decode; left out");
+            metrics::counter!("matcher_records_undecodable_total").increment(1);
+            None
+        }
+    }
+}
+
 /// The columns [`SourceRow`] reads, as a literal for `concat!`.
 #[macro_export]
 macro_rules! row_columns {

@@ -128,7 +128,7 @@ impl BlockIndex {
     pub async fn build(conn: &mut PgConnection) -> sqlx::Result<BlockIndex> {
         const PIECE: usize = 20_000;
         let mut index = BlockIndex::default();
-        let mut rows = sqlx::query_as::<_, SourceRow>(concat!(
+        let mut rows = sqlx::query(concat!(
             "SELECT ",
             crate::row_columns!(),
             " FROM source_records WHERE deleted_at IS NULL"
@@ -139,7 +139,7 @@ impl BlockIndex {
         loop {
             let row = rows.try_next().await?;
             let done = row.is_none();
-            piece.extend(row);
+            piece.extend(row.as_ref().and_then(crate::features::decode_row));
             if piece.len() < PIECE && !done {
                 continue;
             }

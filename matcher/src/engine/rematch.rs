@@ -54,13 +54,16 @@ impl Engine {
             .await?
             .rows_affected();
         let mut phases = Phases::new("re-match", 0, true);
-        let rows: Vec<SourceRow> = sqlx::query_as(concat!(
+        let rows: Vec<SourceRow> = sqlx::query(concat!(
             "SELECT ",
             crate::row_columns!(),
             " FROM source_records WHERE deleted_at IS NULL"
         ))
         .fetch_all(&mut *tx)
-        .await?;
+        .await?
+        .iter()
+        .filter_map(crate::features::decode_row)
+        .collect();
         phases.records = rows.len();
         phases.mark("records read");
         let mut nodes: Vec<(Features, Box<[u64]>)> = par_map(&rows, |r| {
