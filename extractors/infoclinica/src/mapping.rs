@@ -69,9 +69,10 @@ impl TextDecoding {
     /// here, only Cyrillic WIN1251 text is decoded into a `String`.
     pub fn decode(self, bytes: &[u8]) -> Result<Cow<'_, str>, String> {
         let decoded = match self {
-            // WIN1251 maps no byte to a C1 control and none to U+FFFD (0x98,
-            // undefined, is an error): the bad characters are bad bytes,
-            // found before decoding rather than by a pass over the chars.
+            // In WIN1251 (as encoding_rs decodes it) the bad characters are
+            // bad bytes: C0 controls, DEL and 0x98 (undefined, decoded as
+            // the C1 control U+0098); found in the bytes before decoding
+            // rather than by a pass over the decoded chars.
             TextDecoding::Windows1251 if !bytes.iter().any(|&b| is_bad_control_byte(b)) => {
                 encoding_rs::WINDOWS_1251.decode_without_bom_handling_and_without_replacement(bytes)
             }
@@ -102,10 +103,11 @@ fn is_bad_control(c: char) -> bool {
     (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFD}'
 }
 
-/// [`is_bad_control`] of a single-byte charset's ASCII half: C0 controls
-/// but tab and line breaks, and DEL.
+/// [`is_bad_control`] of a WIN1251 byte: C0 controls but tab and line
+/// breaks, DEL, and 0x98 (the one byte WIN1251 leaves undefined, which
+/// encoding_rs decodes to U+0098). Checked byte by byte in a test.
 fn is_bad_control_byte(b: u8) -> bool {
-    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f || b == 0x98
 }
 
 /// One row mapped: its PCODE and record, or why it could not be (a row
