@@ -12,6 +12,7 @@
 //! The SELECT list is built from the configured column names only; the
 //! portal password column is never in it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, Utc};
@@ -62,17 +63,26 @@ impl TextDecoding {
     /// breaks, C1) cannot belong to patient data and cannot be stored in
     /// PostgreSQL text (NUL): they make the field invalid too. The error
     /// holds the lossy text, NULs replaced, for `FieldIssue::raw`.
-    pub fn decode(self, bytes: &[u8]) -> Result<String, String> {
+    ///
+    /// Borrows `bytes` when they are already the text (ASCII in WIN1251,
+    /// any valid UTF-8): phones, documents and e-mails cost no allocation
+    /// here, only Cyrillic WIN1251 text is decoded into a `String`.
+    pub fn decode(self, bytes: &[u8]) -> Result<Cow<'_, str>, String> {
         let decoded = match self {
-            TextDecoding::Windows1251 => encoding_rs::WINDOWS_1251
-                .decode_without_bom_handling_and_without_replacement(bytes)
-                .map(|c| c.into_owned()),
-            TextDecoding::Utf8 => std::str::from_utf8(bytes).ok().map(str::to_string),
+            // In WIN1251 (as encoding_rs decodes it) the bad characters are
+            // bad bytes: C0 controls, DEL and 0x98 (undefined, decoded as
+            // the C1 control U+0098); found in the bytes before decoding
+            // rather than by a pass over the decoded chars.
+            TextDecoding::Windows1251 if !bytes.iter().any(|&b| is_bad_control_byte(b)) => {
+                encoding_rs::WINDOWS_1251.decode_without_bom_handling_and_without_replacement(bytes)
+            }
+            TextDecoding::Windows1251 => None,
+            TextDecoding::Utf8 => std::str::from_utf8(bytes)
+                .ok()
+                .filter(|s| !s.chars().any(is_bad_control))
+                .map(Cow::Borrowed),
         };
-        match decoded {
-            Some(s) if !s.chars().any(is_bad_control) => Ok(s),
-            _ => Err(self.lossy(bytes)),
-        }
+        decoded.ok_or_else(|| self.lossy(bytes))
     }
 
     fn lossy(self, bytes: &[u8]) -> String {
@@ -91,6 +101,13 @@ impl TextDecoding {
 
 fn is_bad_control(c: char) -> bool {
     (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFD}'
+}
+
+/// [`is_bad_control`] of a WIN1251 byte: C0 controls but tab and line
+/// breaks, DEL, and 0x98 (the one byte WIN1251 leaves undefined, which
+/// encoding_rs decodes to U+0098). Checked byte by byte in a test.
+fn is_bad_control_byte(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f || b == 0x98
 }
 
 /// One row mapped: its PCODE and record, or why it could not be (a row
@@ -189,6 +206,11 @@ impl Mapper {
         &self.select_list
     }
 
+    /// How many columns the SELECT list has (the length of a row).
+    pub fn columns(&self) -> usize {
+        self.columns.len()
+    }
+
     /// Maps one row (columns in [`Mapper::select_list`] order).
     pub fn map(&self, row: &[RawValue], today: NaiveDate) -> Mapped {
         let mut b = Builder {
@@ -197,10 +219,9 @@ impl Mapper {
             pcode: None,
             filial: None,
             doc_type: None,
-            doc_code: None,
             series: None,
             number: None,
-            phone_columns: Vec::new(),
+            preferred_phone: None,
         };
         for (col, value) in self.columns.iter().zip(row) {
             b.column(*col, value, today);
@@ -219,20 +240,24 @@ impl Mapper {
     }
 }
 
-struct Builder<'m> {
+/// One row being mapped. Text borrows the row where it can (`'r`): only
+/// what ends up in the record is allocated, and Cyrillic text once more for
+/// its decoding.
+struct Builder<'m, 'r> {
     mapper: &'m Mapper,
     record: PatientRecord,
     pcode: Option<Result<i64, &'static str>>,
-    filial: Option<String>,
+    filial: Option<Cow<'r, str>>,
     doc_type: Option<i64>,
-    doc_code: Option<String>,
-    series: Option<String>,
-    number: Option<String>,
-    /// Phones of each phone column, in column order.
-    phone_columns: Vec<Vec<String>>,
+    series: Option<Cow<'r, str>>,
+    number: Option<Cow<'r, str>>,
+    /// The phone columns seen so far, and the index in `record.phones` of
+    /// the first number of the last one that held any: the old system's
+    /// choice (PHONE3, else PHONE2, else PHONE1), marked in `finish`.
+    preferred_phone: Option<usize>,
 }
 
-impl Builder<'_> {
+impl<'r> Builder<'_, 'r> {
     fn issue(&mut self, field: &str, problem: Problem, raw: Option<String>) {
         self.record.issues.push(FieldIssue {
             field: field.to_string(),
@@ -241,8 +266,9 @@ impl Builder<'_> {
         });
     }
 
-    /// A text field: `None` when NULL or empty; flagged when undecodable.
-    fn text(&mut self, field: &str, value: &RawValue) -> Option<String> {
+    /// A text field, trimmed: `None` when NULL or blank; flagged when
+    /// undecodable.
+    fn text(&mut self, field: &str, value: &'r RawValue) -> Option<Cow<'r, str>> {
         let s = match value {
             RawValue::Null => return None,
             RawValue::Text(bytes) => match self.mapper.decoding.decode(bytes) {
@@ -252,17 +278,17 @@ impl Builder<'_> {
                     return None;
                 }
             },
-            RawValue::Integer(i) => i.to_string(),
-            RawValue::Int128(i) => i.to_string(),
-            RawValue::Floating(f) => f.to_string(),
-            RawValue::Boolean(b) => b.to_string(),
-            RawValue::Timestamp(t) => t.to_string(),
+            RawValue::Integer(i) => Cow::Owned(i.to_string()),
+            RawValue::Int128(i) => Cow::Owned(i.to_string()),
+            RawValue::Floating(f) => Cow::Owned(f.to_string()),
+            RawValue::Boolean(b) => Cow::Owned(b.to_string()),
+            RawValue::Timestamp(t) => Cow::Owned(t.to_string()),
         };
-        let trimmed = s.trim();
-        (!trimmed.is_empty()).then(|| trimmed.to_string())
+        let trimmed = trim(s);
+        (!trimmed.is_empty()).then_some(trimmed)
     }
 
-    fn integer(&mut self, field: &str, value: &RawValue) -> Option<i64> {
+    fn integer(&mut self, field: &str, value: &'r RawValue) -> Option<i64> {
         match value {
             RawValue::Integer(i) => Some(*i),
             RawValue::Int128(i) => i64::try_from(*i).ok(),
@@ -272,7 +298,7 @@ impl Builder<'_> {
                 match text.parse() {
                     Ok(i) => Some(i),
                     Err(_) => {
-                        self.issue(field, Problem::BadFormat, Some(text));
+                        self.issue(field, Problem::BadFormat, Some(text.into_owned()));
                         None
                     }
                 }
@@ -280,7 +306,7 @@ impl Builder<'_> {
         }
     }
 
-    fn column(&mut self, col: Col, value: &RawValue, today: NaiveDate) {
+    fn column(&mut self, col: Col, value: &'r RawValue, today: NaiveDate) {
         match col {
             Col::Pcode => {
                 self.pcode = Some(match value {
@@ -295,34 +321,11 @@ impl Builder<'_> {
             Col::FirstName => self.record.first_name = self.name("first_name", value, true),
             Col::MiddleName => self.record.middle_name = self.name("middle_name", value, false),
             Col::BirthDate => self.record.birth_date = self.birth_date(value, today),
-            Col::DocType => {
-                self.doc_type = self.integer("document_type", value);
-                self.doc_code = self.doc_type.map(|c| c.to_string());
-            }
+            Col::DocType => self.doc_type = self.integer("document_type", value),
             Col::DocSeries => self.series = self.text("document_series", value),
             Col::DocNumber => self.number = self.text("document_number", value),
-            Col::Email => {
-                if let Some(address) = self
-                    .text("emails", value)
-                    .and_then(|s| normalize::email(&s))
-                {
-                    self.record.emails.push(Email {
-                        address,
-                        kind: EmailKind::Contact,
-                    });
-                }
-            }
-            Col::Login => {
-                if let Some(address) = self
-                    .text("emails", value)
-                    .and_then(|s| normalize::email(&s))
-                {
-                    self.record.emails.push(Email {
-                        address,
-                        kind: EmailKind::Login,
-                    });
-                }
-            }
+            Col::Email => self.email(value, EmailKind::Contact),
+            Col::Login => self.email(value, EmailKind::Login),
             Col::Snils => {
                 self.record.snils = self.text("snils", value).and_then(|s| normalize::snils(&s))
             }
@@ -331,22 +334,42 @@ impl Builder<'_> {
                     .text("oms_policy", value)
                     .and_then(|s| normalize::oms_policy(&s))
             }
-            Col::Phone => {
-                let phones = self
-                    .text("phones", value)
-                    .map(|s| {
-                        normalize::split_phones(&s)
-                            .into_iter()
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.phone_columns.push(phones);
+            Col::Phone => self.phones(value),
+        }
+    }
+
+    fn email(&mut self, value: &'r RawValue, kind: EmailKind) {
+        if let Some(address) = self.text("emails", value).and_then(|s| normalize::email(&s)) {
+            self.record.emails.push(Email { address, kind });
+        }
+    }
+
+    /// One phone column: every number kept, each once, in column order.
+    fn phones(&mut self, value: &'r RawValue) {
+        let Some(text) = self.text("phones", value) else {
+            return;
+        };
+        for (j, raw) in normalize::split_phones(&text).into_iter().enumerate() {
+            let Some(number) = normalize::phone(raw) else {
+                continue;
+            };
+            let index = match self.record.phones.iter().position(|p| p.number == number) {
+                Some(existing) => existing,
+                None => {
+                    self.record.phones.push(Phone {
+                        number,
+                        preferred: false,
+                    });
+                    self.record.phones.len() - 1
+                }
+            };
+            if j == 0 {
+                self.preferred_phone = Some(index);
             }
         }
     }
 
-    fn name(&mut self, field: &str, value: &RawValue, required: bool) -> Option<String> {
+    fn name(&mut self, field: &str, value: &'r RawValue, required: bool) -> Option<String> {
         let was_flagged = self.record.issues.len();
         let name = self.text(field, value).and_then(|s| normalize::name(&s));
         if name.is_none() && required && self.record.issues.len() == was_flagged {
@@ -355,7 +378,7 @@ impl Builder<'_> {
         name
     }
 
-    fn birth_date(&mut self, value: &RawValue, today: NaiveDate) -> Option<NaiveDate> {
+    fn birth_date(&mut self, value: &'r RawValue, today: NaiveDate) -> Option<NaiveDate> {
         let date = match value {
             RawValue::Null => return None,
             RawValue::Timestamp(t) => t.date(),
@@ -364,7 +387,7 @@ impl Builder<'_> {
                 match NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
                     Ok(d) => d,
                     Err(_) => {
-                        self.issue("birth_date", Problem::BadFormat, Some(text));
+                        self.issue("birth_date", Problem::BadFormat, Some(text.into_owned()));
                         return None;
                     }
                 }
@@ -391,44 +414,32 @@ impl Builder<'_> {
         // FILIAL → business unit.
         let unit = self
             .filial
-            .as_ref()
+            .as_deref()
             .and_then(|f| self.mapper.business_units.get(f))
             .or(self.mapper.default_business_unit.as_ref())
             .cloned();
         if unit.is_none() {
-            let raw = self.filial.clone();
+            let raw = self.filial.take().map(Cow::into_owned);
             self.issue("business_unit", Problem::Missing, raw);
         }
         self.record.business_unit = unit;
 
         // The document: its type code, never "passport" by default.
         let doc_type = DocumentType::from_infoclinica(self.doc_type);
+        let doc_code = self.doc_type.map(|c| c.to_string());
         if let Some(doc) = normalize::document(
             doc_type,
-            self.doc_code.as_deref(),
+            doc_code.as_deref(),
             self.series.as_deref(),
             self.number.as_deref(),
         ) {
             self.record.documents.push(doc);
         }
 
-        // Phones: all kept, each once; the last non-empty column's first
-        // number is the preferred one (the old system's PHONE3, else PHONE2,
-        // else PHONE1).
-        let preferred_column = self.phone_columns.iter().rposition(|p| !p.is_empty());
-        for (i, column) in self.phone_columns.iter().enumerate() {
-            for (j, raw) in column.iter().enumerate() {
-                let Some(number) = normalize::phone(raw) else {
-                    continue;
-                };
-                let preferred = Some(i) == preferred_column && j == 0;
-                match self.record.phones.iter_mut().find(|p| p.number == number) {
-                    Some(existing) => existing.preferred |= preferred,
-                    None => self.record.phones.push(Phone { number, preferred }),
-                }
-            }
+        // Phones: the preferred one first, then in column order.
+        if let Some(i) = self.preferred_phone {
+            self.record.phones[i].preferred = true;
         }
-        // Preferred first, then in column order.
         self.record.phones.sort_by_key(|p| !p.preferred);
 
         for issue in &self.record.issues {
@@ -438,6 +449,16 @@ impl Builder<'_> {
             pcode,
             record: self.record,
         }
+    }
+}
+
+/// `s` without leading and trailing whitespace, borrowed as it came or
+/// owned as it came (trimming an owned string copies only if it changes).
+fn trim(s: Cow<'_, str>) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) if o.trim().len() == o.len() => Cow::Owned(o),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
     }
 }
 
@@ -557,6 +578,22 @@ mod tests {
         let r = record(mapper().map(&row(RawValue::Null, date(2027, 1, 1)), today));
         let fields: Vec<_> = r.issues.iter().map(|i| i.field.as_str()).collect();
         assert_eq!(fields, ["last_name", "birth_date"]);
+    }
+
+    #[test]
+    fn win1251_controls_are_found_in_the_bytes() {
+        // Every byte alone: refused exactly when its character is a bad
+        // control (or undefined in WIN1251).
+        for b in 0..=255u8 {
+            let by_chars = encoding_rs::WINDOWS_1251
+                .decode_without_bom_handling_and_without_replacement(&[b])
+                .is_some_and(|s| !s.chars().any(is_bad_control));
+            assert_eq!(
+                TextDecoding::Windows1251.decode(&[b]).is_ok(),
+                by_chars,
+                "{b:#04x}"
+            );
+        }
     }
 
     #[test]

@@ -65,9 +65,11 @@ pub fn fold_lookalikes_to_cyrillic(s: &str) -> String {
 
 /// Pushes `word`, folding Latin look-alikes to Cyrillic if it holds Cyrillic.
 fn push_folded_word(out: &mut String, word: &str) {
-    if word.chars().any(is_cyrillic) {
+    let folds = word.chars().any(|c| latin_to_cyrillic(c).is_some());
+    if folds && word.chars().any(is_cyrillic) {
         out.extend(word.chars().map(|c| latin_to_cyrillic(c).unwrap_or(c)));
     } else {
+        // Nothing to fold (nearly every name): copied whole, not per char.
         out.push_str(word);
     }
 }
@@ -119,13 +121,28 @@ pub(super) fn latin_to_cyrillic(c: char) -> Option<char> {
     })
 }
 
-/// `s` in Unicode NFC, borrowed when it already is (always for ASCII).
+/// `s` in Unicode NFC, borrowed when it already is (always for ASCII and
+/// for Cyrillic letters without combining marks: nearly every Russian name).
 pub(super) fn nfc(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+    if s.is_ascii()
+        || s.chars().all(is_nfc_starter)
+        || is_nfc_quick(s.chars()) == IsNormalized::Yes
+    {
         Cow::Borrowed(s)
     } else {
         Cow::Owned(s.nfc().collect())
     }
+}
+
+/// Whether `c` is, on its own and followed by anything, left unchanged by
+/// NFC before the next such character: NFC_Quick_Check = Yes and canonical
+/// combining class 0. True of everything below U+0300 (ASCII, Latin-1,
+/// Latin Extended-A/B, IPA, spacing modifiers) and of the Cyrillic letters
+/// U+0400–U+0482 and U+048A–U+04FF. A string made only of such characters
+/// is in NFC: the quick check's answer, without its table look-ups per
+/// character (checked against `unicode-normalization` in a test).
+fn is_nfc_starter(c: char) -> bool {
+    matches!(c, '\0'..='\u{02FF}' | '\u{0400}'..='\u{0482}' | '\u{048A}'..='\u{04FF}')
 }
 
 #[cfg(test)]
@@ -208,6 +225,26 @@ mod tests {
         assert_eq!(fold_lookalikes_to_cyrillic("BCEHacepoxyЖ"), "ВСЕНасерохуЖ");
         assert_eq!(fold_lookalikes_to_cyrillic(""), "");
         assert_eq!(fold_lookalikes_to_cyrillic(" a "), " a ");
+    }
+
+    #[test]
+    fn nfc_starters_are_what_the_quick_check_says() {
+        use unicode_normalization::char::canonical_combining_class;
+        for c in (0..=0x04FF_u32).filter_map(char::from_u32) {
+            if is_nfc_starter(c) {
+                assert_eq!(canonical_combining_class(c), 0, "{:04X}", c as u32);
+                assert_eq!(
+                    is_nfc_quick(std::iter::once(c)),
+                    IsNormalized::Yes,
+                    "{:04X}",
+                    c as u32
+                );
+                // Nothing composes with a following starter either.
+                assert_eq!(format!("{c}Ж").nfc().collect::<String>(), format!("{c}Ж"));
+            }
+        }
+        // Cyrillic with a combining mark is left to the full check.
+        assert!(!"е\u{0308}".chars().all(is_nfc_starter));
     }
 
     #[test]
