@@ -879,3 +879,80 @@ async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
     assert_eq!(f.person("infoclinica", "a").await, None);
     f.assert_equals_a_rematch().await;
 }
+
+/// A record written after the blocking index was built is matched without
+/// looking up its pairs, review items or person (it has none). These are
+/// the records the index has not seen that do have state, which must be
+/// looked up: one deleted when the index was built (its delete not yet
+/// matched) and written again after, and new records an operator named
+/// before they were matched (by `etl persons link`, which gives them a
+/// person at once, and by SQL).
+#[tokio::test]
+async fn records_new_to_the_index_with_state_are_looked_up() {
+    let f = Fixture::new().await;
+    f.write_b_and_others(23).await;
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+
+    // b2 deleted; the index rebuilt (another instance worked) while that
+    // delete is still pending: it holds a row lock on the change, so the
+    // batch that rebuilds claims only x1.
+    f.write(vec![("infoclinica", "b2", None)]).await;
+    sqlx::query("UPDATE match_state SET generation = generation + 1")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    f.write(vec![("infoclinica", "x1", Some(other_adult()))])
+        .await;
+    let mut held = f.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM record_changes WHERE source_id = 'b2' FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let applied = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    assert_eq!(applied.changes, 1);
+    held.rollback().await.unwrap();
+    // b2 back: still b's person (found through its old membership).
+    f.write(vec![(
+        "infoclinica",
+        "b2",
+        Some(with_passport(adult(), "4510", "111111")),
+    )])
+    .await;
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+
+    // New records named by an operator before the matcher saw them: n1
+    // linked (it has a person at once), n2 (which the document rule would
+    // link) kept apart by SQL.
+    let b_again = || Some(with_passport(adult(), "4510", "111111"));
+    f.write(vec![
+        ("infoclinica", "n1", b_again()),
+        ("infoclinica", "n2", b_again()),
+    ])
+    .await;
+    matcher::operator::decide(
+        &f.engine,
+        &f.pool,
+        "link",
+        &("infoclinica".into(), "n1".into()),
+        &("qms".into(), "b".into()),
+        "test",
+        None,
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO match_decisions (kind, a_source, a_source_id, b_source, b_source_id, actor)
+         VALUES ('keep_apart', 'infoclinica', 'n2', 'qms', 'b', 'test')",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    f.drain().await;
+    assert!(f.same(("qms", "b"), ("infoclinica", "n1")).await);
+    assert!(!f.same(("qms", "b"), ("infoclinica", "n2")).await);
+    assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM dead_letters").await, 0);
+    f.assert_equals_a_rematch().await;
+}

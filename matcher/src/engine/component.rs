@@ -45,11 +45,17 @@ impl Component {
     /// their pairs, operator decisions, open review items and current
     /// persons with those persons' other members — four set-based
     /// statements per step, each record probed once for each.
+    ///
+    /// `fresh` seeds are known to have no state yet (never matched, named
+    /// by no decision: see `BlockIndex::contains`): they are not probed.
+    /// A backlog of new records is mostly fresh, and these probes were
+    /// most of its cost.
     pub(super) async fn load(
         tx: &mut PgConnection,
         seeds: &[Rec],
         mut known: HashMap<Rec, Features>,
         seed_pairs: Option<&[PairRow]>,
+        fresh: &HashSet<Rec>,
     ) -> sqlx::Result<Component> {
         let mut set: HashSet<Rec> = seeds.iter().cloned().collect();
         let pairs_known: HashSet<Rec> = match seed_pairs {
@@ -62,7 +68,7 @@ impl Component {
         let mut person_of: HashMap<Rec, i64> = HashMap::new();
         let mut locked = HashSet::new();
         // Records whose current person (or lack of one) is known.
-        let mut placed: HashSet<Rec> = HashSet::new();
+        let mut placed: HashSet<Rec> = fresh.clone();
         let mut reached: Vec<Rec> = Vec::new();
         for p in seed_pairs.into_iter().flatten() {
             if p.decision == Decision::Link {
@@ -112,19 +118,28 @@ impl Component {
                     });
                 }
             }
-            let (s, i) = split(&frontier);
-            let rows: Vec<(i64, String, String, String, String, String)> = sqlx::query_as(
+            let stated: Vec<Rec> = frontier
+                .iter()
+                .filter(|r| !fresh.contains(*r))
+                .cloned()
+                .collect();
+            let (s, i) = split(&stated);
+            let rows: Vec<(i64, String, String, String, String, String)> = if stated.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(
                 "SELECT d.id, d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
                  FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
                  JOIN match_decisions d ON d.a_source = f.s AND d.a_source_id = f.i WHERE d.revoked_at IS NULL
                  UNION ALL SELECT d.id, d.kind, d.a_source, d.a_source_id, d.b_source, d.b_source_id
                  FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
                  JOIN match_decisions d ON d.b_source = f.s AND d.b_source_id = f.i WHERE d.revoked_at IS NULL",
-            )
-            .bind(&s)
-            .bind(&i)
-            .fetch_all(&mut *tx)
-            .await?;
+                )
+                .bind(&s)
+                .bind(&i)
+                .fetch_all(&mut *tx)
+                .await?
+            };
             for (id, kind, a0, a1, b0, b1) in rows {
                 let (a, b) = ((a0, a1), (b0, b1));
                 if kind == "link" {
@@ -132,18 +147,22 @@ impl Component {
                 }
                 decisions.insert(id, (kind, a, b));
             }
-            let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            let rows: Vec<(i64, String, String, String, String)> = if stated.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(
                 "SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
                  FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
                  JOIN review_items r ON r.a_source = f.s AND r.a_source_id = f.i WHERE r.status = 'open'
                  UNION ALL SELECT r.id, r.a_source, r.a_source_id, r.b_source, r.b_source_id
                  FROM UNNEST($1::text[], $2::text[]) AS f(s, i)
                  JOIN review_items r ON r.b_source = f.s AND r.b_source_id = f.i WHERE r.status = 'open'",
-            )
-            .bind(&s)
-            .bind(&i)
-            .fetch_all(&mut *tx)
-            .await?;
+                )
+                .bind(&s)
+                .bind(&i)
+                .fetch_all(&mut *tx)
+                .await?
+            };
             for (id, a0, a1, b0, b1) in rows {
                 open_items.insert(id, ((a0, a1), (b0, b1)));
             }

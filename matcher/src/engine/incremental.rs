@@ -42,9 +42,16 @@ impl Engine {
         // records of one batch find each other (and a block's size counts
         // them), as a re-match would. A deleted record holds no key.
         let mut mine: HashMap<u32, Features> = HashMap::with_capacity(changed.len());
+        // Live records the index does not know: written after its build and
+        // never matched, so they have no pairs, review items or person
+        // (`BlockIndex::contains`) unless an operator named them.
+        let mut fresh: HashSet<Rec> = HashSet::new();
         for r in changed {
             match rows.remove(r).filter(|row| !row.deleted) {
                 Some(row) => {
+                    if !index.contains(&r.0, &r.1) {
+                        fresh.insert(r.clone());
+                    }
                     let f = Features::of(&row);
                     let change = index.replace(&r.0, &r.1, key_hashes(&f.keys()));
                     mine.insert(change.0, f);
@@ -55,22 +62,35 @@ impl Engine {
         }
         drop(rows);
         phases.mark("keys replaced");
+        for r in named_by_decisions(tx, &fresh).await? {
+            fresh.remove(&r);
+        }
+        #[cfg(debug_assertions)]
+        assert_stateless(tx, &fresh).await?;
 
         // Pairs. Two statements, one per index: an `OR` of two `IN`s is a
-        // sequential scan of the whole table.
-        let (s, i) = split(changed);
-        for sql in [
-            "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
-             WHERE p.a_source = f.s AND p.a_source_id = f.i",
-            "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
-             WHERE p.b_source = f.s AND p.b_source_id = f.i",
-        ] {
-            sqlx::query(sql)
-                .bind(&s)
-                .bind(&i)
-                .execute(&mut **tx)
-                .await?;
+        // sequential scan of the whole table. Fresh records have none.
+        let known: Vec<Rec> = changed
+            .iter()
+            .filter(|r| !fresh.contains(*r))
+            .cloned()
+            .collect();
+        if !known.is_empty() {
+            let (s, i) = split(&known);
+            for sql in [
+                "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 WHERE p.a_source = f.s AND p.a_source_id = f.i",
+                "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 WHERE p.b_source = f.s AND p.b_source_id = f.i",
+            ] {
+                sqlx::query(sql)
+                    .bind(&s)
+                    .bind(&i)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
+        drop(known);
         phases.mark("old pairs deleted");
         // Blocks: a key held by more than `max_block_size` records is not
         // used.
@@ -139,7 +159,7 @@ impl Engine {
             .chain(others.into_values())
             .map(|f| ((f.source.clone(), f.source_id.clone()), f))
             .collect();
-        let component = Component::load(tx, changed, features, Some(&pairs)).await?;
+        let component = Component::load(tx, changed, features, Some(&pairs), &fresh).await?;
         phases.mark("component read");
         let applied = component.apply(tx, &self.actor, &mut phases).await?;
         Ok(applied)
@@ -157,10 +177,62 @@ impl Engine {
         recs.sort();
         recs.dedup();
         let mut phases = Phases::new("decision", recs.len(), false);
-        let component = Component::load(tx, &recs, HashMap::new(), None).await?;
+        let component = Component::load(tx, &recs, HashMap::new(), None, &HashSet::new()).await?;
         phases.mark("component read");
         component.apply(tx, &self.actor, &mut phases).await
     }
+}
+
+/// The records of `recs` that an operator's decision names, revoked ones
+/// included (a revoked link may have left its records a person).
+/// `match_decisions` is small (operators write it): a scan of it, hashed
+/// against the batch.
+async fn named_by_decisions(tx: &mut PgConnection, recs: &HashSet<Rec>) -> sqlx::Result<Vec<Rec>> {
+    if recs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let recs: Vec<Rec> = recs.iter().cloned().collect();
+    let (s, i) = split(&recs);
+    sqlx::query_as(
+        "SELECT d.a_source, d.a_source_id FROM match_decisions d
+         JOIN UNNEST($1::text[], $2::text[]) AS f(s, i) ON d.a_source = f.s AND d.a_source_id = f.i
+         UNION SELECT d.b_source, d.b_source_id FROM match_decisions d
+         JOIN UNNEST($1::text[], $2::text[]) AS f(s, i) ON d.b_source = f.s AND d.b_source_id = f.i",
+    )
+    .bind(&s)
+    .bind(&i)
+    .fetch_all(tx)
+    .await
+}
+
+/// Debug builds (every test) check what the batch relies on for `fresh`
+/// records: no pair, open review item or current person names them.
+#[cfg(debug_assertions)]
+async fn assert_stateless(tx: &mut PgConnection, fresh: &HashSet<Rec>) -> sqlx::Result<()> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let recs: Vec<Rec> = fresh.iter().cloned().collect();
+    let (s, i) = split(&recs);
+    let with_state: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM UNNEST($1::text[], $2::text[]) AS f(s, i) WHERE
+           EXISTS (SELECT 1 FROM person_memberships m
+                   WHERE m.source = f.s AND m.source_id = f.i AND m.valid_to IS NULL)
+        OR EXISTS (SELECT 1 FROM match_pairs p WHERE p.a_source = f.s AND p.a_source_id = f.i)
+        OR EXISTS (SELECT 1 FROM match_pairs p WHERE p.b_source = f.s AND p.b_source_id = f.i)
+        OR EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
+                   AND ((r.a_source = f.s AND r.a_source_id = f.i)
+                     OR (r.b_source = f.s AND r.b_source_id = f.i)))",
+    )
+    .bind(&s)
+    .bind(&i)
+    .fetch_one(tx)
+    .await?;
+    assert_eq!(
+        with_state, 0,
+        "records new to the blocking index have matching state"
+    );
+    Ok(())
 }
 
 /// The rows of `recs` in `source_records` (deleted ones included).

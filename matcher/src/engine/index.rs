@@ -125,21 +125,45 @@ impl std::fmt::Debug for BlockIndex {
 impl BlockIndex {
     /// Every live record's keys, read from `source_records` in pieces (the
     /// keys of one piece computed on every core while the next is read).
+    ///
+    /// Every other row of `source_records` (deleted, or not decodable) is
+    /// entered too, without keys: a record the index does not know was
+    /// then written after the build, and no batch has matched it since
+    /// (see [`BlockIndex::contains`]). Rows are never removed from
+    /// `source_records` (deletes are soft), so that holds for ever.
     pub async fn build(conn: &mut PgConnection) -> sqlx::Result<BlockIndex> {
         const PIECE: usize = 20_000;
         let mut index = BlockIndex::default();
+        let deleted: Vec<(String, String)> = sqlx::query_as(
+            "SELECT source, source_id FROM source_records WHERE deleted_at IS NOT NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for (s, i) in deleted {
+            index.intern(&s, &i);
+        }
         let mut rows = sqlx::query(concat!(
             "SELECT ",
             crate::row_columns!(),
             " FROM source_records WHERE deleted_at IS NULL"
         ))
-        .fetch(conn);
+        .fetch(&mut *conn);
         let mut piece: Vec<SourceRow> = Vec::with_capacity(PIECE);
         let mut pending: Option<tokio::task::JoinHandle<Vec<(Rec, Box<[u64]>)>>> = None;
         loop {
             let row = rows.try_next().await?;
             let done = row.is_none();
-            piece.extend(row.as_ref().and_then(crate::features::decode_row));
+            if let Some(row) = &row {
+                match crate::features::decode_row(row) {
+                    Some(decoded) => piece.push(decoded),
+                    None => {
+                        use sqlx::Row as _;
+                        let s: String = row.try_get("source")?;
+                        let i: String = row.try_get("source_id")?;
+                        index.intern(&s, &i);
+                    }
+                }
+            }
             if piece.len() < PIECE && !done {
                 continue;
             }
@@ -239,6 +263,20 @@ impl BlockIndex {
             }
         }
         id
+    }
+
+    /// Whether the index has an entry for the record (with keys or not).
+    ///
+    /// It has one for every row `source_records` held when the index was
+    /// built and for every record a committed batch of this instance has
+    /// matched since (an entry is never removed; a batch that does not
+    /// commit leaves the entries it added, without keys). A record it does
+    /// not know was written after the build and never matched: no pair,
+    /// review item or person can name it, except through an operator's
+    /// decision (operators may name any stored record). The batch uses that
+    /// to skip looking for the state of such records.
+    pub fn contains(&self, source: &str, source_id: &str) -> bool {
+        self.id_of(source, source_id).is_some()
     }
 
     /// The record of an id.

@@ -300,9 +300,7 @@ impl Engine {
         );
         let changes: Vec<quarantine::Change> =
             claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
-        let mut applied = self
-            .match_isolating(&mut tx, &changes, index, undo)
-            .await?;
+        let mut applied = self.match_isolating(&mut tx, &changes, index, undo).await?;
         applied.changes = ids.len() as u64;
         sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
             .bind(&ids)
