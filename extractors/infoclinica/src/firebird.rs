@@ -179,7 +179,10 @@ impl Source {
                 self.conn = Some(conn);
                 Ok(value)
             }
-            Ok(Ok((_conn, Err(e)))) => Err(e.into()),
+            Ok(Ok((conn, Err(e)))) => {
+                drop_off_runtime(conn);
+                Err(e.into())
+            }
         }
     }
 
@@ -195,7 +198,29 @@ impl Source {
 
     /// Drops the connection (the next call connects again).
     pub fn disconnect(&mut self) {
-        self.conn = None;
+        if let Some(conn) = self.conn.take() {
+            drop_off_runtime(conn);
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+/// Drops a connection on a blocking thread. rsfbclient's drop talks to the
+/// server (frees the cached statements, ends the transaction, detaches) and
+/// waits for its answers without a timeout: on a runtime thread, a server
+/// that is slow or gone would stall every task of that thread — the
+/// health endpoint's too. Outside a runtime it is dropped here.
+fn drop_off_runtime(conn: FbConnection) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(conn));
+        }
+        Err(_) => drop(conn),
     }
 }
 

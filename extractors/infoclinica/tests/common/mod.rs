@@ -118,10 +118,19 @@ impl FbDatabase {
 }
 
 impl Drop for FbDatabase {
+    /// Drops the database on a thread of its own, waiting 30 s at most
+    /// (rsfbclient has no timeouts; a file left behind is removed by the
+    /// next run, `remove_left_behind`).
     fn drop(&mut self) {
-        if let Ok(conn) = sample::connect_writer(&self.settings) {
-            let _ = conn.drop_database();
-        }
+        let settings = self.settings.clone();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(conn) = sample::connect_writer(&settings) {
+                let _ = conn.drop_database();
+            }
+            let _ = done.send(());
+        });
+        let _ = finished.recv_timeout(std::time::Duration::from_secs(30));
     }
 }
 
