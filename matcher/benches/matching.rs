@@ -374,10 +374,11 @@ async fn concurrently(
     );
     let status = matcher.terminate(Duration::from_secs(30));
     let logs = matcher.logs();
-    for line in logs
-        .lines()
-        .filter(|l| l.contains("blocking index built") || l.contains("audit written"))
-    {
+    for line in logs.lines().filter(|l| {
+        l.contains("blocking index built")
+            || l.contains("audit written")
+            || l.contains("phase=\"committed\"")
+    }) {
         println!("concurrent: matcher log: {line}");
     }
     assert!(status.is_some_and(|s| s.success()), "{logs}");

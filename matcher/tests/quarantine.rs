@@ -77,6 +77,13 @@ async fn a_refused_change_is_set_aside_alone_and_retried_by_the_operator() {
     .await
     .unwrap();
     people(&f).await;
+    // The trace the loader stored with the poison's change.
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    sqlx::query("UPDATE record_changes SET traceparent = $1 WHERE source_id = 'poison'")
+        .bind(TRACE)
+        .execute(&f.pool)
+        .await
+        .unwrap();
 
     // One batch: 41 changes, one of them refused.
     let applied = f
@@ -115,6 +122,13 @@ async fn a_refused_change_is_set_aside_alone_and_retried_by_the_operator() {
     assert!(reason.contains("refuse_poison"), "{reason}");
     assert!(reason.contains("person_memberships"), "{reason}");
     assert!(!reason.contains("Отравленный"), "{reason}");
+    let kept: Option<String> =
+        sqlx::query_scalar("SELECT traceparent FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept.as_deref(), Some(TRACE));
 
     // The cause is fixed; the operator retries.
     sqlx::query("ALTER TABLE person_memberships DROP CONSTRAINT refuse_poison")
@@ -126,14 +140,19 @@ async fn a_refused_change_is_set_aside_alone_and_retried_by_the_operator() {
         quarantine::retry(&f.pool, id).await,
         Err(quarantine::RetryError::NotOpen(..))
     ));
-    let (op, status): (String, String) = sqlx::query_as(
-        "SELECT c.op, d.status FROM record_changes c, dead_letters d WHERE d.id = $1",
+    let (op, status, traceparent): (String, String, Option<String>) = sqlx::query_as(
+        "SELECT c.op, d.status, c.traceparent FROM record_changes c, dead_letters d WHERE d.id = $1",
     )
     .bind(id)
     .fetch_one(&f.pool)
     .await
     .unwrap();
     assert_eq!((op.as_str(), status.as_str()), ("insert", "retried"));
+    assert_eq!(
+        traceparent.as_deref(),
+        Some(TRACE),
+        "the retry stays in the trace"
+    );
     f.drain().await;
     assert!(f.person("qms", "poison").await.is_some());
     all_pairs_matched(&f).await;

@@ -16,7 +16,7 @@ use super::{split, write, Applied, Engine, PairRow, Phases, Rec};
 use crate::features::{Features, SourceRow};
 
 /// Batches of at least this many records log their phases at `info`.
-const LOUD_BATCH: usize = 5_000;
+pub(super) const LOUD_BATCH: usize = 5_000;
 
 impl Engine {
     /// Re-evaluates `changed` records (keys, pairs) and recomputes their
@@ -46,20 +46,25 @@ impl Engine {
         // never matched, so they have no pairs, review items or person
         // (`BlockIndex::contains`) unless an operator named them.
         let mut fresh: HashSet<Rec> = HashSet::new();
-        for r in changed {
-            match rows.remove(r).filter(|row| !row.deleted) {
-                Some(row) => {
-                    if !index.contains(&r.0, &r.1) {
-                        fresh.insert(r.clone());
-                    }
-                    let f = Features::of(&row);
-                    let change = index.replace(&r.0, &r.1, key_hashes(&f.keys()));
-                    mine.insert(change.0, f);
-                    undo.push(change);
-                }
-                None => undo.push(index.replace(&r.0, &r.1, Box::new([]))),
+        let live: Vec<Option<SourceRow>> = changed
+            .iter()
+            .map(|r| rows.remove(r).filter(|row| !row.deleted))
+            .collect();
+        let mut computed = features_and_keys(&live).into_iter();
+        for (r, row) in changed.iter().zip(&live) {
+            if row.is_none() {
+                undo.push(index.replace(&r.0, &r.1, Box::new([])));
+                continue;
             }
+            let (f, keys) = computed.next().expect("one per live record");
+            if !index.contains(&r.0, &r.1) {
+                fresh.insert(r.clone());
+            }
+            let change = index.replace(&r.0, &r.1, keys);
+            mine.insert(change.0, f);
+            undo.push(change);
         }
+        drop(live);
         drop(rows);
         phases.mark("keys replaced");
         for r in named_by_decisions(tx, &fresh).await? {
@@ -180,6 +185,25 @@ impl Engine {
         let component = Component::load(tx, &recs, HashMap::new(), None, &HashSet::new()).await?;
         phases.mark("component read");
         component.apply(tx, &self.actor, &mut phases).await
+    }
+}
+
+/// From this many live records on, a batch computes their features and keys
+/// on every core (a few milliseconds per thousand records on one).
+const PARALLEL_FROM: usize = 1_000;
+
+/// The features and key hashes of the live records of `rows`, in order.
+fn features_and_keys(rows: &[Option<SourceRow>]) -> Vec<(Features, Box<[u64]>)> {
+    let live: Vec<&SourceRow> = rows.iter().flatten().collect();
+    let of = |row: &&SourceRow| {
+        let f = Features::of(row);
+        let keys = key_hashes(&f.keys());
+        (f, keys)
+    };
+    if live.len() >= PARALLEL_FROM {
+        super::rematch::par_map(&live, of)
+    } else {
+        live.iter().map(of).collect()
     }
 }
 

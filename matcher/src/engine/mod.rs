@@ -122,7 +122,11 @@ struct Phases {
 
 impl Phases {
     fn new(what: &'static str, records: usize, loud: bool) -> Phases {
-        let now = std::time::Instant::now();
+        Self::since(what, records, loud, std::time::Instant::now())
+    }
+
+    /// Phases whose first one began at `now`.
+    fn since(what: &'static str, records: usize, loud: bool, now: std::time::Instant) -> Phases {
         Phases {
             what,
             records,
@@ -202,6 +206,7 @@ impl Engine {
         if !Self::try_lock(&mut tx).await? {
             return Ok(None);
         }
+        let claiming = std::time::Instant::now();
         let claimed: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
             "SELECT change_id, source, source_id, traceparent FROM record_changes
              ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -213,6 +218,9 @@ impl Engine {
             tx.commit().await?;
             return Ok(Some(Applied::default()));
         }
+        let loud = claimed.len() >= incremental::LOUD_BATCH;
+        let mut phases = Phases::since("claim", claimed.len(), loud, claiming);
+        phases.mark("changes claimed");
         let before: i64 = sqlx::query_scalar(
             "UPDATE match_state SET generation = generation + 1, updated_at = now()
              RETURNING generation - 1",
@@ -222,11 +230,15 @@ impl Engine {
         if index.generation != Some(before) {
             rebuild(&mut index, &mut tx).await?;
         }
+        phases.mark("generation bumped");
         // In flight: if this future is dropped half-way, the index is
         // rebuilt by the next batch.
         index.generation = None;
         let mut undo = Undo::new();
-        match self.apply_claimed(tx, claimed, &mut index, &mut undo).await {
+        match self
+            .apply_claimed(tx, claimed, &mut index, &mut undo, &mut phases)
+            .await
+        {
             Ok(applied) => {
                 index.generation = Some(before + 1);
                 Ok(Some(applied))
@@ -275,6 +287,7 @@ impl Engine {
         claimed: Vec<(i64, String, String, Option<String>)>,
         index: &mut BlockIndex,
         undo: &mut Undo,
+        phases: &mut Phases,
     ) -> sqlx::Result<Applied> {
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
         // Exported traces: this batch's work in each publisher's trace (a
@@ -302,11 +315,14 @@ impl Engine {
             claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
         let mut applied = self.match_isolating(&mut tx, &changes, index, undo).await?;
         applied.changes = ids.len() as u64;
+        phases.mark("matched");
         sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
+        phases.mark("changes deleted");
         tx.commit().await?;
+        phases.mark("committed");
         Ok(applied)
     }
 

@@ -181,10 +181,13 @@ async fn set_aside(
         traceparent,
     });
     let payload = serde_json::to_vec(&kept).expect("a change serializes");
+    // The trace also in the column every dead letter has (`etl dlq list`
+    // and operators' SQL read it there).
+    let traceparent = kept.as_ref().and_then(|k| k.traceparent.clone());
     sqlx::query(
         "INSERT INTO dead_letters (stream, stream_seq, item, subject, source, source_id,
-                                   reason_code, reason, payload, delivered)
-         VALUES ($1, $2, 0, $1, $3, $4, $5, $6, $7, 1)
+                                   reason_code, reason, payload, delivered, traceparent)
+         VALUES ($1, $2, 0, $1, $3, $4, $5, $6, $7, 1, $8)
          ON CONFLICT (stream, stream_seq, item) DO NOTHING",
     )
     .bind(STREAM)
@@ -194,6 +197,7 @@ async fn set_aside(
     .bind(REASON_CODE)
     .bind(&reason)
     .bind(&payload)
+    .bind(&traceparent)
     .execute(&mut *conn)
     .await?;
     metrics::counter!("matcher_changes_quarantined_total").increment(1);
