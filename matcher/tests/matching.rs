@@ -880,19 +880,35 @@ async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
     f.assert_equals_a_rematch().await;
 }
 
-/// A record written after the blocking index was built is matched without
-/// looking up its pairs, review items or person (it has none). These are
-/// the records the index has not seen that do have state, which must be
-/// looked up: one deleted when the index was built (its delete not yet
-/// matched) and written again after, and new records an operator named
-/// before they were matched (by `etl persons link`, which gives them a
-/// person at once, and by SQL).
+/// A record without matching state (no pair, review item or person: a new
+/// one, mostly) is matched without looking that state up; the blocking
+/// index knows which records may have some. These are records that do
+/// have state, which must be looked up: a person of one record changed
+/// after the index was rebuilt; one deleted when the index was rebuilt
+/// (its delete not yet matched) and written again after; and new records
+/// an operator named before they were matched (by `etl persons link`,
+/// which gives them a person at once, and by SQL). Debug builds check in
+/// every batch that the records it did not look up have no state.
 #[tokio::test]
-async fn records_new_to_the_index_with_state_are_looked_up() {
+async fn records_with_state_are_looked_up() {
     let f = Fixture::new().await;
+    let alone = || {
+        with_passport(
+            proto::PatientRecord {
+                last_name: Some("Сидоров".into()),
+                first_name: Some("Игорь".into()),
+                birth_date: chrono::NaiveDate::from_ymd_opt(1961, 7, 9),
+                ..adult()
+            },
+            "4001",
+            "333333",
+        )
+    };
+    f.write(vec![("qms", "s1", Some(alone()))]).await;
     f.write_b_and_others(23).await;
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+    let s1 = f.person("qms", "s1").await.expect("a person of its own");
 
     // b2 deleted; the index rebuilt (another instance worked) while that
     // delete is still pending: it holds a row lock on the change, so the
@@ -921,6 +937,15 @@ async fn records_new_to_the_index_with_state_are_looked_up() {
     .await;
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
+    // s1 (matched before the rebuild, alone) changes: it keeps its person.
+    f.write(vec![(
+        "qms",
+        "s1",
+        Some(with_phone(alone(), "+79161234567")),
+    )])
+    .await;
+    f.drain().await;
+    assert_eq!(f.person("qms", "s1").await, Some(s1));
 
     // New records named by an operator before the matcher saw them: n1
     // linked (it has a person at once), n2 (which the document rule would
@@ -952,6 +977,44 @@ async fn records_new_to_the_index_with_state_are_looked_up() {
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "n1")).await);
     assert!(!f.same(("qms", "b"), ("infoclinica", "n2")).await);
+
+    // A record with a pair and no person: z2's change waits while z1's
+    // batch (with an index rebuilt when both were stored) finds it as a
+    // namesake (a review pair); the index is rebuilt again before z2's
+    // change is matched.
+    let zaytsev = || proto::PatientRecord {
+        last_name: Some("Зайцев".into()),
+        ..adult()
+    };
+    f.write(vec![
+        ("qms", "z1", Some(zaytsev())),
+        ("infoclinica", "z2", Some(zaytsev())),
+    ])
+    .await;
+    let rebuild = || async {
+        sqlx::query("UPDATE match_state SET generation = generation + 1")
+            .execute(&f.pool)
+            .await
+            .unwrap();
+    };
+    rebuild().await;
+    let mut held = f.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM record_changes WHERE source_id = 'z2' FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let applied = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    assert_eq!(applied.changes, 1);
+    held.rollback().await.unwrap();
+    assert_eq!(f.person("infoclinica", "z2").await, None);
+    assert_eq!(
+        f.count("SELECT count(*) FROM match_pairs WHERE b_source_id = 'z2' OR a_source_id = 'z2'")
+            .await,
+        1
+    );
+    rebuild().await;
+    f.drain().await;
+    assert!(!f.same(("qms", "z1"), ("infoclinica", "z2")).await);
     assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 0);
     assert_eq!(f.count("SELECT count(*) FROM dead_letters").await, 0);
     f.assert_equals_a_rematch().await;

@@ -46,8 +46,9 @@ impl Component {
     /// persons with those persons' other members — four set-based
     /// statements per step, each record probed once for each.
     ///
-    /// `fresh` seeds are known to have no state yet (never matched, named
-    /// by no decision: see `BlockIndex::contains`): they are not probed.
+    /// `fresh` seeds are known to have no state (no pairs, review items or
+    /// person, named by no decision: see `BlockIndex::may_have_state`):
+    /// they are not probed.
     /// A backlog of new records is mostly fresh, and these probes were
     /// most of its cost.
     pub(super) async fn load(
@@ -254,6 +255,13 @@ impl Component {
             locked,
             open_items,
         })
+    }
+
+    /// The live records of the component (each gets a person).
+    pub(super) fn records(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.nodes
+            .iter()
+            .map(|f| (f.source.as_str(), f.source_id.as_str()))
     }
 
     /// Everything: every live record (sorted), every pair.

@@ -42,9 +42,9 @@ impl Engine {
         // records of one batch find each other (and a block's size counts
         // them), as a re-match would. A deleted record holds no key.
         let mut mine: HashMap<u32, Features> = HashMap::with_capacity(changed.len());
-        // Live records the index does not know: written after its build and
-        // never matched, so they have no pairs, review items or person
-        // (`BlockIndex::contains`) unless an operator named them.
+        // Live records without matching state (no pairs, review items or
+        // person: `BlockIndex::may_have_state`) unless an operator named
+        // them: new records, mostly.
         let mut fresh: HashSet<Rec> = HashSet::new();
         let live: Vec<Option<SourceRow>> = changed
             .iter()
@@ -57,7 +57,7 @@ impl Engine {
                 continue;
             }
             let (f, keys) = computed.next().expect("one per live record");
-            if !index.contains(&r.0, &r.1) {
+            if !index.may_have_state(&r.0, &r.1) {
                 fresh.insert(r.clone());
             }
             let change = index.replace(&r.0, &r.1, keys);
@@ -166,6 +166,16 @@ impl Engine {
             .collect();
         let component = Component::load(tx, changed, features, Some(&pairs), &fresh).await?;
         phases.mark("component read");
+        // Everything this batch may give state: the ends of its pairs, and
+        // every record of the component (each gets a person). Marked
+        // before the writes: a mark without state only costs a lookup.
+        for p in &pairs {
+            index.mark_stated(&p.a.0, &p.a.1);
+            index.mark_stated(&p.b.0, &p.b.1);
+        }
+        for (s, i) in component.records() {
+            index.mark_stated(s, i);
+        }
         let applied = component.apply(tx, &self.actor, &mut phases).await?;
         Ok(applied)
     }

@@ -106,6 +106,9 @@ pub struct BlockIndex {
     recs: Vec<(u16, Box<str>)>,
     /// Id → its keys' hashes (empty: deleted, or no key).
     keys_of: Vec<Box<[u64]>>,
+    /// Id → whether the record may have matching state (see
+    /// [`BlockIndex::may_have_state`]).
+    stated: Vec<bool>,
     /// Key hash → holders (see [`MANY`]).
     holders: HashedMap<u32>,
     many: Vec<Vec<u32>>,
@@ -127,10 +130,8 @@ impl BlockIndex {
     /// keys of one piece computed on every core while the next is read).
     ///
     /// Every other row of `source_records` (deleted, or not decodable) is
-    /// entered too, without keys: a record the index does not know was
-    /// then written after the build, and no batch has matched it since
-    /// (see [`BlockIndex::contains`]). Rows are never removed from
-    /// `source_records` (deletes are soft), so that holds for ever.
+    /// entered too, without keys; then the records that have matching
+    /// state are marked ([`BlockIndex::may_have_state`]).
     pub async fn build(conn: &mut PgConnection) -> sqlx::Result<BlockIndex> {
         const PIECE: usize = 20_000;
         let mut index = BlockIndex::default();
@@ -187,11 +188,34 @@ impl BlockIndex {
         if let Some(p) = pending.take() {
             index.add_all(p.await.expect("key thread panicked"));
         }
+        drop(rows);
+        index.mark_state(conn).await?;
         index.holders.shrink_to_fit();
         index.ids.shrink_to_fit();
         index.recs.shrink_to_fit();
         index.keys_of.shrink_to_fit();
+        index.stated.shrink_to_fit();
         Ok(index)
+    }
+
+    /// Marks every record that has matching state now: a current person,
+    /// a pair, an open review item (whole-table reads, ~1–2 s at a million
+    /// records: cheaper than the per-record lookups they spare the batches
+    /// of a backlog).
+    async fn mark_state(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        for sql in [
+            "SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL",
+            "SELECT a_source, a_source_id FROM match_pairs",
+            "SELECT b_source, b_source_id FROM match_pairs",
+            "SELECT a_source, a_source_id FROM review_items WHERE status = 'open'",
+            "SELECT b_source, b_source_id FROM review_items WHERE status = 'open'",
+        ] {
+            let mut rows = sqlx::query_as::<_, (String, String)>(sql).fetch(&mut *conn);
+            while let Some((s, i)) = rows.try_next().await? {
+                self.mark_stated(&s, &i);
+            }
+        }
+        Ok(())
     }
 
     fn add_all(&mut self, recs: Vec<(Rec, Box<[u64]>)>) {
@@ -217,6 +241,7 @@ impl BlockIndex {
             + self.recs.capacity() * 24
             + self.recs.iter().map(|r| r.1.len()).sum::<usize>()
             + self.keys_of.capacity() * 16
+            + self.stated.capacity()
             + self.keys_of.iter().map(|k| k.len() * 8).sum::<usize>()
             + self.many.capacity() * 24
             + self.many.iter().map(|m| m.capacity() * 4).sum::<usize>()
@@ -253,6 +278,7 @@ impl BlockIndex {
         assert!(id < MANY, "more than 2^31 records in the blocking index");
         self.recs.push((s, source_id.into()));
         self.keys_of.push(Box::new([]));
+        self.stated.push(false);
         match self.ids.entry(rec_hash(source, source_id)) {
             Entry::Vacant(e) => {
                 e.insert(id);
@@ -265,18 +291,33 @@ impl BlockIndex {
         id
     }
 
-    /// Whether the index has an entry for the record (with keys or not).
+    /// Whether the record may have matching state: a pair, an open review
+    /// item or a current person. False means it has none (unless an
+    /// operator's decision names it: operators may name any stored record
+    /// and apply their decision in their own process, so a batch asks
+    /// `match_decisions` about such records); the batch then skips looking
+    /// for that state.
     ///
-    /// It has one for every row `source_records` held when the index was
-    /// built and for every record a committed batch of this instance has
-    /// matched since (an entry is never removed; a batch that does not
-    /// commit leaves the entries it added, without keys). A record it does
-    /// not know was written after the build and never matched: no pair,
-    /// review item or person can name it, except through an operator's
-    /// decision (operators may name any stored record). The batch uses that
-    /// to skip looking for the state of such records.
-    pub fn contains(&self, source: &str, source_id: &str) -> bool {
-        self.id_of(source, source_id).is_some()
+    /// Why that holds: the build marks every record that has state then
+    /// (current memberships, pairs, open review items), and the state of
+    /// the matcher changes only under its lock, in batches of this instance
+    /// (which mark every record they give state: the ends of the pairs
+    /// they write and every record of the component they recompute) or in
+    /// transactions of others: another instance's batch or a re-match bump
+    /// the generation (this index is rebuilt), and an operator's decision
+    /// reaches only the records the decision names (asked) and records
+    /// that have state already (pairs, persons). A mark is never taken
+    /// back: a record marked without state (its batch rolled back, its
+    /// person gone) is only looked up for nothing.
+    pub fn may_have_state(&self, source: &str, source_id: &str) -> bool {
+        self.id_of(source, source_id)
+            .is_some_and(|id| self.stated[id as usize])
+    }
+
+    /// Marks the record as one that may have matching state.
+    pub fn mark_stated(&mut self, source: &str, source_id: &str) {
+        let id = self.intern(source, source_id);
+        self.stated[id as usize] = true;
     }
 
     /// The record of an id.
@@ -439,6 +480,7 @@ mod tests {
         ix.sources.push("b".into());
         ix.recs.push((1, "2".into()));
         ix.keys_of.push(Box::new([]));
+        ix.stated.push(false);
         ix.collided.insert(("b".into(), "2".into()), id);
         ix.ids.insert(rec_hash("b", "2"), a);
         assert_eq!(ix.id_of("a", "1"), Some(a));
