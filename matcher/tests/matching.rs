@@ -883,9 +883,9 @@ async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
 /// A record without matching state (no pair, review item or person: a new
 /// one, mostly) is matched without looking that state up; the blocking
 /// index knows which records may have some. These are records that do
-/// have state, which must be looked up: a person of one record changed
-/// after the index was rebuilt; one deleted when the index was rebuilt
-/// (its delete not yet matched) and written again after; and new records
+/// have state, which must be looked up: records whose change waits while
+/// the index is rebuilt (a person of one record; one deleted, then written
+/// again after the rebuild; a namesake's review partner); and new records
 /// an operator named before they were matched (by `etl persons link`,
 /// which gives them a person at once, and by SQL). Debug builds check in
 /// every batch that the records it did not look up have no state.
@@ -911,9 +911,14 @@ async fn records_with_state_are_looked_up() {
     let s1 = f.person("qms", "s1").await.expect("a person of its own");
 
     // b2 deleted; the index rebuilt (another instance worked) while that
-    // delete is still pending: it holds a row lock on the change, so the
-    // batch that rebuilds claims only x1.
-    f.write(vec![("infoclinica", "b2", None)]).await;
+    // delete is still pending: the test holds a row lock on the change, so
+    // the batch that rebuilds claims only x1.
+    // s1 (a person of one record) changes at the same time.
+    f.write(vec![
+        ("infoclinica", "b2", None),
+        ("qms", "s1", Some(with_phone(alone(), "+79161234567"))),
+    ])
+    .await;
     sqlx::query("UPDATE match_state SET generation = generation + 1")
         .execute(&f.pool)
         .await
@@ -921,7 +926,7 @@ async fn records_with_state_are_looked_up() {
     f.write(vec![("infoclinica", "x1", Some(other_adult()))])
         .await;
     let mut held = f.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM record_changes WHERE source_id = 'b2' FOR UPDATE")
+    sqlx::query("SELECT 1 FROM record_changes WHERE source_id IN ('b2', 's1') FOR UPDATE")
         .execute(&mut *held)
         .await
         .unwrap();
@@ -937,15 +942,7 @@ async fn records_with_state_are_looked_up() {
     .await;
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
-    // s1 (matched before the rebuild, alone) changes: it keeps its person.
-    f.write(vec![(
-        "qms",
-        "s1",
-        Some(with_phone(alone(), "+79161234567")),
-    )])
-    .await;
-    f.drain().await;
-    assert_eq!(f.person("qms", "s1").await, Some(s1));
+    assert_eq!(f.person("qms", "s1").await, Some(s1), "s1 keeps its person");
 
     // New records named by an operator before the matcher saw them: n1
     // linked (it has a person at once), n2 (which the document rule would

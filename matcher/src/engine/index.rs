@@ -198,22 +198,33 @@ impl BlockIndex {
         Ok(index)
     }
 
-    /// Marks every record that has matching state now: a current person,
-    /// a pair, an open review item (whole-table reads, ~1–2 s at a million
-    /// records: cheaper than the per-record lookups they spare the batches
-    /// of a backlog).
+    /// Which records may have matching state, right after the build: all
+    /// of them but those waiting in `record_changes` without any (no
+    /// current person, pair or open review item: new records, mostly). A
+    /// live record is either matched or waiting, so that is exact but for
+    /// records set aside as dead letters (marked: only looked up for
+    /// nothing). One statement whose cost follows the backlog, not the
+    /// table.
     async fn mark_state(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        for sql in [
-            "SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL",
-            "SELECT a_source, a_source_id FROM match_pairs",
-            "SELECT b_source, b_source_id FROM match_pairs",
-            "SELECT a_source, a_source_id FROM review_items WHERE status = 'open'",
-            "SELECT b_source, b_source_id FROM review_items WHERE status = 'open'",
-        ] {
-            let mut rows = sqlx::query_as::<_, (String, String)>(sql).fetch(&mut *conn);
-            while let Some((s, i)) = rows.try_next().await? {
-                self.mark_stated(&s, &i);
-            }
+        self.stated.iter_mut().for_each(|s| *s = true);
+        let mut rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT DISTINCT c.source, c.source_id FROM record_changes c
+             WHERE NOT EXISTS (SELECT 1 FROM person_memberships m
+                               WHERE m.source = c.source AND m.source_id = c.source_id
+                                 AND m.valid_to IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM match_pairs p
+                               WHERE p.a_source = c.source AND p.a_source_id = c.source_id)
+               AND NOT EXISTS (SELECT 1 FROM match_pairs p
+                               WHERE p.b_source = c.source AND p.b_source_id = c.source_id)
+               AND NOT EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
+                               AND r.a_source = c.source AND r.a_source_id = c.source_id)
+               AND NOT EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
+                               AND r.b_source = c.source AND r.b_source_id = c.source_id)",
+        )
+        .fetch(&mut *conn);
+        while let Some((s, i)) = rows.try_next().await? {
+            let id = self.intern(&s, &i);
+            self.stated[id as usize] = false;
         }
         Ok(())
     }
@@ -298,8 +309,10 @@ impl BlockIndex {
     /// `match_decisions` about such records); the batch then skips looking
     /// for that state.
     ///
-    /// Why that holds: the build marks every record that has state then
-    /// (current memberships, pairs, open review items), and the state of
+    /// Why that holds: the build marks every record but those it found
+    /// without state (`mark_state`), a record entered later
+    /// (written after the build) has none until a batch gives it, and the
+    /// state of
     /// the matcher changes only under its lock, in batches of this instance
     /// (which mark every record they give state: the ends of the pairs
     /// they write and every record of the component they recompute) or in
