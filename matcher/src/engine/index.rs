@@ -23,6 +23,11 @@
 //! writes both in one transaction), which will replace them. That is what
 //! `match_keys` held.
 //!
+//! It also knows which records may have matching state (a pair, an open
+//! review item, a person: [`BlockIndex::may_have_state`]); a batch does not
+//! look up the state of the others (new records, mostly), which was most
+//! of the cost of matching a backlog of new records.
+//!
 //! Keys are stored as 64-bit hashes ([`key_hash`]) and records as interned
 //! `u32` ids, to keep the memory small. A hash collision between two keys
 //! only puts the holders of both into one block: more candidates, which the
