@@ -919,20 +919,10 @@ async fn records_with_state_are_looked_up() {
         ("qms", "s1", Some(with_phone(alone(), "+79161234567"))),
     ])
     .await;
-    sqlx::query("UPDATE match_state SET generation = generation + 1")
-        .execute(&f.pool)
-        .await
-        .unwrap();
     f.write(vec![("infoclinica", "x1", Some(other_adult()))])
         .await;
-    let mut held = f.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM record_changes WHERE source_id IN ('b2', 's1') FOR UPDATE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
-    let applied = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
-    assert_eq!(applied.changes, 1);
-    held.rollback().await.unwrap();
+    stale_index(&f).await;
+    assert_eq!(one_batch_while_waiting(&f, &["b2", "s1"]).await, 1);
     // b2 back: still b's person (found through its old membership).
     f.write(vec![(
         "infoclinica",
@@ -988,31 +978,41 @@ async fn records_with_state_are_looked_up() {
         ("infoclinica", "z2", Some(zaytsev())),
     ])
     .await;
-    let rebuild = || async {
-        sqlx::query("UPDATE match_state SET generation = generation + 1")
-            .execute(&f.pool)
-            .await
-            .unwrap();
-    };
-    rebuild().await;
-    let mut held = f.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM record_changes WHERE source_id = 'z2' FOR UPDATE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
-    let applied = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
-    assert_eq!(applied.changes, 1);
-    held.rollback().await.unwrap();
+    stale_index(&f).await;
+    assert_eq!(one_batch_while_waiting(&f, &["z2"]).await, 1);
     assert_eq!(f.person("infoclinica", "z2").await, None);
     assert_eq!(
         f.count("SELECT count(*) FROM match_pairs WHERE b_source_id = 'z2' OR a_source_id = 'z2'")
             .await,
         1
     );
-    rebuild().await;
+    stale_index(&f).await;
     f.drain().await;
     assert!(!f.same(("qms", "z1"), ("infoclinica", "z2")).await);
     assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 0);
     assert_eq!(f.count("SELECT count(*) FROM dead_letters").await, 0);
     f.assert_equals_a_rematch().await;
+}
+
+/// Makes this instance's index stale, as another instance's work would:
+/// its next batch rebuilds it.
+async fn stale_index(f: &Fixture) {
+    sqlx::query("UPDATE match_state SET generation = generation + 1")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+}
+
+/// Applies one batch while the changes of the records `waiting` wait (the
+/// test holds their rows: the claim skips them); the changes applied.
+async fn one_batch_while_waiting(f: &Fixture, waiting: &[&str]) -> u64 {
+    let mut held = f.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM record_changes WHERE source_id = ANY($1) FOR UPDATE")
+        .bind(waiting)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let applied = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    held.rollback().await.unwrap();
+    applied.changes
 }
