@@ -218,9 +218,8 @@ fn features_and_keys(rows: &[Option<SourceRow>]) -> Vec<(Features, Box<[u64]>)> 
 }
 
 /// The records of `recs` that an operator's decision names, revoked ones
-/// included (a revoked link may have left its records a person).
-/// `match_decisions` is small (operators write it): a scan of it, hashed
-/// against the batch.
+/// included (a revoked link may have left its records a person); by the
+/// indexes of migration `20261202130001`.
 async fn named_by_decisions(tx: &mut PgConnection, recs: &HashSet<Rec>) -> sqlx::Result<Vec<Rec>> {
     if recs.is_empty() {
         return Ok(Vec::new());
@@ -248,23 +247,17 @@ async fn assert_stateless(tx: &mut PgConnection, fresh: &HashSet<Rec>) -> sqlx::
     }
     let recs: Vec<Rec> = fresh.iter().cloned().collect();
     let (s, i) = split(&recs);
-    let with_state: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM UNNEST($1::text[], $2::text[]) AS f(s, i) WHERE
-           EXISTS (SELECT 1 FROM person_memberships m
-                   WHERE m.source = f.s AND m.source_id = f.i AND m.valid_to IS NULL)
-        OR EXISTS (SELECT 1 FROM match_pairs p WHERE p.a_source = f.s AND p.a_source_id = f.i)
-        OR EXISTS (SELECT 1 FROM match_pairs p WHERE p.b_source = f.s AND p.b_source_id = f.i)
-        OR EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
-                   AND ((r.a_source = f.s AND r.a_source_id = f.i)
-                     OR (r.b_source = f.s AND r.b_source_id = f.i)))",
-    )
+    let with_state: i64 = sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM UNNEST($1::text[], $2::text[]) AS x(source, source_id) WHERE ",
+        crate::state_exists!(" OR ")
+    ))
     .bind(&s)
     .bind(&i)
     .fetch_one(tx)
     .await?;
     assert_eq!(
         with_state, 0,
-        "records new to the blocking index have matching state"
+        "records the blocking index marks without state have matching state"
     );
     Ok(())
 }

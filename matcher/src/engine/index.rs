@@ -68,6 +68,32 @@ pub fn key_hashes(keys: &[String]) -> Box<[u64]> {
     h.into_boxed_slice()
 }
 
+/// The matching state of a record `x` (columns `x.source`, `x.source_id`)
+/// as SQL, for `concat!`: a current person, a pair, an open review item —
+/// one `EXISTS` per index, joined by `$join`. `state_exists!(" OR ")` is
+/// "has state" (the debug check of every batch, `incremental.rs`); `"NOT "`
+/// before `state_exists!(" AND NOT ")` is "has none" (the index build),
+/// which PostgreSQL plans as anti-joins.
+#[macro_export]
+macro_rules! state_exists {
+    ($join:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM person_memberships m WHERE m.source = x.source
+                     AND m.source_id = x.source_id AND m.valid_to IS NULL)",
+            $join,
+            "EXISTS (SELECT 1 FROM match_pairs p WHERE p.a_source = x.source AND p.a_source_id = x.source_id)",
+            $join,
+            "EXISTS (SELECT 1 FROM match_pairs p WHERE p.b_source = x.source AND p.b_source_id = x.source_id)",
+            $join,
+            "EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
+                     AND r.a_source = x.source AND r.a_source_id = x.source_id)",
+            $join,
+            "EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
+                     AND r.b_source = x.source AND r.b_source_id = x.source_id)"
+        )
+    };
+}
+
 /// The keys of the maps below are hashes already: used as they are.
 #[derive(Default, Clone, Copy)]
 struct PreHashed(u64);
@@ -212,20 +238,10 @@ impl BlockIndex {
     /// table.
     async fn mark_state(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
         self.stated.iter_mut().for_each(|s| *s = true);
-        let mut rows = sqlx::query_as::<_, (String, String)>(
-            "SELECT DISTINCT c.source, c.source_id FROM record_changes c
-             WHERE NOT EXISTS (SELECT 1 FROM person_memberships m
-                               WHERE m.source = c.source AND m.source_id = c.source_id
-                                 AND m.valid_to IS NULL)
-               AND NOT EXISTS (SELECT 1 FROM match_pairs p
-                               WHERE p.a_source = c.source AND p.a_source_id = c.source_id)
-               AND NOT EXISTS (SELECT 1 FROM match_pairs p
-                               WHERE p.b_source = c.source AND p.b_source_id = c.source_id)
-               AND NOT EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
-                               AND r.a_source = c.source AND r.a_source_id = c.source_id)
-               AND NOT EXISTS (SELECT 1 FROM review_items r WHERE r.status = 'open'
-                               AND r.b_source = c.source AND r.b_source_id = c.source_id)",
-        )
+        let mut rows = sqlx::query_as::<_, (String, String)>(concat!(
+            "SELECT DISTINCT x.source, x.source_id FROM record_changes x WHERE NOT ",
+            crate::state_exists!(" AND NOT ")
+        ))
         .fetch(&mut *conn);
         while let Some((s, i)) = rows.try_next().await? {
             let id = self.intern(&s, &i);
