@@ -161,23 +161,18 @@ impl BlockIndex {
     /// keys of one piece computed on every core while the next is read).
     ///
     /// Every other row of `source_records` (deleted, or not decodable) is
-    /// entered too, without keys; then the records that have matching
-    /// state are marked ([`BlockIndex::may_have_state`]).
+    /// entered too, without keys, so that every stored record is marked
+    /// as one that may have matching state but those found without any
+    /// ([`BlockIndex::may_have_state`]).
     pub async fn build(conn: &mut PgConnection) -> sqlx::Result<BlockIndex> {
         const PIECE: usize = 20_000;
         let mut index = BlockIndex::default();
-        let deleted: Vec<(String, String)> = sqlx::query_as(
-            "SELECT source, source_id FROM source_records WHERE deleted_at IS NOT NULL",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for (s, i) in deleted {
-            index.intern(&s, &i);
-        }
+        // Every row in one statement (one snapshot): a record deleted or
+        // restored while the index is built must not fall between two.
         let mut rows = sqlx::query(concat!(
             "SELECT ",
             crate::row_columns!(),
-            " FROM source_records WHERE deleted_at IS NULL"
+            " FROM source_records"
         ))
         .fetch(&mut *conn);
         let mut piece: Vec<SourceRow> = Vec::with_capacity(PIECE);
@@ -187,6 +182,9 @@ impl BlockIndex {
             let done = row.is_none();
             if let Some(row) = &row {
                 match crate::features::decode_row(row) {
+                    Some(decoded) if decoded.deleted => {
+                        index.intern(&decoded.source, &decoded.source_id);
+                    }
                     Some(decoded) => piece.push(decoded),
                     None => {
                         use sqlx::Row as _;
