@@ -50,6 +50,12 @@ impl Default for ShutdownSettings {
 
 /// [`on_signals`], and once cancelled: `STOPPING=1` to systemd, and exit
 /// after `settings.deadline` if the service has not stopped by then.
+///
+/// The deadline is kept by a thread of its own, not a task: once `main`
+/// returns, the runtime stops its tasks and then waits, without a limit,
+/// for its blocking calls to end — and a blocking client library call
+/// (rsfbclient has no timeouts) may never end against a server that went
+/// silent. The thread still ends the process at the deadline.
 pub fn on_signals_with_deadline(settings: &ShutdownSettings) -> CancellationToken {
     let token = on_signals();
     let cancelled = token.clone();
@@ -58,9 +64,14 @@ pub fn on_signals_with_deadline(settings: &ShutdownSettings) -> CancellationToke
         cancelled.cancelled().await;
         let _ = STOPPING_SINCE.set(std::time::Instant::now());
         crate::observe::stopping();
-        tokio::time::sleep(deadline).await;
-        tracing::error!(?deadline, "shutdown deadline passed: exiting now");
-        std::process::exit(1);
+        std::thread::Builder::new()
+            .name("shutdown-deadline".into())
+            .spawn(move || {
+                std::thread::sleep(deadline);
+                tracing::error!(?deadline, "shutdown deadline passed: exiting now");
+                std::process::exit(1);
+            })
+            .expect("a thread for the shutdown deadline");
     });
     token
 }

@@ -19,32 +19,18 @@ pub mod otlp;
 pub mod postgres;
 
 /// A name no other test (or test run) uses: `<prefix>_<pid>_<n>_<nanos>`.
-/// Ends this test process if the test is still running after `limit`: a
-/// test whose runtime is stuck (a blocking call on a runtime thread, a
-/// server that never answers) cannot fire its own timeouts, and would
-/// otherwise hold CI until its global limit. Disarmed when dropped (at the
-/// end of the test).
-pub struct Watchdog {
-    done: std::sync::mpsc::Sender<()>,
-}
-
-impl Watchdog {
-    pub fn arm(test: &'static str, limit: Duration) -> Watchdog {
-        let (done, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-                eprintln!("{test}: still running after {limit:?}; aborting the test process");
-                std::process::abort();
-            }
-        });
-        Watchdog { done }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        let _ = self.done.send(());
-    }
+/// Aborts this test process if it is still running after `limit`. A test
+/// whose runtime is stuck — a blocking call on a runtime thread, or, after
+/// the test body, the runtime's shutdown waiting without a limit for a
+/// blocking call that never returns — cannot fire its own timeouts, and
+/// would otherwise hold CI until its global limit. For a test binary of
+/// one test: the limit covers the whole process.
+pub fn abort_if_still_running(test: &'static str, limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("{test}: still running after {limit:?}; aborting the test process");
+        std::process::abort();
+    });
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -82,8 +82,19 @@ struct ChangeArgs {
     inserts: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The runtime is built here rather than by `#[tokio::main]` for its end:
+/// a runtime dropped at the end of `main` waits without a limit for its
+/// blocking calls, and an rsfbclient call (no timeouts of its own) that
+/// outlived its `query_timeout` against a server gone silent may never
+/// return. Those are left behind after a few seconds; the process exits.
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(run_main());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+async fn run_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
     let telemetry = etl_runtime::telemetry::init_with_traces(

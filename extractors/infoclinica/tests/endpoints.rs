@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_answer_and_readiness_follows_firebird_and_nats() {
-    let _watchdog = testkit::Watchdog::arm("endpoints", Duration::from_secs(300));
+    testkit::abort_if_still_running("endpoints", Duration::from_secs(300));
     let fb = FbDatabase::create(300, true);
     let proxy = Proxy::start(3050).await;
     let mut nats = TempNats::start();

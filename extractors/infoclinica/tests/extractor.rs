@@ -380,47 +380,7 @@ async fn kill_9_mid_initial_load_then_restart() {
     let fx = Fixture::new().await;
     let proxy = Proxy::start(3050).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = |port: u16| {
-        let path = dir.path().join(format!("config-{port}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"
-[nats]
-url = "{nats}"
-[stream]
-name = "{stream}"
-subject_prefix = "{prefix}"
-max_age = "1h"
-[extractor]
-checkpoint_bucket = "{bucket}"
-page_size = 100
-[extractor.retry]
-initial = "100ms"
-max = "1s"
-[[databases]]
-name = "branch"
-host = "127.0.0.1"
-port = {port}
-database = "{path}"
-user = "ETL_TEST"
-password = "etl_test"
-charset = "WIN1251"
-business_units = {{ "1" = "main", "3" = "branch-1", "7" = "branch-7" }}
-[databases.table]
-snils = "SNILS"
-oms_policy = "POLIS"
-"#,
-                nats = testkit::nats_url(),
-                stream = fx.stream.name,
-                prefix = fx.stream.subject_prefix,
-                bucket = fx.checkpoint_bucket,
-                path = fb.settings.database,
-            ),
-        )
-        .unwrap();
-        path
-    };
+    let config = |port: u16| fx.config_file(dir.path(), &fb, port);
     let bin = env!("CARGO_BIN_EXE_infoclinica-extractor");
 
     // Through a proxy that stalls after some pages: the process is surely
@@ -614,4 +574,51 @@ async fn uncommitted_writers_neither_block_nor_get_lost() {
     .await;
     wait_for_state(&fx.pool, &fb.expected(&[])).await;
     fx.finish().await;
+}
+
+/// SIGTERM while Firebird has gone silent (the proxy holds its answers:
+/// the extractor's blocking calls never return): the daemon still exits,
+/// by its shutdown deadline at the latest, instead of waiting for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_firebird_is_silent_exits_in_time() {
+    let fb = FbDatabase::create(300, true);
+    let fx = Fixture::new().await;
+    let proxy = Proxy::start(3050).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = fx.config_file(dir.path(), &fb, proxy.port);
+    let env: Vec<(String, String)> = [
+        ("ETL__EXTRACTOR__DELTA_INTERVAL", "200ms"),
+        ("ETL__EXTRACTOR__QUERY_TIMEOUT", "1s"),
+        ("ETL__EXTRACTOR__CONNECT_TIMEOUT", "1s"),
+        ("ETL__SHUTDOWN__DEADLINE", "5s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut child = testkit::ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_infoclinica-extractor"),
+        &["--config", config.to_str().unwrap()],
+        &env,
+    );
+    testkit::wait_until(Duration::from_secs(60), "the initial load", || async {
+        fx.checkpoint("branch")
+            .await
+            .and_then(|s| s.initial)
+            .is_some_and(|l| l.done)
+    })
+    .await;
+    // Silent: every answer held from now on. Delta passes start, time out
+    // and are retried; their blocking calls stay stuck.
+    proxy.stall_after(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.is_running(), "{}", child.logs());
+    let started = std::time::Instant::now();
+    let status = child.terminate(Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(
+        status.is_some() && took < Duration::from_secs(15),
+        "did not exit in time after SIGTERM ({took:?}); logs:\n{}",
+        child.logs()
+    );
+    drop(proxy);
 }

@@ -223,6 +223,56 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A config file for the extractor binary: this fixture's NATS stream
+    /// and checkpoint bucket, `fb` reached at `port` (the server, or a
+    /// [`Proxy`] in front of it). Other settings: `ETL__…` variables.
+    pub fn config_file(
+        &self,
+        dir: &std::path::Path,
+        fb: &FbDatabase,
+        port: u16,
+    ) -> std::path::PathBuf {
+        let path = dir.join(format!("config-{port}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[nats]
+url = "{nats}"
+[stream]
+name = "{stream}"
+subject_prefix = "{prefix}"
+max_age = "1h"
+[extractor]
+checkpoint_bucket = "{bucket}"
+page_size = 100
+[extractor.retry]
+initial = "100ms"
+max = "1s"
+[[databases]]
+name = "branch"
+host = "127.0.0.1"
+port = {port}
+database = "{path}"
+user = "ETL_TEST"
+password = "etl_test"
+charset = "WIN1251"
+business_units = {{ "1" = "main", "3" = "branch-1", "7" = "branch-7" }}
+[databases.table]
+snils = "SNILS"
+oms_policy = "POLIS"
+"#,
+                nats = testkit::nats_url(),
+                stream = self.stream.name,
+                prefix = self.stream.subject_prefix,
+                bucket = self.checkpoint_bucket,
+                path = fb.settings.database,
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     pub async fn new() -> Fixture {
         // Logs on stderr with RUST_LOG (e.g. RUST_LOG=infoclinica_extractor=debug).
         if std::env::var_os("RUST_LOG").is_some() {
