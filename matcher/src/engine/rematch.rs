@@ -24,31 +24,6 @@ impl Engine {
         sqlx::query("SET LOCAL maintenance_work_mem = '1GB'")
             .execute(&mut *tx)
             .await?;
-        // The memberships' foreign key checks each new row by locking its
-        // person FOR KEY SHARE, which writes the person's row: a first
-        // re-match (1 M new memberships) paid that a million times. When
-        // most live records have no person yet (a first re-match, or one
-        // after a bulk load), the key is dropped and checked once for the
-        // whole table after the writes instead (~3 s at 1 M; not worth it
-        // when few records move). The `ALTER TABLE` locks both tables until
-        // commit (readers of persons wait for the re-match; the service
-        // waits for its lock anyway); it comes first, before any other
-        // table is touched, so that no reader holding one of them can wait
-        // for another of ours.
-        let (members, live): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM person_memberships WHERE valid_to IS NULL),
-                    (SELECT count(*) FROM source_records WHERE deleted_at IS NULL)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let check_once = members < live / 2;
-        if check_once {
-            sqlx::query(
-                "ALTER TABLE person_memberships DROP CONSTRAINT person_memberships_person_id_fkey",
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
         let changes = sqlx::query("DELETE FROM record_changes")
             .execute(&mut *tx)
             .await?
@@ -107,15 +82,6 @@ impl Engine {
         let component = Component::load_all(&mut tx, nodes, pairs).await?;
         phases.mark("state read");
         let mut applied = component.apply(&mut tx, &self.actor, &mut phases).await?;
-        if check_once {
-            sqlx::query(
-                "ALTER TABLE person_memberships ADD CONSTRAINT person_memberships_person_id_fkey
-                 FOREIGN KEY (person_id) REFERENCES persons",
-            )
-            .execute(&mut *tx)
-            .await?;
-            phases.mark("memberships checked");
-        }
         applied.changes = changes;
         tx.commit().await?;
         phases.mark("committed");

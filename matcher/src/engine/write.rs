@@ -152,10 +152,27 @@ pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::R
     copy.finish().await.map(drop)
 }
 
-/// New current memberships: (record, person).
+/// New current memberships: (record, person). `person_memberships.person_id` has no foreign
+/// key (its per-row check was half the cost of a membership: migration
+/// `20261202150001`): every person id given here was just created or read
+/// as current, and debug builds (every test) check that each exists.
 pub(super) async fn memberships(conn: &mut PgConnection, open: &[(Rec, i64)]) -> sqlx::Result<()> {
     if open.is_empty() {
         return Ok(());
+    }
+    #[cfg(debug_assertions)]
+    {
+        let mut persons: Vec<i64> = open.iter().map(|(_, p)| *p).collect();
+        persons.sort_unstable();
+        persons.dedup();
+        let missing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM UNNEST($1::int8[]) AS p(id)
+             WHERE NOT EXISTS (SELECT 1 FROM persons WHERE person_id = p.id)",
+        )
+        .bind(&persons)
+        .fetch_one(&mut *conn)
+        .await?;
+        assert_eq!(missing, 0, "a membership names a person that does not exist");
     }
     if open.len() < COPY_FROM {
         let s: Vec<&str> = open.iter().map(|(r, _)| r.0.as_str()).collect();
