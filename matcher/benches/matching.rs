@@ -22,6 +22,11 @@
 //!    (changes pending) when the writing ends, and the matcher's resident
 //!    memory (current and peak).
 //!
+//! 7. with `BENCH_FLOOR=N` (default 20,000; 0 skips it): the loader's
+//!    write path for N new records against the least the matcher must
+//!    write for them (persons, memberships, audit, pairs at the table's
+//!    ratios; no matching work; rolled back): see [`floor`].
+//!
 //! Phase timings (`phase` log lines) are printed for the re-matches and for
 //! batches of 5,000 records or more; `RUST_LOG=matcher=debug` shows them
 //! for every batch.
@@ -293,7 +298,128 @@ async fn main() {
         if concurrent > 0 {
             concurrently(&db, &pool, &store, concurrent).await;
         }
+
+        // 7. What the loader writes for new records against the least the
+        // matcher must write for them.
+        let floor_n = env_u64("BENCH_FLOOR", 20_000) as usize;
+        if floor_n > 0 {
+            floor(&pool, &store, floor_n).await;
+        }
     }
+}
+
+/// Section 7: the loader's write path for `n` new records (its `Store`,
+/// batches of 2,000, committed), then, in one transaction that is rolled
+/// back, only the rows the matcher must write for those records — without
+/// any matching work, as server-side statements (no client transfer), so
+/// a lower bound: read the records; persons, one `person_created` audit row
+/// each, at the table's ratio of persons to records; one membership and
+/// one `assigned` audit row per record; pairs at the table's ratio of
+/// pairs to records; the change rows deleted. If that floor costs
+/// PostgreSQL more than the loader's whole write, a matcher sharing the
+/// machine with a loader running flat out cannot keep its pace, however
+/// its matching is done.
+async fn floor(pool: &PgPool, store: &Store, n: usize) {
+    let mut records = synth::truth::TruthGenerator::new(77).records(n as u64 * 2 / 3 + 1);
+    records.truncate(n);
+    for (k, t) in records.iter_mut().enumerate() {
+        t.source_id = format!("floor-{k}");
+    }
+    let (live, persons, pairs): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM source_records WHERE deleted_at IS NULL),
+                (SELECT count(*) FROM persons WHERE retired_at IS NULL),
+                (SELECT count(*) FROM match_pairs)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    load(store, &records, 1).await;
+    let loader = started.elapsed();
+    let n_persons = (n as f64 * persons as f64 / live as f64).round() as i64;
+    let n_pairs = (n as f64 * pairs as f64 / live as f64).round() as i64;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "CREATE TEMP TABLE floor_recs ON COMMIT DROP AS
+         SELECT c.change_id, c.source, c.source_id, row_number() OVER (ORDER BY c.change_id) AS n
+         FROM record_changes c WHERE c.source_id LIKE 'floor-%'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let steps: [(&str, String); 7] = [
+        (
+            "records read",
+            "SELECT count(r.last_name) FROM floor_recs f
+             JOIN source_records r ON r.source = f.source AND r.source_id = f.source_id"
+                .into(),
+        ),
+        (
+            "persons",
+            format!(
+                "CREATE TEMP TABLE floor_persons ON COMMIT DROP AS
+                 WITH p AS (INSERT INTO persons (locked) SELECT false FROM generate_series(1, {n_persons})
+                            RETURNING person_id)
+                 SELECT person_id, row_number() OVER (ORDER BY person_id) AS n FROM p"
+            ),
+        ),
+        (
+            "person_created audit rows",
+            "INSERT INTO match_audit (actor, action, person_id) SELECT 'matcher', 'person_created', person_id FROM floor_persons".into(),
+        ),
+        (
+            "memberships",
+            format!(
+                "INSERT INTO person_memberships (source, source_id, person_id)
+                 SELECT f.source, f.source_id, p.person_id FROM floor_recs f
+                 JOIN floor_persons p ON p.n = (f.n - 1) % {n_persons} + 1"
+            ),
+        ),
+        (
+            "assigned audit rows",
+            format!(
+                "INSERT INTO match_audit (actor, action, person_id, source, source_id, detail)
+                 SELECT 'matcher', 'assigned', p.person_id, f.source, f.source_id, '{{\"via\": \"new\"}}'
+                 FROM floor_recs f JOIN floor_persons p ON p.n = (f.n - 1) % {n_persons} + 1"
+            ),
+        ),
+        (
+            "pairs",
+            format!(
+                "INSERT INTO match_pairs (a_source, a_source_id, b_source, b_source_id, decision, rule, score, evidence)
+                 SELECT source, source_id, 'zz-floor', source_id, 'link', 'snils', 20,
+                        '{{\"snils\": \"exact\", \"last_name\": \"exact\", \"birth_date\": \"exact\"}}'
+                 FROM floor_recs WHERE n <= {n_pairs}"
+            ),
+        ),
+        (
+            "change rows deleted",
+            "DELETE FROM record_changes WHERE change_id IN (SELECT change_id FROM floor_recs)".into(),
+        ),
+    ];
+    let mut total = Duration::ZERO;
+    let mut parts = Vec::new();
+    for (what, sql) in steps {
+        let started = Instant::now();
+        // Numbers computed here, no input: safe to format into the SQL.
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+        let took = started.elapsed();
+        total += took;
+        parts.push(format!("{what} {} ms", took.as_millis()));
+    }
+    tx.rollback().await.unwrap();
+    println!(
+        "floor: {n} new records on {live}: the loader's write {:.0} ms ({:.0} records/s); the matcher's least write for them \
+         ({n_persons} persons, {n} memberships, {} audit rows, {n_pairs} pairs; no matching) {:.0} ms ({:.0} records/s) = {:.2}× the loader's: {}",
+        loader.as_secs_f64() * 1e3,
+        n as f64 / loader.as_secs_f64(),
+        n as i64 + n_persons,
+        total.as_secs_f64() * 1e3,
+        n as f64 / total.as_secs_f64(),
+        total.as_secs_f64() / loader.as_secs_f64(),
+        parts.join(", ")
+    );
+    // The records stay, with their changes: the last section.
 }
 
 async fn pending(pool: &PgPool) -> i64 {
