@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Postgres, Transaction};
 
+use super::ahead::Ready;
 use super::component::Component;
 use super::index::{key_hashes, BlockIndex, Undo};
 use super::{split, write, Applied, Engine, PairRow, Phases, Rec};
@@ -22,11 +23,14 @@ impl Engine {
     /// Re-evaluates `changed` records (keys, pairs) and recomputes their
     /// component. The caller holds the lock and an index equal to the
     /// database; every index change made is pushed to `undo`, for the
-    /// caller to undo if the transaction does not commit.
+    /// caller to undo if the transaction does not commit. Records in
+    /// `ready` were read ahead and checked against their claimed changes
+    /// ([`super::ahead`]): not read again.
     pub(super) async fn match_batch(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         changed: &[Rec],
+        ready: &Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
     ) -> sqlx::Result<Applied> {
@@ -35,7 +39,13 @@ impl Engine {
         changed.dedup();
         let changed = &changed[..];
         let mut phases = Phases::new("batch", changed.len(), changed.len() >= LOUD_BATCH);
-        let mut rows = load_rows(tx, changed).await?;
+        let unread: Vec<Rec> = changed
+            .iter()
+            .filter(|r| !ready.contains_key(*r))
+            .cloned()
+            .collect();
+        let mut rows = load_rows(tx, &unread).await?;
+        drop(unread);
         phases.mark("changed records read");
 
         // Keys: replaced in the index before the lookups, so that the
@@ -48,15 +58,26 @@ impl Engine {
         let mut fresh: HashSet<Rec> = HashSet::new();
         let live: Vec<Option<SourceRow>> = changed
             .iter()
+            .filter(|r| !ready.contains_key(*r))
             .map(|r| rows.remove(r).filter(|row| !row.deleted))
             .collect();
         let mut computed = features_and_keys(&live).into_iter();
-        for (r, row) in changed.iter().zip(&live) {
-            if row.is_none() {
-                undo.push(index.replace(&r.0, &r.1, Box::new([])));
-                continue;
-            }
-            let (f, keys) = computed.next().expect("one per live record");
+        let mut live = live.iter();
+        for r in changed {
+            let (f, keys) = match ready.get(r) {
+                Some(Some((f, keys))) => (f.clone(), keys.clone()),
+                Some(None) => {
+                    undo.push(index.replace(&r.0, &r.1, Box::new([])));
+                    continue;
+                }
+                None => {
+                    if live.next().expect("one per unread record").is_none() {
+                        undo.push(index.replace(&r.0, &r.1, Box::new([])));
+                        continue;
+                    }
+                    computed.next().expect("one per live record")
+                }
+            };
             if !index.may_have_state(&r.0, &r.1) {
                 fresh.insert(r.clone());
             }

@@ -20,10 +20,13 @@
 //!   a set of records, cluster, assign person ids, write the difference.
 //! * [`write`]: COPY of the rows both paths write (pairs, memberships,
 //!   review items, audit).
+//! * [`ahead`]: under a backlog, the next batch's records are read and
+//!   reduced to features and keys while a batch matches.
 //! * [`quarantine`]: a change that fails for a reason of its data is
 //!   isolated and set aside as a dead letter; the rest of its batch is
 //!   matched.
 
+mod ahead;
 mod component;
 mod incremental;
 pub mod index;
@@ -82,9 +85,17 @@ pub struct Engine {
     pub max_block_size: i64,
     /// Who the audit log names for automatic decisions.
     pub actor: String,
+    /// A batch of at least this many changes that comes back full (a
+    /// backlog) starts reading the next batch's records ahead
+    /// ([`ahead`]). Tests lower it.
+    pub read_ahead_from: usize,
     /// The blocking index of this instance (shared by clones of the engine;
     /// one batch at a time holds it).
     index: Arc<tokio::sync::Mutex<BlockIndex>>,
+    /// The read-ahead for the next batch, if one was started.
+    ahead: Arc<std::sync::Mutex<Option<ahead::Pending>>>,
+    /// Records whose row a batch took from a read-ahead (tests, benchmarks).
+    read_ahead_used: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A stored pairwise decision.
@@ -171,8 +182,25 @@ impl Engine {
             weights,
             max_block_size,
             actor: "matcher".into(),
+            read_ahead_from: 2_000,
             index: Arc::default(),
+            ahead: Arc::default(),
+            read_ahead_used: Arc::default(),
         }
+    }
+
+    /// How many records batches have taken from a read-ahead so far.
+    pub fn read_ahead_used(&self) -> u64 {
+        self.read_ahead_used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads ahead the records of up to `limit` changes after `after` and
+    /// waits until that is done: the next batch may use them. What a batch
+    /// that comes back full does by itself; public for tests, which change
+    /// records in between.
+    pub async fn read_ahead(&self, pool: &PgPool, after: i64, limit: i64) {
+        let pending = ahead::start(pool, after, limit).finished().await;
+        *self.ahead.lock().expect("not poisoned") = Some(pending);
     }
 
     /// Takes the matcher lock for this transaction if it is free.
@@ -207,13 +235,15 @@ impl Engine {
             return Ok(None);
         }
         let claiming = std::time::Instant::now();
-        let claimed: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT change_id, source, source_id, traceparent FROM record_changes
-             ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> =
+            sqlx::query_as(
+                "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
+                 ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let pending = self.ahead.lock().expect("not poisoned").take();
         if claimed.is_empty() {
             tx.commit().await?;
             return Ok(Some(Applied::default()));
@@ -221,6 +251,35 @@ impl Engine {
         let loud = claimed.len() >= incremental::LOUD_BATCH;
         let mut phases = Phases::since("claim", claimed.len(), loud, claiming);
         phases.mark("changes claimed");
+        // A full batch means a backlog: the next batch's records are read
+        // while this one matches.
+        if claimed.len() as i64 == limit && claimed.len() >= self.read_ahead_from {
+            let after = claimed.iter().map(|c| c.0).max().unwrap_or_default();
+            *self.ahead.lock().expect("not poisoned") = Some(ahead::start(pool, after, limit));
+        }
+        let ready = match pending {
+            Some(pending) => {
+                pending
+                    .ready(claimed.iter().map(|c| ahead::Claimed {
+                        change_id: c.0,
+                        source: &c.1,
+                        source_id: &c.2,
+                        op: &c.4,
+                        content_hash: &c.5,
+                    }))
+                    .await
+            }
+            None => ahead::Ready::new(),
+        };
+        self.read_ahead_used.fetch_add(
+            ready.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        phases.mark("read-ahead checked");
+        let claimed: Vec<(i64, String, String, Option<String>)> = claimed
+            .into_iter()
+            .map(|(id, s, i, t, _, _)| (id, s, i, t))
+            .collect();
         let before: i64 = sqlx::query_scalar(
             "UPDATE match_state SET generation = generation + 1, updated_at = now()
              RETURNING generation - 1",
@@ -236,7 +295,7 @@ impl Engine {
         index.generation = None;
         let mut undo = Undo::new();
         match self
-            .apply_claimed(tx, claimed, &mut index, &mut undo, &mut phases)
+            .apply_claimed(tx, claimed, &ready, &mut index, &mut undo, &mut phases)
             .await
         {
             Ok(applied) => {
@@ -285,6 +344,7 @@ impl Engine {
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         claimed: Vec<(i64, String, String, Option<String>)>,
+        ready: &ahead::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
         phases: &mut Phases,
@@ -313,7 +373,7 @@ impl Engine {
         );
         let changes: Vec<quarantine::Change> =
             claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
-        let mut applied = self.match_isolating(&mut tx, &changes, index, undo).await?;
+        let mut applied = self.match_isolating(&mut tx, &changes, ready, index, undo).await?;
         applied.changes = ids.len() as u64;
         phases.mark("matched");
         sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")

@@ -96,7 +96,8 @@ struct Kept {
 }
 
 impl Engine {
-    /// [`Engine::match_batch`] of the claimed `changes`, isolating and
+    /// [`Engine::match_batch`] of the claimed `changes` (with the records
+    /// `ready` from a read-ahead), isolating and
     /// setting aside the ones that fail for a reason of their data. `Err` for
     /// a transient or systemic failure (the caller retries the whole batch).
     /// The caller holds the lock and deletes every claimed change row.
@@ -109,6 +110,7 @@ impl Engine {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         changes: &[Change],
+        ready: &super::ahead::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
     ) -> sqlx::Result<Applied> {
@@ -121,7 +123,7 @@ impl Engine {
             let mut savepoint = Connection::begin(&mut **tx).await?;
             let mut part_undo = Undo::new();
             let result = self
-                .match_batch(&mut savepoint, &recs, index, &mut part_undo)
+                .match_batch(&mut savepoint, &recs, ready, index, &mut part_undo)
                 .await;
             let error = match result {
                 Ok(a) => {

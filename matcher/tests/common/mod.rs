@@ -31,7 +31,14 @@ impl Fixture {
             db,
             store,
             pool,
-            engine: matcher::service::engine(&matcher::Settings::default()),
+            engine: {
+                // Every full batch reads the next one ahead (the service
+                // does from 2,000 changes on): the tests with more than
+                // one batch of changes go through it.
+                let mut e = matcher::service::engine(&matcher::Settings::default());
+                e.read_ahead_from = 1;
+                e
+            },
             version: AtomicU64::new(1),
         }
     }
