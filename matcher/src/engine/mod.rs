@@ -373,17 +373,37 @@ impl Engine {
         );
         let changes: Vec<quarantine::Change> =
             claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
-        let mut applied = self.match_isolating(&mut tx, &changes, ready, index, undo).await?;
-        applied.changes = ids.len() as u64;
-        phases.mark("matched");
-        sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        phases.mark("changes deleted");
-        tx.commit().await?;
-        phases.mark("committed");
-        Ok(applied)
+        let matched = async {
+            let mut applied = self
+                .match_isolating(&mut tx, &changes, ready, index, undo)
+                .await?;
+            applied.changes = ids.len() as u64;
+            phases.mark("matched");
+            sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            phases.mark("changes deleted");
+            Ok::<_, sqlx::Error>(applied)
+        }
+        .await;
+        match matched {
+            Ok(applied) => {
+                tx.commit().await?;
+                phases.mark("committed");
+                Ok(applied)
+            }
+            Err(error) => {
+                // Rolled back now: a dropped transaction is rolled back
+                // only when its connection is next used, and until then
+                // it holds the matcher lock, so that the next batch would
+                // find it taken (as if another instance were active). If
+                // the rollback fails, the connection is gone and the
+                // server has ended the transaction.
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
     }
 
     /// The stored decision for a pair, if any.
