@@ -153,14 +153,22 @@ impl Engine {
         drop(loaded);
         phases.mark("candidates read");
         let features_of = |id: u32| mine.get(&id).or_else(|| others.get(&id));
-        let mut seen: HashSet<(u32, u32)> = HashSet::new();
-        let mut pairs: Vec<PairRow> = Vec::new();
-        for &me in &ids {
+        // The pairs of one changed record: with each record sharing a
+        // usable key, once; a pair of two changed records belongs to the
+        // smaller id (ids are sorted, so the order is the sequential one).
+        let pairs_of = |me: &u32| -> Vec<PairRow> {
+            let me = *me;
+            let mut done: Vec<u32> = Vec::new();
+            let mut pairs = Vec::new();
             for &k in index.keys_of(me) {
                 for &other in usable(k).unwrap_or(&[]) {
-                    if other == me || !seen.insert((me.min(other), me.max(other))) {
+                    if other == me
+                        || (other < me && mine.contains_key(&other))
+                        || done.contains(&other)
+                    {
                         continue;
                     }
+                    done.push(other);
                     let (Some(x), Some(y)) = (features_of(me), features_of(other)) else {
                         continue;
                     };
@@ -174,8 +182,16 @@ impl Engine {
                     }
                 }
             }
+            pairs
+        };
+        let pairs: Vec<PairRow> = if ids.len() >= PARALLEL_FROM {
+            super::rematch::par_map(&ids, pairs_of)
+        } else {
+            ids.iter().map(pairs_of).collect()
         }
-        drop(seen);
+        .into_iter()
+        .flatten()
+        .collect();
         phases.mark("pairs evaluated");
         write::pairs(tx, &pairs).await?;
         phases.mark("pairs written");
