@@ -11,7 +11,8 @@
 //!    the growth of this process's resident memory;
 //! 4. incremental throughput at that table size: a backlog of
 //!    `BENCH_BACKLOG` (default 50,000) new records matched by the service's
-//!    batches (records/s);
+//!    batches (records/s), twice: without and with the read-ahead of the
+//!    next batch's records (a second set of new records the same size);
 //! 5. latency: with the service idle, single records committed one at a
 //!    time; time from the loader's commit to the person assigned (p50/p99).
 //!
@@ -188,15 +189,26 @@ async fn main() {
             rss_mib()
         );
 
-        // 4. A backlog of new records at this table size.
+        // 4. A backlog of new records at this table size: twice, the
+        // same size, without and with reading the next batch ahead.
         let backlog = env_u64("BENCH_BACKLOG", 50_000);
-        if backlog > 0 {
-            let mut extra = synth::truth::TruthGenerator::new(8).records(backlog * 2 / 3 + 1);
+        for (label, seed, read_ahead_from) in [
+            ("without read-ahead", 8, usize::MAX),
+            ("with read-ahead", 9, engine.read_ahead_from),
+        ] {
+            if backlog == 0 {
+                break;
+            }
+            let mut extra = synth::truth::TruthGenerator::new(seed).records(backlog * 2 / 3 + 1);
             extra.truncate(backlog as usize);
             for t in &mut extra {
-                t.source_id = format!("bl-{}", t.source_id);
+                t.source_id = format!("bl{seed}-{}", t.source_id);
             }
             load(&store, &extra, 1).await;
+            checkpoint(&pool).await;
+            let mut engine = engine.clone();
+            engine.read_ahead_from = read_ahead_from;
+            let used = engine.read_ahead_used();
             let started = Instant::now();
             let applied = matcher::service::drain(&engine, &pool, batch_size(&settings))
                 .await
@@ -204,12 +216,13 @@ async fn main() {
                 .unwrap();
             let took = started.elapsed();
             println!(
-                "incremental backlog of {} new records on {} records: {:.1} s ({:.0} records/s), {} persons created",
+                "incremental backlog of {} new records on {} records, {label}: {:.1} s ({:.0} records/s), {} persons created, {} records read ahead",
                 applied.changes,
                 n,
                 took.as_secs_f64(),
                 applied.changes as f64 / took.as_secs_f64(),
-                applied.persons_created
+                applied.persons_created,
+                engine.read_ahead_used() - used
             );
         }
 
@@ -333,6 +346,7 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     .fetch_one(pool)
     .await
     .unwrap();
+    checkpoint(pool).await;
     let started = Instant::now();
     load(store, &records, 1).await;
     let loader = started.elapsed();
@@ -422,6 +436,14 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     // The records stay, with their changes: the last section.
 }
 
+/// Writes the dirty pages out before a timed section, so that it does not
+/// pay for the previous section's checkpoint (full-page writes) by chance.
+async fn checkpoint(pool: &PgPool) {
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("CHECKPOINT refused ({error}); timings may include one");
+    }
+}
+
 async fn pending(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM record_changes")
         .fetch_one(pool)
@@ -454,6 +476,7 @@ async fn concurrently(
         t.source_id = format!("cc-{k}");
     }
     let (alone, shared) = records.split_at(records.len() / 2);
+    checkpoint(pool).await;
     // The loader's write path alone.
     let started = Instant::now();
     load(store, alone, 1).await;
@@ -480,6 +503,7 @@ async fn concurrently(
         rss_of(matcher.pid())
     );
     // Both at once.
+    checkpoint(pool).await;
     let started = Instant::now();
     load(store, shared, 1).await;
     let wrote = started.elapsed().as_secs_f64();
