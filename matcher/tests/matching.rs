@@ -449,11 +449,14 @@ async fn a_document_change_splits_and_a_delete_leaves_nothing_destroyed() {
     f.drain().await;
     assert_eq!(f.person("infoclinica", "2").await, Some(person));
     // The audit log is append-only; persons are retired, never deleted
-    // (memberships refer to them without a foreign key).
+    // (memberships refer to them without a foreign key); operator
+    // decisions are revoked, never deleted.
     for sql in [
         "DELETE FROM match_audit",
         "DELETE FROM persons WHERE person_id = 1",
         "TRUNCATE persons CASCADE",
+        "DELETE FROM match_decisions",
+        "TRUNCATE match_decisions",
     ] {
         assert!(sqlx::query(sql).execute(&f.pool).await.is_err(), "{sql}");
     }
