@@ -71,10 +71,12 @@ async fn prepare(
 }
 
 pub fn engine(settings: &Settings) -> Engine {
-    Engine::new(
+    let mut engine = Engine::new(
         settings.matcher.weights.clone(),
         settings.matcher.max_block_size,
-    )
+    );
+    engine.read_ahead_from = settings.matcher.read_ahead_from;
+    engine
 }
 
 /// Runs the matcher until `shutdown` is cancelled.
@@ -108,7 +110,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
         }
         let started = std::time::Instant::now();
-        match engine.process_batch(&pool, size.limit()).await {
+        match engine
+            .process_batch_reading_ahead(&pool, size.limit(), size.if_full())
+            .await
+        {
             Ok(Some(applied)) if applied.changes > 0 => {
                 failures = 0;
                 size.claimed(applied.changes);
@@ -255,10 +260,15 @@ impl BatchSize {
         self.next
     }
 
+    /// The limit after a full batch: what a full batch reads ahead.
+    pub fn if_full(&self) -> i64 {
+        (self.next.saturating_mul(4)).min(self.large)
+    }
+
     /// A batch claimed `n` changes.
     pub fn claimed(&mut self, n: u64) {
         self.next = if n as i64 >= self.next {
-            (self.next.saturating_mul(4)).min(self.large)
+            self.if_full()
         } else {
             self.small
         };
@@ -274,7 +284,10 @@ pub async fn drain(
 ) -> sqlx::Result<Option<Applied>> {
     let mut total = Applied::default();
     loop {
-        let Some(applied) = engine.process_batch(pool, size.limit()).await? else {
+        let Some(applied) = engine
+            .process_batch_reading_ahead(pool, size.limit(), size.if_full())
+            .await?
+        else {
             return Ok(None);
         };
         if applied.changes == 0 {

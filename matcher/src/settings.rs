@@ -38,6 +38,12 @@ pub struct MatcherSettings {
     /// some 100 MB of memory and commits within seconds). The next batch
     /// that is not full goes back to `batch_size`.
     pub max_batch_size: i64,
+    /// A full batch of at least this many changes (a backlog) has the
+    /// records of the next batch read, on another pooled connection, and
+    /// reduced to blocking keys while it matches; the next batch uses each
+    /// row read ahead if it still holds the content of that record's newest
+    /// change, and reads the others itself. A quiet feed never reads ahead.
+    pub read_ahead_from: usize,
     /// How often to look at the change feed when no notification came (a
     /// missed NOTIFY, e.g. while the LISTEN connection was being re-made).
     #[serde(with = "humantime_serde")]
@@ -60,6 +66,7 @@ impl Default for MatcherSettings {
         MatcherSettings {
             batch_size: 500,
             max_batch_size: 20_000,
+            read_ahead_from: 2_000,
             poll_interval: Duration::from_secs(1),
             source_priority: vec!["qms".into(), "infoclinica".into()],
             max_block_size: 100,

@@ -94,9 +94,12 @@ async fn kill_9_in_the_middle_of_a_batch_then_restart() {
     .await;
     let total = f.count("SELECT count(*) FROM record_changes").await;
     let mut env = testkit::service_env(&f.db, &testkit::unique_stream());
-    // Batches of 100, 400, 1,600, then the rest (the backlog path).
+    // Batches of 100, 400, 1,600, then the rest (the backlog path), each
+    // full one reading the next one's records ahead: the kill comes while
+    // a read-ahead is in flight or waiting to be used.
     env.push(("ETL__MATCHER__BATCH_SIZE".into(), "100".into()));
     env.push(("ETL__MATCHER__MAX_BATCH_SIZE".into(), "100000".into()));
+    env.push(("ETL__MATCHER__READ_AHEAD_FROM".into(), "100".into()));
     env.push(("RUST_LOG".into(), "info".into()));
     let bin = env!("CARGO_BIN_EXE_matcher");
     let mut first = testkit::ChildProcess::spawn(bin, &[], &env);

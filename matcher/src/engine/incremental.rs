@@ -25,12 +25,13 @@ impl Engine {
     /// database; every index change made is pushed to `undo`, for the
     /// caller to undo if the transaction does not commit. Records in
     /// `ready` were read ahead and checked against their claimed changes
-    /// ([`super::ahead`]): not read again.
+    /// ([`super::ahead`]): taken from there (a part of the batch applied
+    /// again after a failure reads them).
     pub(super) async fn match_batch(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         changed: &[Rec],
-        ready: &Ready,
+        ready: &mut Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
     ) -> sqlx::Result<Applied> {
@@ -64,8 +65,8 @@ impl Engine {
         let mut computed = features_and_keys(&live).into_iter();
         let mut live = live.iter();
         for r in changed {
-            let (f, keys) = match ready.get(r) {
-                Some(Some((f, keys))) => (f.clone(), keys.clone()),
+            let (f, keys) = match ready.remove(r) {
+                Some(Some((f, keys))) => (f, keys),
                 Some(None) => {
                     undo.push(index.replace(&r.0, &r.1, Box::new([])));
                     continue;

@@ -87,7 +87,7 @@ pub struct Engine {
     pub actor: String,
     /// A batch of at least this many changes that comes back full (a
     /// backlog) starts reading the next batch's records ahead
-    /// ([`ahead`]). Tests lower it.
+    /// ([`ahead`]; setting `matcher.read_ahead_from`).
     pub read_ahead_from: usize,
     /// The blocking index of this instance (shared by clones of the engine;
     /// one batch at a time holds it).
@@ -229,6 +229,19 @@ impl Engine {
     /// rebuilt from `source_records` first, under the lock. The index
     /// changes of a batch that does not commit are undone.
     pub async fn process_batch(&self, pool: &PgPool, limit: i64) -> sqlx::Result<Option<Applied>> {
+        self.process_batch_reading_ahead(pool, limit, limit).await
+    }
+
+    /// [`Engine::process_batch`]; if the batch comes back full (a backlog)
+    /// and holds at least `read_ahead_from` changes, the records of the
+    /// next `ahead_limit` changes are read ahead while it matches
+    /// ([`ahead`]): the service passes the next batch's size.
+    pub async fn process_batch_reading_ahead(
+        &self,
+        pool: &PgPool,
+        limit: i64,
+        ahead_limit: i64,
+    ) -> sqlx::Result<Option<Applied>> {
         let mut index = self.index.lock().await;
         let mut tx = pool.begin().await?;
         if !Self::try_lock(&mut tx).await? {
@@ -255,9 +268,9 @@ impl Engine {
         // while this one matches.
         if claimed.len() as i64 == limit && claimed.len() >= self.read_ahead_from {
             let after = claimed.iter().map(|c| c.0).max().unwrap_or_default();
-            *self.ahead.lock().expect("not poisoned") = Some(ahead::start(pool, after, limit));
+            *self.ahead.lock().expect("not poisoned") = Some(ahead::start(pool, after, ahead_limit));
         }
-        let ready = match pending {
+        let mut ready = match pending {
             Some(pending) => {
                 pending
                     .ready(claimed.iter().map(|c| ahead::Claimed {
@@ -271,6 +284,9 @@ impl Engine {
             }
             None => ahead::Ready::new(),
         };
+        if !ready.is_empty() {
+            tracing::debug!(records = ready.len(), "records taken from the read-ahead");
+        }
         self.read_ahead_used.fetch_add(
             ready.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -295,7 +311,7 @@ impl Engine {
         index.generation = None;
         let mut undo = Undo::new();
         match self
-            .apply_claimed(tx, claimed, &ready, &mut index, &mut undo, &mut phases)
+            .apply_claimed(tx, claimed, &mut ready, &mut index, &mut undo, &mut phases)
             .await
         {
             Ok(applied) => {
@@ -344,7 +360,7 @@ impl Engine {
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         claimed: Vec<(i64, String, String, Option<String>)>,
-        ready: &ahead::Ready,
+        ready: &mut ahead::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
         phases: &mut Phases,

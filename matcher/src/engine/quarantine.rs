@@ -110,7 +110,7 @@ impl Engine {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         changes: &[Change],
-        ready: &super::ahead::Ready,
+        ready: &mut super::ahead::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
     ) -> sqlx::Result<Applied> {
