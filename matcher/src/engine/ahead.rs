@@ -57,7 +57,15 @@ pub(super) fn start(pool: &PgPool, after: i64, limit: i64) -> Pending {
     Pending(tokio::spawn(async move { read(&pool, after, limit).await }))
 }
 
+/// How long a read-ahead waits for a pooled connection: the batch that
+/// will use it may wait for it, and reading its records itself is never
+/// worse than waiting long.
+const ACQUIRE: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<HashMap<Rec, Seen>> {
+    let mut conn = tokio::time::timeout(ACQUIRE, pool.acquire())
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
     let rows = sqlx::query(concat!(
         "SELECT ",
         crate::row_columns!(),
@@ -68,8 +76,9 @@ async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<HashMap<Rec
     ))
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
+    drop(conn);
     // Decoding, features and keys: CPU work, off the runtime's threads.
     let seen = tokio::task::spawn_blocking(move || {
         super::rematch::par_map(&rows, |row| {
