@@ -15,9 +15,12 @@
 --   neither right anyway: deploy/postgres/roles.sql).
 ALTER TABLE person_memberships DROP CONSTRAINT IF EXISTS person_memberships_person_id_fkey;
 
-CREATE FUNCTION persons_never_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A statement-level trigger that refuses the statement with its argument
+-- as the message (also used for match_decisions: 20261202150002).
+CREATE FUNCTION refuse_deletion() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'persons are retired, never deleted (person_memberships refer to them)';
+    RAISE EXCEPTION '%', TG_ARGV[0];
 END $$;
 CREATE TRIGGER persons_never_deleted BEFORE DELETE OR TRUNCATE ON persons
-    FOR EACH STATEMENT EXECUTE FUNCTION persons_never_deleted();
+    FOR EACH STATEMENT EXECUTE FUNCTION
+    refuse_deletion('persons are retired, never deleted (person_memberships refer to them)');

@@ -6,9 +6,6 @@
 -- could leave such a record's change failing into the dead letters. The
 -- matcher's role has no DELETE right on the table either
 -- (deploy/postgres/roles.sql); this holds for the owner too.
-CREATE FUNCTION match_decisions_never_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'operator decisions are revoked (revoked_at), never deleted';
-END $$;
 CREATE TRIGGER match_decisions_never_deleted BEFORE DELETE OR TRUNCATE ON match_decisions
-    FOR EACH STATEMENT EXECUTE FUNCTION match_decisions_never_deleted();
+    FOR EACH STATEMENT EXECUTE FUNCTION
+    refuse_deletion('operator decisions are revoked (revoked_at), never deleted');
