@@ -435,7 +435,10 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     for (what, sql) in steps {
         let started = Instant::now();
         // Numbers computed here, no input: safe to format into the SQL.
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         let took = started.elapsed();
         total += took;
         parts.push(format!("{what} {} ms", took.as_millis()));

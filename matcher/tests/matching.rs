@@ -1034,22 +1034,45 @@ async fn records_changed_after_the_read_ahead_are_read_again() {
         .into_iter()
         .map(|t| (t.source, t.source_id, Some(t.record)))
         .collect();
-    rows.push(("qms", "a".into(), Some(with_passport(adult(), "4510", "777777"))));
-    rows.push(("infoclinica", "b".into(), Some(with_passport(adult(), "4510", "777777"))));
-    rows.push(("qms", "c".into(), Some(with_passport(adult(), "4512", "888888"))));
-    f.write(rows.iter().map(|(s, i, r)| (*s, i.as_str(), r.clone())).collect())
-        .await;
+    rows.push((
+        "qms",
+        "a".into(),
+        Some(with_passport(adult(), "4510", "777777")),
+    ));
+    rows.push((
+        "infoclinica",
+        "b".into(),
+        Some(with_passport(adult(), "4510", "777777")),
+    ));
+    rows.push((
+        "qms",
+        "c".into(),
+        Some(with_passport(adult(), "4512", "888888")),
+    ));
+    f.write(
+        rows.iter()
+            .map(|(s, i, r)| (*s, i.as_str(), r.clone()))
+            .collect(),
+    )
+    .await;
     // Read ahead as the rows are now; then b takes another passport (as a
     // stale row it would join a) and c is deleted.
     f.engine.read_ahead(&f.pool, 0, 10_000).await;
     f.write(vec![
-        ("infoclinica", "b", Some(with_passport(adult(), "4510", "999999"))),
+        (
+            "infoclinica",
+            "b",
+            Some(with_passport(adult(), "4510", "999999")),
+        ),
         ("qms", "c", None),
     ])
     .await;
     f.drain().await;
     assert!(f.person("qms", "a").await.is_some());
-    assert_ne!(f.person("qms", "a").await, f.person("infoclinica", "b").await);
+    assert_ne!(
+        f.person("qms", "a").await,
+        f.person("infoclinica", "b").await
+    );
     assert_eq!(f.person("qms", "c").await, None);
     let unchanged = rows.len() as u64 - 2;
     assert_eq!(

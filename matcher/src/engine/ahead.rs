@@ -123,7 +123,9 @@ impl Pending {
     pub(super) async fn finished(self) -> Pending {
         let result = match self.0.await {
             Ok(result) => result,
-            Err(e) => Err(sqlx::Error::Protocol(format!("read-ahead task failed: {e}"))),
+            Err(e) => Err(sqlx::Error::Protocol(format!(
+                "read-ahead task failed: {e}"
+            ))),
         };
         Pending(tokio::spawn(async move { result }))
     }
@@ -153,7 +155,8 @@ impl Pending {
         for ((source, source_id), change) in newest {
             let rec: Rec = (source.to_owned(), source_id.to_owned());
             let Some(s) = seen.remove(&rec) else { continue };
-            let agrees = s.content_hash == change.content_hash && s.deleted == (change.op == "delete");
+            let agrees =
+                s.content_hash == change.content_hash && s.deleted == (change.op == "delete");
             if let (true, Some(computed)) = (agrees, s.computed) {
                 ready.insert(rec, computed);
             }

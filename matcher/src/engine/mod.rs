@@ -191,7 +191,8 @@ impl Engine {
 
     /// How many records batches have taken from a read-ahead so far.
     pub fn read_ahead_used(&self) -> u64 {
-        self.read_ahead_used.load(std::sync::atomic::Ordering::Relaxed)
+        self.read_ahead_used
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads ahead the records of up to `limit` changes after `after` and
@@ -248,14 +249,13 @@ impl Engine {
             return Ok(None);
         }
         let claiming = std::time::Instant::now();
-        let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> =
-            sqlx::query_as(
-                "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
+        let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
                  ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
         let pending = self.ahead.lock().expect("not poisoned").take();
         if claimed.is_empty() {
             tx.commit().await?;
@@ -268,7 +268,8 @@ impl Engine {
         // while this one matches.
         if claimed.len() as i64 == limit && claimed.len() >= self.read_ahead_from {
             let after = claimed.iter().map(|c| c.0).max().unwrap_or_default();
-            *self.ahead.lock().expect("not poisoned") = Some(ahead::start(pool, after, ahead_limit));
+            *self.ahead.lock().expect("not poisoned") =
+                Some(ahead::start(pool, after, ahead_limit));
         }
         let mut ready = match pending {
             Some(pending) => {
@@ -287,10 +288,8 @@ impl Engine {
         if !ready.is_empty() {
             tracing::debug!(records = ready.len(), "records taken from the read-ahead");
         }
-        self.read_ahead_used.fetch_add(
-            ready.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.read_ahead_used
+            .fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
         phases.mark("read-ahead checked");
         let claimed: Vec<(i64, String, String, Option<String>)> = claimed
             .into_iter()

@@ -172,7 +172,10 @@ pub(super) async fn memberships(conn: &mut PgConnection, open: &[(Rec, i64)]) ->
         .bind(&persons)
         .fetch_one(&mut *conn)
         .await?;
-        assert_eq!(missing, 0, "a membership names a person that does not exist");
+        assert_eq!(
+            missing, 0,
+            "a membership names a person that does not exist"
+        );
     }
     if open.len() < COPY_FROM {
         let s: Vec<&str> = open.iter().map(|(r, _)| r.0.as_str()).collect();
