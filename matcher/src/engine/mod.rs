@@ -245,17 +245,23 @@ impl Engine {
     ) -> sqlx::Result<Option<Applied>> {
         let mut index = self.index.lock().await;
         let mut tx = pool.begin().await?;
-        if !Self::try_lock(&mut tx).await? {
-            return Ok(None);
+        match Self::try_lock(&mut tx).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(error) => return Err(rolled_back(tx, error).await),
         }
         let claiming = std::time::Instant::now();
-        let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> = sqlx::query_as(
+        let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> = match sqlx::query_as(
             "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
                  ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
-        .await?;
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => return Err(rolled_back(tx, error).await),
+        };
         let pending = self.ahead.lock().expect("not poisoned").take();
         if claimed.is_empty() {
             tx.commit().await?;
@@ -295,14 +301,20 @@ impl Engine {
             .into_iter()
             .map(|(id, s, i, t, _, _)| (id, s, i, t))
             .collect();
-        let before: i64 = sqlx::query_scalar(
+        let before: i64 = match sqlx::query_scalar(
             "UPDATE match_state SET generation = generation + 1, updated_at = now()
              RETURNING generation - 1",
         )
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        {
+            Ok(before) => before,
+            Err(error) => return Err(rolled_back(tx, error).await),
+        };
         if index.generation != Some(before) {
-            rebuild(&mut index, &mut tx).await?;
+            if let Err(error) = rebuild(&mut index, &mut tx).await {
+                return Err(rolled_back(tx, error).await);
+            }
         }
         phases.mark("generation bumped");
         // In flight: if this future is dropped half-way, the index is
@@ -408,16 +420,7 @@ impl Engine {
                 phases.mark("committed");
                 Ok(applied)
             }
-            Err(error) => {
-                // Rolled back now: a dropped transaction is rolled back
-                // only when its connection is next used, and until then
-                // it holds the matcher lock, so that the next batch would
-                // find it taken (as if another instance were active). If
-                // the rollback fails, the connection is gone and the
-                // server has ended the transaction.
-                let _ = tx.rollback().await;
-                Err(error)
-            }
+            Err(error) => Err(rolled_back(tx, error).await),
         }
     }
 
@@ -437,6 +440,16 @@ impl Engine {
             evidence: serde_json::to_value(&o.evidence).expect("evidence serializes"),
         })
     }
+}
+
+/// Rolls `tx` back now and gives back the error that failed it: a dropped
+/// transaction is rolled back only when its connection is next used, and
+/// until then it holds the matcher lock, so that the next batch would find
+/// it taken (as if another instance were active). If the rollback fails,
+/// the connection is gone and the server has ended the transaction.
+async fn rolled_back(tx: sqlx::Transaction<'_, sqlx::Postgres>, error: sqlx::Error) -> sqlx::Error {
+    let _ = tx.rollback().await;
+    error
 }
 
 /// Replaces `index` by one built from `source_records` (the caller holds
