@@ -482,18 +482,12 @@ impl Component {
 
         phases.mark("person ids assigned");
 
-        // Membership changes.
+        // Membership changes. A person created here has no audit row of
+        // its own: the rows of the records it receives say so
+        // (`"new_person": true`), one row per record instead of one more
+        // per person — a new record's whole audit trail is one row.
         let mut audit = Audit::default();
-        for &c in &fresh {
-            audit.push(
-                "person_created",
-                Some(person_for[&c]),
-                None,
-                None,
-                None,
-                Value::Null,
-            );
-        }
+        let created: HashSet<i64> = fresh.iter().map(|c| person_for[c]).collect();
         let mut close: Vec<Rec> = Vec::new();
         let mut open: Vec<(Rec, i64)> = Vec::new();
         for (n, f) in self.nodes.iter().enumerate() {
@@ -506,7 +500,10 @@ impl Component {
             if old.is_some() {
                 close.push(r.clone());
             }
-            let via = self.reason(&out, n, &adjacent[n], &link_evidence);
+            let mut via = self.reason(&out, n, &adjacent[n], &link_evidence);
+            if created.contains(&new) {
+                via["new_person"] = Value::Bool(true);
+            }
             audit.push(
                 if old.is_some() { "moved" } else { "assigned" },
                 Some(new),
@@ -579,7 +576,6 @@ impl Component {
             applied.persons_retired = retired.len() as u64;
         }
         // Persons that gained records (new ones are current already).
-        let created: HashSet<i64> = fresh.iter().map(|c| person_for[c]).collect();
         let mut touched: Vec<i64> = open
             .iter()
             .map(|(_, p)| *p)
