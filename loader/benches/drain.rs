@@ -751,51 +751,22 @@ enum Group {
     Loader,
     Postgres,
     Nats,
-    Other,
 }
 
 impl CpuSnapshot {
     fn take(loader: Option<i32>) -> CpuSnapshot {
         let mut procs = HashMap::new();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for entry in dir.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<i32>().ok())
-                else {
-                    continue;
-                };
-                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                    continue;
-                };
-                let Some((head, rest)) = stat.rsplit_once(')') else {
-                    continue;
-                };
-                let comm = head.split_once('(').map_or("", |(_, c)| c);
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                // After the command: state is field 3; utime and stime fields 14 and 15.
-                let ticks = fields
-                    .get(11)
-                    .and_then(|u| u.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    + fields
-                        .get(12)
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .unwrap_or(0);
-                let group = if Some(pid) == loader {
-                    Group::Loader
-                } else if comm == "postgres" {
-                    Group::Postgres
-                } else if comm == "nats-server" {
-                    Group::Nats
-                } else {
-                    Group::Other
-                };
-                if group != Group::Other {
-                    procs.insert(pid, (group, ticks));
-                }
-            }
+        for p in testkit::cpu::processes() {
+            let group = if Some(p.pid) == loader {
+                Group::Loader
+            } else if p.comm == "postgres" {
+                Group::Postgres
+            } else if p.comm == "nats-server" {
+                Group::Nats
+            } else {
+                continue;
+            };
+            procs.insert(p.pid, (group, p.ticks));
         }
         let system = std::fs::read_to_string("/proc/stat")
             .ok()
@@ -844,8 +815,7 @@ impl CpuSnapshot {
     }
 
     fn shares_until(&self, end: &CpuSnapshot) -> CpuShares {
-        // Clock ticks per second: 100 on Linux (USER_HZ).
-        const HZ: f64 = 100.0;
+        const HZ: f64 = testkit::cpu::HZ;
         let wall = (end.at - self.at).as_secs_f64().max(1e-9);
         let mut by_group: HashMap<u8, u64> = HashMap::new();
         for (pid, (group, ticks)) in &end.procs {

@@ -223,25 +223,33 @@ async fn main() {
             for t in &mut extra {
                 t.source_id = format!("bl{seed}-{}", t.source_id);
             }
+            let before = Cpu::now();
             load(&store, &extra, 1).await;
+            let written = before.spent();
             checkpoint(&pool).await;
             let mut engine = engine.clone();
             engine.read_ahead_from = read_ahead_from;
             let used = engine.read_ahead_used();
+            let before = Cpu::now();
             let started = Instant::now();
             let applied = matcher::service::drain(&engine, &pool, batch_size(&settings))
                 .await
                 .unwrap()
                 .unwrap();
             let took = started.elapsed();
+            let matched = before.spent();
             println!(
-                "incremental backlog of {} new records on {} records, {label}: {:.1} s ({:.0} records/s), {} persons created, {} records read ahead",
+                "incremental backlog of {} new records on {} records, {label}: {:.1} s ({:.0} records/s), {} persons created, {} records read ahead; \
+                 CPU per 1,000 records: written by the loader's write path {}, matched {} = {:.2}×",
                 applied.changes,
                 n,
                 took.as_secs_f64(),
                 applied.changes as f64 / took.as_secs_f64(),
                 applied.persons_created,
-                engine.read_ahead_used() - used
+                engine.read_ahead_used() - used,
+                written.per_thousand(backlog as usize),
+                matched.per_thousand(applied.changes as usize),
+                matched.total() / written.total()
             );
         }
 
@@ -366,9 +374,11 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     .await
     .unwrap();
     checkpoint(pool).await;
+    let before = Cpu::now();
     let started = Instant::now();
     load(store, &records, 1).await;
     let loader = started.elapsed();
+    let loader_cpu = before.spent();
     let n_persons = (n as f64 * persons as f64 / live as f64).round() as i64;
     let n_pairs = (n as f64 * pairs as f64 / live as f64).round() as i64;
     let mut tx = pool.begin().await.unwrap();
@@ -428,6 +438,7 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     ];
     let mut total = Duration::ZERO;
     let mut parts = Vec::new();
+    let before = Cpu::now();
     for (what, sql) in steps {
         let started = Instant::now();
         // Numbers computed here, no input: safe to format into the SQL.
@@ -439,7 +450,13 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
         total += took;
         parts.push(format!("{what} {} ms", took.as_millis()));
     }
+    let floor_cpu = before.spent();
     tx.rollback().await.unwrap();
+    println!(
+        "floor: CPU per 1,000 records: the loader's write path {}, the matcher's least write {}",
+        loader_cpu.per_thousand(n),
+        floor_cpu.per_thousand(n)
+    );
     println!(
         "floor: {n} new records on {live}: the loader's write {:.0} ms ({:.0} records/s); the matcher's least write for them \
          ({n_persons} persons, {n} memberships, {n} audit rows, {n_pairs} pairs; no matching) {:.0} ms ({:.0} records/s) = {:.2}× the loader's: {}",
@@ -451,6 +468,52 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
         parts.join(", ")
     );
     // The records stay, with their changes: the last section.
+}
+
+/// CPU time of this process (the loader's write path, or the matcher's
+/// work, whichever the bench is doing) and of PostgreSQL's processes
+/// (all of them: the machine must be otherwise quiet) since a reading.
+struct Cpu(Vec<testkit::cpu::ProcessTime>);
+
+/// CPU seconds spent: (this process, PostgreSQL).
+struct Spent(f64, f64);
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu(testkit::cpu::processes())
+    }
+
+    fn spent(&self) -> Spent {
+        let me = std::process::id() as i32;
+        let by = testkit::cpu::seconds_between(&self.0, &testkit::cpu::processes(), |p| {
+            if p.pid == me {
+                Some("me")
+            } else if p.comm == "postgres" {
+                Some("postgres")
+            } else {
+                None
+            }
+        });
+        let of = |g| by.get(g).copied().unwrap_or(0.0);
+        Spent(of("me"), of("postgres"))
+    }
+}
+
+impl Spent {
+    fn total(&self) -> f64 {
+        self.0 + self.1
+    }
+
+    /// "X ms (process Y + PostgreSQL Z)" per 1,000 of `n` records.
+    fn per_thousand(&self, n: usize) -> String {
+        let k = n.max(1) as f64 / 1e3;
+        format!(
+            "{:.0} ms (process {:.0} + PostgreSQL {:.0})",
+            self.total() * 1e3 / k,
+            self.0 * 1e3 / k,
+            self.1 * 1e3 / k
+        )
+    }
 }
 
 /// Writes the dirty pages out before a timed section, so that it does not
