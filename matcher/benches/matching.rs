@@ -22,7 +22,10 @@
 //!    then the matcher binary (a process of its own) draining them; then N
 //!    more written while that matcher runs: both rates, the matcher's lag
 //!    (changes pending) when the writing ends, and the matcher's resident
-//!    memory (current and peak).
+//!    memory (current and peak). With `BENCH_PACED=R1,R2,…` also: the
+//!    writer paced at R records/s for `BENCH_PACED_SECONDS` (default 20)
+//!    while the matcher runs: its lag at each quarter (bounded or
+//!    growing), and the CPU of writer, matcher and PostgreSQL ([`paced`]).
 //!
 //! 7. with `BENCH_FLOOR=N` (default 20,000; 0 skips it): the loader's
 //!    write path for N new records against the least the matcher must
@@ -470,6 +473,65 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     // The records stay, with their changes: the last section.
 }
 
+/// Section 6, with `BENCH_PACED=R1,R2,…`: the loader's write path writes
+/// new records at R records/s for `BENCH_PACED_SECONDS` (default 20) while
+/// the matcher binary runs: does the matcher's lag (changes pending) stay
+/// bounded? Prints the lag at each quarter of the window, the time to
+/// drain after it, and the CPU each side used (this process = the writer,
+/// the matcher binary, PostgreSQL).
+async fn paced(pool: &PgPool, store: &Store, matcher: &testkit::ChildProcess, rate: u64) {
+    const CHUNK: usize = 500;
+    let seconds = env_u64("BENCH_PACED_SECONDS", 20);
+    let n = (rate * seconds) as usize;
+    let mut records = synth::truth::TruthGenerator::new(rate).records(n as u64 * 2 / 3 + 1);
+    records.truncate(n);
+    for (k, t) in records.iter_mut().enumerate() {
+        t.source_id = format!("pc{rate}-{k}");
+    }
+    checkpoint(pool).await;
+    let before = testkit::cpu::processes();
+    let started = Instant::now();
+    let mut lags = Vec::new();
+    let chunks = records.chunks(CHUNK).count();
+    for (k, chunk) in records.chunks(CHUNK).enumerate() {
+        let due = Duration::from_secs_f64((k * CHUNK) as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        load(store, chunk, 1).await;
+        if (k + 1) % (chunks / 4).max(1) == 0 || k + 1 == chunks {
+            lags.push(pending(pool).await);
+        }
+    }
+    let wrote = started.elapsed().as_secs_f64();
+    while pending(pool).await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained = started.elapsed().as_secs_f64();
+    let (me, pid) = (std::process::id() as i32, matcher.pid());
+    let cpu = testkit::cpu::seconds_between(&before, &testkit::cpu::processes(), |p| {
+        if p.pid == me {
+            Some("writer")
+        } else if p.pid == pid {
+            Some("matcher")
+        } else if p.comm == "postgres" {
+            Some("postgres")
+        } else {
+            None
+        }
+    });
+    let pct = |g: &str| cpu.get(g).copied().unwrap_or(0.0) / drained * 100.0;
+    println!(
+        "paced: {n} records written at {rate}/s (achieved {:.0}/s) while the matcher ran: lag at each quarter {lags:?} changes; \
+         all matched {:.1} s after the writing ended; CPU over {drained:.1} s, % of one core: writer {:.0}, matcher {:.0}, PostgreSQL {:.0}",
+        n as f64 / wrote,
+        drained - wrote,
+        pct("writer"),
+        pct("matcher"),
+        pct("postgres")
+    );
+}
+
 /// CPU time of this process (the loader's write path, or the matcher's
 /// work, whichever the bench is doing) and of PostgreSQL's processes
 /// (all of them: the machine must be otherwise quiet) since a reading.
@@ -602,6 +664,15 @@ async fn concurrently(
         shared.len() as f64 / drained,
         rss_of(matcher.pid())
     );
+    // Paced: the loader's write path at a set rate instead of flat out.
+    for rate in std::env::var("BENCH_PACED")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|r| r.trim().parse::<u64>().ok())
+        .filter(|r| *r > 0)
+    {
+        paced(pool, store, &matcher, rate).await;
+    }
     let status = matcher.terminate(Duration::from_secs(30));
     let logs = matcher.logs();
     for line in logs.lines().filter(|l| {
