@@ -30,7 +30,6 @@
 //! `\copy` rate, peak RSS < 100 MiB) are reported as PASS/MISS, never
 //! asserted.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -738,36 +737,19 @@ fn read_status(pid: i32) -> Option<(u64, u64)> {
 /// CPU time of the processes of interest and of the whole machine.
 struct CpuSnapshot {
     at: Instant,
-    /// pid → (group, clock ticks of user + system time).
-    procs: HashMap<i32, (Group, u64)>,
+    /// Every process's CPU time.
+    procs: Vec<testkit::cpu::ProcessTime>,
+    /// The loader's pid, once it runs.
+    loader: Option<i32>,
     /// /proc/stat: (busy ticks, iowait ticks, total ticks).
     system: (u64, u64, u64),
     /// Clock ticks of our own waited-for children (psql).
     children: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Group {
-    Loader,
-    Postgres,
-    Nats,
-}
-
 impl CpuSnapshot {
     fn take(loader: Option<i32>) -> CpuSnapshot {
-        let mut procs = HashMap::new();
-        for p in testkit::cpu::processes() {
-            let group = if Some(p.pid) == loader {
-                Group::Loader
-            } else if p.comm == "postgres" {
-                Group::Postgres
-            } else if p.comm == "nats-server" {
-                Group::Nats
-            } else {
-                continue;
-            };
-            procs.insert(p.pid, (group, p.ticks));
-        }
+        let procs = testkit::cpu::processes();
         let system = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| {
@@ -803,35 +785,43 @@ impl CpuSnapshot {
         CpuSnapshot {
             at: Instant::now(),
             procs,
+            loader,
             system,
             children,
         }
     }
 
-    /// The loader did not exist when the snapshot was taken: it starts at 0.
+    /// The loader did not exist when the snapshot was taken: it counts
+    /// from 0 ([`testkit::cpu::seconds_between`]).
     fn with_pid(mut self, pid: i32) -> CpuSnapshot {
-        self.procs.insert(pid, (Group::Loader, 0));
+        self.loader = Some(pid);
         self
     }
 
     fn shares_until(&self, end: &CpuSnapshot) -> CpuShares {
         const HZ: f64 = testkit::cpu::HZ;
         let wall = (end.at - self.at).as_secs_f64().max(1e-9);
-        let mut by_group: HashMap<u8, u64> = HashMap::new();
-        for (pid, (group, ticks)) in &end.procs {
-            // Processes started in between count from zero; those that ended
-            // in between (short psql runs) are lost, which is negligible.
-            let before = self.procs.get(pid).map_or(0, |(_, t)| *t);
-            *by_group.entry(*group as u8).or_default() += ticks.saturating_sub(before);
-        }
-        let pct =
-            |g: Group| by_group.get(&(g as u8)).copied().unwrap_or(0) as f64 / HZ / wall * 100.0;
+        // Processes that ended in between (short psql runs) are lost, which
+        // is negligible.
+        let loader = end.loader.or(self.loader);
+        let by_group = testkit::cpu::seconds_between(&self.procs, &end.procs, |p| {
+            if Some(p.pid) == loader {
+                Some("loader")
+            } else if p.comm == "postgres" {
+                Some("postgres")
+            } else if p.comm == "nats-server" {
+                Some("nats")
+            } else {
+                None
+            }
+        });
+        let pct = |g: &str| by_group.get(g).copied().unwrap_or(0.0) / wall * 100.0;
         let total = end.system.2.saturating_sub(self.system.2).max(1) as f64;
         let n = cores() as f64;
         CpuShares {
-            loader: pct(Group::Loader),
-            postgres: pct(Group::Postgres),
-            nats: pct(Group::Nats),
+            loader: pct("loader"),
+            postgres: pct("postgres"),
+            nats: pct("nats"),
             psql: end.children.saturating_sub(self.children) as f64 / HZ / wall * 100.0,
             system_busy: end.system.0.saturating_sub(self.system.0) as f64 / total * 100.0 * n,
             system_iowait: end.system.1.saturating_sub(self.system.1) as f64 / total * 100.0 * n,
