@@ -741,6 +741,10 @@ async fn large_and_small_batches_equal_a_full_rematch() {
     drain_by(&small, 25).await;
     small.write(changes.clone()).await;
     drain_by(&small, 25).await;
+    assert!(
+        small.engine.prepared_used() > 0,
+        "small full batches take their pairs prepared while the one before wrote"
+    );
     // A full re-match of the final records in a third database.
     let full = Fixture::new().await;
     full.write(first()).await;
@@ -1092,4 +1096,89 @@ async fn records_changed_after_the_read_ahead_are_read_again() {
     );
     // And the result is the full re-match's.
     assert_eq!(f.engine.rematch_all(&f.pool).await.unwrap().moved, 0);
+}
+
+/// Ten new truth records as rows to write.
+fn rows_of(
+    records: &[synth::truth::TruthRecord],
+) -> Vec<(&str, &str, Option<proto::PatientRecord>)> {
+    records
+        .iter()
+        .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+        .collect()
+}
+
+/// While a full batch writes, the next batch's pairs are computed from its
+/// records read ahead. The next batch uses them only if it claimed exactly
+/// those records, each with the content that was read: here `b` changed
+/// again before the read-ahead, so the row read holds a newer content than
+/// the change the batch claims, and the batch computes its pairs itself.
+#[tokio::test]
+async fn prepared_pairs_are_used_only_when_they_fit_the_claim() {
+    let f = Fixture::new().await;
+    let records = truth(29, 40);
+    // Changes 1–10, then a, b and 8 more (11–20), then b again (21).
+    f.write(rows_of(&records[..10])).await;
+    let mut second = rows_of(&records[10..18]);
+    second.push(("qms", "a", Some(with_passport(adult(), "4510", "777777"))));
+    second.push((
+        "infoclinica",
+        "b",
+        Some(with_passport(other_adult(), "4512", "888888")),
+    ));
+    f.write(second).await;
+    f.write(vec![(
+        "infoclinica",
+        "b",
+        Some(with_passport(adult(), "4510", "777777")),
+    )])
+    .await;
+    // Batch 1 prepares 11–20 with b's newest row; batch 2 claims b's older
+    // change: not used.
+    f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    assert_eq!(f.engine.prepared_used(), 0);
+    assert!(f.same(("qms", "a"), ("infoclinica", "b")).await);
+    drain_by(&f, 10).await;
+    assert!(f.same(("qms", "a"), ("infoclinica", "b")).await);
+    // Nothing changes in between: used.
+    f.write(rows_of(&records[18..])).await;
+    drain_by(&f, 10).await;
+    assert!(f.engine.prepared_used() >= 10);
+    f.assert_equals_a_rematch().await;
+}
+
+/// A batch that fails while the next one's pairs were being prepared
+/// undoes both in the blocking index, the next one's first (they were made
+/// on top of the failed one's).
+#[tokio::test]
+async fn a_failed_batch_undoes_the_next_batch_prepared_on_it() {
+    let f = Fixture::new().await;
+    let records = truth(31, 40);
+    f.write(rows_of(&records[..20])).await;
+    f.drain().await;
+    let (_, keys_before, _) = f.engine.index_size().await;
+    f.write(rows_of(&records[20..])).await;
+    assert!(f.count("SELECT count(*) FROM record_changes").await >= 20);
+    for sql in [
+        "CREATE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'XX000'; END $$",
+        "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
+         FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
+    ] {
+        sqlx::query(sql).execute(&f.pool).await.unwrap();
+    }
+    assert!(f.engine.process_batch(&f.pool, 10).await.is_err());
+    assert_eq!(
+        f.engine.index_size().await.1,
+        keys_before,
+        "the index holds no key of the failed batch or of the next one"
+    );
+    sqlx::query("DROP TRIGGER fail_batch ON person_memberships")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    drain_by(&f, 10).await;
+    assert!(f.engine.prepared_used() > 0);
+    f.assert_equals_a_rematch().await;
 }

@@ -421,7 +421,11 @@ mod tests {
         assert_eq!(record_count(&[0x93, 0x80, 0x80, 0x80]), 3);
         assert_eq!(record_count(&[0xdc, 0x01, 0xf4]), 500);
         assert_eq!(record_count(&[0xdd, 0x00, 0x01, 0x00, 0x00]), 65_536);
-        assert_eq!(record_count(&[0x81, 0xa1, 0x61, 0x01]), 1, "a single envelope");
+        assert_eq!(
+            record_count(&[0x81, 0xa1, 0x61, 0x01]),
+            1,
+            "a single envelope"
+        );
         assert_eq!(record_count(b"garbage"), 1);
         assert_eq!(record_count(&[0xdc, 0x01]), 1, "cut short");
         assert_eq!(record_count(&[]), 1);

@@ -339,7 +339,10 @@ impl<'r> Builder<'_, 'r> {
     }
 
     fn email(&mut self, value: &'r RawValue, kind: EmailKind) {
-        if let Some(address) = self.text("emails", value).and_then(|s| normalize::email(&s)) {
+        if let Some(address) = self
+            .text("emails", value)
+            .and_then(|s| normalize::email(&s))
+        {
             self.record.emails.push(Email { address, kind });
         }
     }

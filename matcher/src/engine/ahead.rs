@@ -16,14 +16,28 @@
 //! did not claim and a later batch will apply. Anything else (the record
 //! changed again, an undecodable row, a change the read-ahead did not see)
 //! is read inside the batch, as without read-ahead.
+//!
+//! Two batches in flight ([`Prepared`]): while a batch writes, the next
+//! batch's first half — its keys replaced in the blocking index, its
+//! candidates read, its pairs evaluated ([`super::incremental::Paired`]) —
+//! is computed from the read-ahead, on the index the writing batch lends
+//! to a task of its own. That half reads only `source_records`, which the
+//! matcher does not write, and the index, which the writing batch no
+//! longer needs; so it is what the next batch would compute itself. The
+//! next batch uses it only if its claimed changes are exactly the records
+//! read ahead, each with the content read (as above); anything else undoes
+//! its index changes and computes the batch as without it. The writing
+//! batch's own index changes come first: if it fails, the prepared
+//! half's are undone before its own.
 
 use std::collections::HashMap;
 
 use sqlx::{PgPool, Row as _};
 use tokio::task::JoinHandle;
 
-use super::index::key_hashes;
-use super::Rec;
+use super::incremental::{Paired, LOUD_BATCH};
+use super::index::{key_hashes, BlockIndex, Undo};
+use super::{Engine, Phases, Rec};
 use crate::features::{decode_row, Features};
 
 /// A record read ahead: its features and key hashes, `None` if deleted.
@@ -130,37 +144,165 @@ impl Pending {
         Pending(tokio::spawn(async move { result }))
     }
 
+    /// What the read-ahead saw; `None` if it failed.
+    async fn seen(self) -> Option<HashMap<Rec, Seen>> {
+        match self.0.await {
+            Ok(Ok(seen)) => Some(seen),
+            Ok(Err(error)) => {
+                tracing::debug!(error = %etl_runtime::database::describe(&error), "read-ahead failed; the batch reads its records");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// What the batch that claimed `claimed` may use: the records whose row
     /// read ahead agrees with the newest of their claimed changes (module
     /// doc). A read-ahead that failed gives nothing.
     pub(super) async fn ready<'a>(self, claimed: impl IntoIterator<Item = Claimed<'a>>) -> Ready {
-        let mut seen = match self.0.await {
-            Ok(Ok(seen)) => seen,
-            Ok(Err(error)) => {
-                tracing::debug!(error = %etl_runtime::database::describe(&error), "read-ahead failed; the batch reads its records");
-                return Ready::new();
-            }
-            Err(_) => return Ready::new(),
+        let Some(mut seen) = self.seen().await else {
+            return Ready::new();
         };
-        let mut newest: HashMap<(&str, &str), Claimed> = HashMap::new();
-        for c in claimed {
-            match newest.get(&(c.source, c.source_id)) {
-                Some(n) if n.change_id > c.change_id => {}
-                _ => {
-                    newest.insert((c.source, c.source_id), c);
-                }
-            }
-        }
+        let newest = newest(claimed);
         let mut ready = Ready::with_capacity(newest.len());
         for ((source, source_id), change) in newest {
             let rec: Rec = (source.to_owned(), source_id.to_owned());
             let Some(s) = seen.remove(&rec) else { continue };
-            let agrees =
-                s.content_hash == change.content_hash && s.deleted == (change.op == "delete");
-            if let (true, Some(computed)) = (agrees, s.computed) {
+            if let (true, Some(computed)) = (change.agrees(&s.content_hash, s.deleted), s.computed)
+            {
                 ready.insert(rec, computed);
             }
         }
         ready
+    }
+}
+
+impl Claimed<'_> {
+    /// Whether a row read with this content hash and deleted flag holds
+    /// this change's content.
+    fn agrees(&self, content_hash: &[u8], deleted: bool) -> bool {
+        content_hash == self.content_hash && deleted == (self.op == "delete")
+    }
+}
+
+/// The newest claimed change of each record.
+fn newest<'a>(
+    claimed: impl IntoIterator<Item = Claimed<'a>>,
+) -> HashMap<(&'a str, &'a str), Claimed<'a>> {
+    let mut newest: HashMap<(&str, &str), Claimed> = HashMap::new();
+    for c in claimed {
+        match newest.get(&(c.source, c.source_id)) {
+            Some(n) if n.change_id > c.change_id => {}
+            _ => {
+                newest.insert((c.source, c.source_id), c);
+            }
+        }
+    }
+    newest
+}
+
+/// What the first attempt of a batch does besides its own work (module
+/// doc): use its first half if the batch before prepared it, and prepare
+/// the next batch's.
+#[derive(Default)]
+pub(super) struct Overlap {
+    /// This batch's first half, prepared while the batch before wrote, and
+    /// found to fit the claimed changes ([`Prepared::fits`]).
+    pub this: Option<Prepared>,
+    /// The next batch's read-ahead, to prepare from while this batch writes.
+    pub next_ahead: Option<(PgPool, Pending)>,
+    /// The next batch's first half, once prepared.
+    pub next: Option<Prepared>,
+}
+
+/// A batch's first half, computed from the read-ahead while the batch
+/// before wrote (module doc).
+pub(super) struct Prepared {
+    /// Each record as read: content hash and deleted flag.
+    seen: HashMap<Rec, (Vec<u8>, bool)>,
+    pub paired: Paired,
+    /// Its changes to the index (made after those of the batch before).
+    pub undo: Undo,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("records", &self.seen.len())
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// Whether the batch that claimed `claimed` may use it: the claimed
+    /// changes name exactly its records, and each record's newest claimed
+    /// change holds the content read.
+    pub(super) fn fits<'a>(&self, claimed: impl IntoIterator<Item = Claimed<'a>>) -> bool {
+        let newest = newest(claimed);
+        newest.len() == self.seen.len()
+            && newest.iter().all(|((source, source_id), change)| {
+                self.seen
+                    .get(&(source.to_string(), source_id.to_string()))
+                    .is_some_and(|(hash, deleted)| change.agrees(hash, *deleted))
+            })
+    }
+
+    /// How many records it holds.
+    pub(super) fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+impl Engine {
+    /// The first half of the batch `pending` read ahead, computed on
+    /// `index`; `None` (and the index unchanged) if the read-ahead failed,
+    /// saw nothing or a row that does not decode, or a read fails here:
+    /// the batch then computes it itself.
+    pub(super) async fn prepare(
+        &self,
+        pool: &PgPool,
+        pending: Pending,
+        index: &mut BlockIndex,
+    ) -> Option<Prepared> {
+        let seen = pending.seen().await?;
+        if seen.is_empty() {
+            return None;
+        }
+        let mut ready = Ready::with_capacity(seen.len());
+        let mut hashes = HashMap::with_capacity(seen.len());
+        for (rec, s) in seen {
+            hashes.insert(rec.clone(), (s.content_hash, s.deleted));
+            ready.insert(rec, s.computed?);
+        }
+        let mut changed: Vec<Rec> = hashes.keys().cloned().collect();
+        changed.sort();
+        let mut conn = tokio::time::timeout(ACQUIRE, pool.acquire())
+            .await
+            .ok()?
+            .ok()?;
+        let mut phases = Phases::new("prepare", changed.len(), changed.len() >= LOUD_BATCH);
+        let mut undo = Undo::new();
+        match self
+            .pair_up(
+                &mut conn,
+                &changed,
+                &mut ready,
+                index,
+                &mut undo,
+                &mut phases,
+            )
+            .await
+        {
+            Ok(paired) => Some(Prepared {
+                seen: hashes,
+                paired,
+                undo,
+            }),
+            Err(error) => {
+                tracing::debug!(error = %etl_runtime::database::describe(&error), "preparing the next batch failed; it computes its pairs itself");
+                index.undo(undo);
+                None
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use super::ahead::Ready;
+use super::ahead::{Overlap, Ready};
 use super::component::Component;
 use super::index::{key_hashes, BlockIndex, Undo};
 use super::{split, write, Applied, Engine, PairRow, Phases, Rec};
@@ -18,6 +18,23 @@ use crate::features::{Features, SourceRow};
 
 /// Batches of at least this many records log their phases at `info`.
 pub(super) const LOUD_BATCH: usize = 5_000;
+
+/// The first half of a batch, everything that needs the blocking index:
+/// the changed records' keys replaced in it, their candidates found and
+/// read, their pairs evaluated. Pure computation and reads of
+/// `source_records` (which only the loader writes): it does not depend on
+/// the matcher's state in PostgreSQL, so the next batch's half can be
+/// computed while this batch writes ([`super::ahead::Prepared`]).
+pub(super) struct Paired {
+    /// The changed records, sorted, each once.
+    pub changed: Vec<Rec>,
+    /// Index id → features of the live changed records.
+    mine: HashMap<u32, Features>,
+    /// Index id → features of their live candidates.
+    others: HashMap<u32, Features>,
+    /// Every pair of a changed record that has a decision.
+    pairs: Vec<PairRow>,
+}
 
 impl Engine {
     /// Re-evaluates `changed` records (keys, pairs) and recomputes their
@@ -27,6 +44,13 @@ impl Engine {
     /// `ready` were read ahead and checked against their claimed changes
     /// ([`super::ahead`]): taken from there (a part of the batch applied
     /// again after a failure reads them).
+    ///
+    /// `overlap`: this batch's first half if the batch before prepared it
+    /// (its index changes are added to `undo`), and the next batch's
+    /// read-ahead, whose first half is computed — on the index, lent to a
+    /// task of its own — while this batch writes; it is left in
+    /// `overlap.next` (its index changes made after this batch's; undone
+    /// here if this batch fails).
     pub(super) async fn match_batch(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -34,18 +58,89 @@ impl Engine {
         ready: &mut Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
+        overlap: &mut Overlap,
     ) -> sqlx::Result<Applied> {
         let mut changed = changed.to_vec();
         changed.sort();
         changed.dedup();
-        let changed = &changed[..];
         let mut phases = Phases::new("batch", changed.len(), changed.len() >= LOUD_BATCH);
+        let paired = match overlap.this.take() {
+            Some(prepared) if prepared.paired.changed == changed => {
+                phases.mark("pairs prepared by the batch before");
+                undo.extend(prepared.undo);
+                prepared.paired
+            }
+            other => {
+                if let Some(prepared) = other {
+                    index.undo(prepared.undo);
+                }
+                self.pair_up(tx, &changed, ready, index, undo, &mut phases)
+                    .await?
+            }
+        };
+        // Live records without matching state (no pairs, review items or
+        // person: `BlockIndex::may_have_state`): new records, mostly. Asked
+        // now, after the batch before marked what it gave state.
+        let fresh: HashSet<Rec> = paired
+            .mine
+            .keys()
+            .filter(|id| !index.id_may_have_state(**id))
+            .map(|id| index.rec(*id))
+            .collect();
+        let next = overlap.next_ahead.take().map(|(pool, pending)| {
+            let mut lent = std::mem::take(index);
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let prepared = engine.prepare(&pool, pending, &mut lent).await;
+                (lent, prepared)
+            })
+        });
+        let mut marks: Vec<Rec> = Vec::new();
+        let result = self
+            .settle(tx, paired, fresh, &mut marks, &mut phases)
+            .await;
+        if let Some(next) = next {
+            match next.await {
+                Ok((lent, prepared)) => {
+                    *index = lent;
+                    overlap.next = prepared;
+                }
+                // The index went with the task: the next batch rebuilds
+                // it (this one's is empty, without a generation).
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => panic!("the task preparing the next batch was cancelled"),
+            }
+            phases.mark("next batch's pairs prepared");
+        }
+        for (s, i) in &marks {
+            index.mark_stated(s, i);
+        }
+        if result.is_err() {
+            // Made on top of this batch's changes: undone first.
+            if let Some(prepared) = overlap.next.take() {
+                index.undo(prepared.undo);
+            }
+        }
+        result
+    }
+
+    /// The first half of a batch ([`Paired`]) of `changed` (sorted, each
+    /// once); rows not in `ready` are read on `conn`.
+    pub(super) async fn pair_up(
+        &self,
+        conn: &mut PgConnection,
+        changed: &[Rec],
+        ready: &mut Ready,
+        index: &mut BlockIndex,
+        undo: &mut Undo,
+        phases: &mut Phases,
+    ) -> sqlx::Result<Paired> {
         let unread: Vec<Rec> = changed
             .iter()
             .filter(|r| !ready.contains_key(*r))
             .cloned()
             .collect();
-        let mut rows = load_rows(tx, &unread).await?;
+        let mut rows = load_rows(conn, &unread).await?;
         drop(unread);
         phases.mark("changed records read");
 
@@ -53,10 +148,6 @@ impl Engine {
         // records of one batch find each other (and a block's size counts
         // them), as a re-match would. A deleted record holds no key.
         let mut mine: HashMap<u32, Features> = HashMap::with_capacity(changed.len());
-        // Live records without matching state (no pairs, review items or
-        // person: `BlockIndex::may_have_state`) unless an operator named
-        // them: new records, mostly.
-        let mut fresh: HashSet<Rec> = HashSet::new();
         let live: Vec<Option<SourceRow>> = changed
             .iter()
             .filter(|r| !ready.contains_key(*r))
@@ -79,9 +170,6 @@ impl Engine {
                     computed.next().expect("one per live record")
                 }
             };
-            if !index.may_have_state(&r.0, &r.1) {
-                fresh.insert(r.clone());
-            }
             let change = index.replace(&r.0, &r.1, keys);
             mine.insert(change.0, f);
             undo.push(change);
@@ -89,36 +177,7 @@ impl Engine {
         drop(live);
         drop(rows);
         phases.mark("keys replaced");
-        for r in named_by_decisions(tx, &fresh).await? {
-            fresh.remove(&r);
-        }
-        #[cfg(debug_assertions)]
-        assert_stateless(tx, &fresh).await?;
 
-        // Pairs. Two statements, one per index: an `OR` of two `IN`s is a
-        // sequential scan of the whole table. Fresh records have none.
-        let known: Vec<Rec> = changed
-            .iter()
-            .filter(|r| !fresh.contains(*r))
-            .cloned()
-            .collect();
-        if !known.is_empty() {
-            let (s, i) = split(&known);
-            for sql in [
-                "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
-                 WHERE p.a_source = f.s AND p.a_source_id = f.i",
-                "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
-                 WHERE p.b_source = f.s AND p.b_source_id = f.i",
-            ] {
-                sqlx::query(sql)
-                    .bind(&s)
-                    .bind(&i)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
-        drop(known);
-        phases.mark("old pairs deleted");
         // Blocks: a key held by more than `max_block_size` records is not
         // used.
         let usable = |key: u64| {
@@ -143,7 +202,7 @@ impl Engine {
             .collect();
         phases.mark("blocks looked up");
         let recs: Vec<Rec> = candidates.iter().map(|(_, r)| r.clone()).collect();
-        let mut loaded = load_rows(tx, &recs).await?;
+        let mut loaded = load_rows(conn, &recs).await?;
         drop(recs);
         let mut others: HashMap<u32, Features> = HashMap::with_capacity(candidates.len());
         for (id, r) in candidates {
@@ -194,6 +253,63 @@ impl Engine {
         .flatten()
         .collect();
         phases.mark("pairs evaluated");
+        Ok(Paired {
+            changed: changed.to_vec(),
+            mine,
+            others,
+            pairs,
+        })
+    }
+
+    /// The second half of a batch, in its transaction: the old pairs of
+    /// the changed records replaced by `paired`'s, their component
+    /// recomputed and its difference written. Needs no index: the records
+    /// it may have given state are pushed to `marks`, for the caller to
+    /// mark in the index (also if it fails: a mark only costs a lookup).
+    async fn settle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        paired: Paired,
+        mut fresh: HashSet<Rec>,
+        marks: &mut Vec<Rec>,
+        phases: &mut Phases,
+    ) -> sqlx::Result<Applied> {
+        let Paired {
+            changed,
+            mine,
+            others,
+            pairs,
+        } = paired;
+        for r in named_by_decisions(tx, &fresh).await? {
+            fresh.remove(&r);
+        }
+        #[cfg(debug_assertions)]
+        assert_stateless(tx, &fresh).await?;
+
+        // Old pairs. Two statements, one per index: an `OR` of two `IN`s is
+        // a sequential scan of the whole table. Fresh records have none.
+        let known: Vec<Rec> = changed
+            .iter()
+            .filter(|r| !fresh.contains(*r))
+            .cloned()
+            .collect();
+        if !known.is_empty() {
+            let (s, i) = split(&known);
+            for sql in [
+                "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 WHERE p.a_source = f.s AND p.a_source_id = f.i",
+                "DELETE FROM match_pairs p USING UNNEST($1::text[], $2::text[]) AS f(s, i)
+                 WHERE p.b_source = f.s AND p.b_source_id = f.i",
+            ] {
+                sqlx::query(sql)
+                    .bind(&s)
+                    .bind(&i)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        drop(known);
+        phases.mark("old pairs deleted");
         write::pairs(tx, &pairs).await?;
         phases.mark("pairs written");
 
@@ -202,20 +318,19 @@ impl Engine {
             .chain(others.into_values())
             .map(|f| ((f.source.clone(), f.source_id.clone()), f))
             .collect();
-        let component = Component::load(tx, changed, features, Some(&pairs), &fresh).await?;
+        let component = Component::load(tx, &changed, features, Some(&pairs), &fresh).await?;
         phases.mark("component read");
         // Everything this batch may give state: the ends of its pairs, and
-        // every record of the component (each gets a person). Marked
-        // before the writes: a mark without state only costs a lookup.
+        // every record of the component (each gets a person).
         for p in &pairs {
-            index.mark_stated(&p.a.0, &p.a.1);
-            index.mark_stated(&p.b.0, &p.b.1);
+            marks.extend([p.a.clone(), p.b.clone()]);
         }
-        for (s, i) in component.records() {
-            index.mark_stated(s, i);
-        }
-        let applied = component.apply(tx, &self.actor, &mut phases).await?;
-        Ok(applied)
+        marks.extend(
+            component
+                .records()
+                .map(|(s, i)| (s.to_owned(), i.to_owned())),
+        );
+        component.apply(tx, &self.actor, phases).await
     }
 
     /// Recomputes the persons of `recs`' component from the stored pairs

@@ -346,6 +346,11 @@ impl BlockIndex {
             .is_some_and(|id| self.stated[id as usize])
     }
 
+    /// [`BlockIndex::may_have_state`] of an id.
+    pub fn id_may_have_state(&self, id: u32) -> bool {
+        self.stated[id as usize]
+    }
+
     /// Marks the record as one that may have matching state.
     pub fn mark_stated(&mut self, source: &str, source_id: &str) {
         let id = self.intern(source, source_id);

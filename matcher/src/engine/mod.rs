@@ -92,10 +92,15 @@ pub struct Engine {
     /// The blocking index of this instance (shared by clones of the engine;
     /// one batch at a time holds it).
     index: Arc<tokio::sync::Mutex<BlockIndex>>,
-    /// The read-ahead for the next batch, if one was started.
+    /// A read-ahead for the next batch ([`Engine::read_ahead`]).
     ahead: Arc<std::sync::Mutex<Option<ahead::Pending>>>,
+    /// The next batch's first half, prepared while the last batch wrote
+    /// ([`ahead::Prepared`]); its index changes are in the index.
+    prepared: Arc<std::sync::Mutex<Option<ahead::Prepared>>>,
     /// Records whose row a batch took from a read-ahead (tests, benchmarks).
     read_ahead_used: Arc<std::sync::atomic::AtomicU64>,
+    /// Records whose pairs a batch took from a prepared first half.
+    prepared_used: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A stored pairwise decision.
@@ -185,13 +190,22 @@ impl Engine {
             read_ahead_from: 2_000,
             index: Arc::default(),
             ahead: Arc::default(),
+            prepared: Arc::default(),
             read_ahead_used: Arc::default(),
+            prepared_used: Arc::default(),
         }
     }
 
     /// How many records batches have taken from a read-ahead so far.
     pub fn read_ahead_used(&self) -> u64 {
         self.read_ahead_used
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many records batches have taken with their pairs prepared while
+    /// the batch before wrote ([`ahead::Prepared`]) so far.
+    pub fn prepared_used(&self) -> u64 {
+        self.prepared_used
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -250,6 +264,10 @@ impl Engine {
             Ok(false) => return Ok(None),
             Err(error) => return Err(rolled_back(tx, error).await),
         }
+        // This batch's first half, if the batch before prepared it
+        // ([`ahead::Prepared`]): its index changes are undone unless the
+        // batch uses it.
+        let mut prepared = self.prepared.lock().expect("not poisoned").take();
         let claiming = std::time::Instant::now();
         let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> = match sqlx::query_as(
             "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
@@ -260,35 +278,45 @@ impl Engine {
         .await
         {
             Ok(claimed) => claimed,
-            Err(error) => return Err(rolled_back(tx, error).await),
+            Err(error) => {
+                if let Some(p) = prepared {
+                    index.undo(p.undo);
+                }
+                return Err(rolled_back(tx, error).await);
+            }
         };
         let pending = self.ahead.lock().expect("not poisoned").take();
         if claimed.is_empty() {
+            if let Some(p) = prepared {
+                index.undo(p.undo);
+            }
             tx.commit().await?;
             return Ok(Some(Applied::default()));
         }
         let loud = claimed.len() >= incremental::LOUD_BATCH;
         let mut phases = Phases::since("claim", claimed.len(), loud, claiming);
         phases.mark("changes claimed");
+        let mut overlap = ahead::Overlap::default();
         // A full batch means a backlog: the next batch's records are read
-        // while this one matches.
+        // while this one matches, and its pairs computed while this one
+        // writes.
         if claimed.len() as i64 == limit && claimed.len() >= self.read_ahead_from {
             let after = claimed.iter().map(|c| c.0).max().unwrap_or_default();
-            *self.ahead.lock().expect("not poisoned") =
-                Some(ahead::start(pool, after, ahead_limit));
+            overlap.next_ahead = Some((pool.clone(), ahead::start(pool, after, ahead_limit)));
+        }
+        fn as_claimed(
+            c: &(i64, String, String, Option<String>, String, Vec<u8>),
+        ) -> ahead::Claimed<'_> {
+            ahead::Claimed {
+                change_id: c.0,
+                source: &c.1,
+                source_id: &c.2,
+                op: &c.4,
+                content_hash: &c.5,
+            }
         }
         let mut ready = match pending {
-            Some(pending) => {
-                pending
-                    .ready(claimed.iter().map(|c| ahead::Claimed {
-                        change_id: c.0,
-                        source: &c.1,
-                        source_id: &c.2,
-                        op: &c.4,
-                        content_hash: &c.5,
-                    }))
-                    .await
-            }
+            Some(pending) => pending.ready(claimed.iter().map(as_claimed)).await,
             None => ahead::Ready::new(),
         };
         if !ready.is_empty() {
@@ -297,10 +325,6 @@ impl Engine {
         self.read_ahead_used
             .fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
         phases.mark("read-ahead checked");
-        let claimed: Vec<(i64, String, String, Option<String>)> = claimed
-            .into_iter()
-            .map(|(id, s, i, t, _, _)| (id, s, i, t))
-            .collect();
         let before: i64 = match sqlx::query_scalar(
             "UPDATE match_state SET generation = generation + 1, updated_at = now()
              RETURNING generation - 1",
@@ -309,29 +333,66 @@ impl Engine {
         .await
         {
             Ok(before) => before,
-            Err(error) => return Err(rolled_back(tx, error).await),
+            Err(error) => {
+                if let Some(p) = prepared {
+                    index.undo(p.undo);
+                }
+                return Err(rolled_back(tx, error).await);
+            }
         };
         if index.generation != Some(before) {
+            // Rebuilt: what was prepared on the old index goes with it.
+            prepared = None;
             if let Err(error) = rebuild(&mut index, &mut tx).await {
                 return Err(rolled_back(tx, error).await);
             }
         }
+        if let Some(p) = prepared {
+            if p.fits(claimed.iter().map(as_claimed)) {
+                for used in [&self.read_ahead_used, &self.prepared_used] {
+                    used.fetch_add(p.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                overlap.this = Some(p);
+            } else {
+                tracing::debug!(
+                    "the prepared pairs do not fit the claimed changes; computed again"
+                );
+                index.undo(p.undo);
+            }
+        }
         phases.mark("generation bumped");
+        let claimed: Vec<(i64, String, String, Option<String>)> = claimed
+            .into_iter()
+            .map(|(id, s, i, t, _, _)| (id, s, i, t))
+            .collect();
         // In flight: if this future is dropped half-way, the index is
         // rebuilt by the next batch.
         index.generation = None;
         let mut undo = Undo::new();
         match self
-            .apply_claimed(tx, claimed, &mut ready, &mut index, &mut undo, &mut phases)
+            .apply_claimed(
+                tx,
+                claimed,
+                &mut ready,
+                &mut index,
+                &mut undo,
+                &mut overlap,
+                &mut phases,
+            )
             .await
         {
             Ok(applied) => {
                 index.generation = Some(before + 1);
+                *self.prepared.lock().expect("not poisoned") = overlap.next.take();
                 Ok(Some(applied))
             }
             Err(error) => {
                 // Rolled back (or, if the commit's outcome is unknown, the
-                // database's generation tells at the next batch).
+                // database's generation tells at the next batch). The next
+                // batch's changes were made after this one's: undone first.
+                if let Some(p) = overlap.next.take() {
+                    index.undo(p.undo);
+                }
                 index.undo(undo);
                 index.generation = Some(before);
                 Err(error)
@@ -367,6 +428,7 @@ impl Engine {
         (index.records(), index.keys(), index.heap_bytes())
     }
 
+    #[allow(clippy::too_many_arguments)] // the batch's state, passed down once
     async fn apply_claimed(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
@@ -374,6 +436,7 @@ impl Engine {
         ready: &mut ahead::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
+        overlap: &mut ahead::Overlap,
         phases: &mut Phases,
     ) -> sqlx::Result<Applied> {
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
@@ -402,7 +465,7 @@ impl Engine {
             claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
         let matched = async {
             let mut applied = self
-                .match_isolating(&mut tx, &changes, ready, index, undo)
+                .match_isolating(&mut tx, &changes, ready, index, undo, overlap)
                 .await?;
             applied.changes = ids.len() as u64;
             phases.mark("matched");

@@ -29,6 +29,7 @@ use etl_runtime::database::{describe, is_transient};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
+use super::ahead::Overlap;
 use super::index::{BlockIndex, Undo};
 use super::{Applied, Engine, Rec};
 
@@ -106,6 +107,10 @@ impl Engine {
     /// part that is rolled back are undone at once; those of the parts that
     /// were applied go into `undo`, for the caller to undo if the whole
     /// transaction does not commit.
+    ///
+    /// `overlap` goes with the first attempt, the whole batch
+    /// ([`Engine::match_batch`]); the parts of a split batch are computed
+    /// without it.
     pub(super) async fn match_isolating(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -113,7 +118,9 @@ impl Engine {
         ready: &mut super::ahead::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
+        overlap: &mut Overlap,
     ) -> sqlx::Result<Applied> {
+        let mut first = true;
         let mut applied = Applied::default();
         // Parts still to apply, the next one last (left halves first: the
         // changes keep their order).
@@ -122,8 +129,21 @@ impl Engine {
             let recs: Vec<Rec> = part.iter().map(|c| c.1.clone()).collect();
             let mut savepoint = Connection::begin(&mut **tx).await?;
             let mut part_undo = Undo::new();
+            let mut without = Overlap::default();
+            let part_overlap = if std::mem::take(&mut first) {
+                &mut *overlap
+            } else {
+                &mut without
+            };
             let result = self
-                .match_batch(&mut savepoint, &recs, ready, index, &mut part_undo)
+                .match_batch(
+                    &mut savepoint,
+                    &recs,
+                    ready,
+                    index,
+                    &mut part_undo,
+                    part_overlap,
+                )
                 .await;
             let error = match result {
                 Ok(a) => {

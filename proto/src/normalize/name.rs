@@ -124,9 +124,7 @@ pub(super) fn latin_to_cyrillic(c: char) -> Option<char> {
 /// `s` in Unicode NFC, borrowed when it already is (always for ASCII and
 /// for Cyrillic letters without combining marks: nearly every Russian name).
 pub(super) fn nfc(s: &str) -> Cow<'_, str> {
-    if s.is_ascii()
-        || s.chars().all(is_nfc_starter)
-        || is_nfc_quick(s.chars()) == IsNormalized::Yes
+    if s.is_ascii() || s.chars().all(is_nfc_starter) || is_nfc_quick(s.chars()) == IsNormalized::Yes
     {
         Cow::Borrowed(s)
     } else {
