@@ -88,7 +88,7 @@ BEGIN
             ('etl_loader',  'sources',               'INSERT'),
             ('etl_loader',  'business_units',        'INSERT'),
             -- matcher (migrations/20261201000001_matcher.sql); record_changes:
-            -- it claims rows FOR UPDATE SKIP LOCKED and deletes them.
+            -- it claims rows under its advisory lock and deletes them.
             ('etl_matcher', 'record_changes',        'UPDATE, DELETE'),
             ('etl_matcher', 'persons',               'INSERT, UPDATE'),
             ('etl_matcher', 'person_memberships',    'INSERT, UPDATE'),

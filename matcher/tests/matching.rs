@@ -1025,16 +1025,29 @@ async fn stale_index(f: &Fixture) {
 }
 
 /// Applies one batch while the changes of the records `waiting` wait (the
-/// test holds their rows: the claim skips them); the changes applied.
+/// test sets their rows aside and puts them back, ids unchanged); the
+/// changes applied.
 async fn one_batch_while_waiting(f: &Fixture, waiting: &[&str]) -> u64 {
-    let mut held = f.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM record_changes WHERE source_id = ANY($1) FOR UPDATE")
-        .bind(waiting)
-        .execute(&mut *held)
+    sqlx::query("CREATE TABLE IF NOT EXISTS waiting_changes (LIKE record_changes)")
+        .execute(&f.pool)
         .await
         .unwrap();
+    sqlx::query(
+        "WITH w AS (DELETE FROM record_changes WHERE source_id = ANY($1) RETURNING *)
+         INSERT INTO waiting_changes SELECT * FROM w",
+    )
+    .bind(waiting)
+    .execute(&f.pool)
+    .await
+    .unwrap();
     let applied = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
-    held.rollback().await.unwrap();
+    sqlx::query(
+        "WITH w AS (DELETE FROM waiting_changes RETURNING *)
+         INSERT INTO record_changes OVERRIDING SYSTEM VALUE SELECT * FROM w",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
     applied.changes
 }
 

@@ -269,9 +269,14 @@ impl Engine {
         // batch uses it.
         let mut prepared = self.prepared.lock().expect("not poisoned").take();
         let claiming = std::time::Instant::now();
+        // No row locks: every transaction that deletes change rows (a
+        // batch, a re-match) holds `MATCH_LOCK`, which this one holds now,
+        // so nobody else can claim these rows before this one commits. A
+        // `FOR UPDATE` would only write a lock into each claimed row (~10 ms
+        // per 20,000 measured) that the delete below writes again.
         let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> = match sqlx::query_as(
             "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
-                 ORDER BY change_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                 ORDER BY change_id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
