@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::incremental::load_rows;
-use super::write::{self, Audit, NewItem};
+use super::write::{self, Audit, NewItem, Via};
 use super::{ordered, split, Applied, PairRow, Phases, Rec};
 use crate::cluster::{self, Edge, EdgeKind};
 use crate::features::Features;
@@ -501,17 +501,8 @@ impl Component {
                 close.push(r.clone());
             }
             let mut via = self.reason(&out, n, &adjacent[n], &link_evidence);
-            if created.contains(&new) {
-                via["new_person"] = Value::Bool(true);
-            }
-            audit.push(
-                if old.is_some() { "moved" } else { "assigned" },
-                Some(new),
-                Some(&r),
-                old,
-                None,
-                via,
-            );
+            via.new_person = created.contains(&new);
+            audit.push_placed(new, r.clone(), old, via);
             open.push((r, new));
         }
         for r in &self.leaving {
@@ -690,13 +681,13 @@ impl Component {
 
     /// Why node `n` is where it is: the strongest link to its cluster, by
     /// rule (no values).
-    fn reason(
+    fn reason<'a>(
         &self,
         out: &cluster::Output,
         n: usize,
         adjacent: &[(usize, usize)],
-        links: &HashMap<(usize, usize), &PairRow>,
-    ) -> Value {
+        links: &HashMap<(usize, usize), &'a PairRow>,
+    ) -> Via<'a> {
         let c = out.cluster_of[n];
         let best = adjacent
             .iter()
@@ -707,10 +698,15 @@ impl Component {
                     .partial_cmp(&(rule_order(&y.rule), -y.score))
                     .unwrap_or(std::cmp::Ordering::Equal)
             });
-        match best {
-            Some(p) => serde_json::json!({"rule": p.rule, "score": p.score}),
-            None if out.locked[n] => serde_json::json!({"rule": "locked"}),
-            None => serde_json::json!({"rule": "operator_or_alone"}),
+        let (rule, score) = match best {
+            Some(p) => (p.rule.as_str(), Some(p.score)),
+            None if out.locked[n] => ("locked", None),
+            None => ("operator_or_alone", None),
+        };
+        Via {
+            rule,
+            score,
+            new_person: false,
         }
     }
 }

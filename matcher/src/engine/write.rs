@@ -263,23 +263,72 @@ pub(super) async fn review_items(
     copy.finish().await.map(drop)
 }
 
+/// Why a record is in its person (the detail of an `assigned` or `moved`
+/// audit row; rules and scores only, no values): one per record an
+/// application places, so written as JSON text directly rather than built
+/// as a `serde_json::Value` first.
+pub(super) struct Via<'a> {
+    /// The rule of the strongest link into the person, `locked` or
+    /// `operator_or_alone`.
+    pub rule: &'a str,
+    pub score: Option<f32>,
+    /// The person was created by this application.
+    pub new_person: bool,
+}
+
+impl Via<'_> {
+    /// `{"rule": …, "score": …, "new_person": true}` (absent keys omitted).
+    fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("{\"rule\":");
+        // A JSON string of a rule name (escaped, should one ever need it).
+        let _ = write!(out, "{}", Value::from(self.rule));
+        if let Some(score) = self.score {
+            // As serde_json writes an f32 (`1.0`, not `1`; `null` if not
+            // finite).
+            let _ = write!(out, ",\"score\":{}", Value::from(score));
+        }
+        if self.new_person {
+            out.push_str(",\"new_person\":true");
+        }
+        out.push('}');
+    }
+}
+
+/// The detail of an audit row.
+enum Detail<'a> {
+    Json(Value),
+    Via(Via<'a>),
+}
+
+impl Detail<'_> {
+    /// The row's `detail` as JSON text (`{}` for none).
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Detail::Json(Value::Null) => out.push_str("{}"),
+            Detail::Json(v) => out.push_str(&v.to_string()),
+            Detail::Via(via) => via.write_json(out),
+        }
+    }
+}
+
 /// One audit row.
-struct AuditRow {
+struct AuditRow<'a> {
     action: &'static str,
     person: Option<i64>,
     rec: Option<Rec>,
     other_person: Option<i64>,
     other: Option<Rec>,
-    detail: Value,
+    detail: Detail<'a>,
 }
 
 /// Audit rows collected during an application, written together.
 #[derive(Default)]
-pub(super) struct Audit {
-    rows: Vec<AuditRow>,
+pub(super) struct Audit<'a> {
+    rows: Vec<AuditRow<'a>>,
 }
 
-impl Audit {
+impl<'a> Audit<'a> {
     pub fn push(
         &mut self,
         action: &'static str,
@@ -295,7 +344,20 @@ impl Audit {
             rec: rec.cloned(),
             other_person,
             other: other.cloned(),
-            detail,
+            detail: Detail::Json(detail),
+        });
+    }
+
+    /// An `assigned` or `moved` row: `rec` placed in `person` (from
+    /// `old`) because of `via`.
+    pub fn push_placed(&mut self, person: i64, rec: Rec, old: Option<i64>, via: Via<'a>) {
+        self.rows.push(AuditRow {
+            action: if old.is_some() { "moved" } else { "assigned" },
+            person: Some(person),
+            rec: Some(rec),
+            other_person: old,
+            other: None,
+            detail: Detail::Via(via),
         });
     }
 
@@ -304,11 +366,9 @@ impl Audit {
             return Ok(());
         }
         let detail = |r: &AuditRow| {
-            if r.detail.is_null() {
-                "{}".to_string()
-            } else {
-                r.detail.to_string()
-            }
+            let mut s = String::new();
+            r.detail.write_json(&mut s);
+            s
         };
         if self.rows.len() < COPY_FROM {
             let rows = &self.rows;
@@ -357,7 +417,10 @@ impl Audit {
                           other_source, other_source_id, detail)",
         )
         .await?;
+        let mut detail = String::new();
         for r in &self.rows {
+            detail.clear();
+            r.detail.write_json(&mut detail);
             copy.text(actor)
                 .text(r.action)
                 .opt_num(r.person)
@@ -366,7 +429,7 @@ impl Audit {
                 .opt_num(r.other_person)
                 .opt_text(r.other.as_ref().map(|r| r.0.as_str()))
                 .opt_text(r.other.as_ref().map(|r| r.1.as_str()));
-            copy.text(&detail(r)).end_row().await?;
+            copy.text(&detail).end_row().await?;
         }
         copy.finish().await.map(drop)
     }
@@ -385,4 +448,41 @@ pub async fn audit_one(
     let mut a = Audit::default();
     a.push(action, person, rec, None, other, detail);
     a.write(tx, actor).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Value, Via};
+
+    fn json(via: Via) -> Value {
+        let mut s = String::new();
+        via.write_json(&mut s);
+        serde_json::from_str(&s).expect("valid JSON")
+    }
+
+    /// The same detail the audit wrote when it was built as a `Value`.
+    #[test]
+    fn via_is_the_json_it_was() {
+        let via = |rule, score, new_person| Via {
+            rule,
+            score,
+            new_person,
+        };
+        assert_eq!(
+            json(via("document", Some(1.0), true)),
+            serde_json::json!({"rule": "document", "score": 1.0f32, "new_person": true})
+        );
+        assert_eq!(
+            json(via("scored", Some(0.875), false)),
+            serde_json::json!({"rule": "scored", "score": 0.875f32})
+        );
+        assert_eq!(
+            json(via("locked", None, false)),
+            serde_json::json!({"rule": "locked"})
+        );
+        assert_eq!(
+            json(via("odd \"rule\"\t", Some(f32::NAN), false)),
+            serde_json::json!({"rule": "odd \"rule\"\t", "score": null})
+        );
+    }
 }
