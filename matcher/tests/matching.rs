@@ -848,29 +848,36 @@ async fn a_standby_taking_over_rebuilds_its_index() {
     f.assert_equals_a_rematch().await;
 }
 
+/// Makes every batch fail (or pass again) after the index was changed, at
+/// the memberships, with an error no change is blamed for (XX000: the whole
+/// batch fails; a data error would set the changes aside,
+/// `tests/quarantine.rs`).
+async fn fail_batches(f: &Fixture, fail: bool) {
+    let sql: &[&'static str] = if fail {
+        &[
+            "CREATE OR REPLACE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'XX000'; END $$",
+            "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
+             FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
+        ]
+    } else {
+        &["DROP TRIGGER fail_batch ON person_memberships"]
+    };
+    for &sql in sql {
+        sqlx::query(sql).execute(&f.pool).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
     let f = Fixture::new().await;
     b_becomes_someone_else(&f).await;
     f.write(vec![("infoclinica", "a", Some(other_adult()))])
         .await;
-    // The batch fails after the index was changed (at the memberships),
-    // with an error no change is blamed for (XX000: the whole batch fails;
-    // a data error would set the changes aside, `tests/quarantine.rs`).
-    for sql in [
-        "CREATE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS
-         $$ BEGIN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'XX000'; END $$",
-        "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
-         FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
-    ] {
-        sqlx::query(sql).execute(&f.pool).await.unwrap();
-    }
+    fail_batches(&f, true).await;
     assert!(f.engine.process_batch(&f.pool, 500).await.is_err());
     assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 2);
-    sqlx::query("DROP TRIGGER fail_batch ON person_memberships")
-        .execute(&f.pool)
-        .await
-        .unwrap();
+    fail_batches(&f, false).await;
     // Only a's change now (b's is applied by another instance): this
     // instance's index must not keep what the failed batch did.
     let other = matcher::service::engine(&matcher::Settings::default());
@@ -883,18 +890,9 @@ async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
         ("infoclinica", "a", None),
     ])
     .await;
-    sqlx::query(
-        "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
-         FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
-    )
-    .execute(&f.pool)
-    .await
-    .unwrap();
+    fail_batches(&f, true).await;
     assert!(f.engine.process_batch(&f.pool, 500).await.is_err());
-    sqlx::query("DROP TRIGGER fail_batch ON person_memberships")
-        .execute(&f.pool)
-        .await
-        .unwrap();
+    fail_batches(&f, false).await;
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "b2")).await);
     assert_eq!(f.person("infoclinica", "a").await, None);
@@ -1173,24 +1171,14 @@ async fn a_failed_batch_undoes_the_next_batch_prepared_on_it() {
     let (_, keys_before, _) = f.engine.index_size().await;
     f.write(rows_of(&records[20..])).await;
     assert!(f.count("SELECT count(*) FROM record_changes").await >= 20);
-    for sql in [
-        "CREATE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS
-         $$ BEGIN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'XX000'; END $$",
-        "CREATE TRIGGER fail_batch BEFORE INSERT ON person_memberships
-         FOR EACH STATEMENT EXECUTE FUNCTION fail_batch()",
-    ] {
-        sqlx::query(sql).execute(&f.pool).await.unwrap();
-    }
+    fail_batches(&f, true).await;
     assert!(f.engine.process_batch(&f.pool, 10).await.is_err());
     assert_eq!(
         f.engine.index_size().await.1,
         keys_before,
         "the index holds no key of the failed batch or of the next one"
     );
-    sqlx::query("DROP TRIGGER fail_batch ON person_memberships")
-        .execute(&f.pool)
-        .await
-        .unwrap();
+    fail_batches(&f, false).await;
     drain_by(&f, 10).await;
     assert!(f.engine.prepared_used() > 0);
     f.assert_equals_a_rematch().await;
