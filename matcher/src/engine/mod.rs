@@ -357,8 +357,12 @@ impl Engine {
                 for used in [&self.read_ahead_used, &self.prepared_used] {
                     used.fetch_add(p.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
+                metrics::counter!("matcher_prepared_batches_total", "outcome" => "used")
+                    .increment(1);
                 overlap.this = Some(p);
             } else {
+                metrics::counter!("matcher_prepared_batches_total", "outcome" => "not_fitting")
+                    .increment(1);
                 tracing::debug!(
                     "the prepared pairs do not fit the claimed changes; computed again"
                 );
