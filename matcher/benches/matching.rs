@@ -26,6 +26,8 @@
 //!    writer paced at R records/s for `BENCH_PACED_SECONDS` (default 20)
 //!    while the matcher runs: its lag at each quarter (bounded or
 //!    growing), and the CPU of writer, matcher and PostgreSQL ([`paced`]).
+//!    At the end, how many of the matcher's large batches took their pairs
+//!    prepared while the batch before wrote (from its log).
 //!
 //! 7. with `BENCH_FLOOR=N` (default 20,000; 0 skips it): the loader's
 //!    write path for N new records against the least the matcher must
@@ -682,5 +684,18 @@ async fn concurrently(
     }) {
         println!("concurrent: matcher log: {line}");
     }
+    // Whether the two batches in flight held while the writer wrote: the
+    // batches of 5,000 or more (their phases are logged) that took their
+    // pairs prepared against those that computed them.
+    let batch_phase = |phase: &str| {
+        logs.lines()
+            .filter(|l| l.contains("what=\"batch\"") && l.contains(phase))
+            .count()
+    };
+    println!(
+        "concurrent: batches of 5,000 or more: {} with their pairs prepared while the one before wrote, {} computed them themselves",
+        batch_phase("phase=\"pairs prepared by the batch before\""),
+        batch_phase("phase=\"pairs evaluated\""),
+    );
     assert!(status.is_some_and(|s| s.success()), "{logs}");
 }
