@@ -14,6 +14,15 @@ mod status;
 mod stream;
 mod summary;
 
+/// mimalloc rather than glibc's malloc, as in the matcher binary: `etl
+/// rematch` runs the matcher's full re-match in this process, which
+/// allocates and frees millions of small strings and map entries. Measured
+/// on 1.3 M records with nothing changed (Dec 3 2026): the same 38–40 s
+/// either way, but a peak resident memory of 3.0–3.3 GiB instead of
+/// 3.6–3.8 GiB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Operate the medical ETL bus.
 ///
 /// Settings come from the optional TOML file (same sections as the services:
