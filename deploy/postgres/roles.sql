@@ -95,7 +95,7 @@ BEGIN
             ('etl_matcher', 'match_pairs',           'INSERT, UPDATE, DELETE, TRUNCATE'),
             ('etl_matcher', 'review_items',          'INSERT, UPDATE, DELETE'),
             ('etl_matcher', 'match_decisions',       'INSERT, UPDATE'),
-            ('etl_matcher', 'match_audit',           'INSERT'),
+            ('etl_matcher', 'match_audit_events',    'INSERT'),
             ('etl_matcher', 'match_source_priority', 'INSERT, UPDATE, DELETE'),
             -- a change it cannot match is set aside as a dead letter
             -- (matcher/src/engine/quarantine.rs); never updated or deleted.

@@ -31,8 +31,18 @@
 //!
 //! 7. with `BENCH_FLOOR=N` (default 20,000; 0 skips it): the loader's
 //!    write path for N new records against the least the matcher must
-//!    write for them (persons, memberships, audit, pairs at the table's
+//!    write for them (persons, memberships with their reasons, pairs at the table's
 //!    ratios; no matching work; rolled back): see [`floor`].
+//!
+//! 8. with `BENCH_PIPELINE=N` (default 0: skipped): the product's own path
+//!    at this table size. N new records are published to a stream of their
+//!    own first (one message per record, as the qMS extractor sends them);
+//!    then the loader's service (in this process, its default settings)
+//!    drains the stream into PostgreSQL while the matcher binary runs: the
+//!    loader's rate, the matcher's lag at each quarter of the loading
+//!    (bounded or growing), how long after the loading the last record was
+//!    matched, and the CPU of loader, matcher, PostgreSQL and nats-server
+//!    ([`pipeline`]).
 //!
 //! Phase timings (`phase` log lines) are printed for the re-matches and for
 //! batches of 5,000 records or more; `RUST_LOG=matcher=debug` shows them
@@ -207,7 +217,7 @@ async fn main() {
         // those pages set their hint bits (writes): vacuumed first, so that
         // no run pays for that. Then alternated, three times each: the
         // table grows with each run.
-        sqlx::query("VACUUM (ANALYZE) person_memberships, persons, match_pairs, match_audit, source_records")
+        sqlx::query("VACUUM (ANALYZE) person_memberships, persons, match_pairs, match_audit_events, source_records")
             .execute(&pool)
             .await
             .unwrap();
@@ -268,19 +278,7 @@ async fn main() {
         s.matcher.poll_interval = Duration::from_secs(5);
         let task = tokio::spawn(matcher::run(s, stop.clone()));
         let started = Instant::now();
-        let held = |lock: i64| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                     AND ((classid::bigint << 32) | objid::bigint) = $1)",
-                )
-                .bind(lock)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-            }
-        };
+        let held = |lock: i64| advisory_lock_held(&pool, lock);
         // Ready: the service is the active instance and no longer holds the
         // matcher lock (its index build is over).
         while started.elapsed() < Duration::from_secs(2)
@@ -344,6 +342,13 @@ async fn main() {
             concurrently(&db, &pool, &store, concurrent).await;
         }
 
+        // 8. The loader draining the bus while the matcher runs (before 7,
+        // which leaves its records unmatched).
+        let pipeline_n = env_u64("BENCH_PIPELINE", 0) as usize;
+        if pipeline_n > 0 {
+            pipeline(&db, &pool, pipeline_n).await;
+        }
+
         // 7. What the loader writes for new records against the least the
         // matcher must write for them.
         let floor_n = env_u64("BENCH_FLOOR", 20_000) as usize;
@@ -358,9 +363,9 @@ async fn main() {
 /// back, only the rows the matcher must write for those records — without
 /// any matching work, as server-side statements (no client transfer), so
 /// a lower bound: read the records; persons at the table's ratio of
-/// persons to records; one membership and one `assigned` audit row per
-/// record; pairs at the table's ratio of
-/// pairs to records; the change rows deleted. If that floor costs
+/// persons to records; one membership per record, with its reason (it is
+/// also the record's `assigned` row of the audit log); pairs at the
+/// table's ratio of pairs to records; the change rows deleted. If that floor costs
 /// PostgreSQL more than the loader's whole write, a matcher sharing the
 /// machine with a loader running flat out cannot keep its pace, however
 /// its matching is done.
@@ -395,7 +400,7 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     .execute(&mut *tx)
     .await
     .unwrap();
-    let steps: [(&str, String); 6] = [
+    let steps: [(&str, String); 5] = [
         (
             "records read",
             "SELECT count(r.last_name) FROM floor_recs f
@@ -412,19 +417,11 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
             ),
         ),
         (
-            "memberships",
+            "memberships (each also its record's `assigned` row of the audit)",
             format!(
-                "INSERT INTO person_memberships (source, source_id, person_id)
-                 SELECT f.source, f.source_id, p.person_id FROM floor_recs f
+                "INSERT INTO person_memberships (source, source_id, person_id, actor, rule, new_person)
+                 SELECT f.source, f.source_id, p.person_id, 'matcher', 'operator_or_alone', true FROM floor_recs f
                  JOIN floor_persons p ON p.n = (f.n - 1) % {n_persons} + 1"
-            ),
-        ),
-        (
-            "assigned audit rows",
-            format!(
-                "INSERT INTO match_audit (actor, action, person_id, source, source_id, detail)
-                 SELECT 'matcher', 'assigned', p.person_id, f.source, f.source_id, '{{\"rule\": \"operator_or_alone\", \"new_person\": true}}'
-                 FROM floor_recs f JOIN floor_persons p ON p.n = (f.n - 1) % {n_persons} + 1"
             ),
         ),
         (
@@ -464,7 +461,7 @@ async fn floor(pool: &PgPool, store: &Store, n: usize) {
     );
     println!(
         "floor: {n} new records on {live}: the loader's write {:.0} ms ({:.0} records/s); the matcher's least write for them \
-         ({n_persons} persons, {n} memberships, {n} audit rows, {n_pairs} pairs; no matching) {:.0} ms ({:.0} records/s) = {:.2}× the loader's: {}",
+         ({n_persons} persons, {n} memberships with their reasons, {n_pairs} pairs; no matching) {:.0} ms ({:.0} records/s) = {:.2}× the loader's: {}",
         loader.as_secs_f64() * 1e3,
         n as f64 / loader.as_secs_f64(),
         total.as_secs_f64() * 1e3,
@@ -532,6 +529,146 @@ async fn paced(pool: &PgPool, store: &Store, matcher: &testkit::ChildProcess, ra
         pct("matcher"),
         pct("postgres")
     );
+}
+
+/// Section 8: the loader's service drains `n` new records from the bus
+/// while the matcher binary runs (the product as deployed, on one
+/// machine). "Sustained at the loader's throughput" read literally: does
+/// the matcher's lag stay bounded while the loader runs flat out?
+async fn pipeline(db: &etl_runtime::database::DatabaseSettings, pool: &PgPool, n: usize) {
+    let mut records = synth::truth::TruthGenerator::new(41).records(n as u64 * 2 / 3 + 1);
+    records.truncate(n);
+    for (k, t) in records.iter_mut().enumerate() {
+        t.source_id = format!("pl-{k}");
+    }
+    let stream = testkit::unique_stream();
+    let js = testkit::jetstream(&stream).await;
+    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let started = Instant::now();
+    let stored = testkit::publish_all(
+        &js,
+        &stream,
+        records
+            .iter()
+            .map(|t| Envelope::upsert(t.source, t.source_id.clone(), 1, at, t.record.clone())),
+    )
+    .await;
+    assert_eq!(stored, n, "every record published once");
+    println!(
+        "pipeline: {n} records published in {:.1} s (one message each)",
+        started.elapsed().as_secs_f64()
+    );
+    // The matcher binary, its index built and idle.
+    let mut env = testkit::service_env(db, &stream);
+    env.push(("RUST_LOG".into(), "matcher=info".into()));
+    let matcher = testkit::ChildProcess::spawn(env!("CARGO_BIN_EXE_matcher"), &[], &env);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2)
+        || !advisory_lock_held(pool, matcher::service::LEADER_LOCK).await
+        || advisory_lock_held(pool, matcher::engine::MATCH_LOCK).await
+        || pending(pool).await > 0
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    checkpoint(pool).await;
+    // The loader as its binary runs it, with its default batch size and
+    // writers (the test settings' small batches would slow it down).
+    const CONSUMER: &str = "bench_pipeline";
+    let mut settings = loader::testing::settings(db, &testkit::nats_url(), &stream, CONSUMER);
+    let defaults = loader::Settings::default();
+    settings.loader.batch_size = defaults.loader.batch_size;
+    let before = testkit::cpu::processes();
+    let started = Instant::now();
+    let loader = loader::testing::RunningLoader::start(settings);
+    let js_stream = js.get_stream(&stream.name).await.unwrap();
+    // (seconds, records acked by the loader, changes the matcher has not
+    // consumed yet), every ~0.25 s while the loader works.
+    let mut samples: Vec<(f64, u64, i64)> = Vec::new();
+    let loaded = loop {
+        let acked = match js_stream.consumer_info(CONSUMER).await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(_) => 0,
+        };
+        samples.push((started.elapsed().as_secs_f64(), acked, pending(pool).await));
+        if acked >= n as u64 {
+            break started.elapsed().as_secs_f64();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the loader did not drain the stream in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let lag_at_end = pending(pool).await;
+    while pending(pool).await > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let matched = started.elapsed().as_secs_f64();
+    let (me, pid) = (std::process::id() as i32, matcher.pid());
+    let cpu = testkit::cpu::seconds_between(&before, &testkit::cpu::processes(), |p| {
+        if p.pid == me {
+            Some("loader")
+        } else if p.pid == pid {
+            Some("matcher")
+        } else if p.comm == "postgres" {
+            Some("postgres")
+        } else if p.comm == "nats-server" {
+            Some("nats")
+        } else {
+            None
+        }
+    });
+    loader.stop().await;
+    let quarters: Vec<i64> = (1..=4)
+        .map(|q| {
+            let t = loaded * q as f64 / 4.0;
+            samples
+                .iter()
+                .rev()
+                .find(|(s, _, _)| *s <= t)
+                .map_or(0, |(_, _, lag)| *lag)
+        })
+        .collect();
+    let max_lag = samples.iter().map(|(_, _, lag)| *lag).max().unwrap_or(0);
+    let pct = |g: &str| cpu.get(g).copied().unwrap_or(0.0) / matched * 100.0;
+    let per_k = |g: &str| cpu.get(g).copied().unwrap_or(0.0) * 1e3 / (n as f64 / 1e3);
+    println!(
+        "pipeline: the loader drained {n} records from the bus in {loaded:.1} s ({:.0} records/s) while the matcher binary ran; \
+         matcher lag (changes not yet matched) at each quarter of the loading {quarters:?}, at most {max_lag}, {lag_at_end} when the loading ended; \
+         all matched {:.1} s after the loading ended ({:.0} records/s over the whole run)",
+        n as f64 / loaded,
+        matched - loaded,
+        n as f64 / matched,
+    );
+    println!(
+        "pipeline: CPU over {matched:.1} s, % of one core: loader {:.0}, matcher {:.0}, PostgreSQL {:.0}, nats-server {:.0}; \
+         per 1,000 records: loader {:.0} ms, matcher {:.0} ms, PostgreSQL (both sides) {:.0} ms, nats-server {:.0} ms",
+        pct("loader"),
+        pct("matcher"),
+        pct("postgres"),
+        pct("nats"),
+        per_k("loader"),
+        per_k("matcher"),
+        per_k("postgres"),
+        per_k("nats"),
+    );
+    let mut matcher = matcher;
+    let status = matcher.terminate(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{}", matcher.logs());
+    if let Err(error) = js.delete_stream(&stream.name).await {
+        eprintln!("pipeline: deleting stream {}: {error}", stream.name);
+    }
+}
+
+async fn advisory_lock_held(pool: &PgPool, lock: i64) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+         AND ((classid::bigint << 32) | objid::bigint) = $1)",
+    )
+    .bind(lock)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// CPU time of this process (the loader's write path, or the matcher's

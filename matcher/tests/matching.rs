@@ -458,11 +458,39 @@ async fn a_document_change_splits_and_a_delete_leaves_nothing_destroyed() {
     .await;
     f.drain().await;
     assert_eq!(f.person("infoclinica", "2").await, Some(person));
-    // The audit log is append-only; persons are retired, never deleted
-    // (memberships refer to them without a foreign key); operator
-    // decisions are revoked, never deleted.
+    // The record's whole history, in order: its placements come from its
+    // memberships, the removal from the audit's own rows (the view
+    // `match_audit` reads both).
+    let history: Vec<(String, Option<i64>, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT action, person_id, other_person_id, detail ? 'rule' FROM match_audit
+         WHERE source = 'infoclinica' AND source_id = '2' ORDER BY id",
+    )
+    .fetch_all(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        history,
+        vec![
+            ("assigned".into(), Some(person), None, true),
+            ("moved".into(), Some(moved), Some(person), true),
+            ("record_removed".into(), Some(moved), None, false),
+            ("assigned".into(), Some(person), None, true),
+        ]
+    );
+    // The audit log is append-only; a membership, part of it, can only be
+    // closed, once; persons are retired, never deleted (memberships refer
+    // to them without a foreign key); operator decisions are revoked,
+    // never deleted.
     for sql in [
         "DELETE FROM match_audit",
+        "DELETE FROM match_audit_events",
+        "TRUNCATE match_audit_events",
+        "DELETE FROM person_memberships",
+        "TRUNCATE person_memberships",
+        "UPDATE person_memberships SET person_id = person_id + 1",
+        "UPDATE person_memberships SET rule = 'operator_or_alone' WHERE valid_to IS NULL",
+        "UPDATE person_memberships SET valid_to = now() WHERE valid_to IS NOT NULL",
+        "UPDATE person_memberships SET valid_to = NULL WHERE valid_to IS NOT NULL",
         "DELETE FROM persons WHERE person_id = 1",
         "TRUNCATE persons CASCADE",
         "DELETE FROM match_decisions",

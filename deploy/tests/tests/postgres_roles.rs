@@ -220,10 +220,16 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
             "readonly: {write}"
         );
     }
-    assert_eq!(
-        try_sql(&db, "etl_readonly", "SELECT count(*) FROM person_golden").await,
-        Ok(())
-    );
+    for read in [
+        "SELECT count(*) FROM person_golden",
+        "SELECT count(*) FROM match_audit",
+    ] {
+        assert_eq!(
+            try_sql(&db, "etl_readonly", read).await,
+            Ok(()),
+            "readonly: {read}"
+        );
+    }
     assert_eq!(
         try_sql(&db, "etl_loader", "DROP TABLE persons").await,
         Err(DENIED.into()),

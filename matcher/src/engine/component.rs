@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::incremental::load_rows;
-use super::write::{self, Audit, NewItem, Via};
+use super::write::{self, Audit, NewItem, Placed, Via};
 use super::{ordered, split, Applied, PairRow, Phases, Rec};
 use crate::cluster::{self, Edge, EdgeKind};
 use crate::features::Features;
@@ -482,28 +482,33 @@ impl Component {
 
         phases.mark("person ids assigned");
 
-        // Membership changes. A person created here has no audit row of
-        // its own: the rows of the records it receives say so
-        // (`"new_person": true`), one row per record instead of one more
-        // per person — a new record's whole audit trail is one row.
+        // Membership changes. A new membership is also the record's
+        // `assigned` or `moved` row of the audit log: it carries the reason
+        // (`write::Placed`), so a new record's whole trail is its
+        // membership. A person created here has no audit row of its own
+        // either: the memberships it receives say so (`new_person`).
         let mut audit = Audit::default();
         let created: HashSet<i64> = fresh.iter().map(|c| person_for[c]).collect();
         let mut close: Vec<Rec> = Vec::new();
-        let mut open: Vec<(Rec, i64)> = Vec::new();
+        let mut open: Vec<Placed> = Vec::new();
         for (n, f) in self.nodes.iter().enumerate() {
             let new = person_for[&out.cluster_of[n]];
             let old = old_of(n);
             if old == Some(new) {
                 continue;
             }
-            let r = (f.source.clone(), f.source_id.clone());
+            let rec = (f.source.clone(), f.source_id.clone());
             if old.is_some() {
-                close.push(r.clone());
+                close.push(rec.clone());
             }
             let mut via = self.reason(&out, n, &adjacent[n], &link_evidence);
             via.new_person = created.contains(&new);
-            audit.push_placed(new, r.clone(), old, via);
-            open.push((r, new));
+            open.push(Placed {
+                rec,
+                person: new,
+                old,
+                via,
+            });
         }
         for r in &self.leaving {
             if let Some(&old) = self.person_of.get(r) {
@@ -531,7 +536,7 @@ impl Component {
             .execute(&mut *tx)
             .await?;
         }
-        write::memberships(tx, &open).await?;
+        write::memberships(tx, actor, &open).await?;
         // Persons left without records are retired, never deleted.
         let old_persons: HashSet<i64> = self.person_of.values().copied().collect();
         let kept: HashSet<i64> = person_for.values().copied().collect();
@@ -569,7 +574,7 @@ impl Component {
         // Persons that gained records (new ones are current already).
         let mut touched: Vec<i64> = open
             .iter()
-            .map(|(_, p)| *p)
+            .map(|p| p.person)
             .filter(|p| !created.contains(p))
             .collect();
         touched.sort();

@@ -152,17 +152,33 @@ pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::R
     copy.finish().await.map(drop)
 }
 
-/// New current memberships: (record, person). `person_memberships.person_id` has no foreign
+/// A record placed in a person by an application: its new current
+/// membership, which also is its `assigned` (no `old` person) or `moved`
+/// row of the audit log (migration `20261203120001`: the view
+/// `match_audit` reads it from `person_memberships`).
+pub(super) struct Placed<'a> {
+    pub rec: Rec,
+    pub person: i64,
+    /// The person it left, if it had one.
+    pub old: Option<i64>,
+    pub via: Via<'a>,
+}
+
+/// New current memberships. `person_memberships.person_id` has no foreign
 /// key (its per-row check was half the cost of a membership: migration
 /// `20261202150001`): every person id given here was just created or read
 /// as current, and debug builds (every test) check that each exists.
-pub(super) async fn memberships(conn: &mut PgConnection, open: &[(Rec, i64)]) -> sqlx::Result<()> {
+pub(super) async fn memberships(
+    conn: &mut PgConnection,
+    actor: &str,
+    open: &[Placed<'_>],
+) -> sqlx::Result<()> {
     if open.is_empty() {
         return Ok(());
     }
     #[cfg(debug_assertions)]
     {
-        let mut persons: Vec<i64> = open.iter().map(|(_, p)| *p).collect();
+        let mut persons: Vec<i64> = open.iter().map(|p| p.person).collect();
         persons.sort_unstable();
         persons.dedup();
         let missing: i64 = sqlx::query_scalar(
@@ -178,23 +194,45 @@ pub(super) async fn memberships(conn: &mut PgConnection, open: &[(Rec, i64)]) ->
         );
     }
     if open.len() < COPY_FROM {
-        let s: Vec<&str> = open.iter().map(|(r, _)| r.0.as_str()).collect();
-        let i: Vec<&str> = open.iter().map(|(r, _)| r.1.as_str()).collect();
-        let p: Vec<i64> = open.iter().map(|(_, p)| *p).collect();
+        let s: Vec<&str> = open.iter().map(|p| p.rec.0.as_str()).collect();
+        let i: Vec<&str> = open.iter().map(|p| p.rec.1.as_str()).collect();
+        let person: Vec<i64> = open.iter().map(|p| p.person).collect();
+        let old: Vec<Option<i64>> = open.iter().map(|p| p.old).collect();
+        let rule: Vec<&str> = open.iter().map(|p| p.via.rule).collect();
+        let score: Vec<Option<f32>> = open.iter().map(|p| p.via.finite_score()).collect();
+        let new_person: Vec<Option<bool>> = open.iter().map(|p| p.via.new_person()).collect();
         sqlx::query(
-            "INSERT INTO person_memberships (source, source_id, person_id)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])",
+            "INSERT INTO person_memberships (source, source_id, person_id, actor, from_person_id, rule, score, new_person)
+             SELECT s, i, p, $1, o, r, sc, n FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[],
+                    $6::text[], $7::float4[], $8::bool[]) AS t(s, i, p, o, r, sc, n)",
         )
+        .bind(actor)
         .bind(&s)
         .bind(&i)
-        .bind(&p)
+        .bind(&person)
+        .bind(&old)
+        .bind(&rule)
+        .bind(&score)
+        .bind(&new_person)
         .execute(conn)
         .await?;
         return Ok(());
     }
-    let mut copy = CopyIn::start(conn, "person_memberships (source, source_id, person_id)").await?;
-    for ((s, i), p) in open {
-        copy.text(s).text(i).num(p).end_row().await?;
+    let mut copy = CopyIn::start(
+        conn,
+        "person_memberships (source, source_id, person_id, actor, from_person_id, rule, score, new_person)",
+    )
+    .await?;
+    for p in open {
+        copy.text(&p.rec.0)
+            .text(&p.rec.1)
+            .num(p.person)
+            .text(actor)
+            .opt_num(p.old)
+            .text(p.via.rule)
+            .opt_num(p.via.finite_score())
+            .opt_num(p.via.new_person().map(|_| "t"));
+        copy.end_row().await?;
     }
     copy.finish().await.map(drop)
 }
@@ -263,10 +301,9 @@ pub(super) async fn review_items(
     copy.finish().await.map(drop)
 }
 
-/// Why a record is in its person (the detail of an `assigned` or `moved`
-/// audit row; rules and scores only, no values): one per record an
-/// application places, so written as JSON text directly rather than built
-/// as a `serde_json::Value` first.
+/// Why a record is in its person (the reason its membership carries, shown
+/// as the `detail` of its `assigned` or `moved` row in `match_audit`; rules
+/// and scores only, no values).
 pub(super) struct Via<'a> {
     /// The rule of the strongest link into the person, `locked` or
     /// `operator_or_alone`.
@@ -277,58 +314,38 @@ pub(super) struct Via<'a> {
 }
 
 impl Via<'_> {
-    /// `{"rule": …, "score": …, "new_person": true}` (absent keys omitted).
-    fn write_json(&self, out: &mut String) {
-        use std::fmt::Write;
-        out.push_str("{\"rule\":");
-        // A JSON string of a rule name (escaped, should one ever need it).
-        let _ = write!(out, "{}", Value::from(self.rule));
-        if let Some(score) = self.score {
-            // As serde_json writes an f32 (`1.0`, not `1`; `null` if not
-            // finite).
-            let _ = write!(out, ",\"score\":{}", Value::from(score));
-        }
-        if self.new_person {
-            out.push_str(",\"new_person\":true");
-        }
-        out.push('}');
+    /// The score as stored: none when not finite (the audit wrote JSON
+    /// `null` for those).
+    fn finite_score(&self) -> Option<f32> {
+        self.score.filter(|s| s.is_finite())
     }
-}
 
-/// The detail of an audit row.
-enum Detail<'a> {
-    Json(Value),
-    Via(Via<'a>),
-}
-
-impl Detail<'_> {
-    /// The row's `detail` as JSON text (`{}` for none).
-    fn write_json(&self, out: &mut String) {
-        match self {
-            Detail::Json(Value::Null) => out.push_str("{}"),
-            Detail::Json(v) => out.push_str(&v.to_string()),
-            Detail::Via(via) => via.write_json(out),
-        }
+    /// `new_person` as stored: true, or nothing (the audit's detail has the
+    /// key only when true).
+    fn new_person(&self) -> Option<bool> {
+        self.new_person.then_some(true)
     }
 }
 
 /// One audit row.
-struct AuditRow<'a> {
+struct AuditRow {
     action: &'static str,
     person: Option<i64>,
     rec: Option<Rec>,
     other_person: Option<i64>,
     other: Option<Rec>,
-    detail: Detail<'a>,
+    detail: Value,
 }
 
-/// Audit rows collected during an application, written together.
+/// Audit rows collected during an application, written together to
+/// `match_audit_events` (placements are written with their memberships:
+/// [`Placed`]).
 #[derive(Default)]
-pub(super) struct Audit<'a> {
-    rows: Vec<AuditRow<'a>>,
+pub(super) struct Audit {
+    rows: Vec<AuditRow>,
 }
 
-impl<'a> Audit<'a> {
+impl Audit {
     pub fn push(
         &mut self,
         action: &'static str,
@@ -344,20 +361,7 @@ impl<'a> Audit<'a> {
             rec: rec.cloned(),
             other_person,
             other: other.cloned(),
-            detail: Detail::Json(detail),
-        });
-    }
-
-    /// An `assigned` or `moved` row: `rec` placed in `person` (from
-    /// `old`) because of `via`.
-    pub fn push_placed(&mut self, person: i64, rec: Rec, old: Option<i64>, via: Via<'a>) {
-        self.rows.push(AuditRow {
-            action: if old.is_some() { "moved" } else { "assigned" },
-            person: Some(person),
-            rec: Some(rec),
-            other_person: old,
-            other: None,
-            detail: Detail::Via(via),
+            detail,
         });
     }
 
@@ -365,10 +369,10 @@ impl<'a> Audit<'a> {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let detail = |r: &AuditRow| {
-            let mut s = String::new();
-            r.detail.write_json(&mut s);
-            s
+        // `{}` for none.
+        let detail = |r: &AuditRow| match &r.detail {
+            Value::Null => "{}".to_string(),
+            v => v.to_string(),
         };
         if self.rows.len() < COPY_FROM {
             let rows = &self.rows;
@@ -393,7 +397,7 @@ impl<'a> Audit<'a> {
                 .collect();
             let details: Vec<String> = rows.iter().map(detail).collect();
             sqlx::query(
-                "INSERT INTO match_audit (actor, action, person_id, source, source_id, other_person_id,
+                "INSERT INTO match_audit_events (actor, action, person_id, source, source_id, other_person_id,
                                           other_source, other_source_id, detail)
                  SELECT $1, a, b, c, d, e, f, g, h::jsonb FROM UNNEST($2::text[], $3::int8[], $4::text[],
                         $5::text[], $6::int8[], $7::text[], $8::text[], $9::text[]) AS t(a, b, c, d, e, f, g, h)",
@@ -413,14 +417,11 @@ impl<'a> Audit<'a> {
         }
         let mut copy = CopyIn::start(
             conn,
-            "match_audit (actor, action, person_id, source, source_id, other_person_id,
+            "match_audit_events (actor, action, person_id, source, source_id, other_person_id,
                           other_source, other_source_id, detail)",
         )
         .await?;
-        let mut detail = String::new();
         for r in &self.rows {
-            detail.clear();
-            r.detail.write_json(&mut detail);
             copy.text(actor)
                 .text(r.action)
                 .opt_num(r.person)
@@ -429,7 +430,7 @@ impl<'a> Audit<'a> {
                 .opt_num(r.other_person)
                 .opt_text(r.other.as_ref().map(|r| r.0.as_str()))
                 .opt_text(r.other.as_ref().map(|r| r.1.as_str()));
-            copy.text(&detail).end_row().await?;
+            copy.text(&detail(r)).end_row().await?;
         }
         copy.finish().await.map(drop)
     }
@@ -448,41 +449,4 @@ pub async fn audit_one(
     let mut a = Audit::default();
     a.push(action, person, rec, None, other, detail);
     a.write(tx, actor).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Value, Via};
-
-    fn json(via: Via) -> Value {
-        let mut s = String::new();
-        via.write_json(&mut s);
-        serde_json::from_str(&s).expect("valid JSON")
-    }
-
-    /// The same detail the audit wrote when it was built as a `Value`.
-    #[test]
-    fn via_is_the_json_it_was() {
-        let via = |rule, score, new_person| Via {
-            rule,
-            score,
-            new_person,
-        };
-        assert_eq!(
-            json(via("document", Some(1.0), true)),
-            serde_json::json!({"rule": "document", "score": 1.0f32, "new_person": true})
-        );
-        assert_eq!(
-            json(via("scored", Some(0.875), false)),
-            serde_json::json!({"rule": "scored", "score": 0.875f32})
-        );
-        assert_eq!(
-            json(via("locked", None, false)),
-            serde_json::json!({"rule": "locked"})
-        );
-        assert_eq!(
-            json(via("odd \"rule\"\t", Some(f32::NAN), false)),
-            serde_json::json!({"rule": "odd \"rule\"\t", "score": null})
-        );
-    }
 }
