@@ -804,17 +804,13 @@ impl CpuSnapshot {
         // Processes that ended in between (short psql runs) are lost, which
         // is negligible.
         let loader = end.loader.or(self.loader);
-        let by_group = testkit::cpu::seconds_between(&self.procs, &end.procs, |p| {
-            if Some(p.pid) == loader {
-                Some("loader")
-            } else if p.comm == "postgres" {
-                Some("postgres")
-            } else if p.comm == "nats-server" {
-                Some("nats")
-            } else {
-                None
-            }
-        });
+        let named: Vec<(i32, &'static str)> =
+            loader.map(|pid| (pid, "loader")).into_iter().collect();
+        let by_group = testkit::cpu::seconds_between(
+            &self.procs,
+            &end.procs,
+            testkit::cpu::services_and(&named),
+        );
         let pct = |g: &str| by_group.get(g).copied().unwrap_or(0.0) / wall * 100.0;
         let total = end.system.2.saturating_sub(self.system.2).max(1) as f64;
         let n = cores() as f64;

@@ -508,17 +508,11 @@ async fn paced(pool: &PgPool, store: &Store, matcher: &testkit::ChildProcess, ra
     }
     let drained = started.elapsed().as_secs_f64();
     let (me, pid) = (std::process::id() as i32, matcher.pid());
-    let cpu = testkit::cpu::seconds_between(&before, &testkit::cpu::processes(), |p| {
-        if p.pid == me {
-            Some("writer")
-        } else if p.pid == pid {
-            Some("matcher")
-        } else if p.comm == "postgres" {
-            Some("postgres")
-        } else {
-            None
-        }
-    });
+    let cpu = testkit::cpu::seconds_between(
+        &before,
+        &testkit::cpu::processes(),
+        testkit::cpu::services_and(&[(me, "writer"), (pid, "matcher")]),
+    );
     let pct = |g: &str| cpu.get(g).copied().unwrap_or(0.0) / drained * 100.0;
     println!(
         "paced: {n} records written at {rate}/s (achieved {:.0}/s) while the matcher ran: lag at each quarter {lags:?} changes; \
@@ -620,19 +614,11 @@ async fn pipeline(db: &etl_runtime::database::DatabaseSettings, pool: &PgPool, n
     }
     let matched = started.elapsed().as_secs_f64();
     let (me, pid) = (std::process::id() as i32, matcher.pid());
-    let cpu = testkit::cpu::seconds_between(&before, &testkit::cpu::processes(), |p| {
-        if p.pid == me {
-            Some("loader")
-        } else if p.pid == pid {
-            Some("matcher")
-        } else if p.comm == "postgres" {
-            Some("postgres")
-        } else if p.comm == "nats-server" {
-            Some("nats")
-        } else {
-            None
-        }
-    });
+    let cpu = testkit::cpu::seconds_between(
+        &before,
+        &testkit::cpu::processes(),
+        testkit::cpu::services_and(&[(me, "loader"), (pid, "matcher")]),
+    );
     loader.stop().await;
     let quarters: Vec<i64> = (1..=4)
         .map(|q| {
@@ -701,15 +687,11 @@ impl Cpu {
 
     fn spent(&self) -> Spent {
         let me = std::process::id() as i32;
-        let by = testkit::cpu::seconds_between(&self.0, &testkit::cpu::processes(), |p| {
-            if p.pid == me {
-                Some("me")
-            } else if p.comm == "postgres" {
-                Some("postgres")
-            } else {
-                None
-            }
-        });
+        let by = testkit::cpu::seconds_between(
+            &self.0,
+            &testkit::cpu::processes(),
+            testkit::cpu::services_and(&[(me, "me")]),
+        );
         let of = |g| by.get(g).copied().unwrap_or(0.0);
         Spent(of("me"), of("postgres"))
     }

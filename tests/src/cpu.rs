@@ -83,6 +83,25 @@ pub fn seconds_between(
     by_group
 }
 
+/// The usual grouping for [`seconds_between`]: each process of `named`
+/// (pid, group) under its own name, then every `postgres` process as
+/// "postgres" and every `nats-server` as "nats"; the rest not counted.
+pub fn services_and<'a>(
+    named: &'a [(i32, &'static str)],
+) -> impl Fn(&ProcessTime) -> Option<&'static str> + 'a {
+    move |p| {
+        if let Some((_, group)) = named.iter().find(|(pid, _)| *pid == p.pid) {
+            Some(*group)
+        } else if p.comm == "postgres" {
+            Some("postgres")
+        } else if p.comm == "nats-server" {
+            Some("nats")
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +124,20 @@ mod tests {
         let after = processes();
         let spent = seconds_between(&before, &after, |p| (p.pid == me).then_some("me"));
         assert!(spent.contains_key("me"));
+    }
+
+    #[test]
+    fn named_processes_come_first_then_the_services() {
+        let p = |pid, comm: &str| ProcessTime {
+            pid,
+            comm: comm.into(),
+            ticks: 0,
+        };
+        let group = services_and(&[(7, "loader"), (8, "matcher")]);
+        assert_eq!(group(&p(7, "postgres")), Some("loader"));
+        assert_eq!(group(&p(8, "matcher")), Some("matcher"));
+        assert_eq!(group(&p(9, "postgres")), Some("postgres"));
+        assert_eq!(group(&p(10, "nats-server")), Some("nats"));
+        assert_eq!(group(&p(11, "bash")), None);
     }
 }
