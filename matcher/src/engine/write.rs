@@ -200,7 +200,7 @@ pub(super) async fn memberships(
         let old: Vec<Option<i64>> = open.iter().map(|p| p.old).collect();
         let rule: Vec<&str> = open.iter().map(|p| p.via.rule).collect();
         let score: Vec<Option<f32>> = open.iter().map(|p| p.via.finite_score()).collect();
-        let new_person: Vec<Option<bool>> = open.iter().map(|p| p.via.new_person()).collect();
+        let new_person: Vec<bool> = open.iter().map(|p| p.via.new_person).collect();
         sqlx::query(
             "INSERT INTO person_memberships (source, source_id, person_id, actor, from_person_id, rule, score, new_person)
              SELECT s, i, p, $1, o, r, sc, n FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[],
@@ -231,7 +231,7 @@ pub(super) async fn memberships(
             .opt_num(p.old)
             .text(p.via.rule)
             .opt_num(p.via.finite_score())
-            .opt_num(p.via.new_person().map(|_| "t"));
+            .text(if p.via.new_person { "t" } else { "f" });
         copy.end_row().await?;
     }
     copy.finish().await.map(drop)
@@ -318,12 +318,6 @@ impl Via<'_> {
     /// `null` for those).
     fn finite_score(&self) -> Option<f32> {
         self.score.filter(|s| s.is_finite())
-    }
-
-    /// `new_person` as stored: true, or nothing (the audit's detail has the
-    /// key only when true).
-    fn new_person(&self) -> Option<bool> {
-        self.new_person.then_some(true)
     }
 }
 
