@@ -45,8 +45,9 @@ END $$;
 ALTER TABLE person_memberships ALTER COLUMN id DROP IDENTITY;
 ALTER TABLE person_memberships ALTER COLUMN id SET DEFAULT nextval('match_log_id');
 ALTER TABLE person_memberships
-    -- Who placed the record: the matcher (`matcher`) or, through
-    -- `etl persons …`, the operator.
+    -- Who placed the record: the matcher's engine (`matcher`), also when
+    -- an operator's decision made it move (that decision has its own
+    -- `decision` row in `match_audit_events`, with the operator's name).
     ADD COLUMN actor          text,
     -- The person the record left (a move); none when it had no person.
     ADD COLUMN from_person_id bigint,
