@@ -44,6 +44,7 @@ document_types! {
     TEMPORARY_ID = 15, "temporary_id", "Temporary Russian ID";
     TEMPORARY_RESIDENCE_PERMIT = 16, "temporary_residence_permit", "Temporary residence permit";
     OTHER = 17, "other", "Other documents";
+    FOREIGN_NATIONAL_ID = 18, "foreign_national_id", "National identity or social-security number issued abroad";
 }
 
 impl DocumentType {
@@ -165,8 +166,8 @@ mod tests {
     #[test]
     fn reference_table_is_dense_and_coded() {
         let ids: Vec<u16> = DocumentType::ALL.iter().map(|(t, _, _)| t.0).collect();
-        assert_eq!(ids, (0..=17).collect::<Vec<_>>());
+        assert_eq!(ids, (0..=18).collect::<Vec<_>>());
         assert_eq!(DocumentType::PASSPORT.code(), Some("passport"));
-        assert_eq!(DocumentType(18).code(), None);
+        assert_eq!(DocumentType(19).code(), None);
     }
 }
