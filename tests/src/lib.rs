@@ -14,6 +14,7 @@ use proto::bus::StreamSettings;
 use proto::Envelope;
 use sqlx::{Connection, PgConnection, PgPool};
 
+pub mod chaos;
 pub mod cpu;
 pub mod nats;
 pub mod otlp;

@@ -1,0 +1,482 @@
+//! One run: the servers, the sources and the fleet set up, the chaos, the
+//! wait until caught up, and the checks.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::fleet::Proc;
+use super::sources::{Firebird, Qms};
+use super::verify::{self, KeyDiff};
+use super::{Binaries, Options, Summary};
+use crate::nats::TempNats;
+use crate::postgres::TempCluster;
+
+/// The database of the run, and that of the reference run.
+const DATABASE: &str = "etl";
+const REFERENCE: &str = "reference";
+/// Metric lines that count an extractor's completed syncs.
+const QMS_SYNCS: &str = "qms_syncs_total{outcome=\"complete\"} ";
+const INFOCLINICA_PASSES: &str = "infoclinica_delta_pass_seconds_count{database=\"main\"} ";
+
+/// NATS and PostgreSQL of the run, each possibly down until a time.
+pub struct Bus {
+    nats: TempNats,
+    pg: TempCluster,
+    nats_up_at: Option<Instant>,
+    pg_up_at: Option<Instant>,
+    pub nats_restarts: u32,
+    pub postgres_restarts: u32,
+}
+
+impl Bus {
+    pub async fn start() -> anyhow::Result<Bus> {
+        let (nats, pg) = tokio::task::spawn_blocking(|| (TempNats::start(), TempCluster::start()))
+            .await
+            .context("starting nats-server and PostgreSQL")?;
+        let mut conn =
+            PgConnection::connect_with(&pg.server().without_db().database("postgres")).await?;
+        for db in [DATABASE, REFERENCE] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(Bus {
+            nats,
+            pg,
+            nats_up_at: None,
+            pg_up_at: None,
+            nats_restarts: 0,
+            postgres_restarts: 0,
+        })
+    }
+
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// Settings of a service using `database` on this run's servers.
+    pub fn env(&self, database: &str) -> Vec<(String, String)> {
+        let pg = self.pg.server();
+        [
+            ("ETL__NATS__URL", self.nats.url()),
+            ("ETL__DATABASE__HOST", pg.host.clone()),
+            ("ETL__DATABASE__PORT", pg.port.to_string()),
+            ("ETL__DATABASE__USERNAME", pg.username.clone()),
+            ("ETL__DATABASE__DATABASE_NAME", database.to_string()),
+            ("ETL__DATABASE__ACQUIRE_TIMEOUT", "2s".into()),
+            ("ETL__SHUTDOWN__DEADLINE", "10s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub async fn pool(&self, database: &str) -> anyhow::Result<PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(self.pg.server().without_db().database(database))
+            .await?)
+    }
+
+    pub fn nats_is_up(&self) -> bool {
+        self.nats_up_at.is_none()
+    }
+
+    pub fn postgres_is_up(&self) -> bool {
+        self.pg_up_at.is_none()
+    }
+
+    /// kill -9 of nats-server, started again after `down`.
+    pub fn kill_nats(&mut self, down: Duration) {
+        self.nats.kill_server();
+        self.nats_up_at = Some(Instant::now() + down);
+        self.nats_restarts += 1;
+    }
+
+    /// PostgreSQL stopped at once (`-m immediate`), started after `down`.
+    pub fn stop_postgres(&mut self, down: Duration) {
+        tokio::task::block_in_place(|| self.pg.stop_server());
+        self.pg_up_at = Some(Instant::now() + down);
+        self.postgres_restarts += 1;
+    }
+
+    /// Starts what is due (`all`: whatever is down).
+    pub fn tick(&mut self, all: bool) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| all || Instant::now() >= t);
+        if due(self.nats_up_at) {
+            tokio::task::block_in_place(|| self.nats.start_server());
+            self.nats_up_at = None;
+        }
+        if due(self.pg_up_at) {
+            tokio::task::block_in_place(|| self.pg.start_server());
+            self.pg_up_at = None;
+        }
+    }
+}
+
+/// Everything of one run.
+pub struct Rig {
+    pub bus: Bus,
+    binaries: Binaries,
+    dir: std::path::PathBuf,
+    _sim: Proc,
+    pub qms: Qms,
+    pub firebird: Firebird,
+    pub fleet: Vec<Proc>,
+}
+
+impl Rig {
+    pub async fn start(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Result<Rig> {
+        let bus = Bus::start().await?;
+        let sim_port = super::fleet::free_port();
+        let mut sim = Proc::new(
+            "qms-sim",
+            binaries.path("qms-sim"),
+            &[
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--count",
+                &options.records.to_string(),
+                "--seed",
+                &options.seed.to_string(),
+            ],
+            Vec::new(),
+            dir,
+        );
+        sim.start()?;
+        let qms = Qms::new(([127, 0, 0, 1], sim_port).into(), options.records);
+        let name = crate::unique("chaos");
+        let firebird = Firebird::create(
+            dir,
+            &name,
+            binaries.path("infoclinica-extractor"),
+            options.records,
+            options.seed,
+        )
+        .await?;
+        let sim_source = &qms;
+        crate::wait_until(
+            Duration::from_secs(20),
+            "qms-sim answering",
+            || async move { sim_source.keys().await.is_ok() },
+        )
+        .await;
+        let fleet = fleet(&binaries, &bus, &qms, &firebird, dir);
+        let mut rig = Rig {
+            bus,
+            binaries,
+            dir: dir.to_path_buf(),
+            _sim: sim,
+            qms,
+            firebird,
+            fleet,
+        };
+        for p in &mut rig.fleet {
+            p.start()?;
+        }
+        Ok(rig)
+    }
+
+    /// Kills and restarts at random for `options.duration` while the
+    /// sources change.
+    pub async fn chaos(&mut self, options: &Options, rng: &mut ChaCha8Rng) -> anyhow::Result<()> {
+        let pause = |rng: &mut ChaCha8Rng| {
+            let (lo, hi) = options.pause;
+            Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
+        };
+        let end = Instant::now() + options.duration;
+        let mut next_strike = Instant::now() + pause(rng);
+        let mut next_change = Instant::now();
+        while Instant::now() < end {
+            self.bus.tick(false);
+            for p in &mut self.fleet {
+                p.tick()?;
+            }
+            if Instant::now() >= next_strike {
+                self.strike(rng);
+                next_strike = Instant::now() + pause(rng);
+            }
+            if Instant::now() >= next_change {
+                self.change_sources(rng, options.records).await?;
+                next_change = Instant::now() + Duration::from_millis(rng.random_range(300..=1500));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// One kill or server restart, chosen at random.
+    fn strike(&mut self, rng: &mut ChaCha8Rng) {
+        let target = rng.random_range(0..self.fleet.len() + 2);
+        let down = Duration::from_millis(rng.random_range(500..=3000));
+        if target < self.fleet.len() {
+            self.fleet[target].kill(Duration::from_millis(rng.random_range(0..=2000)));
+        } else if target == self.fleet.len() && self.bus.nats_is_up() {
+            self.bus.kill_nats(down);
+        } else if target > self.fleet.len() && self.bus.postgres_is_up() {
+            self.bus.stop_postgres(down);
+        }
+    }
+
+    async fn change_sources(&mut self, rng: &mut ChaCha8Rng, records: u64) -> anyhow::Result<()> {
+        if rng.random_bool(0.5) {
+            self.qms.change(rng, records).await
+        } else {
+            self.firebird.change(rng, records).await
+        }
+    }
+
+    /// The chaos is over: every server and process up again.
+    pub fn freeze(&mut self) -> anyhow::Result<()> {
+        self.bus.tick(true);
+        for p in &mut self.fleet {
+            p.ensure_running()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the pipeline has caught up with the sources: the time
+    /// it took, or what was still behind at `timeout`.
+    pub async fn converge(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<Duration, String>> {
+        let start = Instant::now();
+        let pool = self.bus.pool(DATABASE).await?;
+        let mut syncs = [Completions::default(), Completions::default()];
+        for (c, (i, metric)) in syncs
+            .iter_mut()
+            .zip([(0, QMS_SYNCS), (1, INFOCLINICA_PASSES)])
+        {
+            c.last = self.fleet[i].metric(metric).await.unwrap_or(0.0);
+        }
+        loop {
+            for p in &mut self.fleet {
+                p.tick()?;
+            }
+            let behind = self.behind(&pool, &mut syncs).await;
+            match behind {
+                None => return Ok(Ok(start.elapsed())),
+                Some(why) if start.elapsed() > timeout => return Ok(Err(why)),
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// What the pipeline still lacks; none when it has caught up.
+    async fn behind(&self, pool: &PgPool, syncs: &mut [Completions; 2]) -> Option<String> {
+        let mut lacks = Vec::new();
+        for (c, (i, metric)) in syncs
+            .iter_mut()
+            .zip([(0, QMS_SYNCS), (1, INFOCLINICA_PASSES)])
+        {
+            if let Some(v) = self.fleet[i].metric(metric).await {
+                c.observe(v);
+            }
+            if c.total < 2.0 {
+                lacks.push(format!(
+                    "{}: {} sync(s) since the chaos",
+                    self.fleet[i].name, c.total
+                ));
+            }
+        }
+        let keys = [
+            ("qms", self.qms.keys().await),
+            ("infoclinica", self.firebird.keys().await),
+        ];
+        for (source, keys) in keys {
+            let stored = verify::live_keys(pool, source).await;
+            match (keys, stored) {
+                (Ok(k), Ok(s)) => {
+                    let diff = KeyDiff::of(&k, &s);
+                    if !diff.is_empty() {
+                        lacks.push(format!("{source} keys {diff:?}"));
+                    }
+                }
+                (k, s) => lacks.push(format!("{source} keys unread: {:?} {:?}", k.err(), s.err())),
+            }
+        }
+        match verify::consumer_lag(&self.bus.nats_url(), "PATIENTS", "loader").await {
+            Ok(0) => {}
+            Ok(n) => lacks.push(format!("loader consumer lag {n}")),
+            Err(e) => lacks.push(format!("loader consumer unread: {e}")),
+        }
+        match verify::pending_changes(pool).await {
+            Ok(0) => {}
+            Ok(n) => lacks.push(format!("{n} change(s) not matched")),
+            Err(e) => lacks.push(format!("record_changes unread: {e}")),
+        }
+        (!lacks.is_empty()).then(|| lacks.join("; "))
+    }
+
+    pub async fn rematch(&self) -> anyhow::Result<verify::Rematch> {
+        verify::rematch(&self.binaries.path("etl"), &self.bus.env(DATABASE)).await
+    }
+
+    /// SIGTERM to every process; the non-zero exits.
+    pub fn stop(&mut self) -> Vec<String> {
+        let mut unclean = Vec::new();
+        for p in &mut self.fleet {
+            match p.terminate(Duration::from_secs(20)) {
+                Some(s) if s.success() => {}
+                Some(s) => unclean.push(format!("{}: {s}", p.name)),
+                None if p.is_running() => {}
+                None => unclean.push(format!("{}: killed after 20 s", p.name)),
+            }
+        }
+        unclean
+    }
+
+    /// The reference: the same binaries, once and undisturbed, from the
+    /// final sources into a stream and database of their own.
+    pub async fn reference(&self) -> anyhow::Result<()> {
+        let mut env = self.bus.env(REFERENCE);
+        env.extend(
+            [
+                ("ETL__STREAM__NAME", "REFERENCE"),
+                ("ETL__STREAM__SUBJECT_PREFIX", "reference"),
+                ("ETL__QMS__URL", &self.qms.url()),
+                ("ETL__QMS__STATE__OBJECT_BUCKET", "reference_qms_state"),
+                ("ETL__QMS__REJECTS__STREAM", "REFERENCE_REJECTS"),
+                ("ETL__QMS__REJECTS__SUBJECT", "reference_rejects.qms"),
+                ("ETL__EXTRACTOR__CHECKPOINT_BUCKET", "reference_checkpoints"),
+                ("ETL__EXTRACTOR__SNAPSHOT_BUCKET", "reference_snapshots"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let config = self.firebird.config.to_string_lossy().to_string();
+        let proc = |name: &str, bin: &str, args: &[&str]| {
+            Proc::new(name, self.binaries.path(bin), args, env.clone(), &self.dir)
+        };
+        let mut loader = proc("reference-loader", "loader", &[]);
+        let mut qms = proc("reference-qms", "qms-extractor", &["--no-daemon"]);
+        let mut ic = proc(
+            "reference-infoclinica",
+            "infoclinica-extractor",
+            &["--config", &config, "--initial-load", "--restart"],
+        );
+        for p in [&mut loader, &mut qms, &mut ic] {
+            p.start()?;
+        }
+        for p in [&mut qms, &mut ic] {
+            let status = p.wait_exit(Duration::from_secs(300)).await;
+            anyhow::ensure!(
+                status.is_some_and(|s| s.success()),
+                "reference {} ended {status:?}: {}",
+                p.name,
+                p.last_error()
+            );
+        }
+        let url = &self.bus.nats_url();
+        crate::wait_until(
+            Duration::from_secs(300),
+            "the reference loaded",
+            || async move {
+                matches!(
+                    verify::consumer_lag(url, "REFERENCE", "loader").await,
+                    Ok(0)
+                )
+            },
+        )
+        .await;
+        loader.terminate(Duration::from_secs(20));
+        Ok(())
+    }
+
+    /// Record-by-record comparison with the reference, and the reference's
+    /// keys against the sources'.
+    pub async fn compare(&self, summary: &mut Summary) -> anyhow::Result<()> {
+        let chaos = verify::records(&self.bus.pool(DATABASE).await?).await?;
+        let reference_pool = self.bus.pool(REFERENCE).await?;
+        let reference = verify::records(&reference_pool).await?;
+        summary.comparison = verify::Comparison::of(&chaos, &reference);
+        let keys = [
+            ("qms", self.qms.keys().await?),
+            ("infoclinica", self.firebird.keys().await?),
+        ];
+        for (source, keys) in keys {
+            let stored = verify::live_keys(&reference_pool, source).await?;
+            summary
+                .reference_keys
+                .push((source.to_string(), KeyDiff::of(&keys, &stored)));
+        }
+        Ok(())
+    }
+}
+
+/// The processes under chaos: both extractors, two loaders, the matcher.
+/// The extractors come first (`converge` reads their metrics by position).
+fn fleet(binaries: &Binaries, bus: &Bus, qms: &Qms, firebird: &Firebird, dir: &Path) -> Vec<Proc> {
+    let env = |extra: &[(&str, &str)]| {
+        let mut env = bus.env(DATABASE);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let qms_env = env(&[
+        ("ETL__QMS__URL", &qms.url()),
+        ("ETL__QMS__INTERVAL", "2s"),
+        ("ETL__QMS__FAILED_SYNC_DELAY", "1s"),
+        ("ETL__QMS__CONNECT_TIMEOUT", "5s"),
+        ("ETL__QMS__READ_TIMEOUT", "10s"),
+        ("ETL__QMS__RETRY_BACKOFF__INITIAL", "200ms"),
+        ("ETL__QMS__RETRY_BACKOFF__MAX", "1s"),
+        // The harness removes a few records at a time; the brake would
+        // hold a burst of them after a long outage.
+        ("ETL__QMS__DELETION_BRAKE__MAX_SHARE", "0.5"),
+    ]);
+    let config = firebird.config.to_string_lossy().to_string();
+    let loader_env = env(&[
+        ("ETL__LOADER__ACK_WAIT", "5s"),
+        ("ETL__LOADER__RETRY__MAX", "2s"),
+    ]);
+    let matcher_env = env(&[("ETL__MATCHER__RETRY__MAX", "2s")]);
+    vec![
+        Proc::new(
+            "qms-extractor",
+            binaries.path("qms-extractor"),
+            &[],
+            qms_env,
+            dir,
+        ),
+        Proc::new(
+            "infoclinica-extractor",
+            binaries.path("infoclinica-extractor"),
+            &["--config", &config],
+            env(&[]),
+            dir,
+        ),
+        Proc::new(
+            "loader-1",
+            binaries.path("loader"),
+            &[],
+            loader_env.clone(),
+            dir,
+        ),
+        Proc::new("loader-2", binaries.path("loader"), &[], loader_env, dir),
+        Proc::new("matcher", binaries.path("matcher"), &[], matcher_env, dir),
+    ]
+}
+
+/// Completed syncs of a process seen since a point, across its restarts
+/// (a restarted process counts from zero again).
+#[derive(Debug, Default)]
+struct Completions {
+    last: f64,
+    total: f64,
+}
+
+impl Completions {
+    fn observe(&mut self, value: f64) {
+        self.total += if value >= self.last {
+            value - self.last
+        } else {
+            value
+        };
+        self.last = value;
+    }
+}
