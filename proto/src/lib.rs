@@ -23,7 +23,7 @@ pub mod normalize;
 pub mod record;
 pub mod trace;
 
-pub use doctype::DocumentType;
+pub use doctype::{DocumentType, DocumentTypeMap};
 pub use envelope::{DecodeError, Envelope, Operation, SchemaViolation, SCHEMA_VERSION};
 pub use normalize::{Checked, Problem};
 pub use record::{Email, EmailKind, IdentityDocument, PatientRecord, Phone, Sex};

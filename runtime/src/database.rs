@@ -1,5 +1,6 @@
 //! PostgreSQL connection settings and pool.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -16,8 +17,18 @@ pub struct DatabaseSettings {
     /// Never printed: `Debug` shows `[REDACTED]`.
     pub password: Option<SecretString>,
     pub database_name: String,
-    /// Require TLS to the server.
-    pub require_ssl: bool,
+    /// TLS to the server: `disable` (plain text), `prefer` (TLS when the
+    /// server offers it, the default; the server is not verified), `require`
+    /// (TLS or no connection; the server is not verified unless `ca_file` is
+    /// set), `verify-ca` (TLS, the server's certificate must chain to
+    /// `ca_file` or the system's store) or `verify-full` (as `verify-ca`,
+    /// and the certificate must name `host`). Only the `verify-*` modes stop
+    /// a machine in the middle; use `verify-full` off a trusted network.
+    pub ssl_mode: SslMode,
+    /// PEM file of the CA that signed the server's certificate (a private
+    /// CA). Unset: the system's store. With `ssl_mode = "require"` a CA
+    /// file makes it `verify-ca`, as in libpq.
+    pub ca_file: Option<PathBuf>,
     /// Pool size. Keep `max_connections` × replicas under the server's
     /// `max_connections`.
     pub max_connections: u32,
@@ -34,6 +45,19 @@ pub struct DatabaseSettings {
     pub migrate: bool,
 }
 
+/// `database.ssl_mode`, libpq's `sslmode` values (see
+/// [`DatabaseSettings::ssl_mode`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
 impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
@@ -42,7 +66,8 @@ impl Default for DatabaseSettings {
             username: "postgres".into(),
             password: None,
             database_name: "etl".into(),
-            require_ssl: false,
+            ssl_mode: SslMode::Prefer,
+            ca_file: None,
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             migrate: true,
@@ -57,16 +82,26 @@ impl DatabaseSettings {
             .host(&self.host)
             .port(self.port)
             .username(&self.username)
-            .ssl_mode(if self.require_ssl {
-                PgSslMode::Require
-            } else {
-                PgSslMode::Prefer
-            })
+            .ssl_mode(self.pg_ssl_mode())
             .application_name("medical-etl-bus");
+        if let Some(ca_file) = &self.ca_file {
+            options = options.ssl_root_cert(ca_file);
+        }
         if let Some(password) = &self.password {
             options = options.password(password.expose_secret());
         }
         options
+    }
+
+    fn pg_ssl_mode(&self) -> PgSslMode {
+        match self.ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require if self.ca_file.is_some() => PgSslMode::VerifyCa,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }
     }
 
     pub fn with_db(&self) -> PgConnectOptions {

@@ -33,7 +33,12 @@ async fn main() {
 
     // Download alone.
     let start = Instant::now();
-    let mut response = reqwest::get(&url).await.unwrap();
+    // A client of the crypto provider the services use (reqwest has none).
+    let http = etl_runtime::tls::http_client(None)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut response = http.get(&url).send().await.unwrap();
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.unwrap() {
         bytes.extend_from_slice(&chunk);

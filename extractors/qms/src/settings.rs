@@ -31,9 +31,13 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct QmsSettings {
-    /// The export endpoint. Plain HTTP only: this build has no TLS (put a
-    /// TLS-terminating proxy or a VPN in front of a remote qMS).
+    /// The export endpoint, `http://` or `https://`. Over HTTPS the
+    /// server's certificate must chain to `ca_file` (or the system's store)
+    /// and name the URL's host.
     pub url: String,
+    /// PEM file of the CA that signed qMS's HTTPS certificate (a private
+    /// CA). Unset: the system's store.
+    pub ca_file: Option<PathBuf>,
     /// Source name: subject `<stream.subject_prefix>.<source>` and the
     /// `source` of every record.
     pub source: String,
@@ -78,6 +82,7 @@ impl Default for QmsSettings {
     fn default() -> Self {
         QmsSettings {
             url: "http://127.0.0.1:8480/cgi-bin/qms_export_pat".into(),
+            ca_file: None,
             source: "qms".into(),
             encoding: "utf-8".into(),
             business_unit: None,

@@ -103,7 +103,7 @@ impl Extractor {
         .await
         .map_err(|e| anyhow::anyhow!("creating rejects stream {}: {e}", r.stream))?;
         let store = StateStore::open(&js, &settings.qms.state).await?;
-        let http = reqwest::Client::builder()
+        let http = etl_runtime::tls::http_client(settings.qms.ca_file.as_deref())?
             .connect_timeout(settings.qms.connect_timeout)
             .build()
             .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;

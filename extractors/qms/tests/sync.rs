@@ -131,7 +131,14 @@ async fn wrapped_lines_and_cp1251_give_the_same_records_as_clean_utf8() {
     // The parser alone: CP1251 with 30% wrapped records.
     f.sim.set_encoding(Encoding::Cp1251);
     f.sim.set_wrap_per_mille(300);
-    let body = reqwest::get(&f.sim_url)
+    // A client of the crypto provider the services use (reqwest has none).
+    let http = etl_runtime::tls::http_client(None)
+        .unwrap()
+        .build()
+        .unwrap();
+    let body = http
+        .get(&f.sim_url)
+        .send()
         .await
         .unwrap()
         .bytes()

@@ -8,25 +8,52 @@ use super::{Checked, Problem};
 ///
 /// Valid: 11 digits starting with `7` or `8` (with a leading `+` only `7`),
 /// or 10 digits starting with `9` (a mobile number without prefix). Besides
-/// the digits only spaces, dashes, parentheses, dots and one leading `+` may
-/// appear. An extension (from `доб`, `ext` or `#` on, any case) is dropped
-/// when the number before it is valid. Anything else (local 6-digit numbers,
-/// letters, too many digits, several numbers in one field — see
-/// [`split_phones`]) is [`Problem::BadFormat`], kept as received, trimmed.
-/// Empty input yields `None`.
+/// the digits, spaces, dashes, parentheses, dots and one leading `+` may
+/// appear in the number. Words around it are notes, not part of it:
+/// `8(925)123-45-67 мобильный`, `моб. 8-912-345-67-89`, `тел.: …`,
+/// `… (мама)` read as the number, as long as the digits stand in one place
+/// only (`8-912-345-67-89 с 9 до 18`, a letter inside the number, or two
+/// numbers without a separator are not read).
+///
+/// An extension (from `доб`, `ext` or `#` on, any case) is dropped when the
+/// number before it is valid: the canonical phone names the line, which is
+/// what two records of one person share; an extension is the desk behind a
+/// switchboard, never typed the same way twice, and no part of the matching.
+///
+/// Anything else (local 6-digit numbers, too many digits, several numbers in
+/// one field — see [`split_phones`]) is [`Problem::BadFormat`], kept as
+/// received, trimmed. Empty input yields `None`.
 pub fn phone(raw: &str) -> Option<Checked> {
     let s = raw.trim();
     if s.is_empty() {
         return None;
     }
     let main = match extension_start(s) {
-        Some(i) => s[..i]
-            .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | '.')),
+        Some(i) => &s[..i],
         None => s,
     };
-    Some(match canonical(main) {
+    Some(match the_number(main).and_then(canonical) {
         Some(number) => Checked::valid(number),
         None => Checked::invalid(s, Problem::BadFormat),
+    })
+}
+
+/// The one stretch of `s` between words that holds digits, without the
+/// punctuation around it; `None` when digits stand in more than one place.
+fn the_number(s: &str) -> Option<&str> {
+    let mut found = None;
+    for stretch in s.split(char::is_alphabetic) {
+        if stretch.bytes().any(|b| b.is_ascii_digit()) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(stretch);
+        }
+    }
+    found.map(|n| {
+        n.trim_matches(|c: char| {
+            c.is_whitespace() || matches!(c, ',' | ';' | ':' | '.' | '"' | '«' | '»')
+        })
     })
 }
 
@@ -34,12 +61,34 @@ pub fn phone(raw: &str) -> Option<Checked> {
 /// breaks and the word `или` ("or") between spaces. Pieces are trimmed;
 /// empty ones are left out. A single phone with spaces, dashes or
 /// parentheses stays one piece.
+///
+/// A piece whose every part between spaces that holds digits is a whole
+/// valid number on its own (`89123456789 89123456780`, `8-912-345-67-89 моб
+/// 8-343-123-45-67 дом`) is split into those numbers.
 pub fn split_phones(raw: &str) -> Vec<&str> {
-    let mut out = Vec::new();
+    let mut pieces = Vec::new();
     for piece in raw.split([',', ';', '/', '\n', '\r']) {
-        split_on_or(piece, &mut out);
+        split_on_or(piece, &mut pieces);
+    }
+    let mut out = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match whole_numbers(piece) {
+            Some(numbers) => out.extend(numbers),
+            None => out.push(piece),
+        }
     }
     out
+}
+
+/// The parts of `piece` between spaces that hold digits, when there are
+/// several and each is a valid number by itself.
+fn whole_numbers(piece: &str) -> Option<Vec<&str>> {
+    let numbers: Vec<&str> = piece
+        .split_whitespace()
+        .filter(|part| part.bytes().any(|b| b.is_ascii_digit()))
+        .collect();
+    let each_valid = numbers.iter().all(|n| canonical(n).is_some());
+    (numbers.len() > 1 && each_valid).then_some(numbers)
 }
 
 fn split_on_or<'a>(s: &'a str, out: &mut Vec<&'a str>) {
@@ -186,11 +235,32 @@ mod tests {
         valid("8 (343) 123-45-67 добавочный 12", "73431234567");
         valid("8 (343) 123-45-67 Extension 12", "73431234567");
         valid("8 (343) 123-45-67 доб:12", "73431234567");
-        bad("8-912-345-67-89 Добрынина");
-        bad("8-912-345-67-89 Добрынина доб. 1");
-        bad("8-912-345-67-89 text");
+        valid("8-912-345-67-89 Добрынина доб. 1", "79123456789");
+        valid("8(925)123-45-67 доб. 123 мобильный", "79251234567");
         bad("22-33-44 доб. 5");
         bad("доб. 123");
+    }
+
+    #[test]
+    fn words_around_the_number_are_notes() {
+        valid("8(925)123-45-67 мобильный", "79251234567");
+        valid("моб. 8-912-345-67-89", "79123456789");
+        valid("Моб.тел.: +7 912 345-67-89", "79123456789");
+        valid("тел. 8 (343) 123-45-67 (раб.)", "73431234567");
+        valid("8-912-345-67-89 (мама)", "79123456789");
+        valid("8-912-345-67-89 Иванова", "79123456789");
+        valid("8-912-345-67-89 Добрынина", "79123456789");
+        valid("8-912-345-67-89 text", "79123456789");
+        valid("mob: «89123456789»", "79123456789");
+        // Digits in two places: hours, a letter for a digit, a name between
+        // two numbers.
+        bad("8-912-345-67-89 с 9 до 18");
+        bad("8-912-З45-67-89");
+        bad("8-9I2-345-67-89");
+        bad("89123456789 Иван 89123456780");
+        // Words do not make a short number whole.
+        bad("дом. 22-33-44");
+        bad("мобильный");
     }
 
     #[test]
@@ -206,8 +276,6 @@ mod tests {
         bad("+8 912 345 67 89");
         bad("+9123456789");
         bad("7+9123456789");
-        bad("моб. 8-912-345-67-89");
-        bad("8-912-345-67-89 Иванова");
         bad("8-912-345-67-89, 8-343-123-45-67");
         bad("89123456789 89123456780");
         bad("8912345678９");
@@ -250,12 +318,32 @@ mod tests {
     }
 
     #[test]
+    fn numbers_side_by_side_are_split() {
+        assert_eq!(
+            split_phones("89123456789 89123456780"),
+            ["89123456789", "89123456780"]
+        );
+        assert_eq!(
+            split_phones("8-912-345-67-89 моб  +7(343)123-45-67 дом"),
+            ["8-912-345-67-89", "+7(343)123-45-67"]
+        );
+        // Not each part a number: left whole (and then not read).
+        assert_eq!(
+            split_phones("8 912 345 67 89 89123456780"),
+            ["8 912 345 67 89 89123456780"]
+        );
+        assert_eq!(split_phones("89123456789 доб. 12"), ["89123456789 доб. 12"]);
+        assert_eq!(split_phones("89123456789 моб"), ["89123456789 моб"]);
+    }
+
+    #[test]
     fn one_phone_stays_one_piece() {
         for raw in [
             "+7 (912) 345-67-89",
             "8-912-345-67-89",
             "8 (343) 123-45-67 доб. 12",
             "  8 912 345 67 89  ",
+            "8(925)123-45-67 мобильный",
         ] {
             assert_eq!(split_phones(raw), [raw.trim()], "{raw}");
         }
