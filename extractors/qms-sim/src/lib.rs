@@ -77,6 +77,11 @@ pub enum Fault {
     Html200,
     /// Status 200 and an empty body.
     Empty,
+    /// HTTP 429 with `Retry-After` (seconds of [`Config::retry_after`]).
+    Busy429,
+    /// The export with one extra line of [`Config::long_line_bytes`] bytes
+    /// after the first piece (a his number, then one field without end).
+    LongLine,
 }
 
 impl FromStr for Fault {
@@ -93,6 +98,8 @@ impl FromStr for Fault {
             "truncate-at-line" => Fault::TruncateAtLine,
             "html" | "html-200" => Fault::Html200,
             "empty" => Fault::Empty,
+            "busy-429" => Fault::Busy429,
+            "long-line" => Fault::LongLine,
             other => return Err(format!("unknown fault mode {other:?}")),
         })
     }
@@ -124,6 +131,8 @@ impl Fault {
             Fault::TruncateAtLine => "truncate-at-line",
             Fault::Html200 => "html-200",
             Fault::Empty => "empty",
+            Fault::Busy429 => "busy-429",
+            Fault::LongLine => "long-line",
         }
     }
 }
@@ -167,6 +176,10 @@ pub struct Config {
     pub drip_delay: Duration,
     /// Rows per piece of the body (the unit of streaming).
     pub rows_per_chunk: usize,
+    /// `Retry-After` of [`Fault::Busy429`].
+    pub retry_after: Duration,
+    /// Length of the extra line of [`Fault::LongLine`].
+    pub long_line_bytes: usize,
 }
 
 impl Default for Config {
@@ -181,6 +194,8 @@ impl Default for Config {
             slow_first_byte: Duration::from_secs(600),
             drip_delay: Duration::from_secs(1),
             rows_per_chunk: 512,
+            retry_after: Duration::from_secs(2),
+            long_line_bytes: 3 << 20,
         }
     }
 }
@@ -404,6 +419,15 @@ async fn export(State(sim): State<Simulator>, Query(q): Query<ExportQuery>) -> R
                 .into_response()
         }
         Fault::Empty => return text_response(Body::empty(), snapshot.encoding),
+        Fault::Busy429 => {
+            let seconds = config.retry_after.as_secs().to_string();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds)],
+                "Too Many Requests\n",
+            )
+                .into_response();
+        }
         Fault::SlowFirstByte => tokio::time::sleep(config.slow_first_byte).await,
         _ => {}
     }
@@ -430,6 +454,15 @@ async fn export(State(sim): State<Simulator>, Query(q): Query<ExportQuery>) -> R
             let at_line = fault == Fault::TruncateAtLine;
             let reset = fault == Fault::Reset;
             Body::from_stream(cut_stream(chunks, cut, at_line, reset))
+        }
+        Fault::LongLine => {
+            let mut line = b"999999/LONG|".to_vec();
+            line.resize(config.long_line_bytes.max(13), b'x');
+            line.push(b'\n');
+            let mut chunks = chunks;
+            let first = chunks.next().await;
+            let long = futures::stream::iter([Ok(Bytes::from(line))]);
+            Body::from_stream(futures::stream::iter(first).chain(long).chain(chunks))
         }
         _ => Body::from_stream(chunks),
     };

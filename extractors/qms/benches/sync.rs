@@ -62,7 +62,7 @@ async fn main() {
     let mut decoded = String::new();
     for chunk in bytes.chunks(64 * 1024) {
         splitter.push(chunk, |line| {
-            let (text, bad) = decoder.decode_with(line, &mut decoded);
+            let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
             joiner.push(text, bad, |raw| {
                 if let Ok((_, record)) = parse::parse_record(raw, None, today) {
                     // What a first sync does per record (a no-change sync
@@ -87,7 +87,7 @@ async fn main() {
     let mut fields = 0usize;
     for chunk in bytes.chunks(64 * 1024) {
         splitter.push(chunk, |line| {
-            let (text, bad) = decoder.decode_with(line, &mut decoded);
+            let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
             joiner.push(text, bad, |raw| {
                 if parse::check_record(raw).is_ok() {
                     hash_xor ^= parse::raw_hash(raw, None)[0];

@@ -8,13 +8,15 @@
 //! never buffers it).
 
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
-use crate::parse::{self, Decoder, LineSplitter, RawRecord, RejectReason, Rejected, Rejoiner};
+use crate::parse::{
+    self, Decoder, Line, LineSplitter, RawRecord, RejectReason, Rejected, Rejoiner,
+};
 use crate::settings::{Plausibility, QmsSettings};
 use crate::state::{short, Entries};
 
@@ -29,6 +31,9 @@ pub enum AttemptError {
     /// too few rows): retried, and never published.
     #[error("export is not complete or plausible: {0}")]
     Implausible(String),
+    /// HTTP 429 or 503 with a `Retry-After` header: qMS asks to wait.
+    #[error("download failed: HTTP status {status}; qMS asks to retry after {wait:?}")]
+    RetryAfter { status: StatusCode, wait: Duration },
     /// Retrying cannot help (HTTP 4xx: wrong URL or credentials).
     #[error("download failed permanently: {0}")]
     Permanent(String),
@@ -39,7 +44,7 @@ pub enum AttemptError {
 impl AttemptError {
     pub fn kind(&self) -> &'static str {
         match self {
-            AttemptError::Transient(_) => "transient",
+            AttemptError::Transient(_) | AttemptError::RetryAfter { .. } => "transient",
             AttemptError::Implausible(_) => "implausible",
             AttemptError::Permanent(_) => "permanent",
             AttemptError::Unexpected(_) => "unexpected",
@@ -49,8 +54,18 @@ impl AttemptError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            AttemptError::Transient(_) | AttemptError::Implausible(_)
+            AttemptError::Transient(_)
+                | AttemptError::Implausible(_)
+                | AttemptError::RetryAfter { .. }
         )
+    }
+
+    /// The wait the server asked for, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AttemptError::RetryAfter { wait, .. } => Some(*wait),
+            _ => None,
+        }
     }
 }
 
@@ -87,6 +102,10 @@ pub async fn fetch(
         .map_err(|_| AttemptError::Transient(format!("no response within {read_timeout:?}")))?
         .map_err(|e| AttemptError::Transient(describe(&e)))?;
     let status = response.status();
+    let busy = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(wait) = retry_after(response.headers()).filter(|_| busy) {
+        return Err(AttemptError::RetryAfter { status, wait });
+    }
     if status != StatusCode::OK {
         let msg = format!("HTTP status {status}");
         return Err(
@@ -115,15 +134,24 @@ pub async fn fetch(
     let spill = Spill::create(settings.spill_dir.as_deref()).map_err(anyhow::Error::from)?;
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let business_unit = settings.business_unit.clone();
+    let max_line = settings.max_line_bytes;
     // Room for the last export's size plus some growth, so that the entries
     // are not reallocated to double their size near the end (peak memory).
     let expected = (last_export_records + last_export_records / 64).max(64 * 1024) as usize;
     let parser = tokio::task::spawn_blocking(move || {
-        parse_stream(rx, decoder, business_unit.as_deref(), spill, expected)
+        parse_stream(
+            rx,
+            decoder,
+            business_unit.as_deref(),
+            spill,
+            expected,
+            max_line,
+        )
     });
 
     let mut response = response;
     let mut first = true;
+    let mut progress = Progress::new(settings.progress_interval);
     let download: Result<(), AttemptError> = async {
         loop {
             let chunk = tokio::time::timeout(read_timeout, response.chunk())
@@ -133,6 +161,7 @@ pub async fn fetch(
                 })?
                 .map_err(|e| AttemptError::Transient(describe(&e)))?;
             let Some(chunk) = chunk else { return Ok(()) };
+            progress.add(chunk.len());
             if first {
                 if let Some(&b) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
                     first = false;
@@ -155,6 +184,56 @@ pub async fn fetch(
     let parsed = parsed?;
     check(&parsed, &settings.plausibility, last_export_records)?;
     Ok(parsed.export)
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3); a date
+/// in the past means now.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let ahead = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(ahead.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Progress lines of a long download: bytes so far and the mean rate, at
+/// most once per interval (an operator watching an eight-minute export
+/// sees it move).
+struct Progress {
+    started: Instant,
+    logged: Instant,
+    every: Duration,
+    bytes: u64,
+}
+
+impl Progress {
+    fn new(every: Duration) -> Progress {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            logged: now,
+            every,
+            bytes: 0,
+        }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+        if self.logged.elapsed() < self.every {
+            return;
+        }
+        self.logged = Instant::now();
+        let elapsed = self.started.elapsed();
+        let rate = self.bytes as f64 / elapsed.as_secs_f64().max(0.001);
+        tracing::info!(
+            bytes = self.bytes,
+            elapsed = ?elapsed,
+            rate = format!("{:.2} MB/s", rate / 1e6),
+            "export download in progress"
+        );
+    }
 }
 
 /// reqwest's error text without the URL (it may carry credentials).
@@ -196,8 +275,9 @@ fn parse_stream(
     business_unit: Option<&str>,
     mut spill: Spill,
     expected_records: usize,
+    max_line: usize,
 ) -> anyhow::Result<Parsed> {
-    let mut splitter = LineSplitter::default();
+    let mut splitter = LineSplitter::new(max_line);
     let mut joiner = Rejoiner::default();
     let mut sink = Sink {
         entries: Entries::with_capacity(expected_records),
@@ -208,20 +288,20 @@ fn parse_stream(
     };
     // Decoded lines that are not valid UTF-8 as they are (CP1251) go here.
     let mut decoded = String::new();
-    let mut on_line = |line: &[u8], joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
-        let (text, bad) = decoder.decode_with(line, &mut decoded);
-        joiner.push(text, bad, |raw| sink.record(raw, spill));
+    let mut on_line = |line: Line<'_>, joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
+        let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
+        if line.cut > 0 {
+            joiner.push_too_long(text, line.len(), max_line, |raw| sink.record(raw, spill));
+        } else {
+            joiner.push(text, bad, |raw| sink.record(raw, spill));
+        }
     };
     while let Some(chunk) = rx.blocking_recv() {
         splitter.push(&chunk, |line| {
             on_line(line, &mut joiner, &mut sink, &mut spill)
         });
     }
-    let tail = splitter.finish();
-    let unterminated = tail.is_some();
-    if let Some(tail) = tail {
-        on_line(&tail, &mut joiner, &mut sink, &mut spill);
-    }
+    let unterminated = splitter.finish(|line| on_line(line, &mut joiner, &mut sink, &mut spill));
     joiner.finish(|raw| sink.record(raw, &mut spill));
     if let Some(e) = sink.error {
         return Err(e.into());
@@ -429,6 +509,7 @@ impl Spill {
                 text,
                 line,
                 bad_encoding,
+                too_long: false,
             })
         } else {
             let mut reason = [0u8; 1];
@@ -442,6 +523,7 @@ impl Spill {
                     text,
                     line,
                     bad_encoding,
+                    too_long: false,
                 },
                 reason: reason_code(reason[0]),
                 his_number: (!his.is_empty()).then_some(his),
@@ -481,6 +563,12 @@ fn reason_code(n: u8) -> &'static str {
 }
 
 /// How long a sync may wait before its next attempt.
-pub fn attempt_delay(settings: &QmsSettings, attempt: u32) -> Duration {
-    settings.retry_backoff.delay(attempt)
+/// The server's `Retry-After`, when it sent one, counts as a floor (cut to
+/// `max_retry_after`).
+pub fn attempt_delay(settings: &QmsSettings, attempt: u32, error: &AttemptError) -> Duration {
+    let backoff = settings.retry_backoff.delay(attempt);
+    match error.retry_after() {
+        Some(wait) => backoff.max(wait.min(settings.max_retry_after)),
+        None => backoff,
+    }
 }

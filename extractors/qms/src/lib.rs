@@ -45,7 +45,7 @@ pub async fn run(
     let interval = settings.qms.interval;
     let failed_delay = settings.qms.failed_sync_delay.min(interval);
     let extractor = tokio::select! {
-        e = Extractor::connect(settings) => e?,
+        e = connect(settings, mode) => e?,
         _ = shutdown.cancelled() => return Ok(None),
     };
     etl_runtime::observe::ready();
@@ -79,6 +79,27 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {},
             _ = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
+/// Connects to the bus. A daemon never exits because NATS is down or slow
+/// to answer: it retries with backoff until it is back. Settings that can
+/// never work (bad source name, unknown encoding) stop it at once.
+async fn connect(settings: Settings, mode: Mode) -> anyhow::Result<Extractor> {
+    Extractor::check(&settings)?;
+    let backoff = settings.qms.retry_backoff;
+    let mut attempt = 0;
+    loop {
+        match Extractor::connect(settings.clone()).await {
+            Ok(extractor) => return Ok(extractor),
+            Err(e) if mode == Mode::Daemon => {
+                attempt += 1;
+                let delay = backoff.delay(attempt);
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the bus; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -24,40 +24,108 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 /// Most physical lines one record may span.
 pub const MAX_RECORD_LINES: u32 = 16;
 
+/// Longest physical line kept by default (`qms.max_line_bytes`).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
 /// Splits a byte stream into physical lines (without `\n` or a trailing
 /// `\r`). UTF-8 and CP1251 are both ASCII-compatible, so splitting on the
 /// byte `\n` before decoding is safe.
-#[derive(Default)]
+///
+/// A line longer than the cap is not buffered whole: its first `max_line`
+/// bytes are kept and the rest only counted, so memory stays flat whatever
+/// the body holds (one line of gigabytes, or no line break at all).
 pub struct LineSplitter {
     partial: Vec<u8>,
+    /// Bytes of the current line beyond `max_line`, dropped.
+    cut: u64,
+    max_line: usize,
     /// Bytes seen.
     pub bytes: u64,
 }
 
+/// One physical line as [`LineSplitter`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    /// The line, or its first `max_line` bytes when it was longer.
+    pub bytes: &'a [u8],
+    /// Bytes dropped beyond the cap (0 for a line that fits).
+    pub cut: u64,
+}
+
+impl Line<'_> {
+    /// The line's length as it was in the export.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64 + self.cut
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        LineSplitter::new(DEFAULT_MAX_LINE_BYTES)
+    }
+}
+
 impl LineSplitter {
+    pub fn new(max_line: usize) -> LineSplitter {
+        LineSplitter {
+            partial: Vec::new(),
+            cut: 0,
+            max_line,
+            bytes: 0,
+        }
+    }
+
     /// Feeds one piece of the body; `line` gets every line it completes.
-    pub fn push(&mut self, mut chunk: &[u8], mut line: impl FnMut(&[u8])) {
+    pub fn push(&mut self, mut chunk: &[u8], mut line: impl FnMut(Line<'_>)) {
         self.bytes += chunk.len() as u64;
         while let Some(pos) = memchr(b'\n', chunk) {
             let (head, rest) = chunk.split_at(pos);
             chunk = &rest[1..];
-            if self.partial.is_empty() {
-                line(strip_cr(head));
+            if self.partial.is_empty() && self.cut == 0 && head.len() <= self.max_line {
+                line(Line {
+                    bytes: strip_cr(head),
+                    cut: 0,
+                });
             } else {
-                self.partial.extend_from_slice(head);
-                let whole = std::mem::take(&mut self.partial);
-                line(strip_cr(&whole));
-                self.partial = whole;
-                self.partial.clear();
+                self.keep(head);
+                self.emit(&mut line);
             }
         }
-        self.partial.extend_from_slice(chunk);
+        self.keep(chunk);
     }
 
-    /// The end of the body: the unterminated last line, if any (a complete
-    /// export ends with a line break).
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
+    /// The end of the body: gives the unterminated last line, if any, and
+    /// says whether there was one (a complete export ends with a line
+    /// break).
+    pub fn finish(&mut self, mut line: impl FnMut(Line<'_>)) -> bool {
+        let unterminated = !self.partial.is_empty() || self.cut > 0;
+        if unterminated {
+            self.emit(&mut line);
+        }
+        unterminated
+    }
+
+    /// Keeps what fits under the cap, counts the rest.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = self.max_line.saturating_sub(self.partial.len());
+        let kept = room.min(bytes.len());
+        self.partial.extend_from_slice(&bytes[..kept]);
+        self.cut += (bytes.len() - kept) as u64;
+    }
+
+    /// Gives the buffered line and empties the buffer (its allocation is
+    /// reused).
+    fn emit(&mut self, line: &mut impl FnMut(Line<'_>)) {
+        let whole = std::mem::take(&mut self.partial);
+        let cut = std::mem::take(&mut self.cut);
+        let bytes = if cut == 0 { strip_cr(&whole) } else { &whole };
+        line(Line { bytes, cut });
+        self.partial = whole;
+        self.partial.clear();
     }
 }
 
@@ -122,6 +190,9 @@ pub struct RawRecord {
     pub line: u64,
     /// Some bytes were invalid in the declared encoding.
     pub bad_encoding: bool,
+    /// A physical line over `qms.max_line_bytes`: `text` is only a
+    /// description (his number, length), never the line's content.
+    pub too_long: bool,
 }
 
 /// Rejoins physical lines into records.
@@ -167,9 +238,33 @@ impl Rejoiner {
                     text: text.to_string(),
                     line: self.line,
                     bad_encoding,
+                    too_long: false,
                 });
             }
         }
+    }
+
+    /// Feeds a physical line that was over the line cap: it ends the
+    /// pending record and becomes a record of its own that is rejected as
+    /// `too_long`, described by its his number (when it starts with one)
+    /// and its length. Its content is neither kept nor published.
+    pub fn push_too_long(
+        &mut self,
+        head: &str,
+        len: u64,
+        max_line: usize,
+        mut out: impl FnMut(&RawRecord),
+    ) {
+        self.line += 1;
+        self.flush(&mut out);
+        let his = first_field(head);
+        let his = if is_his_number(his) { his } else { "" };
+        out(&RawRecord {
+            text: format!("{his}|<a line of {len} bytes, over the {max_line}-byte limit>"),
+            line: self.line,
+            bad_encoding: false,
+            too_long: true,
+        });
     }
 
     fn flush(&mut self, out: &mut impl FnMut(&RawRecord)) {
@@ -268,6 +363,9 @@ pub fn check_record(raw: &RawRecord) -> Result<&str, Rejected> {
         his_number: valid.then(|| his.to_string()),
         reason,
     };
+    if raw.too_long {
+        return Err(reject(RejectReason::TooLong));
+    }
     if !valid {
         return Err(reject(RejectReason::NoRecordStart));
     }
@@ -401,6 +499,7 @@ mod tests {
 
     fn raw(text: &str) -> RawRecord {
         RawRecord {
+            too_long: false,
             text: text.into(),
             line: 1,
             bad_encoding: false,
@@ -476,12 +575,12 @@ mod tests {
         let mut out = Vec::new();
         for chunk in body.as_bytes().chunks(7) {
             splitter.push(chunk, |l| {
-                joiner.push(std::str::from_utf8(l).unwrap(), false, |r| {
+                joiner.push(std::str::from_utf8(l.bytes).unwrap(), false, |r| {
                     out.push(r.clone())
                 })
             });
         }
-        assert!(splitter.finish().is_none());
+        assert!(!splitter.finish(|_| panic!("no unterminated line")));
         joiner.finish(|r| out.push(r.clone()));
         assert_eq!(out.len(), 2);
         assert_eq!(
@@ -492,6 +591,42 @@ mod tests {
         let (_, r) = parse_record(&out[0], None, today()).unwrap();
         assert_eq!(r.middle_name.as_deref(), Some("Иванович"));
         assert_eq!(r.birth_date, NaiveDate::from_ymd_opt(1980, 1, 15));
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_cut_and_described_without_its_content() {
+        let long = format!("7/A|{}|x\n", "Я".repeat(100));
+        let body = format!("1/A|a\n{long}2/B|b\n");
+        let mut splitter = LineSplitter::new(16);
+        let mut lines = Vec::new();
+        for chunk in body.as_bytes().chunks(5) {
+            splitter.push(chunk, |l| lines.push((l.bytes.to_vec(), l.cut)));
+        }
+        assert!(!splitter.finish(|_| panic!("no unterminated line")));
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], (b"1/A|a".to_vec(), 0));
+        assert_eq!(lines[1].0.len(), 16, "only the cap is kept");
+        assert_eq!(lines[1].0.len() as u64 + lines[1].1, long.len() as u64 - 1);
+        assert_eq!(lines[2], (b"2/B|b".to_vec(), 0));
+
+        let mut joiner = Rejoiner::default();
+        let mut out = Vec::new();
+        let head = String::from_utf8_lossy(&lines[1].0);
+        joiner.push_too_long(&head, 207, 16, |r| out.push(r.clone()));
+        let e = check_record(&out[0]).unwrap_err();
+        assert_eq!(e.reason, RejectReason::TooLong);
+        assert_eq!(e.his_number.as_deref(), Some("7/A"));
+        assert!(!out[0].text.contains('Я'), "{}", out[0].text);
+
+        // No line break at all: memory stays at the cap.
+        let mut splitter = LineSplitter::new(1024);
+        for _ in 0..1000 {
+            splitter.push(&[b'x'; 4096], |_| panic!("no line"));
+        }
+        assert!(splitter.partial.capacity() <= 8192);
+        let mut cut = 0;
+        assert!(splitter.finish(|l| cut = l.cut));
+        assert_eq!(cut, 4096 * 1000 - 1024);
     }
 
     #[test]

@@ -58,7 +58,23 @@ pub struct QmsSettings {
     /// within one sync.
     pub retries: u32,
     /// Delays between those attempts (doubling from `initial` to `max`).
+    /// When qMS answers 429 or 503 with a `Retry-After` header, the next
+    /// attempt waits at least that long (at most `max_retry_after`).
     pub retry_backoff: Backoff,
+    /// Longest `Retry-After` honoured; a longer one (or a date far ahead)
+    /// is cut to this, so a wrong header cannot stop syncs for days.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// While an export downloads, a progress line (bytes so far, rate) is
+    /// logged at most this often.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// Longest physical line kept, in bytes. A longer line is not buffered:
+    /// it becomes one `too_long` reject that carries only its his number
+    /// and its length, and the sync goes on. Memory stays flat for any
+    /// body. Real records are far shorter (a record is rejected as
+    /// `too_long` above 16 KiB anyway).
+    pub max_line_bytes: usize,
     /// Daemon mode: time from the start of one sync to the start of the next.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -93,6 +109,9 @@ impl Default for QmsSettings {
                 initial: Duration::from_secs(10),
                 max: Duration::from_secs(120),
             },
+            max_retry_after: Duration::from_secs(900),
+            progress_interval: Duration::from_secs(30),
+            max_line_bytes: crate::parse::DEFAULT_MAX_LINE_BYTES,
             interval: Duration::from_secs(3600),
             failed_sync_delay: Duration::from_secs(300),
             publish_window: 4096,

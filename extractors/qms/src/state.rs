@@ -3,10 +3,26 @@
 //!
 //! Kept outside the process so the extractor can run in a container: one
 //! snapshot object in a NATS object store (his number → the first 16 bytes
-//! of the content hash last published). A sync replaces the snapshot only
-//! after every publish of the sync was acknowledged. A crash anywhere before
-//! that leaves the previous state in force: the next sync publishes the
-//! same changes again (the stream and the loader make that harmless).
+//! of the content hash last published).
+//!
+//! The state must never be behind what the stream holds. A sync therefore
+//! writes the snapshot twice when it has anything to publish:
+//!
+//! 1. before its first publish, a *marked* snapshot: every key the sync is
+//!    about to upsert or delete, plus every key of the previous state, with
+//!    the hash of each touched key replaced by [`UNKNOWN`] and
+//!    [`StateInfo::interrupted`] set;
+//! 2. after every publish was acknowledged, the new state.
+//!
+//! A sync that ends between the two (kill -9, crash, NATS outage, shutdown)
+//! leaves the marked snapshot in force. Its keys are a superset of
+//! everything ever published and not deleted since, so the next sync sends a
+//! delete for each one the export no longer has; and no export hash equals
+//! [`UNKNOWN`], so it republishes every record the interrupted sync may have
+//! changed, whatever the export holds now (a reverted edit included). Keys
+//! the interrupted sync did not touch keep their hash: nothing was
+//! published for them. The stream and the loader make the repetition
+//! harmless.
 //!
 //! Why not a KV entry per record: a million KV writes per first sync (and a
 //! million reads per start) would take minutes; one snapshot of ~27 MB is
@@ -31,6 +47,11 @@ pub type ShortHash = [u8; 16];
 pub fn short(hash: &[u8; 32]) -> ShortHash {
     hash[..16].try_into().expect("16 of 32 bytes")
 }
+
+/// The hash of a key whose published content is not known (an interrupted
+/// sync may or may not have published it). No record's hash prefix is all
+/// zeros in practice (2^-128), so the next sync always finds it changed.
+pub const UNKNOWN: ShortHash = [0; 16];
 
 /// One entry: a his number (in the arena), its hash and, for a fresh
 /// export, where its record lies in the spill file.
@@ -152,7 +173,10 @@ impl Entries {
 }
 
 const MAGIC: &[u8; 8] = b"QMSSTATE";
-const FORMAT: u32 = 2;
+/// Format 3 adds the flags word; format 2 snapshots (no flags, never
+/// interrupted) are still read.
+const FORMAT: u32 = 3;
+const FLAG_INTERRUPTED: u32 = 1;
 
 /// What the snapshot says about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -165,6 +189,9 @@ pub struct StateInfo {
     /// Version (µs) of the last sync's messages; the next sync uses a
     /// higher one even if the clock went back.
     pub version: i64,
+    /// Written before a sync's first publish: that sync may have ended
+    /// early, and the hashes of the keys it touched are [`UNKNOWN`].
+    pub interrupted: bool,
 }
 
 /// The stored state and where to save the next.
@@ -190,8 +217,8 @@ pub enum SaveError {
 }
 
 /// Snapshot layout: `QMSSTATE`, format (u32 LE), generation (u64 LE),
-/// export records (u64 LE), version (i64 LE), then the entries
-/// ([`Entries::encode_into`]).
+/// export records (u64 LE), version (i64 LE), flags (u32 LE), then the
+/// entries ([`Entries::encode_into`]).
 fn encode(info: &StateInfo, entries: &Entries) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
@@ -199,6 +226,8 @@ fn encode(info: &StateInfo, entries: &Entries) -> Vec<u8> {
     out.extend_from_slice(&info.generation.to_le_bytes());
     out.extend_from_slice(&info.export_records.to_le_bytes());
     out.extend_from_slice(&info.version.to_le_bytes());
+    let flags = if info.interrupted { FLAG_INTERRUPTED } else { 0 };
+    out.extend_from_slice(&flags.to_le_bytes());
     entries.encode_into(&mut out);
     out
 }
@@ -208,13 +237,21 @@ fn decode(bytes: &[u8]) -> anyhow::Result<(StateInfo, Entries)> {
     anyhow::ensure!(&bytes[..8] == MAGIC, "not a state snapshot");
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let format = u32::from_le_bytes(bytes[8..12].try_into()?);
-    anyhow::ensure!(format == FORMAT, "unknown state snapshot format {format}");
+    let (flags, entries_at) = match format {
+        2 => (0, 36),
+        3 => {
+            anyhow::ensure!(bytes.len() >= 40, "state snapshot is truncated");
+            (u32::from_le_bytes(bytes[36..40].try_into()?), 40)
+        }
+        _ => anyhow::bail!("unknown state snapshot format {format}"),
+    };
     let info = StateInfo {
         generation: u64_at(12),
         export_records: u64_at(20),
         version: u64_at(28) as i64,
+        interrupted: flags & FLAG_INTERRUPTED != 0,
     };
-    Ok((info, Entries::decode(&bytes[36..])?))
+    Ok((info, Entries::decode(&bytes[entries_at..])?))
 }
 
 impl StateStore {
@@ -275,19 +312,20 @@ impl StateStore {
         }
     }
 
-    /// Replaces the snapshot with `entries`. The object store writes the
-    /// chunks first and the object's metadata (which names them) last, so a
-    /// reader, or a crash, sees either the old snapshot or the new one. The
-    /// generation is checked just before: a second instance that saved in
-    /// the meantime is detected (not a true compare-and-set: run one
-    /// instance per `state.key`).
+    /// Replaces the snapshot with `entries` and `info`, if the snapshot is
+    /// still the one named `expected` (the nuid [`load`](Self::load) or the
+    /// previous save returned; `None` when there was none). Returns the new
+    /// snapshot's nuid. The object store writes the chunks first and the
+    /// object's metadata (which names them) last, so a reader, or a crash,
+    /// sees either the old snapshot or the new one. The check just before
+    /// the write detects a second instance that saved in the meantime (not a
+    /// true compare-and-set: run one instance per `state.key`).
     pub async fn save(
         &self,
-        previous: &Loaded,
+        expected: Option<&str>,
+        info: &StateInfo,
         entries: &Entries,
-        export_records: u64,
-        version: i64,
-    ) -> Result<StateInfo, SaveError> {
+    ) -> Result<String, SaveError> {
         let current = match self.objects.info(&self.key).await {
             Ok(info) if info.deleted => None,
             Ok(info) => Some(info.nuid),
@@ -296,20 +334,16 @@ impl StateStore {
                 return Err(anyhow::anyhow!("reading state snapshot {}: {e}", self.key).into())
             }
         };
-        if current != previous.nuid {
+        if current.as_deref() != expected {
             return Err(SaveError::Conflict);
         }
-        let info = StateInfo {
-            generation: previous.info.generation + 1,
-            export_records,
-            version,
-        };
-        let bytes = encode(&info, entries);
-        self.objects
+        let bytes = encode(info, entries);
+        let written = self
+            .objects
             .put(self.key.as_str(), &mut bytes.as_slice())
             .await
             .map_err(|e| anyhow::anyhow!("writing state snapshot {}: {e}", self.key))?;
-        Ok(info)
+        Ok(written.nuid)
     }
 }
 
@@ -331,6 +365,7 @@ mod tests {
             generation: 3,
             export_records: 2,
             version: 99,
+            interrupted: true,
         };
         let (i, back) = decode(&encode(&info, &e)).unwrap();
         assert_eq!(i, info);
@@ -338,5 +373,23 @@ mod tests {
         assert_eq!(back.key(&back.items()[1]), "2/B");
         assert_eq!(back.items()[1].hash, [3; 16]);
         assert!(decode(&encode(&info, &e)[..50]).is_err());
+    }
+
+    #[test]
+    fn format_2_snapshots_are_read_as_complete() {
+        let mut e = Entries::default();
+        e.push("1/A", [1; 16], u64::MAX);
+        let mut old = Vec::new();
+        old.extend_from_slice(MAGIC);
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&1u64.to_le_bytes());
+        old.extend_from_slice(&42i64.to_le_bytes());
+        e.encode_into(&mut old);
+        let (info, back) = decode(&old).unwrap();
+        assert_eq!(info.generation, 7);
+        assert_eq!(info.version, 42);
+        assert!(!info.interrupted);
+        assert_eq!(back.key(&back.items()[0]), "1/A");
     }
 }

@@ -12,7 +12,7 @@ use proto::Envelope;
 use crate::export::{self, AttemptError, Export, Spilled};
 use crate::parse::{self, Decoder};
 use crate::settings::Settings;
-use crate::state::{Entries, Loaded, SaveError, StateStore};
+use crate::state::{Entries, Loaded, SaveError, StateInfo, StateStore, UNKNOWN};
 use etl_runtime::shutdown::Shutdown;
 
 /// What one sync did.
@@ -74,14 +74,19 @@ pub struct RunOptions {
 }
 
 impl Extractor {
-    /// Connects to the bus, ensures the streams and state buckets exist.
-    pub async fn connect(settings: Settings) -> anyhow::Result<Extractor> {
+    /// Checks the settings that no retry can fix.
+    pub fn check(settings: &Settings) -> anyhow::Result<Decoder> {
         anyhow::ensure!(
             proto::bus::is_valid_source_name(&settings.qms.source),
             "qms.source is not a valid source name"
         );
-        let decoder = Decoder::for_label(&settings.qms.encoding)
-            .ok_or_else(|| anyhow::anyhow!("unknown qms.encoding {:?}", settings.qms.encoding))?;
+        Decoder::for_label(&settings.qms.encoding)
+            .ok_or_else(|| anyhow::anyhow!("unknown qms.encoding {:?}", settings.qms.encoding))
+    }
+
+    /// Connects to the bus, ensures the streams and state buckets exist.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Extractor> {
+        let decoder = Self::check(&settings)?;
         let client = settings.nats.connect("qms-extractor").await?;
         etl_runtime::observe::watch_nats(&client);
         let js = jetstream::new(client);
@@ -132,6 +137,12 @@ impl Extractor {
     ) -> Result<SyncReport, SyncError> {
         let q = &self.settings.qms;
         let mut previous = self.store.load().await?;
+        if previous.info.interrupted {
+            tracing::warn!(
+                "the last sync did not complete; every record it may have published \
+                 is published again and every key it knew is checked for deletion"
+            );
+        }
         let now = Utc::now();
         let version = now.timestamp_micros().max(previous.info.version + 1);
 
@@ -154,7 +165,7 @@ impl Extractor {
                             last: e,
                         });
                     }
-                    let delay = export::attempt_delay(q, attempt);
+                    let delay = export::attempt_delay(q, attempt, &e);
                     tracing::warn!(attempt, error = %e, retry_in = ?delay, "export attempt failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {},
@@ -193,14 +204,20 @@ impl Extractor {
             brake,
         );
         previous.entries = Entries::default();
+        let marked = self.mark_interrupted(&previous, &plan, version).await?;
         let published = tokio::select! {
             r = self.publish(&mut export, &plan, version, now) => r?,
             _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
         };
         report.stored = published;
-        let info = self
-            .store
-            .save(&previous, &plan.next_state, export.stats.records, version)
+        let info = StateInfo {
+            generation: marked.generation + 1,
+            export_records: export.stats.records,
+            version,
+            interrupted: false,
+        };
+        self.store
+            .save(marked.nuid.as_deref(), &info, &plan.next_state)
             .await?;
         metrics::gauge!("qms_state_records").set(plan.next_state.len() as f64);
         tracing::debug!(generation = info.generation, "state saved");
@@ -213,6 +230,39 @@ impl Extractor {
         )
         .await;
         Ok(report)
+    }
+
+    /// Saves the marked snapshot (see [`crate::state`]) before the first
+    /// publish, so that a sync ending early leaves the state ahead of the
+    /// stream, never behind it. Nothing to publish: nothing to mark.
+    async fn mark_interrupted(
+        &self,
+        previous: &Loaded,
+        plan: &Plan,
+        version: i64,
+    ) -> Result<Marked, SyncError> {
+        if plan.upserts.is_empty() && plan.deletes.is_empty() {
+            return Ok(Marked {
+                generation: previous.info.generation,
+                nuid: previous.nuid.clone(),
+            });
+        }
+        let info = StateInfo {
+            generation: previous.info.generation + 1,
+            // The export is not published yet: the plausibility baseline
+            // stays that of the last complete sync.
+            export_records: previous.info.export_records,
+            version,
+            interrupted: true,
+        };
+        let nuid = self
+            .store
+            .save(previous.nuid.as_deref(), &info, &plan.marked_state())
+            .await?;
+        Ok(Marked {
+            generation: info.generation,
+            nuid: Some(nuid),
+        })
     }
 
     async fn publish(
@@ -337,12 +387,41 @@ struct Brake {
     previous: u64,
 }
 
+/// The snapshot in force once the sync has marked itself.
+struct Marked {
+    generation: u64,
+    nuid: Option<String>,
+}
+
 /// What a sync will publish, and the state once it has.
 struct Plan {
     /// Spill offsets of records to upsert, ascending.
     upserts: Vec<u64>,
     deletes: Vec<String>,
     next_state: Entries,
+}
+
+impl Plan {
+    /// The state while this plan is being published: every key of the next
+    /// state and every key about to be deleted, the hashes of those the
+    /// plan touches [`UNKNOWN`].
+    fn marked_state(&self) -> Entries {
+        let next = &self.next_state;
+        let mut marked = Entries::with_capacity(next.len() + self.deletes.len());
+        for e in next.items() {
+            let touched =
+                e.spill_at != u64::MAX && self.upserts.binary_search(&e.spill_at).is_ok();
+            let hash = if touched { UNKNOWN } else { e.hash };
+            marked.push(next.key(e), hash, u64::MAX);
+        }
+        for his in &self.deletes {
+            marked.push(his, UNKNOWN, u64::MAX);
+        }
+        // Deleted keys are absent from the next state: no duplicates, only
+        // the order to restore.
+        marked.sort_dedup();
+        marked
+    }
 }
 
 /// Compares the export's entries (sorted) with the last published state;

@@ -98,6 +98,69 @@ async fn kill_9_in_the_middle_of_syncs_then_restart_gives_the_exact_state() {
     f.stop().await;
 }
 
+/// Starts the extractor and kills it with SIGKILL once it has published
+/// more than `after` messages past `before`, well before the end.
+async fn kill_mid_publish(f: &Fixture, env: &[(String, String)], before: u64, after: u64) {
+    let mut child = extractor(env);
+    testkit::wait_until(Duration::from_secs(60), "publishing to be under way", || async {
+        f.stream_messages().await > before + after
+    })
+    .await;
+    child.kill9();
+    let published = f.stream_messages().await - before;
+    assert!(published < ROWS, "killed before the sync finished ({published})");
+}
+
+async fn sync_to_the_end(env: &[(String, String)]) {
+    let mut child = extractor(env);
+    wait_exit(&mut child).await;
+    assert!(child.logs().contains("sync complete"), "{}", child.logs());
+}
+
+/// The first sync is killed after publishing some records; those records
+/// then leave the export. The later syncs must delete them although no sync
+/// had completed when they were published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_published_by_a_killed_first_sync_are_deleted_when_they_leave_the_export() {
+    let f = Fixture::new(ROWS).await;
+    let env = env(&f);
+    let all = f.sim.his_numbers();
+    kill_mid_publish(&f, &env, 0, 200).await;
+
+    // The first rows of the export were published; they disappear.
+    f.sim.delete(0..100);
+    sync_to_the_end(&env).await;
+    sync_to_the_end(&env).await;
+    f.wait_for_state(&expected(&f.sim.clean_export(), &all[0..100]))
+        .await;
+    f.stop().await;
+}
+
+/// A → B killed mid-publish → A again: the records B reached PostgreSQL
+/// with must return to A, although A is what the last complete sync saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_published_by_a_killed_sync_is_reverted_when_the_export_reverts() {
+    let f = Fixture::new(ROWS).await;
+    let env = env(&f);
+    sync_to_the_end(&env).await;
+    let export_a = f.sim.clean_export();
+    f.wait_for_state(&expected(&export_a, &[])).await;
+
+    f.sim.edit(0..ROWS);
+    let before = f.stream_messages().await;
+    kill_mid_publish(&f, &env, before, 200).await;
+
+    f.sim.restore(0..ROWS);
+    assert_eq!(f.sim.clean_export(), export_a);
+    sync_to_the_end(&env).await;
+    f.wait_for_state(&expected(&export_a, &[])).await;
+    // A complete sync leaves nothing to do.
+    let mut child = extractor(&env);
+    wait_exit(&mut child).await;
+    assert!(child.logs().contains("upserts=0 deletes=0"), "{}", child.logs());
+    f.stop().await;
+}
+
 /// The daemon (no `--no-daemon`) with its operations endpoint on a free
 /// local port.
 fn daemon_with_endpoint(mut env: Vec<(String, String)>) -> (ChildProcess, std::net::SocketAddr) {
@@ -189,5 +252,27 @@ async fn daemon_readiness_follows_nats() {
         "{}",
         child.logs()
     );
+    f.stop().await;
+}
+
+/// A slow download logs its progress (bytes, rate) while it lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_logs_its_progress() {
+    let f = Fixture::with_sim(qms_sim::Config {
+        count: 1000,
+        rows_per_chunk: 50,
+        fault: qms_sim::Fault::SlowDrip,
+        drip_delay: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let mut env = env(&f);
+    env.push(("ETL__QMS__PROGRESS_INTERVAL".into(), "500ms".into()));
+    let mut child = extractor(&env);
+    wait_exit(&mut child).await;
+    let logs = child.logs();
+    let progress = logs.matches("export download in progress").count();
+    assert!(progress >= 2, "{logs}");
+    assert!(logs.contains("MB/s"), "{logs}");
     f.stop().await;
 }

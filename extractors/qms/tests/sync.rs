@@ -306,3 +306,60 @@ async fn unparseable_records_are_kept_with_their_reason_and_never_deleted() {
     g.stop().await;
     f.stop().await;
 }
+
+/// HTTP 429 with `Retry-After`: the next attempt waits at least that long,
+/// although the configured backoff is far shorter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let f = Fixture::with_sim(qms_sim::Config {
+        count: 200,
+        retry_after: std::time::Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    f.sim.push_fault(Fault::Busy429, 1);
+    let started = std::time::Instant::now();
+    let report = f.sync_ok().await;
+    assert_eq!(report.attempts, 2);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "retried after {:?}, before the server's Retry-After",
+        started.elapsed()
+    );
+    f.stop().await;
+}
+
+/// One line of 3 MiB (over NATS's payload limit, and over the line cap):
+/// one `too_long` reject that carries no content, and the sync completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_over_the_cap_is_one_value_free_reject_and_the_sync_goes_on() {
+    let f = Fixture::with_sim(qms_sim::Config {
+        count: 300,
+        rows_per_chunk: 64,
+        ..Default::default()
+    })
+    .await;
+    f.sim.push_fault(Fault::LongLine, 1);
+    let report = f.sync_ok().await;
+    assert_eq!((report.records, report.rejects), (300, 1));
+    f.wait_for_state(&expected(&f.sim.clean_export(), &[]))
+        .await;
+
+    let stream =
+        f.js.get_stream(&f.settings.qms.rejects.stream)
+            .await
+            .unwrap();
+    let reject = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        reject.headers.get("Qms-Reject-Reason").map(|v| v.as_str()),
+        Some("too_long")
+    );
+    assert_eq!(
+        reject.headers.get("Qms-His-Number").map(|v| v.as_str()),
+        Some("999999/LONG")
+    );
+    let text = String::from_utf8_lossy(&reject.payload);
+    assert!(text.len() < 200 && !text.contains("xxxx"), "{text}");
+    assert!(text.contains("3145728 bytes"), "{text}");
+    f.stop().await;
+}

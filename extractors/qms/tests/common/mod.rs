@@ -180,10 +180,10 @@ pub fn parse_export(
     let mut joiner = Rejoiner::default();
     let mut raws = Vec::new();
     splitter.push(bytes, |line| {
-        let (text, bad) = decoder.decode(line);
+        let (text, bad) = decoder.decode(line.bytes);
         joiner.push(&text, bad, |r| raws.push(r.clone()));
     });
-    assert!(splitter.finish().is_none());
+    assert!(!splitter.finish(|_| panic!("unterminated line")));
     joiner.finish(|r| raws.push(r.clone()));
     raws.iter()
         .map(|r| parse::parse_record(r, None, today).expect("parses"))
