@@ -16,14 +16,24 @@
 -- Roles (LOGIN, no password: set one with \password <role> or
 -- ALTER ROLE <role> PASSWORD '...'; or use pg_hba.conf cert/peer auth):
 --   etl_owner     owns the schema: runs the migrations (`etl migrate`,
---                 see deploy/README.md) and the operator's `etl` tool.
+--                 see deploy/README.md); the only role that reads the
+--                 personal-data access log (`etl access-log list`).
+--   etl_operator  people running `etl`: reads persons and records, records
+--                 and applies decisions (`etl persons link` …: the same
+--                 person-side writes as the matcher), retries and drops
+--                 dead letters, appends to the access log. No DDL, no
+--                 trigger changes (only the owner may), never deletes a
+--                 decision, an audit row or an access-log row.
 --   etl_loader    the loader: writes source_records, record_changes,
 --                 dead_letters, sources, business_units; reads the rest.
 --   etl_matcher   the matcher: writes persons, memberships, keys, pairs,
 --                 review items, decisions, audit (append only), source
 --                 priority, and consumes record_changes; reads source_records;
 --                 adds dead letters (changes it cannot match).
---   etl_readonly  reporting: SELECT only.
+--   etl_readonly  reporting: SELECT only (not the access log).
+--
+-- `etl rematch` (a full re-match) runs as etl_matcher; `etl replay` as
+-- etl_loader.
 --
 -- The services never change the schema: run them with
 -- `database.migrate = false` (ETL__DATABASE__MIGRATE=false; compose and the
@@ -41,7 +51,7 @@ DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['etl_owner', 'etl_loader', 'etl_matcher', 'etl_readonly'] LOOP
+    FOREACH r IN ARRAY ARRAY['etl_owner', 'etl_loader', 'etl_matcher', 'etl_readonly', 'etl_operator'] LOOP
         BEGIN
             EXECUTE format('CREATE ROLE %I LOGIN', r);
         EXCEPTION
@@ -49,7 +59,7 @@ BEGIN
             WHEN duplicate_object OR unique_violation THEN NULL;
         END;
     END LOOP;
-    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO etl_owner, etl_loader, etl_matcher, etl_readonly',
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO etl_owner, etl_loader, etl_matcher, etl_readonly, etl_operator',
                    current_database());
     EXECUTE format('GRANT CREATE ON DATABASE %I TO etl_owner', current_database());
 END
@@ -59,19 +69,19 @@ $roles$;
 -- versions granted CREATE to PUBLIC).
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO etl_owner;
-GRANT USAGE ON SCHEMA public TO etl_loader, etl_matcher, etl_readonly;
+GRANT USAGE ON SCHEMA public TO etl_loader, etl_matcher, etl_readonly, etl_operator;
 -- Earlier versions granted it (the services migrated at start).
-REVOKE CREATE ON SCHEMA public FROM etl_loader, etl_matcher;
+REVOKE CREATE ON SCHEMA public FROM etl_loader, etl_matcher, etl_operator;
 
 -- Tables etl_owner creates later (the migrations): readable by every role.
 ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public
-    GRANT SELECT ON TABLES TO etl_loader, etl_matcher, etl_readonly;
+    GRANT SELECT ON TABLES TO etl_loader, etl_matcher, etl_readonly, etl_operator;
 ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public
-    GRANT USAGE, SELECT ON SEQUENCES TO etl_loader, etl_matcher;
+    GRANT USAGE, SELECT ON SEQUENCES TO etl_loader, etl_matcher, etl_operator;
 
 -- What exists now (tables made before the roles, or by another role).
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO etl_loader, etl_matcher, etl_readonly;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO etl_loader, etl_matcher;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO etl_loader, etl_matcher, etl_readonly, etl_operator;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO etl_loader, etl_matcher, etl_operator;
 
 -- Writes, table by table, for the tables that exist (none before the
 -- migrations ran).
@@ -101,7 +111,22 @@ BEGIN
             -- (matcher/src/engine/quarantine.rs); never updated or deleted.
             ('etl_matcher', 'dead_letters',          'INSERT'),
             -- the blocking index's generation (migrations/20261202080001_match_state.sql)
-            ('etl_matcher', 'match_state',           'UPDATE')
+            ('etl_matcher', 'match_state',           'UPDATE'),
+            -- operator (`etl persons …`): a decision is applied at once in
+            -- the operator's process, recomputing the persons it touches
+            -- (matcher/src/operator.rs), so the matcher's person-side
+            -- writes; `etl dlq retry|drop`: the dead letter's status, and a
+            -- matcher's dead letter goes back into record_changes.
+            ('etl_operator', 'persons',              'INSERT, UPDATE'),
+            ('etl_operator', 'person_memberships',   'INSERT, UPDATE'),
+            ('etl_operator', 'match_pairs',          'INSERT, UPDATE, DELETE'),
+            ('etl_operator', 'review_items',         'INSERT, UPDATE, DELETE'),
+            ('etl_operator', 'match_decisions',      'INSERT, UPDATE'),
+            ('etl_operator', 'match_audit_events',   'INSERT'),
+            ('etl_operator', 'dead_letters',         'UPDATE'),
+            ('etl_operator', 'record_changes',       'INSERT'),
+            -- migrations/20261206200001_personal_data_access.sql
+            ('etl_operator', 'personal_data_access', 'INSERT')
         ) AS t(role, tbl, privileges)
     LOOP
         IF to_regclass(format('public.%I', g.tbl)) IS NOT NULL THEN
@@ -110,3 +135,14 @@ BEGIN
     END LOOP;
 END
 $writes$;
+
+-- The access log is read by the owner only (the default privileges above
+-- gave every role SELECT on it).
+DO $access_log$
+BEGIN
+    IF to_regclass('public.personal_data_access') IS NOT NULL THEN
+        REVOKE SELECT ON public.personal_data_access
+            FROM PUBLIC, etl_loader, etl_matcher, etl_readonly, etl_operator;
+    END IF;
+END
+$access_log$;

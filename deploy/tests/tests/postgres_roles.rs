@@ -242,6 +242,91 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
             "{role} cannot add tables"
         );
     }
+    operator_decides_but_cannot_change_the_schema(&db).await;
+}
+
+/// etl_operator (people running `etl`): decisions applied at once, the
+/// access log appended to; no DDL, no trigger changes, no deletions of the
+/// audit or the decisions, the access log neither read nor changed.
+async fn operator_decides_but_cannot_change_the_schema(db: &DatabaseSettings) {
+    for ddl in [
+        "ALTER TABLE match_audit_events DISABLE TRIGGER ALL",
+        "ALTER TABLE match_decisions DISABLE TRIGGER match_decisions_never_deleted",
+        "DROP TRIGGER personal_data_access_append_only ON personal_data_access",
+        "ALTER TABLE personal_data_access DISABLE TRIGGER ALL",
+        "CREATE TABLE operator_scratch (x int)",
+        "DROP TABLE review_items",
+        "DELETE FROM match_audit_events",
+        "DELETE FROM match_decisions",
+        "UPDATE source_records SET last_name = 'x'",
+        "SELECT count(*) FROM personal_data_access",
+        "UPDATE personal_data_access SET os_user = 'x'",
+    ] {
+        assert_eq!(
+            try_sql(db, "etl_operator", ddl).await,
+            Err(DENIED.into()),
+            "etl_operator: {ddl}"
+        );
+    }
+    assert_eq!(
+        try_sql(
+            db,
+            "etl_readonly",
+            "SELECT count(*) FROM personal_data_access"
+        )
+        .await,
+        Err(DENIED.into()),
+        "only the owner reads the access log"
+    );
+
+    let operator = pool_as(db, "etl_operator").await;
+    let records: Vec<(String, String)> = sqlx::query_as(
+        "SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL
+         ORDER BY source_id LIMIT 2",
+    )
+    .fetch_all(&operator)
+    .await
+    .expect("etl_operator reads persons");
+    let (a, b) = (records[0].clone(), records[1].clone());
+    let engine = matcher::service::engine(&matcher::Settings::default());
+    matcher::operator::decide(&engine, &operator, "link", &a, &b, "tester", None)
+        .await
+        .expect("etl_operator links two records");
+    let persons: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT person_id FROM person_memberships WHERE valid_to IS NULL
+         AND (source, source_id) IN (($1, $2), ($3, $4))",
+    )
+    .bind(&a.0)
+    .bind(&a.1)
+    .bind(&b.0)
+    .bind(&b.1)
+    .fetch_all(&operator)
+    .await
+    .unwrap();
+    assert_eq!(persons.len(), 1, "one person after the link");
+    matcher::operator::set_lock(&engine, &operator, persons[0], true, "tester")
+        .await
+        .expect("etl_operator locks a person");
+    matcher::operator::decide(&engine, &operator, "keep_apart", &a, &b, "tester", None)
+        .await
+        .expect("etl_operator keeps two records apart");
+    assert_eq!(
+        try_sql(
+            db,
+            "etl_operator",
+            "INSERT INTO personal_data_access (os_user, command, subject, db_user)
+             VALUES ('tester', 'persons show', 'person 1', 'someone else')"
+        )
+        .await,
+        Ok(())
+    );
+    // The server, not the client, names the database user.
+    let owner = pool_as(db, "etl_owner").await;
+    let logged: Vec<String> = sqlx::query_scalar("SELECT db_user FROM personal_data_access")
+        .fetch_all(&owner)
+        .await
+        .expect("the owner reads the access log");
+    assert_eq!(logged, ["etl_operator"]);
 }
 
 /// Services deployed with `database.migrate = false` and started before the
