@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
+mod access_log;
+mod db;
 mod dlq;
 mod import;
 mod persons;
@@ -65,7 +67,8 @@ enum Command {
     GenerateTruth(import::GenerateArgs),
     /// Score the matcher's persons against truth.csv.
     Evaluate(persons::EvaluateArgs),
-    /// Recompute all persons from the records (after a rule or weight change).
+    /// Recompute all persons from the records (after a rule or weight
+    /// change); as the matcher's role (etl_matcher).
     Rematch,
     /// Apply pending schema migrations (as the schema owner, before starting
     /// new versions of the services) and list what is applied.
@@ -73,6 +76,9 @@ enum Command {
     /// Persons, review items and operator decisions.
     #[command(subcommand)]
     Persons(persons::PersonsCommand),
+    /// Who viewed personal data through `etl` (the schema owner only).
+    #[command(subcommand)]
+    AccessLog(access_log::AccessLogCommand),
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rematch => persons::rematch(&settings).await,
         Command::Persons(c) => persons::run(&settings, c).await,
         Command::Migrate => migrate(&settings).await,
+        Command::AccessLog(c) => access_log::run(&settings, c).await,
     }
 }
 

@@ -2,7 +2,9 @@
 //! commands. Decisions are applied at once (in one transaction under the
 //! matcher's lock) and survive every later re-match. Output names records
 //! by source and source id and agreements by kind, never values, except
-//! `persons show`, which is for an operator entitled to see the person.
+//! `persons show --show-personal-data`, for an operator entitled to see the
+//! person; that view is first written to the access log
+//! ([`crate::access_log`]).
 
 #![allow(clippy::type_complexity)]
 
@@ -17,9 +19,15 @@ use crate::Settings;
 
 #[derive(clap::Subcommand)]
 pub enum PersonsCommand {
-    /// A person's records and golden view.
+    /// A person's records; the golden view (names, birth date, documents…)
+    /// only with --show-personal-data.
     Show {
         person: i64,
+        /// Print the person's data: only where you are allowed to see
+        /// patients' data. Each such view is recorded in the access log
+        /// (who, when, which person and records; never the values).
+        #[arg(long)]
+        show_personal_data: bool,
     },
     /// Open review items (oldest first).
     Reviews {
@@ -74,12 +82,6 @@ fn actor() -> String {
         .unwrap_or_else(|_| "operator".into())
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
-    matcher::MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
-
 fn engine(settings: &Settings) -> matcher::Engine {
     matcher::service::engine(&matcher::Settings {
         matcher: settings.matcher.clone(),
@@ -88,11 +90,14 @@ fn engine(settings: &Settings) -> matcher::Engine {
 }
 
 pub async fn run(settings: &Settings, cmd: PersonsCommand) -> anyhow::Result<()> {
-    let pool = connect(settings).await?;
+    let pool = crate::db::connect(settings).await?;
     let e = engine(settings);
     let who = actor();
     match cmd {
-        PersonsCommand::Show { person } => show(&pool, person).await?,
+        PersonsCommand::Show {
+            person,
+            show_personal_data,
+        } => show(&pool, person, show_personal_data).await?,
         PersonsCommand::Reviews { limit } => {
             let rows: Vec<(
                 i64,
@@ -188,12 +193,7 @@ pub async fn run(settings: &Settings, cmd: PersonsCommand) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn show(pool: &PgPool, person: i64) -> anyhow::Result<()> {
-    let golden: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT to_jsonb(g) FROM person_golden g WHERE person_id = $1")
-            .bind(person)
-            .fetch_optional(pool)
-            .await?;
+async fn show(pool: &PgPool, person: i64, show_personal_data: bool) -> anyhow::Result<()> {
     let (locked, retired): (bool, Option<chrono::DateTime<chrono::Utc>>) =
         sqlx::query_as("SELECT locked, retired_at FROM persons WHERE person_id = $1")
             .bind(person)
@@ -211,9 +211,28 @@ async fn show(pool: &PgPool, person: i64) -> anyhow::Result<()> {
     .bind(person)
     .fetch_all(pool)
     .await?;
-    for (s, i) in members {
-        println!("  record {s}:{i}");
+    let records: Vec<String> = members.iter().map(|(s, i)| format!("{s}:{i}")).collect();
+    for r in &records {
+        println!("  record {}", r.escape_debug());
     }
+    if !show_personal_data {
+        println!(
+            "(golden view with the person's data not shown: add --show-personal-data; \
+             the view is recorded in the access log)"
+        );
+        return Ok(());
+    }
+    let view = crate::access_log::View {
+        command: "persons show",
+        subject: format!("person {person}"),
+        records,
+    };
+    crate::access_log::record(pool, &view).await?;
+    let golden: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(g) FROM person_golden g WHERE person_id = $1")
+            .bind(person)
+            .fetch_optional(pool)
+            .await?;
     if let Some(g) = golden {
         println!("golden view: {}", serde_json::to_string_pretty(&g)?);
     }
@@ -221,7 +240,7 @@ async fn show(pool: &PgPool, person: i64) -> anyhow::Result<()> {
 }
 
 pub async fn rematch(settings: &Settings) -> anyhow::Result<()> {
-    let pool = connect(settings).await?;
+    let pool = crate::db::connect(settings).await?;
     let started = std::time::Instant::now();
     let applied = engine(settings).rematch_all(&pool).await?;
     println!(
@@ -248,7 +267,7 @@ pub struct EvaluateArgs {
 }
 
 pub async fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
-    let pool = connect(settings).await?;
+    let pool = crate::db::connect(settings).await?;
     let truth = matcher::evaluate::parse_truth(&std::fs::read_to_string(&args.truth)?)?;
     let r = matcher::evaluate::evaluate(&pool, &truth).await?;
     if args.json {

@@ -86,7 +86,7 @@ pub struct PersonCounts {
 }
 
 pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<()> {
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = crate::db::connect(settings).await?;
     let client = settings.nats.connect("etl-status").await?;
     let js = jetstream::new(client);
     let (stream, consumers) = match bus(&js, &settings.stream.name).await {

@@ -8,7 +8,7 @@ use crate::Settings;
 
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let db = &settings.database;
-    let pool = PgPool::connect_with(db.with_db()).await?;
+    let pool = crate::db::connect(settings).await?;
     println!("Medical ETL bus — summary");
     println!(
         "PostgreSQL database {} on {}:{}",
