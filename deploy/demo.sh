@@ -41,13 +41,20 @@ export ETL__QMS__URL=http://$sim_addr/cgi-bin/qms_export_pat \
     ETL__QMS__REJECTS__STREAM=DEMO_QMS_REJECTS ETL__QMS__REJECTS__SUBJECT=demo_rejects.qms
 export ETL__EXTRACTOR__CHECKPOINT_BUCKET=demo_infoclinica_checkpoints \
     ETL__EXTRACTOR__SNAPSHOT_BUCKET=demo_infoclinica_snapshots
-ic=(--config deploy/config/infoclinica-extractor.toml)
 mkdir -p .demo
 rm -f .demo/*.log
+# The example configuration ships no password: the demo's copy gets the
+# local Firebird's test user's (deploy/local-services.sh).
+sed 's|^# password = "<the Firebird user.s password>"$|password = "etl_test"|' deploy/config/infoclinica-extractor.toml \
+    >.demo/infoclinica-extractor.toml
+ic=(--config .demo/infoclinica-extractor.toml)
 
 echo "== recreating database etl_demo and stream DEMO_PATIENTS"
 psql -q -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS etl_demo WITH (FORCE)' -c 'CREATE DATABASE etl_demo'
 "$bin/etl" delete-stream --yes
+# As the schema owner (here the local superuser): the services only check
+# the schema (database.migrate = false).
+"$bin/etl" migrate >/dev/null
 
 pids=()
 stop_all() {
