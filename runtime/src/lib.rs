@@ -1,6 +1,7 @@
 //! What every service of the bus shares: layered [`settings`], connections
-//! to [`nats`] and the [`database`], [`telemetry`] (logs), [`backoff`] and
-//! graceful [`shutdown`], and [`observe`] (metrics, health, readiness, systemd).
+//! to [`nats`] and the [`database`], [`tls`] for every client, [`telemetry`]
+//! (logs), [`backoff`] and graceful [`shutdown`], and [`observe`] (metrics,
+//! health, readiness, systemd).
 
 pub mod backoff;
 pub mod checkpoint;
@@ -11,3 +12,4 @@ pub mod settings;
 pub mod shutdown;
 pub mod sync_status;
 pub mod telemetry;
+pub mod tls;

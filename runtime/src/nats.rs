@@ -21,6 +21,20 @@ pub struct NatsSettings {
     /// How long to wait for a JetStream API answer or a publish ack.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Refuse a server that does not offer TLS (a `tls://` URL does the
+    /// same). Whenever TLS is used, the server's certificate is verified:
+    /// it must chain to `ca_file` (or the system's store) and name the
+    /// URL's host.
+    pub require_tls: bool,
+    /// PEM file of the CA that signed the server's certificate (a private
+    /// CA). Unset: the system's store.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate this service presents to a server that verifies
+    /// clients (`verify: true` in its `tls { }` block); with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`. Keep it readable by the service's
+    /// user only.
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for NatsSettings {
@@ -32,6 +46,10 @@ impl Default for NatsSettings {
             password: None,
             token: None,
             request_timeout: Duration::from_secs(10),
+            require_tls: false,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -60,6 +78,24 @@ impl NatsSettings {
         if let Some(token) = &self.token {
             options = options.token(token.expose_secret().to_string());
         }
+        // Built here, not by async-nats at connect time: a missing or bad
+        // file is a configuration error now, not a retry loop in the
+        // background.
+        options = options
+            .tls_client_config(self.tls_config()?)
+            .require_tls(self.require_tls);
         Ok(options.connect(self.url.as_str()).await?)
+    }
+
+    fn tls_config(&self) -> anyhow::Result<async_nats::rustls::ClientConfig> {
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::Identity { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("nats.client_cert and nats.client_key go together"),
+        };
+        Ok(crate::tls::client_config(
+            self.ca_file.as_deref(),
+            identity,
+        )?)
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use proto::trace::TraceParent;
 use serde::Deserialize;
@@ -60,11 +60,15 @@ pub struct TelemetrySettings {
     /// Base URL of an OTLP/HTTP receiver (protobuf), e.g.
     /// `"http://otel-collector:4318"` (Jaeger, Grafana Tempo and the
     /// OpenTelemetry Collector listen on port 4318); spans are POSTed to
-    /// `<otlp_endpoint>/v1/traces`. Plain HTTP only (this build has no TLS):
-    /// send to a collector on the same host or a trusted network. Unset (the
-    /// default): no traces are exported. The spans are at level `info`:
-    /// `log.level` (or `RUST_LOG`) must let them through.
+    /// `<otlp_endpoint>/v1/traces`. `https://` for a collector off the host
+    /// or a trusted network: its certificate is verified against `ca_file`
+    /// (or the system's store). Unset (the default): no traces are
+    /// exported. The spans are at level `info`: `log.level` (or `RUST_LOG`)
+    /// must let them through.
     pub otlp_endpoint: Option<String>,
+    /// PEM file of the CA that signed an `https://` collector's certificate
+    /// (a private CA). Unset: the system's store.
+    pub ca_file: Option<std::path::PathBuf>,
     /// `service.name` of the exported spans. Default: the program's name
     /// (`loader`, `matcher`, `qms-extractor`, `infoclinica-extractor`).
     pub service_name: Option<String>,
@@ -84,6 +88,7 @@ impl Default for TelemetrySettings {
     fn default() -> Self {
         TelemetrySettings {
             otlp_endpoint: None,
+            ca_file: None,
             service_name: None,
             sample_ratio: 1.0,
             export_timeout: Duration::from_secs(5),
@@ -184,16 +189,19 @@ fn provider(
         return Err(TelemetryError::SampleRatio(traces.sample_ratio));
     }
     let url = format!("{}/v1/traces", endpoint.trim().trim_end_matches('/'));
+    let endpoint_error = |reason: String| TelemetryError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let client = http_client(traces).map_err(endpoint_error)?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(url)
         .with_timeout(traces.export_timeout)
         .build()
-        .map_err(|e| TelemetryError::Endpoint {
-            endpoint: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| endpoint_error(e.to_string()))?;
     let resource = opentelemetry_sdk::Resource::builder_empty()
         .with_service_name(
             traces
@@ -211,6 +219,23 @@ fn provider(
         ))))
         .with_resource(resource)
         .build())
+}
+
+/// The exporter's HTTP client (HTTPS verified by [`crate::tls`]). A blocking
+/// client owns a runtime of its own: made on a thread of its own, never
+/// inside the caller's async runtime.
+fn http_client(traces: &TelemetrySettings) -> Result<reqwest::blocking::Client, String> {
+    let ca_file = traces.ca_file.clone();
+    let timeout = traces.export_timeout;
+    std::thread::spawn(move || {
+        crate::tls::blocking_http_client(ca_file.as_deref())
+            .map_err(|e| e.to_string())?
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))
+    })
+    .join()
+    .map_err(|_| "building the HTTP client panicked".to_string())?
 }
 
 /// The crates whose spans are exported (not those of sqlx, hyper, reqwest

@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod nats;
 pub mod otlp;
 pub mod postgres;
+pub mod tls;
 
 /// A name no other test (or test run) uses: `<prefix>_<pid>_<n>_<nanos>`.
 /// Aborts this test process if it is still running after `limit`. A test

@@ -11,6 +11,8 @@ pub struct TempCluster {
     dir: tempfile::TempDir,
     port: u16,
     bin: PathBuf,
+    /// Further `-c name=value` options of the server.
+    options: String,
 }
 
 fn pg_bin() -> PathBuf {
@@ -61,6 +63,37 @@ fn free_port() -> u16 {
 impl TempCluster {
     /// initdb + start on a free port, trust auth on 127.0.0.1.
     pub fn start() -> TempCluster {
+        let cluster = Self::init();
+        cluster.start_server();
+        cluster
+    }
+
+    /// As [`Self::start`], with TLS on (`ssl = on`) and `server` as the
+    /// server's certificate; plain connections are still accepted.
+    pub fn start_with_tls(server: &crate::tls::CertFiles) -> TempCluster {
+        let mut cluster = Self::init();
+        // The server reads its key only if the key is its user's and no one
+        // else's.
+        for (from, name) in [(&server.cert, "server.crt"), (&server.key, "server.key")] {
+            let to = cluster.data().join(name);
+            std::fs::copy(from, &to).expect("copy the server certificate");
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if nix::unistd::Uid::effective().is_root() {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "chown {name}");
+            }
+        }
+        cluster.options = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        cluster.start_server();
+        cluster
+    }
+
+    fn init() -> TempCluster {
         let dir = tempfile::Builder::new()
             .prefix("etl-pg-")
             .tempdir()
@@ -87,13 +120,12 @@ impl TempCluster {
                 "--no-sync",
             ],
         );
-        let cluster = TempCluster {
+        TempCluster {
             dir,
             port: free_port(),
             bin,
-        };
-        cluster.start_server();
-        cluster
+            options: String::new(),
+        }
     }
 
     fn data(&self) -> PathBuf {
@@ -102,9 +134,10 @@ impl TempCluster {
 
     pub fn start_server(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options,
         );
         let log = self.dir.path().join("server.log");
         run_as_postgres(

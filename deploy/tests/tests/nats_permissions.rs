@@ -29,8 +29,9 @@ fn password(user: &str) -> String {
     format!("pw-of-{user}")
 }
 
-/// The deployed configuration, with only the store directory moved into the
-/// server's temp dir (nats-server refuses `-sd` beside `store_dir`).
+/// The deployed configuration, with the store directory moved into the
+/// server's temp dir (nats-server refuses `-sd` beside `store_dir`) and
+/// without its TLS block.
 fn start_server() -> TempNats {
     let env: Vec<(String, String)> = USERS
         .iter()
@@ -38,15 +39,8 @@ fn start_server() -> TempNats {
         .collect();
     TempNats::start_with_config(
         |dir| {
-            let conf = std::fs::read_to_string(deploy_dir().join("nats/nats-server.conf")).unwrap();
-            assert!(
-                conf.contains("store_dir: /data\n"),
-                "store_dir line changed"
-            );
-            let conf = conf.replace(
-                "store_dir: /data\n",
-                &format!("store_dir: \"{}\"\n", dir.join("store").display()),
-            );
+            // TLS is tls.rs's subject: served here without it.
+            let conf = deploy_tests::shipped_nats_conf(&dir.join("store"), None);
             std::fs::write(dir.join("nats-server.conf"), conf).unwrap();
             std::fs::copy(deploy_dir().join("nats/users.conf"), dir.join("users.conf")).unwrap();
             dir.join("nats-server.conf")
