@@ -13,6 +13,10 @@ use sqlx::PgPool;
 pub struct DatabaseSettings {
     pub host: String,
     pub port: u16,
+    /// The role to log in as. Empty (the default): as psql does, `PGUSER`,
+    /// else the operating-system user's name. Never a superuser by default:
+    /// each service its own role of deploy/postgres/roles.sql (`etl_loader`,
+    /// `etl_matcher`), people `etl_operator`, `etl migrate` `etl_owner`.
     pub username: String,
     /// Never printed: `Debug` shows `[REDACTED]`.
     pub password: Option<SecretString>,
@@ -36,12 +40,14 @@ pub struct DatabaseSettings {
     /// retried later.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
-    /// Apply pending schema migrations at start (`true`, the default: a
-    /// single-node or development install). Set `false` where the schema
-    /// owner migrates (`etl migrate` as `etl_owner`, compose's `migrate`
-    /// service): the service's own role then needs no CREATE on the schema,
-    /// and at start it only checks that the schema is current, waiting with
-    /// backoff (and saying so) until it is.
+    /// Whether a service (loader, matcher) applies pending schema migrations
+    /// at start. `false` (the default): the schema owner migrates (`etl
+    /// migrate` as `etl_owner`, compose's `migrate` service), the service's
+    /// own role needs no CREATE on the schema, and at start it only checks
+    /// that the schema is current, waiting with backoff (and saying so)
+    /// until it is. `true` only where the service's role owns the schema (a
+    /// development database). The `etl` tool ignores it: only `etl migrate`
+    /// migrates.
     pub migrate: bool,
 }
 
@@ -63,14 +69,14 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             host: "127.0.0.1".into(),
             port: 5432,
-            username: "postgres".into(),
+            username: String::new(),
             password: None,
             database_name: "etl".into(),
             ssl_mode: SslMode::Prefer,
             ca_file: None,
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
-            migrate: true,
+            migrate: false,
         }
     }
 }
@@ -78,10 +84,11 @@ impl Default for DatabaseSettings {
 impl DatabaseSettings {
     /// Options for the server without a database (to create one).
     pub fn without_db(&self) -> PgConnectOptions {
-        let mut options = PgConnectOptions::new()
-            .host(&self.host)
-            .port(self.port)
-            .username(&self.username)
+        let mut options = PgConnectOptions::new().host(&self.host).port(self.port);
+        if !self.username.is_empty() {
+            options = options.username(&self.username);
+        }
+        options = options
             .ssl_mode(self.pg_ssl_mode())
             .application_name("medical-etl-bus");
         if let Some(ca_file) = &self.ca_file {
