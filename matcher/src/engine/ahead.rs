@@ -19,7 +19,7 @@
 //!
 //! Two batches in flight ([`Prepared`]): while a batch writes, the next
 //! batch's first half — its keys replaced in the blocking index, its
-//! candidates read, its pairs evaluated ([`super::incremental::Paired`]) —
+//! candidates read, its pairs evaluated ([`super::pairing::Paired`]) —
 //! is computed from the read-ahead, on the index the writing batch lends
 //! to a task of its own. That half reads only `source_records`, which the
 //! matcher does not write, and the index, which the writing batch no
@@ -35,17 +35,13 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Row as _};
 use tokio::task::JoinHandle;
 
-use super::incremental::{Paired, LOUD_BATCH};
 use super::index::{key_hashes, BlockIndex, Undo};
-use super::{Engine, Phases, Rec};
+use super::pairing::{pair_up, Computed, Paired, Ready, LOUD_BATCH};
+use super::par::par_map;
+use super::phases::Phases;
+use super::setup::Setup;
+use super::types::Rec;
 use crate::features::{decode_row, Features};
-
-/// A record read ahead: its features and key hashes, `None` if deleted.
-pub(super) type Computed = Option<(Features, Box<[u64]>)>;
-
-/// Rows read ahead and checked against the claimed changes: what a batch
-/// uses instead of reading them.
-pub(super) type Ready = HashMap<Rec, Computed>;
 
 /// One record as the read-ahead saw it.
 struct Seen {
@@ -95,7 +91,7 @@ async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<HashMap<Rec
     drop(conn);
     // Decoding, features and keys: CPU work, off the runtime's threads.
     let seen = tokio::task::spawn_blocking(move || {
-        super::rematch::par_map(&rows, |row| {
+        par_map(&rows, |row| {
             let rec: Rec = (row.get("source"), row.get("source_id"));
             let content_hash: Vec<u8> = row.get("content_hash");
             let deleted: bool = row.get("deleted");
@@ -253,56 +249,54 @@ impl Prepared {
     }
 }
 
-impl Engine {
-    /// The first half of the batch `pending` read ahead, computed on
-    /// `index`; `None` (and the index unchanged) if the read-ahead failed,
-    /// saw nothing or a row that does not decode, or a read fails here:
-    /// the batch then computes it itself.
-    pub(super) async fn prepare(
-        &self,
-        pool: &PgPool,
-        pending: Pending,
-        index: &mut BlockIndex,
-    ) -> Option<Prepared> {
-        let seen = pending.seen().await?;
-        if seen.is_empty() {
-            return None;
-        }
-        let mut ready = Ready::with_capacity(seen.len());
-        let mut hashes = HashMap::with_capacity(seen.len());
-        for (rec, s) in seen {
-            hashes.insert(rec.clone(), (s.content_hash, s.deleted));
-            ready.insert(rec, s.computed?);
-        }
-        let mut changed: Vec<Rec> = hashes.keys().cloned().collect();
-        changed.sort();
-        let mut conn = tokio::time::timeout(ACQUIRE, pool.acquire())
-            .await
-            .ok()?
-            .ok()?;
-        let mut phases = Phases::new("prepare", changed.len(), changed.len() >= LOUD_BATCH);
-        let mut undo = Undo::new();
-        match self
-            .pair_up(
-                &mut conn,
-                &changed,
-                &mut ready,
-                index,
-                &mut undo,
-                &mut phases,
-            )
-            .await
-        {
-            Ok(paired) => Some(Prepared {
-                seen: hashes,
-                paired,
-                undo,
-            }),
-            Err(error) => {
-                tracing::debug!(error = %etl_runtime::database::describe(&error), "preparing the next batch failed; it computes its pairs itself");
-                index.undo(undo);
-                None
-            }
+/// The first half of the batch `pending` read ahead, computed on
+/// `index`; `None` (and the index unchanged) if the read-ahead failed,
+/// saw nothing or a row that does not decode, or a read fails here:
+/// the batch then computes it itself.
+pub(super) async fn prepare(
+    setup: &Setup,
+    pool: &PgPool,
+    pending: Pending,
+    index: &mut BlockIndex,
+) -> Option<Prepared> {
+    let seen = pending.seen().await?;
+    if seen.is_empty() {
+        return None;
+    }
+    let mut ready = Ready::with_capacity(seen.len());
+    let mut hashes = HashMap::with_capacity(seen.len());
+    for (rec, s) in seen {
+        hashes.insert(rec.clone(), (s.content_hash, s.deleted));
+        ready.insert(rec, s.computed?);
+    }
+    let mut changed: Vec<Rec> = hashes.keys().cloned().collect();
+    changed.sort();
+    let mut conn = tokio::time::timeout(ACQUIRE, pool.acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let mut phases = Phases::new("prepare", changed.len(), changed.len() >= LOUD_BATCH);
+    let mut undo = Undo::new();
+    match pair_up(
+        setup,
+        &mut conn,
+        &changed,
+        &mut ready,
+        index,
+        &mut undo,
+        &mut phases,
+    )
+    .await
+    {
+        Ok(paired) => Some(Prepared {
+            seen: hashes,
+            paired,
+            undo,
+        }),
+        Err(error) => {
+            tracing::debug!(error = %etl_runtime::database::describe(&error), "preparing the next batch failed; it computes its pairs itself");
+            index.undo(undo);
+            None
         }
     }
 }

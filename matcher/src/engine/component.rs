@@ -8,9 +8,10 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::incremental::load_rows;
+use super::phases::Phases;
+use super::rows::load_rows;
+use super::types::{ordered, split, Applied, PairRow, Rec};
 use super::write::{self, Audit, NewItem, Placed, Via};
-use super::{ordered, split, Applied, PairRow, Phases, Rec};
 use crate::cluster::{self, Edge, EdgeKind};
 use crate::features::Features;
 use crate::rules::Decision;

@@ -4,7 +4,7 @@
 //! It replaces the `match_keys` table, whose ~5 rows per record with two
 //! index entries each were most of a batch's writes and of a full
 //! re-match's index builds. Only one instance matches at a time (the
-//! transaction-scoped [`super::MATCH_LOCK`]), so only that instance needs
+//! transaction-scoped [`super::lock::MATCH_LOCK`]), so only that instance needs
 //! the index; it builds it from `source_records` when it first takes the
 //! lock, and keeps it equal to the database by:
 //!
@@ -42,7 +42,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use futures::TryStreamExt;
 use sqlx::PgConnection;
 
-use super::Rec;
+use super::par::par_map;
+use super::types::Rec;
 use crate::features::{Features, SourceRow};
 
 /// A blocking key's hash: SipHash-1-3 with fixed keys (`DefaultHasher::new`
@@ -202,7 +203,7 @@ impl BlockIndex {
             }
             let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE));
             pending = Some(tokio::task::spawn_blocking(move || {
-                super::rematch::par_map(&full, |r| {
+                par_map(&full, |r| {
                     let f = Features::of(r);
                     (
                         (f.source.clone(), f.source_id.clone()),

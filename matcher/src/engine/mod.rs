@@ -9,82 +9,63 @@
 //! claimed change-feed rows. A crash before commit changes nothing; the rows
 //! are claimed again after a restart.
 //!
-//! * [`incremental`]: a set of changed records: keys, blocks, pairs
-//!   ([`Engine::process_batch`]); the same code for one record and for a
-//!   backlog of tens of thousands, every step one set-based statement.
-//! * [`index`]: the blocking index, in the active instance's memory, kept
-//!   equal to the database by the generation in `match_state`.
-//! * [`rematch`]: everything from scratch ([`Engine::rematch_all`]), in
-//!   memory, with the tables' indexes rebuilt after a bulk COPY.
-//! * [`component`]: from pairs to persons, shared by both: load the state of
-//!   a set of records, cluster, assign person ids, write the difference.
-//! * [`write`]: COPY of the rows both paths write (pairs, memberships,
-//!   review items, audit).
-//! * [`ahead`]: under a backlog, the next batch's records are read and
-//!   reduced to features and keys while a batch matches.
-//! * [`quarantine`]: a change that fails for a reason of its data is
+//! The modules depend on each other in one direction only (no circles):
+//! this file (the [`Engine`], its batch loop and its state) uses the
+//! paths; the paths use the shared parts; the shared parts use nothing of
+//! the engine but the leaves.
+//!
+//! * Paths: [`quarantine`] (a change that fails for a reason of its data is
 //!   isolated and set aside as a dead letter; the rest of its batch is
-//!   matched.
+//!   matched) → [`incremental`] (a set of changed records, from one to a
+//!   backlog of tens of thousands, every step one set-based statement) →
+//!   [`ahead`] (under a backlog, the next batch's records are read and its
+//!   pairs prepared while a batch works) → [`pairing`] (a batch's first
+//!   half: keys, blocks, pairs). [`rematch`]: everything from scratch
+//!   ([`Engine::rematch_all`]), in memory, with the tables' indexes rebuilt
+//!   after a bulk COPY.
+//! * Shared: [`component`] (from pairs to persons: load the state of a set
+//!   of records, cluster, assign person ids, write the difference),
+//!   [`write`] (COPY of the rows both paths write), [`index`] (the blocking
+//!   index, in the active instance's memory, kept equal to the database by
+//!   the generation in `match_state`).
+//! * Leaves: [`setup`] (how a pair is decided: a pure function of two
+//!   records), [`types`], [`rows`] (records read by name), [`par`] (work on
+//!   every core), [`phases`] (timing logs), [`lock`] (the advisory lock).
 
 mod ahead;
 mod component;
 mod incremental;
 pub mod index;
+mod lock;
+mod pairing;
+mod par;
+mod phases;
 pub mod quarantine;
 mod rematch;
+mod rows;
+mod setup;
+mod types;
 mod write;
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use index::{BlockIndex, Undo};
+use phases::Phases;
 
-use crate::rules::{self, Decision, Weights};
+use crate::rules::Weights;
 
+pub use setup::Setup;
+pub use types::{Applied, PairRow, Rec};
 pub use write::audit_one;
 
-/// A record: (source, source id).
-pub type Rec = (String, String);
-
-/// The advisory lock every matching transaction holds: the incremental
-/// service, a full re-match and the operator commands serialise on it, so two
-/// instances never compute the same person at once.
-pub const MATCH_LOCK: i64 = 0x6D61_7463_6865_7201;
-
-/// What an application changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    pub changes: u64,
-    pub records: u64,
-    pub moved: u64,
-    pub removed: u64,
-    pub persons_created: u64,
-    pub persons_retired: u64,
-    pub reviews_opened: u64,
-    pub reviews_closed: u64,
-}
-
-impl std::ops::AddAssign for Applied {
-    fn add_assign(&mut self, o: Applied) {
-        self.changes += o.changes;
-        self.records += o.records;
-        self.moved += o.moved;
-        self.removed += o.removed;
-        self.persons_created += o.persons_created;
-        self.persons_retired += o.persons_retired;
-        self.reviews_opened += o.reviews_opened;
-        self.reviews_closed += o.reviews_closed;
-    }
-}
+pub use lock::MATCH_LOCK;
 
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pub weights: Weights,
-    pub max_block_size: i64,
-    /// Who the audit log names for automatic decisions.
-    pub actor: String,
+    /// How pairs are decided (the same for every path).
+    pub setup: Setup,
     /// A batch of at least this many changes that comes back full (a
     /// backlog) starts reading the next batch's records ahead
     /// ([`ahead`]; setting `matcher.read_ahead_from`).
@@ -103,90 +84,14 @@ pub struct Engine {
     prepared_used: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// A stored pairwise decision.
-#[derive(Debug, Clone)]
-pub struct PairRow {
-    pub a: Rec,
-    pub b: Rec,
-    pub decision: Decision,
-    pub rule: String,
-    pub score: f32,
-    pub evidence: Value,
-}
-
-fn ordered(x: &Rec, y: &Rec) -> (Rec, Rec) {
-    if x <= y {
-        (x.clone(), y.clone())
-    } else {
-        (y.clone(), x.clone())
-    }
-}
-
-fn split(recs: &[Rec]) -> (Vec<&str>, Vec<&str>) {
-    recs.iter().map(|(s, i)| (s.as_str(), i.as_str())).unzip()
-}
-
-/// Logs how long each phase of a batch or re-match took: `info` for the
-/// re-match and large batches (an operator reads them), `debug` otherwise.
-struct Phases {
-    what: &'static str,
-    records: usize,
-    loud: bool,
-    started: std::time::Instant,
-    last: std::time::Instant,
-}
-
-impl Phases {
-    fn new(what: &'static str, records: usize, loud: bool) -> Phases {
-        Self::since(what, records, loud, std::time::Instant::now())
-    }
-
-    /// Phases whose first one began at `now`.
-    fn since(what: &'static str, records: usize, loud: bool, now: std::time::Instant) -> Phases {
-        Phases {
-            what,
-            records,
-            loud,
-            started: now,
-            last: now,
-        }
-    }
-
-    fn mark(&mut self, phase: &str) {
-        let now = std::time::Instant::now();
-        let (ms, total_ms) = (
-            (now - self.last).as_millis() as u64,
-            (now - self.started).as_millis() as u64,
-        );
-        self.last = now;
-        if self.loud {
-            tracing::info!(
-                what = self.what,
-                records = self.records,
-                phase,
-                ms,
-                total_ms,
-                "phase"
-            );
-        } else {
-            tracing::debug!(
-                what = self.what,
-                records = self.records,
-                phase,
-                ms,
-                total_ms,
-                "phase"
-            );
-        }
-    }
-}
-
 impl Engine {
     pub fn new(weights: Weights, max_block_size: i64) -> Engine {
         Engine {
-            weights,
-            max_block_size,
-            actor: "matcher".into(),
+            setup: Setup {
+                weights,
+                max_block_size,
+                actor: "matcher".into(),
+            },
             read_ahead_from: 2_000,
             index: Arc::default(),
             ahead: Arc::default(),
@@ -220,19 +125,12 @@ impl Engine {
 
     /// Takes the matcher lock for this transaction if it is free.
     pub async fn try_lock(tx: &mut PgConnection) -> sqlx::Result<bool> {
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(MATCH_LOCK)
-            .fetch_one(tx)
-            .await
+        lock::try_lock(tx).await
     }
 
     /// Waits for the matcher lock for this transaction.
     pub async fn lock(tx: &mut PgConnection) -> sqlx::Result<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MATCH_LOCK)
-            .execute(tx)
-            .await
-            .map(drop)
+        lock::lock(tx).await
     }
 
     /// Claims up to `limit` change-feed rows and applies them in one
@@ -274,7 +172,7 @@ impl Engine {
         // so nobody else can claim these rows before this one commits. A
         // `FOR UPDATE` would only write a lock into each claimed row (~10 ms
         // per 20,000 measured) that the delete below writes again.
-        let claimed: Vec<(i64, String, String, Option<String>, String, Vec<u8>)> = match sqlx::query_as(
+        let claimed: Vec<ClaimedRow> = match sqlx::query_as(
             "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
                  ORDER BY change_id LIMIT $1",
         )
@@ -298,7 +196,7 @@ impl Engine {
             tx.commit().await?;
             return Ok(Some(Applied::default()));
         }
-        let loud = claimed.len() >= incremental::LOUD_BATCH;
+        let loud = claimed.len() >= pairing::LOUD_BATCH;
         let mut phases = Phases::since("claim", claimed.len(), loud, claiming);
         phases.mark("changes claimed");
         let mut overlap = ahead::Overlap::default();
@@ -306,23 +204,16 @@ impl Engine {
         // while this one matches, and its pairs computed while this one
         // writes.
         if claimed.len() as i64 == limit && claimed.len() >= self.read_ahead_from {
-            let after = claimed.iter().map(|c| c.0).max().unwrap_or_default();
+            let after = claimed
+                .iter()
+                .map(|c| c.change_id)
+                .max()
+                .unwrap_or_default();
             overlap.next_ahead = Some((pool.clone(), ahead::start(pool, after, ahead_limit)));
         }
-        fn as_claimed(
-            c: &(i64, String, String, Option<String>, String, Vec<u8>),
-        ) -> ahead::Claimed<'_> {
-            ahead::Claimed {
-                change_id: c.0,
-                source: &c.1,
-                source_id: &c.2,
-                op: &c.4,
-                content_hash: &c.5,
-            }
-        }
         let mut ready = match pending {
-            Some(pending) => pending.ready(claimed.iter().map(as_claimed)).await,
-            None => ahead::Ready::new(),
+            Some(pending) => pending.ready(claimed.iter().map(ClaimedRow::view)).await,
+            None => pairing::Ready::new(),
         };
         if !ready.is_empty() {
             tracing::debug!(records = ready.len(), "records taken from the read-ahead");
@@ -353,7 +244,7 @@ impl Engine {
             }
         }
         if let Some(p) = prepared {
-            if p.fits(claimed.iter().map(as_claimed)) {
+            if p.fits(claimed.iter().map(ClaimedRow::view)) {
                 for used in [&self.read_ahead_used, &self.prepared_used] {
                     used.fetch_add(p.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -370,10 +261,6 @@ impl Engine {
             }
         }
         phases.mark("generation bumped");
-        let claimed: Vec<(i64, String, String, Option<String>)> = claimed
-            .into_iter()
-            .map(|(id, s, i, t, _, _)| (id, s, i, t))
-            .collect();
         // In flight: if this future is dropped half-way, the index is
         // rebuilt by the next batch.
         index.generation = None;
@@ -441,22 +328,22 @@ impl Engine {
     async fn apply_claimed(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        claimed: Vec<(i64, String, String, Option<String>)>,
-        ready: &mut ahead::Ready,
+        claimed: Vec<ClaimedRow>,
+        ready: &mut pairing::Ready,
         index: &mut BlockIndex,
         undo: &mut Undo,
         overlap: &mut ahead::Overlap,
         phases: &mut Phases,
     ) -> sqlx::Result<Applied> {
-        let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+        let ids: Vec<i64> = claimed.iter().map(|c| c.change_id).collect();
         // Exported traces: this batch's work in each publisher's trace (a
         // child of the `traceparent` the loader stored), ended after commit.
         let _traces = etl_runtime::telemetry::continue_traces(
-            claimed.iter().map(|c| c.3.as_deref()),
+            claimed.iter().map(|c| c.traceparent.as_deref()),
             |first, n| {
                 tracing::info_span!(
                     "matcher.apply",
-                    source = %claimed[first].1,
+                    source = %claimed[first].source,
                     changes = n,
                     batch = claimed.len()
                 )
@@ -464,18 +351,27 @@ impl Engine {
         );
         // The publishers' traces this batch continues (ids only: no
         // personal data), so that a trace search finds the matcher's work.
-        let traces = trace_ids(claimed.iter().map(|c| c.3.as_deref()));
+        let traces = trace_ids(claimed.iter().map(|c| c.traceparent.as_deref()));
         tracing::debug!(
             changes = ids.len(),
             trace_ids = %traces.join(","),
             "claimed changes"
         );
-        let changes: Vec<quarantine::Change> =
-            claimed.into_iter().map(|c| (c.0, (c.1, c.2))).collect();
+        let changes: Vec<quarantine::Change> = claimed
+            .into_iter()
+            .map(|c| (c.change_id, (c.source, c.source_id)))
+            .collect();
         let matched = async {
-            let mut applied = self
-                .match_isolating(&mut tx, &changes, ready, index, undo, overlap)
-                .await?;
+            let mut applied = quarantine::match_isolating(
+                &self.setup,
+                &mut tx,
+                &changes,
+                ready,
+                index,
+                undo,
+                overlap,
+            )
+            .await?;
             applied.changes = ids.len() as u64;
             phases.mark("matched");
             sqlx::query("DELETE FROM record_changes WHERE change_id = ANY($1)")
@@ -496,21 +392,54 @@ impl Engine {
         }
     }
 
-    /// The stored decision for a pair, if any.
+    /// The stored decision for a pair, if any ([`Setup::evaluate`]).
     pub fn evaluate(
         &self,
         x: &crate::features::Features,
         y: &crate::features::Features,
     ) -> Option<PairRow> {
-        let o = rules::evaluate(x, y, &self.weights)?;
-        Some(PairRow {
-            a: (x.source.clone(), x.source_id.clone()),
-            b: (y.source.clone(), y.source_id.clone()),
-            decision: o.decision,
-            rule: o.rule.to_string(),
-            score: o.score,
-            evidence: serde_json::to_value(&o.evidence).expect("evidence serializes"),
-        })
+        self.setup.evaluate(x, y)
+    }
+
+    /// Recomputes everything from `source_records`: the same result as
+    /// applying every change incrementally. Claims (deletes) the change-feed
+    /// rows present at its start.
+    pub async fn rematch_all(&self, pool: &PgPool) -> sqlx::Result<Applied> {
+        rematch::rematch_all(&self.setup, pool).await
+    }
+
+    /// Recomputes the persons of `recs`' component from the stored pairs
+    /// (an operator decision or lock changed; the records did not). The
+    /// caller holds the lock.
+    pub async fn recompute_persons(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        recs: &[Rec],
+    ) -> sqlx::Result<Applied> {
+        incremental::recompute_persons(&self.setup, tx, recs).await
+    }
+}
+
+/// A claimed change-feed row.
+#[derive(Debug, sqlx::FromRow)]
+struct ClaimedRow {
+    change_id: i64,
+    source: String,
+    source_id: String,
+    traceparent: Option<String>,
+    op: String,
+    content_hash: Vec<u8>,
+}
+
+impl ClaimedRow {
+    fn view(&self) -> ahead::Claimed<'_> {
+        ahead::Claimed {
+            change_id: self.change_id,
+            source: &self.source,
+            source_id: &self.source_id,
+            op: &self.op,
+            content_hash: &self.content_hash,
+        }
     }
 }
 

@@ -30,8 +30,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::ahead::Overlap;
+use super::incremental::match_batch;
 use super::index::{BlockIndex, Undo};
-use super::{Applied, Engine, Rec};
+use super::pairing::Ready;
+use super::setup::Setup;
+use super::types::{Applied, Rec};
 
 /// `dead_letters.stream` (and `subject`) of a change the matcher set aside:
 /// the change feed it came from (not a NATS stream).
@@ -96,89 +99,87 @@ struct Kept {
     traceparent: Option<String>,
 }
 
-impl Engine {
-    /// [`Engine::match_batch`] of the claimed `changes` (with the records
-    /// `ready` from a read-ahead), isolating and
-    /// setting aside the ones that fail for a reason of their data. `Err` for
-    /// a transient or systemic failure (the caller retries the whole batch).
-    /// The caller holds the lock and deletes every claimed change row.
-    ///
-    /// The blocking index follows the savepoints: the index changes of a
-    /// part that is rolled back are undone at once; those of the parts that
-    /// were applied go into `undo`, for the caller to undo if the whole
-    /// transaction does not commit.
-    ///
-    /// `overlap` goes with the first attempt, the whole batch
-    /// ([`Engine::match_batch`]); the parts of a split batch are computed
-    /// without it.
-    pub(super) async fn match_isolating(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        changes: &[Change],
-        ready: &mut super::ahead::Ready,
-        index: &mut BlockIndex,
-        undo: &mut Undo,
-        overlap: &mut Overlap,
-    ) -> sqlx::Result<Applied> {
-        let mut first = true;
-        let mut applied = Applied::default();
-        // Parts still to apply, the next one last (left halves first: the
-        // changes keep their order).
-        let mut parts: Vec<&[Change]> = vec![changes];
-        while let Some(part) = parts.pop() {
-            let recs: Vec<Rec> = part.iter().map(|c| c.1.clone()).collect();
-            let mut savepoint = Connection::begin(&mut **tx).await?;
-            let mut part_undo = Undo::new();
-            let mut without = Overlap::default();
-            let part_overlap = if std::mem::take(&mut first) {
-                &mut *overlap
-            } else {
-                &mut without
-            };
-            let result = self
-                .match_batch(
-                    &mut savepoint,
-                    &recs,
-                    ready,
-                    index,
-                    &mut part_undo,
-                    part_overlap,
-                )
-                .await;
-            let error = match result {
-                Ok(a) => {
-                    // Applied (or, if the savepoint's release fails, the
-                    // whole transaction fails and the caller undoes it).
-                    undo.append(&mut part_undo);
-                    savepoint.commit().await?;
-                    applied += a;
-                    continue;
-                }
-                Err(error) => error,
-            };
-            if Fault::of(&error) != Fault::Data {
+/// [`match_batch`] of the claimed `changes` (with the records
+/// `ready` from a read-ahead), isolating and
+/// setting aside the ones that fail for a reason of their data. `Err` for
+/// a transient or systemic failure (the caller retries the whole batch).
+/// The caller holds the lock and deletes every claimed change row.
+///
+/// The blocking index follows the savepoints: the index changes of a
+/// part that is rolled back are undone at once; those of the parts that
+/// were applied go into `undo`, for the caller to undo if the whole
+/// transaction does not commit.
+///
+/// `overlap` goes with the first attempt, the whole batch
+/// ([`match_batch`]); the parts of a split batch are computed
+/// without it.
+pub(super) async fn match_isolating(
+    setup: &Setup,
+    tx: &mut Transaction<'_, Postgres>,
+    changes: &[Change],
+    ready: &mut Ready,
+    index: &mut BlockIndex,
+    undo: &mut Undo,
+    overlap: &mut Overlap,
+) -> sqlx::Result<Applied> {
+    let mut first = true;
+    let mut applied = Applied::default();
+    // Parts still to apply, the next one last (left halves first: the
+    // changes keep their order).
+    let mut parts: Vec<&[Change]> = vec![changes];
+    while let Some(part) = parts.pop() {
+        let recs: Vec<Rec> = part.iter().map(|c| c.1.clone()).collect();
+        let mut savepoint = Connection::begin(&mut **tx).await?;
+        let mut part_undo = Undo::new();
+        let mut without = Overlap::default();
+        let part_overlap = if std::mem::take(&mut first) {
+            &mut *overlap
+        } else {
+            &mut without
+        };
+        let result = match_batch(
+            setup,
+            &mut savepoint,
+            &recs,
+            ready,
+            index,
+            &mut part_undo,
+            part_overlap,
+        )
+        .await;
+        let error = match result {
+            Ok(a) => {
+                // Applied (or, if the savepoint's release fails, the
+                // whole transaction fails and the caller undoes it).
                 undo.append(&mut part_undo);
-                return Err(error);
-            }
-            index.undo(part_undo);
-            savepoint.rollback().await?;
-            if let [change] = part {
-                set_aside(tx, change, &error).await?;
+                savepoint.commit().await?;
+                applied += a;
                 continue;
             }
-            if part.len() == changes.len() {
-                tracing::warn!(
-                    changes = part.len(),
-                    error = %describe(&error),
-                    "batch refused; isolating the failing changes"
-                );
-            }
-            let (left, right) = part.split_at(part.len() / 2);
-            parts.push(right);
-            parts.push(left);
+            Err(error) => error,
+        };
+        if Fault::of(&error) != Fault::Data {
+            undo.append(&mut part_undo);
+            return Err(error);
         }
-        Ok(applied)
+        index.undo(part_undo);
+        savepoint.rollback().await?;
+        if let [change] = part {
+            set_aside(tx, change, &error).await?;
+            continue;
+        }
+        if part.len() == changes.len() {
+            tracing::warn!(
+                changes = part.len(),
+                error = %describe(&error),
+                "batch refused; isolating the failing changes"
+            );
+        }
+        let (left, right) = part.split_at(part.len() / 2);
+        parts.push(right);
+        parts.push(left);
     }
+    Ok(applied)
 }
 
 /// Writes the dead letter of one change (its row is still claimed by this

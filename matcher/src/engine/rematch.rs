@@ -9,179 +9,163 @@ use sqlx::PgPool;
 
 use super::component::Component;
 use super::index::key_hashes;
-use super::{write, Applied, Engine, PairRow, Phases};
+use super::lock::lock;
+use super::par::par_map;
+use super::phases::Phases;
+use super::setup::Setup;
+use super::types::{Applied, PairRow};
+use super::write;
 use crate::features::{Features, SourceRow};
 
-impl Engine {
-    /// Recomputes everything from `source_records`: the same result as
-    /// applying every change incrementally. Claims (deletes) the change-feed
-    /// rows present at its start.
-    pub async fn rematch_all(&self, pool: &PgPool) -> sqlx::Result<Applied> {
-        let mut tx = pool.begin().await?;
-        Self::lock(&mut tx).await?;
-        // The index builds below sort millions of keys: in memory rather
-        // than through temporary files (the server default is 64 MB).
-        sqlx::query("SET LOCAL maintenance_work_mem = '1GB'")
-            .execute(&mut *tx)
-            .await?;
-        let changes = sqlx::query("DELETE FROM record_changes")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let mut phases = Phases::new("re-match", 0, true);
-        let rows: Vec<SourceRow> = sqlx::query(concat!(
-            "SELECT ",
-            crate::row_columns!(),
-            " FROM source_records WHERE deleted_at IS NULL"
-        ))
-        .fetch_all(&mut *tx)
+/// Recomputes everything from `source_records`: the same result as
+/// applying every change incrementally. Claims (deletes) the change-feed
+/// rows present at its start.
+pub(super) async fn rematch_all(setup: &Setup, pool: &PgPool) -> sqlx::Result<Applied> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
+    // The index builds below sort millions of keys: in memory rather
+    // than through temporary files (the server default is 64 MB).
+    sqlx::query("SET LOCAL maintenance_work_mem = '1GB'")
+        .execute(&mut *tx)
+        .await?;
+    let changes = sqlx::query("DELETE FROM record_changes")
+        .execute(&mut *tx)
         .await?
-        .iter()
-        .filter_map(crate::features::decode_row)
-        .collect();
-        phases.records = rows.len();
-        phases.mark("records read");
-        let mut nodes: Vec<(Features, Box<[u64]>)> = par_map(&rows, |r| {
-            let f = Features::of(r);
-            let k = key_hashes(&f.keys());
-            (f, k)
-        });
-        drop(rows);
-        nodes.sort_by(|(a, _), (b, _)| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)));
-        let (nodes, keys_of): (Vec<Features>, Vec<Box<[u64]>>) = nodes.into_iter().unzip();
-        phases.mark("features and keys computed");
+        .rows_affected();
+    let mut phases = Phases::new("re-match", 0, true);
+    let rows: Vec<SourceRow> = sqlx::query(concat!(
+        "SELECT ",
+        crate::row_columns!(),
+        " FROM source_records WHERE deleted_at IS NULL"
+    ))
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .filter_map(crate::features::decode_row)
+    .collect();
+    phases.records = rows.len();
+    phases.mark("records read");
+    let mut nodes: Vec<(Features, Box<[u64]>)> = par_map(&rows, |r| {
+        let f = Features::of(r);
+        let k = key_hashes(&f.keys());
+        (f, k)
+    });
+    drop(rows);
+    nodes.sort_by(|(a, _), (b, _)| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)));
+    let (nodes, keys_of): (Vec<Features>, Vec<Box<[u64]>>) = nodes.into_iter().unzip();
+    phases.mark("features and keys computed");
 
-        // Pairs, rebuilt from scratch: empty the table and build its
-        // indexes after the bulk copy (several times faster than maintaining
-        // them row by row). All of it inside this transaction. The blocking
-        // keys are not written: the service keeps them in memory and
-        // rebuilds them after the generation bump below.
-        for sql in [
-            "TRUNCATE match_pairs",
-            "DROP INDEX match_pairs_b",
-            "ALTER TABLE match_pairs DROP CONSTRAINT match_pairs_pkey",
-            "UPDATE match_state SET generation = generation + 1, updated_at = now()",
-        ] {
-            sqlx::query(sql).execute(&mut *tx).await?;
-        }
-        let pairs = self.pairs_in_blocks(&nodes, &keys_of);
-        drop(keys_of);
-        phases.mark("pairs evaluated");
-        write::pairs(&mut tx, &pairs).await?;
-        phases.mark("pairs written");
-        for sql in [
+    // Pairs, rebuilt from scratch: empty the table and build its
+    // indexes after the bulk copy (several times faster than maintaining
+    // them row by row). All of it inside this transaction. The blocking
+    // keys are not written: the service keeps them in memory and
+    // rebuilds them after the generation bump below.
+    for sql in [
+        "TRUNCATE match_pairs",
+        "DROP INDEX match_pairs_b",
+        "ALTER TABLE match_pairs DROP CONSTRAINT match_pairs_pkey",
+        "UPDATE match_state SET generation = generation + 1, updated_at = now()",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    let pairs = pairs_in_blocks(setup, &nodes, &keys_of);
+    drop(keys_of);
+    phases.mark("pairs evaluated");
+    write::pairs(&mut tx, &pairs).await?;
+    phases.mark("pairs written");
+    for sql in [
             "ALTER TABLE match_pairs ADD CONSTRAINT match_pairs_pkey PRIMARY KEY (a_source, a_source_id, b_source, b_source_id)",
             "CREATE INDEX match_pairs_b ON match_pairs (b_source, b_source_id)",
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
-        // Fresh statistics: the incremental path's plans right after a
-        // re-match must not be made from the empty table's.
-        sqlx::query("ANALYZE match_pairs").execute(&mut *tx).await?;
-        phases.mark("indexes built");
-        let component = Component::load_all(&mut tx, nodes, pairs).await?;
-        phases.mark("state read");
-        let mut applied = component.apply(&mut tx, &self.actor, &mut phases).await?;
-        applied.changes = changes;
-        tx.commit().await?;
-        phases.mark("committed");
-        // The first batches after a re-match that wrote a million
-        // memberships must not be planned from the statistics of the
-        // tables before it (measured: a membership lookup of 2,000 new
-        // records took 1.2 s as a sequential scan). After the commit: an
-        // ANALYZE sees only committed rows.
-        if applied.moved > 0 {
-            sqlx::query("ANALYZE person_memberships, persons")
-                .execute(pool)
-                .await?;
-            phases.mark("statistics updated");
-        }
-        Ok(applied)
+    // Fresh statistics: the incremental path's plans right after a
+    // re-match must not be made from the empty table's.
+    sqlx::query("ANALYZE match_pairs").execute(&mut *tx).await?;
+    phases.mark("indexes built");
+    let component = Component::load_all(&mut tx, nodes, pairs).await?;
+    phases.mark("state read");
+    let mut applied = component.apply(&mut tx, &setup.actor, &mut phases).await?;
+    applied.changes = changes;
+    tx.commit().await?;
+    phases.mark("committed");
+    // The first batches after a re-match that wrote a million
+    // memberships must not be planned from the statistics of the
+    // tables before it (measured: a membership lookup of 2,000 new
+    // records took 1.2 s as a sequential scan). After the commit: an
+    // ANALYZE sees only committed rows.
+    if applied.moved > 0 {
+        sqlx::query("ANALYZE person_memberships, persons")
+            .execute(pool)
+            .await?;
+        phases.mark("statistics updated");
     }
+    Ok(applied)
 }
 
-impl Engine {
-    /// Every pair of records sharing a usable block (2 to `max_block_size`
-    /// holders; blocks are key hashes, as in the service's index), evaluated once: in the block of the first usable key the
-    /// two share (keys numbered in order of first appearance), so that the
-    /// blocks can be shared out between threads without a common "seen" set.
-    fn pairs_in_blocks(&self, nodes: &[Features], keys_of: &[Box<[u64]>]) -> Vec<PairRow> {
-        let mut key_id: HashMap<u64, u32> = HashMap::with_capacity(nodes.len() * 4);
-        let mut blocks: Vec<Vec<u32>> = Vec::new();
-        let mut ids_of: Vec<Vec<u32>> = Vec::with_capacity(nodes.len());
-        for (n, keys) in keys_of.iter().enumerate() {
-            let mut ids = Vec::with_capacity(keys.len());
-            for &k in keys.iter() {
-                let id = *key_id.entry(k).or_insert_with(|| {
-                    blocks.push(Vec::new());
-                    (blocks.len() - 1) as u32
-                });
-                blocks[id as usize].push(n as u32);
-                ids.push(id);
-            }
-            ids_of.push(ids);
+/// Every pair of records sharing a usable block (2 to `max_block_size`
+/// holders; blocks are key hashes, as in the service's index), evaluated once: in the block of the first usable key the
+/// two share (keys numbered in order of first appearance), so that the
+/// blocks can be shared out between threads without a common "seen" set.
+fn pairs_in_blocks(setup: &Setup, nodes: &[Features], keys_of: &[Box<[u64]>]) -> Vec<PairRow> {
+    let mut key_id: HashMap<u64, u32> = HashMap::with_capacity(nodes.len() * 4);
+    let mut blocks: Vec<Vec<u32>> = Vec::new();
+    let mut ids_of: Vec<Vec<u32>> = Vec::with_capacity(nodes.len());
+    for (n, keys) in keys_of.iter().enumerate() {
+        let mut ids = Vec::with_capacity(keys.len());
+        for &k in keys.iter() {
+            let id = *key_id.entry(k).or_insert_with(|| {
+                blocks.push(Vec::new());
+                (blocks.len() - 1) as u32
+            });
+            blocks[id as usize].push(n as u32);
+            ids.push(id);
         }
-        drop(key_id);
-        let usable = |b: u32| {
-            let len = blocks[b as usize].len() as i64;
-            len >= 2 && len <= self.max_block_size
-        };
-        // Each node's usable blocks, sorted.
-        let ids_of: Vec<Vec<u32>> = ids_of
-            .into_iter()
-            .map(|mut ids| {
-                ids.retain(|&b| usable(b));
-                ids.sort_unstable();
-                ids
-            })
-            .collect();
-        let first_shared = |x: &[u32], y: &[u32]| {
-            let (mut i, mut j) = (0, 0);
-            while i < x.len() && j < y.len() {
-                match x[i].cmp(&y[j]) {
-                    std::cmp::Ordering::Less => i += 1,
-                    std::cmp::Ordering::Greater => j += 1,
-                    std::cmp::Ordering::Equal => return Some(x[i]),
-                }
-            }
-            None
-        };
-        let usable_blocks: Vec<u32> = (0..blocks.len() as u32).filter(|&b| usable(b)).collect();
-        par_map(&usable_blocks, |&b| {
-            let members = &blocks[b as usize];
-            let mut pairs = Vec::new();
-            // Members are in node order: i < j.
-            for (x, &i) in members.iter().enumerate() {
-                for &j in &members[x + 1..] {
-                    if first_shared(&ids_of[i as usize], &ids_of[j as usize]) != Some(b) {
-                        continue;
-                    }
-                    if let Some(p) = self.evaluate(&nodes[i as usize], &nodes[j as usize]) {
-                        pairs.push(p);
-                    }
-                }
-            }
-            pairs
-        })
+        ids_of.push(ids);
+    }
+    drop(key_id);
+    let usable = |b: u32| {
+        let len = blocks[b as usize].len() as i64;
+        len >= 2 && len <= setup.max_block_size
+    };
+    // Each node's usable blocks, sorted.
+    let ids_of: Vec<Vec<u32>> = ids_of
         .into_iter()
-        .flatten()
-        .collect()
-    }
-}
-
-/// `items.iter().map(f)` on every core (this phase has the machine to
-/// itself: PostgreSQL waits for the next statement), in order.
-pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a matching thread panicked"))
-            .collect()
+        .map(|mut ids| {
+            ids.retain(|&b| usable(b));
+            ids.sort_unstable();
+            ids
+        })
+        .collect();
+    let first_shared = |x: &[u32], y: &[u32]| {
+        let (mut i, mut j) = (0, 0);
+        while i < x.len() && j < y.len() {
+            match x[i].cmp(&y[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => return Some(x[i]),
+            }
+        }
+        None
+    };
+    let usable_blocks: Vec<u32> = (0..blocks.len() as u32).filter(|&b| usable(b)).collect();
+    par_map(&usable_blocks, |&b| {
+        let members = &blocks[b as usize];
+        let mut pairs = Vec::new();
+        // Members are in node order: i < j.
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                if first_shared(&ids_of[i as usize], &ids_of[j as usize]) != Some(b) {
+                    continue;
+                }
+                if let Some(p) = setup.evaluate(&nodes[i as usize], &nodes[j as usize]) {
+                    pairs.push(p);
+                }
+            }
+        }
+        pairs
     })
+    .into_iter()
+    .flatten()
+    .collect()
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::postgres::PgCopyIn;
 use sqlx::PgConnection;
 
-use super::{PairRow, Rec};
+use super::types::{PairRow, Rec};
 
 /// From this many rows on, COPY.
 const COPY_FROM: usize = 1_000;

@@ -1,0 +1,60 @@
+//! The values every part of the engine passes around: a record's name, a
+//! stored pairwise decision, what an application changed.
+
+use serde_json::Value;
+
+use crate::rules::Decision;
+
+/// A record: (source, source id).
+pub type Rec = (String, String);
+
+/// What an application changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub changes: u64,
+    pub records: u64,
+    pub moved: u64,
+    pub removed: u64,
+    pub persons_created: u64,
+    pub persons_retired: u64,
+    pub reviews_opened: u64,
+    pub reviews_closed: u64,
+}
+
+impl std::ops::AddAssign for Applied {
+    fn add_assign(&mut self, o: Applied) {
+        self.changes += o.changes;
+        self.records += o.records;
+        self.moved += o.moved;
+        self.removed += o.removed;
+        self.persons_created += o.persons_created;
+        self.persons_retired += o.persons_retired;
+        self.reviews_opened += o.reviews_opened;
+        self.reviews_closed += o.reviews_closed;
+    }
+}
+
+/// A stored pairwise decision.
+#[derive(Debug, Clone)]
+pub struct PairRow {
+    pub a: Rec,
+    pub b: Rec,
+    pub decision: Decision,
+    pub rule: String,
+    pub score: f32,
+    pub evidence: Value,
+}
+
+/// The two records in stored order (the smaller first).
+pub(super) fn ordered(x: &Rec, y: &Rec) -> (Rec, Rec) {
+    if x <= y {
+        (x.clone(), y.clone())
+    } else {
+        (y.clone(), x.clone())
+    }
+}
+
+/// Sources and source ids as two arrays, for `UNNEST($1::text[], $2::text[])`.
+pub(super) fn split(recs: &[Rec]) -> (Vec<&str>, Vec<&str>) {
+    recs.iter().map(|(s, i)| (s.as_str(), i.as_str())).unzip()
+}
