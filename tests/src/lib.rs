@@ -220,6 +220,7 @@ pub fn service_env(db: &DatabaseSettings, stream: &StreamSettings) -> Vec<(Strin
         ("ETL__DATABASE__HOST".into(), db.host.clone()),
         ("ETL__DATABASE__PORT".into(), db.port.to_string()),
         ("ETL__DATABASE__USERNAME".into(), db.username.clone()),
+        ("ETL__DATABASE__MIGRATE".into(), db.migrate.to_string()),
         (
             "ETL__DATABASE__DATABASE_NAME".into(),
             db.database_name.clone(),
