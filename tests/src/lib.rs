@@ -56,6 +56,9 @@ pub fn local_postgres() -> DatabaseSettings {
             .unwrap_or(5432),
         username: "postgres".into(),
         max_connections: 8,
+        // The test's superuser owns the schema: services started on it
+        // migrate it, as on a development database.
+        migrate: true,
         ..Default::default()
     }
 }
