@@ -69,12 +69,20 @@ impl TempCluster {
     }
 
     /// As [`Self::start`], with TLS on (`ssl = on`) and `server` as the
-    /// server's certificate; plain connections are still accepted.
-    pub fn start_with_tls(server: &crate::tls::CertFiles) -> TempCluster {
+    /// server's certificate; plain connections are still accepted unless
+    /// `hba_file` (a `pg_hba.conf` to use instead of initdb's) says so.
+    pub fn start_with_tls(server: &crate::tls::CertFiles, hba_file: Option<&Path>) -> TempCluster {
         let mut cluster = Self::init();
+        let mut files = vec![
+            (server.cert.as_path(), "server.crt"),
+            (server.key.as_path(), "server.key"),
+        ];
+        if let Some(hba) = hba_file {
+            files.push((hba, "given_hba.conf"));
+        }
         // The server reads its key only if the key is its user's and no one
         // else's.
-        for (from, name) in [(&server.cert, "server.crt"), (&server.key, "server.key")] {
+        for (from, name) in files {
             let to = cluster.data().join(name);
             std::fs::copy(from, &to).expect("copy the server certificate");
             std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -89,6 +97,10 @@ impl TempCluster {
             }
         }
         cluster.options = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        if hba_file.is_some() {
+            let hba = cluster.data().join("given_hba.conf");
+            cluster.options += &format!(" -c hba_file={}", hba.display());
+        }
         cluster.start_server();
         cluster
     }
@@ -170,6 +182,16 @@ impl TempCluster {
                 "stop",
             ],
         );
+    }
+
+    /// The directory of the server's Unix socket (`host` for a local
+    /// connection).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn server(&self) -> DatabaseSettings {

@@ -43,7 +43,7 @@ async fn postgres_accepts_its_certificate_and_refuses_a_wrong_one() {
     let ca = TestCa::new("etl test CA");
     let other = TestCa::new("another CA");
     // The certificate names 127.0.0.1, not `localhost`.
-    let cluster = TempCluster::start_with_tls(&ca.server("postgres", &["127.0.0.1"]));
+    let cluster = TempCluster::start_with_tls(&ca.server("postgres", &["127.0.0.1"]), None);
     let verified = DatabaseSettings {
         database_name: "postgres".into(),
         ssl_mode: SslMode::VerifyFull,
@@ -86,6 +86,53 @@ async fn postgres_accepts_its_certificate_and_refuses_a_wrong_one() {
         ..verified.clone()
     };
     assert!(!uses_tls(&plain).await, "disable connects in plain text");
+}
+
+/// deploy/postgres/pg_hba.conf (compose's): over the network TLS and a
+/// password, plain text refused.
+#[tokio::test]
+async fn the_shipped_pg_hba_refuses_plain_text() {
+    let ca = TestCa::new("etl test CA");
+    let hba = deploy_tests::deploy_dir().join("postgres/pg_hba.conf");
+    let cluster = TempCluster::start_with_tls(&ca.server("postgres", &["127.0.0.1"]), Some(&hba));
+    // The Unix socket (trust), as the image's init scripts use it.
+    let local = sqlx::postgres::PgConnectOptions::new()
+        .socket(cluster.socket_dir())
+        .port(cluster.port())
+        .username("postgres")
+        .database("postgres");
+    let mut conn = sqlx::PgConnection::connect_with(&local)
+        .await
+        .expect("the socket");
+    sqlx::query("ALTER ROLE postgres PASSWORD 'pw-of-postgres'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let verified = DatabaseSettings {
+        database_name: "postgres".into(),
+        password: Some("pw-of-postgres".to_string().into()),
+        ssl_mode: SslMode::VerifyFull,
+        ca_file: Some(ca.ca_file()),
+        ..cluster.server()
+    };
+    assert!(uses_tls(&verified).await, "TLS and the password: in");
+    let plain = DatabaseSettings {
+        ssl_mode: SslMode::Disable,
+        ..verified.clone()
+    };
+    let error = connect_pg(&plain).await.expect_err("plain text refused");
+    assert!(
+        error.to_string().contains("no encryption"),
+        "refused by pg_hba.conf: {error}"
+    );
+    let no_password = DatabaseSettings {
+        password: None,
+        ..verified
+    };
+    connect_pg(&no_password)
+        .await
+        .expect_err("no password refused");
 }
 
 /// A nats-server with JetStream and TLS (`server`'s certificate); with
