@@ -66,6 +66,10 @@ stop_all() {
 }
 trap stop_all EXIT
 
+echo "== schema, and the sources the loaders accept (qms and infoclinica: registered by the schema)"
+"$bin/etl" migrate >/dev/null
+"$bin/etl" sources list
+
 echo "== starting two loaders and the matcher"
 for n in 1 2; do
     "$bin/loader" 2>".demo/loader-$n.log" &

@@ -34,7 +34,8 @@ use crate::Settings;
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// Source name (subject `<prefix>.<source>`).
+    /// Source name (subject `<prefix>.<source>`), registered with `etl
+    /// sources register`.
     #[arg(long)]
     source: String,
     /// NDJSON file, one record per line.
@@ -60,6 +61,15 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()>
     anyhow::ensure!(
         bus::is_valid_source_name(&args.source),
         "invalid source name"
+    );
+    // Checked before anything is published: the loader would set every
+    // record of an unregistered source aside (`unknown_source`).
+    anyhow::ensure!(
+        crate::sources::is_registered(settings, &args.source).await?,
+        "source {} is not registered, so the loader would set its records aside \
+         as unknown_source; register it first: etl sources register {}",
+        args.source,
+        args.source
     );
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;

@@ -12,9 +12,11 @@ mod import;
 mod persons;
 mod replay;
 mod sample;
+mod sources;
 mod status;
 mod stream;
 mod summary;
+mod text;
 
 /// mimalloc rather than glibc's malloc, as in the matcher binary: `etl
 /// rematch` runs the matcher's full re-match in this process, which
@@ -61,8 +63,12 @@ enum Command {
     DeleteStream(stream::DeleteArgs),
     /// A readable summary of what landed in PostgreSQL and of the bus.
     Summary,
-    /// Publish records from an NDJSON file (see matcher/README.md) as source NAME.
+    /// Publish records from an NDJSON file (see matcher/README.md) as source
+    /// NAME (registered first with `etl sources register NAME`).
     Import(import::ImportArgs),
+    /// The source systems the loader accepts: register one, list them.
+    #[command(subcommand)]
+    Sources(sources::SourcesCommand),
     /// Write a generated set with known truth: <source>.ndjson and truth.csv.
     GenerateTruth(import::GenerateArgs),
     /// Score the matcher's persons against truth.csv.
@@ -90,6 +96,9 @@ pub struct Settings {
     pub log: etl_runtime::telemetry::LogSettings,
     /// Matching settings (weights, thresholds), for `rematch` and decisions.
     pub matcher: matcher::settings::MatcherSettings,
+    /// The loader's settings: `etl replay` judges records by the same
+    /// `[loader.limits]` as the loader (point it at the loader's file).
+    pub loader: loader::settings::LoaderSettings,
 }
 
 impl Default for Settings {
@@ -99,6 +108,7 @@ impl Default for Settings {
             database: Default::default(),
             stream: Default::default(),
             matcher: Default::default(),
+            loader: Default::default(),
             // A command-line tool speaks through its output; logs only warn.
             log: etl_runtime::telemetry::LogSettings {
                 level: "warn".into(),
@@ -122,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         Command::DeleteStream(a) => stream::delete(&settings, a).await,
         Command::Summary => summary::run(&settings).await,
         Command::Import(a) => import::import(&settings, a).await,
+        Command::Sources(c) => sources::run(&settings, c).await,
         Command::GenerateTruth(a) => import::generate(a),
         Command::Evaluate(a) => persons::evaluate(&settings, a).await,
         Command::Rematch => persons::rematch(&settings).await,

@@ -120,7 +120,13 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
             break;
         }
         seen += 1;
-        let verdicts = batch::examine(&prefix, &message.subject, &message.payload, today);
+        let verdicts = batch::examine(
+            &prefix,
+            &message.subject,
+            &message.payload,
+            today,
+            &settings.loader.limits,
+        );
         pending_records += verdicts.len();
         pending.push(Examined {
             stream_seq: seq,

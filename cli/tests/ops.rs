@@ -386,3 +386,57 @@ async fn dlq_retry_and_replay_of_batch_messages() {
             .unwrap();
     assert_eq!(dead, [(1, 1), (last as i64, 0)]);
 }
+
+/// `etl sources`: registered sources listed, a new one registered once;
+/// `etl import` refuses a source that is not registered and says how.
+#[tokio::test]
+async fn sources_are_registered_and_import_refuses_an_unregistered_one() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    etl(&db, &stream, &["migrate"]);
+    let listed = etl(&db, &stream, &["sources", "list"]);
+    assert!(
+        listed.contains("qms") && listed.contains("infoclinica") && listed.contains("2 sources"),
+        "the shipped sources are registered by the schema: {listed}"
+    );
+
+    let file = std::env::temp_dir().join(format!("{}.ndjson", testkit::unique("import")));
+    std::fs::write(
+        &file,
+        "{\"source_id\": \"1\", \"record\": {\"last_name\": \"Импортов\"}}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let refused = common::run(&db, &stream, &["import", "--source", "lab", path]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("not registered") && stderr.contains("etl sources register lab"),
+        "{stderr}"
+    );
+
+    let registered = etl(
+        &db,
+        &stream,
+        &[
+            "sources",
+            "register",
+            "lab",
+            "--description",
+            "the lab's system",
+        ],
+    );
+    assert!(registered.contains("source lab registered"), "{registered}");
+    let again = etl(&db, &stream, &["sources", "register", "lab"]);
+    assert!(again.contains("registered already"), "{again}");
+    let listed = etl(&db, &stream, &["sources", "list"]);
+    assert!(
+        listed.contains("lab") && listed.contains("the lab's system"),
+        "{listed}"
+    );
+    let imported = etl(&db, &stream, &["import", "--source", "lab", path]);
+    assert!(imported.contains("imported 1 records"), "{imported}");
+    let bad = common::run(&db, &stream, &["sources", "register", "Bad.Name"]);
+    assert!(!bad.status.success());
+    std::fs::remove_file(&file).ok();
+}

@@ -15,11 +15,14 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use proto::{bus, Envelope};
 
+use crate::settings::FieldLimits;
+
 /// Why a message was set aside. `reason` names fields, never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// Stable code: `undecodable`, `subject_mismatch`, or a
-    /// [`proto::SchemaViolation`] code, or `database_rejected`.
+    /// Stable code: `undecodable`, `subject_mismatch`, a
+    /// [`proto::SchemaViolation`] code, `field_too_long`, `too_many_items`
+    /// ([`crate::limits`]), `unknown_source` or `database_rejected`.
     pub code: &'static str,
     pub reason: String,
     /// Known when the message decoded far enough.
@@ -45,7 +48,14 @@ pub struct Verdict {
 /// see [`proto::batch`]). Each envelope is judged alone, so one bad record
 /// of a batch is set aside without its neighbours. A payload that is no
 /// message at all gives one `undecodable` verdict for the whole of it.
-pub fn examine(prefix: &str, subject: &str, payload: &Bytes, today: NaiveDate) -> Vec<Verdict> {
+/// A record past one of `limits` is refused ([`crate::limits`]).
+pub fn examine(
+    prefix: &str,
+    subject: &str,
+    payload: &Bytes,
+    today: NaiveDate,
+    limits: &FieldLimits,
+) -> Vec<Verdict> {
     let items = match proto::batch::decode_message(payload) {
         Ok(items) => items,
         Err(e) => {
@@ -68,7 +78,7 @@ pub fn examine(prefix: &str, subject: &str, payload: &Bytes, today: NaiveDate) -
             result: item
                 .envelope
                 .map_err(undecodable)
-                .and_then(|envelope| check(prefix, subject, envelope, today)),
+                .and_then(|envelope| check(prefix, subject, envelope, today, limits)),
         })
         .collect()
 }
@@ -82,12 +92,14 @@ fn undecodable(e: proto::DecodeError) -> Rejection {
     }
 }
 
-/// The envelope's source must be its subject's, and it must keep the schema.
+/// The envelope's source must be its subject's, it must keep the schema and
+/// the field limits.
 fn check(
     prefix: &str,
     subject: &str,
     envelope: Envelope,
     today: NaiveDate,
+    limits: &FieldLimits,
 ) -> Result<Envelope, Rejection> {
     let reject = |code: &'static str, reason: String| Rejection {
         code,
@@ -104,6 +116,7 @@ fn check(
     envelope
         .validate(today)
         .map_err(|v| reject(v.code(), v.to_string()))?;
+    crate::limits::check(&envelope, limits).map_err(|e| reject(e.code, e.reason))?;
     Ok(envelope)
 }
 
@@ -174,7 +187,13 @@ mod tests {
     }
 
     fn one(prefix: &str, subject: &str, bytes: &[u8]) -> Result<Envelope, Rejection> {
-        let mut verdicts = examine(prefix, subject, &Bytes::copy_from_slice(bytes), today());
+        let mut verdicts = examine(
+            prefix,
+            subject,
+            &Bytes::copy_from_slice(bytes),
+            today(),
+            &FieldLimits::default(),
+        );
         assert_eq!(verdicts.len(), 1);
         verdicts.pop().unwrap().result
     }
@@ -231,7 +250,13 @@ mod tests {
         for e in &elements {
             payload.extend_from_slice(e);
         }
-        let verdicts = examine("patients", "patients.qms", &Bytes::from(payload), today());
+        let verdicts = examine(
+            "patients",
+            "patients.qms",
+            &Bytes::from(payload),
+            today(),
+            &FieldLimits::default(),
+        );
         let got: Vec<(u32, Result<&str, &str>)> = verdicts
             .iter()
             .map(|v| {

@@ -3,6 +3,7 @@
 //!
 //! * [`settings`]: its configuration.
 //! * [`batch`]: decoding, validation and collapsing of a batch.
+//! * [`limits`]: the largest value each field may hold.
 //! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
 //! * [`split`]: a batch PostgreSQL rejects, written message by message.
 //! * [`service`]: the consume → write → ack loop and its shutdown.
@@ -14,6 +15,7 @@
 //! at any moment all converge on the same state.
 
 pub mod batch;
+pub mod limits;
 pub mod service;
 pub mod settings;
 pub mod split;

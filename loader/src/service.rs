@@ -299,6 +299,7 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
                 e.message.subject.as_str(),
                 &e.message.payload,
                 today,
+                &shared.settings.limits,
             );
         }
         let written = write_group(&shared, group, later, started).await;

@@ -72,6 +72,54 @@ pub struct LoaderSettings {
     /// Longest time to finish the batches in hand after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Largest values a record may hold (`[loader.limits]`). A record with
+    /// a longer value or more entries is set aside as a dead letter
+    /// (`field_too_long`, `too_many_items`) naming the field, never its value.
+    pub limits: FieldLimits,
+}
+
+/// Largest values a record may hold, in characters (lengths) and entries
+/// (lists). The defaults are well above what qMS and Infoclinica can store
+/// (their name columns hold 30–60 characters, document numbers 20, e-mails
+/// 100), so only a broken or hostile message reaches them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FieldLimits {
+    /// Last, first and middle name.
+    pub name: usize,
+    /// The record's id in its source (`source_id`); the schema allows 128
+    /// at most whatever is set here.
+    pub source_id: usize,
+    /// A document's series, number and the source's own type code.
+    pub document: usize,
+    /// SNILS and OMS policy as received.
+    pub identifier: usize,
+    /// One phone number as received (with any text around it).
+    pub phone: usize,
+    /// One e-mail address as received.
+    pub email: usize,
+    /// The business unit's code.
+    pub business_unit: usize,
+    /// Other free text: the raw value and field name of a field issue.
+    pub text: usize,
+    /// Entries of each list: documents, phones, e-mails, field issues.
+    pub items: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        FieldLimits {
+            name: 200,
+            source_id: proto::envelope::MAX_SOURCE_ID_LEN,
+            document: 64,
+            identifier: 64,
+            phone: 128,
+            email: 320,
+            business_unit: 128,
+            text: 1024,
+            items: 64,
+        }
+    }
 }
 
 impl Default for LoaderSettings {
@@ -90,6 +138,7 @@ impl Default for LoaderSettings {
                 max: Duration::from_secs(30),
             },
             shutdown_timeout: Duration::from_secs(30),
+            limits: FieldLimits::default(),
         }
     }
 }

@@ -1,9 +1,13 @@
 //! Where records are loaded: the PostgreSQL side of the loader.
 //!
-//! One batch is one transaction: reference rows it needs (new sources,
-//! business units), a set-based, version-guarded upsert of its records, the
+//! One batch is one transaction: reference rows it needs (new business
+//! units), a set-based, version-guarded upsert of its records, the
 //! change-feed rows for what changed, and the dead letters of its poison
 //! records (whole messages, or single records of batch messages). The caller acks the batch only after [`Store::write`] returned.
+//!
+//! Only sources registered in table `sources` (`etl sources register`) are
+//! loaded: a record of any other source is a dead letter `unknown_source`,
+//! so a message published on a new subject cannot create a source.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -79,8 +83,12 @@ impl std::ops::AddAssign for Written {
 pub struct Store {
     pool: PgPool,
     stream: String,
-    /// Reference rows known to exist, so that a batch only inserts new ones.
-    known_sources: Mutex<HashSet<String>>,
+    /// Sources found registered in `sources` (registrations are never
+    /// taken back, so a source found once stays loadable). One not found is
+    /// looked up again in each batch that names it: a registration takes
+    /// effect without a restart.
+    registered_sources: Mutex<HashSet<String>>,
+    /// Business units known to exist, so that a batch only inserts new ones.
     known_units: Mutex<HashSet<String>>,
 }
 
@@ -89,7 +97,7 @@ impl Store {
         Store {
             pool,
             stream: stream.into(),
-            known_sources: Mutex::new(HashSet::new()),
+            registered_sources: Mutex::new(HashSet::new()),
             known_units: Mutex::new(HashSet::new()),
         }
     }
@@ -105,40 +113,52 @@ impl Store {
     }
 
     /// Writes examined messages as the loader does: the newest version per
-    /// record is loaded, the rejected ones become dead letters, all in one
-    /// transaction. Used by the loader's consume loop and by `etl replay`,
-    /// so a replay applies exactly what a live load would.
+    /// record of a registered source is loaded; the rejected ones, and those
+    /// of a source not registered (`unknown_source`), become dead letters,
+    /// all in one transaction. Used by the loader's consume loop and by `etl
+    /// replay`, so a replay applies exactly what a live load would.
     pub async fn write_examined(&self, examined: &[Examined<'_>]) -> Result<Written, sqlx::Error> {
-        let loads: Vec<LoadRow> = examined
-            .iter()
-            .filter_map(|e| {
-                e.verdict.as_ref().ok().map(|envelope| LoadRow {
+        let named = examined.iter().filter_map(|e| e.verdict.as_ref().ok());
+        let unregistered = self
+            .unregistered(named.map(|envelope| envelope.source.as_str()))
+            .await?;
+        let mut loads = Vec::with_capacity(examined.len());
+        let mut dead = Vec::new();
+        for e in examined {
+            match e.verdict {
+                Ok(envelope) if !unregistered.contains(&envelope.source) => loads.push(LoadRow {
                     envelope,
                     stream_seq: e.stream_seq,
                     traceparent: e.traceparent,
-                })
-            })
-            .collect();
+                }),
+                Ok(envelope) => dead.push(dead_letter(e, unknown_source(envelope))),
+                Err(rejection) => dead.push(dead_letter(e, rejection.clone())),
+            }
+        }
         let loads = crate::batch::newest_per_key(loads, |row| row.envelope);
-        let dead: Vec<DeadLetter> = examined
-            .iter()
-            .filter_map(|e| {
-                e.verdict.as_ref().err().map(|rejection| DeadLetter {
-                    stream_seq: e.stream_seq,
-                    item: e.item,
-                    subject: e.subject.to_string(),
-                    delivered: e.delivered,
-                    payload: e.payload.clone(),
-                    rejection: rejection.clone(),
-                    // Only a well-formed header is kept (it is re-sent on retry).
-                    traceparent: e
-                        .traceparent
-                        .and_then(proto::trace::TraceParent::parse)
-                        .map(|t| t.to_string()),
-                })
-            })
-            .collect();
         self.write(&loads, &dead).await
+    }
+
+    /// The sources among `names` that are not registered in `sources`.
+    async fn unregistered<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let unknown = unknown(&self.registered_sources, names);
+        if unknown.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sources WHERE name = ANY($1::text[])")
+                .bind(&unknown)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut unregistered: HashSet<String> = unknown.into_iter().collect();
+        for name in &found {
+            unregistered.remove(name);
+        }
+        self.registered_sources.lock().unwrap().extend(found);
+        Ok(unregistered)
     }
 
     /// Writes one batch in one transaction. `rows` must hold each record at
@@ -149,7 +169,7 @@ impl Store {
         dead: &[DeadLetter],
     ) -> Result<Written, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let (new_sources, new_units) = self.ensure_references(&mut tx, rows).await?;
+        let new_units = self.ensure_units(&mut tx, rows).await?;
         let mut written = upsert(&mut tx, rows).await?;
         written.dead_lettered = self.insert_dead_letters(&mut tx, dead).await?;
         if written.inserted + written.updated + written.deleted > 0 {
@@ -159,40 +179,32 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        self.known_sources.lock().unwrap().extend(new_sources);
         self.known_units.lock().unwrap().extend(new_units);
+        for d in dead {
+            log_dead_letter(d);
+        }
         Ok(written)
     }
 
-    /// Inserts the sources and business units this batch names that are not
-    /// known yet; returns them to be remembered after commit.
-    async fn ensure_references(
+    /// Inserts the business units this batch names that are not known yet;
+    /// returns them to be remembered after commit.
+    async fn ensure_units(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         rows: &[LoadRow<'_>],
-    ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
-        let new_sources = unknown(
-            &self.known_sources,
-            rows.iter().map(|r| r.envelope.source.as_str()),
-        );
+    ) -> Result<Vec<String>, sqlx::Error> {
         let new_units = unknown(
             &self.known_units,
             rows.iter()
                 .filter_map(|r| r.envelope.record.as_ref()?.business_unit.as_deref()),
         );
-        if !new_sources.is_empty() {
-            sqlx::query("INSERT INTO sources (name) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING")
-                .bind(&new_sources)
-                .execute(&mut **tx)
-                .await?;
-        }
         if !new_units.is_empty() {
             sqlx::query("INSERT INTO business_units (code) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING")
                 .bind(&new_units)
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok((new_sources, new_units))
+        Ok(new_units)
     }
 
     async fn insert_dead_letters(
@@ -266,9 +278,70 @@ fn unknown<'a>(
     new
 }
 
-/// PostgreSQL text cannot hold NUL; identifiers of poison messages may.
+/// A dead letter's identifiers as stored: a poison message's may be of any
+/// length and hold control characters (ESC, newlines, NUL, which PostgreSQL
+/// text cannot hold). Control characters are written escaped (`\u{1b}`) and
+/// the text is cut at [`IDENTIFIER_CHARS`]; the payload keeps the original.
 fn storable(s: &str) -> String {
-    s.replace('\0', "\u{FFFD}")
+    let mut out = String::with_capacity(s.len().min(IDENTIFIER_CHARS));
+    for (n, c) in s.chars().enumerate() {
+        if n == IDENTIFIER_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Longest identifier a dead letter stores or logs (the schema's longest
+/// source id).
+const IDENTIFIER_CHARS: usize = proto::envelope::MAX_SOURCE_ID_LEN;
+
+/// A rejected record's dead letter.
+fn dead_letter(e: &Examined<'_>, rejection: Rejection) -> DeadLetter {
+    DeadLetter {
+        stream_seq: e.stream_seq,
+        item: e.item,
+        subject: e.subject.to_string(),
+        delivered: e.delivered,
+        payload: e.payload.clone(),
+        rejection,
+        // Only a well-formed header is kept (it is re-sent on retry).
+        traceparent: e
+            .traceparent
+            .and_then(proto::trace::TraceParent::parse)
+            .map(|t| t.to_string()),
+    }
+}
+
+fn unknown_source(envelope: &Envelope) -> Rejection {
+    Rejection {
+        code: "unknown_source",
+        reason: "the source is not registered in table sources (etl sources register NAME)".into(),
+        source: Some(envelope.source.clone()),
+        source_id: Some(envelope.source_id.clone()),
+    }
+}
+
+/// One line per dead letter, after its commit: identifiers and the reason,
+/// never a value (a reason never holds one; identifiers are stored form).
+fn log_dead_letter(d: &DeadLetter) {
+    let source = d.rejection.source.as_deref().map(storable);
+    let source_id = d.rejection.source_id.as_deref().map(storable);
+    tracing::warn!(
+        source = source.as_deref().unwrap_or("-"),
+        source_id = source_id.as_deref().unwrap_or("-"),
+        stream_seq = d.stream_seq,
+        item = d.item,
+        reason_code = d.rejection.code,
+        reason = %d.rejection.reason,
+        "record set aside as a dead letter"
+    );
 }
 
 /// The version-guarded, set-based upsert. A row changes only when the

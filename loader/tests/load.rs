@@ -471,3 +471,105 @@ async fn a_poison_record_of_a_batch_message_is_dead_lettered_alone() {
         "the message is acknowledged"
     );
 }
+
+/// Dead letters of the test's database: (reason code, source, source id, reason).
+async fn dead_letters(
+    pool: &sqlx::PgPool,
+) -> Vec<(String, Option<String>, Option<String>, String)> {
+    sqlx::query_as(
+        "SELECT reason_code, source, source_id, reason FROM dead_letters ORDER BY stream_seq, item",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_value_longer_than_its_limit_is_dead_lettered_naming_the_field() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    let long_name = "Длинноимённый".repeat(20_000); // 260,000 characters
+    let mut long_document = record("Документов");
+    long_document.documents.push(proto::IdentityDocument {
+        doc_type: proto::DocumentType::PASSPORT,
+        source_type_code: None,
+        series: Some("4506".into()),
+        number: "0".repeat(65),
+        problem: Some(proto::Problem::BadFormat),
+    });
+    let envelopes = vec![
+        Envelope::upsert(SOURCE, "1", 1, at(1), record(&long_name)),
+        Envelope::upsert(SOURCE, "2", 1, at(1), long_document),
+        Envelope::upsert(SOURCE, "3", 1, at(1), record("Обычный")),
+    ];
+    testkit::publish_all(&js, &stream, envelopes).await;
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+
+    assert_eq!(testkit::count_records(&pool).await, 1, "the others load");
+    let rows = dead_letters(&pool).await;
+    let got: Vec<(&str, Option<&str>, &str)> = rows
+        .iter()
+        .map(|r| (r.0.as_str(), r.2.as_deref(), r.3.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "field_too_long",
+                Some("1"),
+                "record.last_name is longer than 200 characters"
+            ),
+            (
+                "field_too_long",
+                Some("2"),
+                "record.documents[0].number is longer than 64 characters"
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_source_not_registered_is_dead_lettered_until_it_is_registered() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    let evil = Envelope::upsert("evil", "1", 1, at(1), record("Злов"));
+    testkit::publish_all(&js, &stream, vec![evil]).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+
+    assert_eq!(testkit::count_records(&pool).await, 0);
+    let rows = dead_letters(&pool).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "unknown_source");
+    assert_eq!(
+        (rows[0].1.as_deref(), rows[0].2.as_deref()),
+        (Some("evil"), Some("1"))
+    );
+    let sources: Vec<String> = sqlx::query_scalar("SELECT name FROM sources ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sources, ["infoclinica", "qms"], "no source is created");
+
+    // Registered (as `etl sources register` does): accepted without a restart.
+    sqlx::query("INSERT INTO sources (name) VALUES ('evil')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let again = Envelope::upsert("evil", "2", 1, at(1), record("Добров"));
+    testkit::publish_all(&js, &stream, vec![again]).await;
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+    assert_eq!(testkit::count_records(&pool).await, 1);
+    assert_eq!(dead_letters(&pool).await.len(), 1);
+}

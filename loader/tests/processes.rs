@@ -277,3 +277,72 @@ async fn sigterm_in_the_middle_of_a_load_finishes_the_batches_in_hand_and_leaves
         30_000
     );
 }
+
+/// The loader's JSON log lines with this message.
+fn lines_with_message(logs: &str, message: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_dead_letter_is_logged_once_with_identifiers_and_reason_only() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    let at = chrono::Utc::now();
+    let name = |last: &str| proto::PatientRecord {
+        last_name: Some(last.into()),
+        ..Default::default()
+    };
+    let secret = "Секретов".repeat(100);
+    let envelopes = vec![
+        proto::Envelope::upsert(SOURCE, "100/A1", 1, at, name(&secret)),
+        proto::Envelope::upsert("evil", "200/B2", 1, at, name("Злоумышленников")),
+        proto::Envelope::upsert(SOURCE, "300/C3", 1, at, name("Обычнов")),
+    ];
+    testkit::publish_all(&js, &stream, envelopes).await;
+    let mut loader = spawn_loader(
+        &db,
+        &stream,
+        &[
+            ("ETL__LOADER__LIMITS__NAME", "50"),
+            ("ETL__DATABASE__MIGRATE", "true"),
+        ],
+    );
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    assert!(loader.terminate(Duration::from_secs(30)).is_some());
+    assert_eq!(testkit::count_records(&pool).await, 1);
+
+    let logs = loader.logs();
+    let lines = lines_with_message(&logs, "record set aside as a dead letter");
+    let got: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["source"].as_str().unwrap_or("?"),
+                v["source_id"].as_str().unwrap_or("?"),
+                v["reason_code"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("qms", "100/A1", "field_too_long"),
+            ("evil", "200/B2", "unknown_source")
+        ],
+        "{logs}"
+    );
+    assert_eq!(
+        lines[0]["reason"], "record.last_name is longer than 50 characters",
+        "{logs}"
+    );
+    for value in ["Секретов", "Злоумышленников", "Обычнов"] {
+        assert!(!logs.contains(value), "a value in the logs: {logs}");
+    }
+}
