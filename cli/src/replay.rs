@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use loader::batch::{self, Verdict};
 use loader::store::{Store, Written};
-use sqlx::PgPool;
 
 use crate::Settings;
 
@@ -32,9 +31,9 @@ pub struct ReplayArgs {
     /// Only this source's messages (its subject).
     #[arg(long)]
     source: Option<String>,
-    /// Rebuild an EMPTY database from the whole stream: runs the migrations,
-    /// refuses if source_records already holds rows, replays from the first
-    /// sequence.
+    /// Rebuild an EMPTY database from the whole stream (migrated first with
+    /// `etl migrate`): refuses if source_records already holds rows, replays
+    /// from the first sequence.
     #[arg(long, conflicts_with_all = ["from_seq", "from_time", "to_seq"])]
     rebuild: bool,
     /// Records per transaction (a batch message is never split: a
@@ -47,10 +46,9 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     if args.from_seq.is_none() && args.from_time.is_none() && !args.rebuild {
         anyhow::bail!("say where to start: --from-seq N, --from-time RFC3339, or --rebuild");
     }
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = crate::db::connect(settings).await?;
     let store = Store::new(pool.clone(), settings.stream.name.clone());
     if args.rebuild {
-        store.migrate().await?;
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM source_records")
             .fetch_one(&pool)
             .await?;

@@ -105,6 +105,7 @@ async fn replay_rebuild_dead_letters_and_status() {
     // A rebuild into an empty database gives the same state; a second
     // rebuild is refused.
     let empty = testkit::fresh_database().await;
+    etl(&empty, &stream, &["migrate"]);
     etl(&empty, &stream, &["replay", "--rebuild"]);
     let rebuilt = testkit::pool(&empty).await;
     assert_eq!(content(&rebuilt).await, original);
@@ -376,6 +377,7 @@ async fn dlq_retry_and_replay_of_batch_messages() {
     // the same dead letter (item 1 of the first message, item 0 of the
     // retried one).
     let empty = testkit::fresh_database().await;
+    etl(&empty, &stream, &["migrate"]);
     etl(&empty, &stream, &["replay", "--rebuild"]);
     let rebuilt = testkit::pool(&empty).await;
     assert_eq!(content(&rebuilt).await, original);
