@@ -279,6 +279,11 @@ async fn operator_decides_but_cannot_change_the_schema(db: &DatabaseSettings) {
         "only the owner reads the access log"
     );
 
+    assert_eq!(
+        try_sql(db, "etl_operator", "SELECT version FROM _sqlx_migrations").await,
+        Ok(()),
+        "etl checks the schema version as etl_operator"
+    );
     let operator = pool_as(db, "etl_operator").await;
     let records: Vec<(String, String)> = sqlx::query_as(
         "SELECT source, source_id FROM person_memberships WHERE valid_to IS NULL
