@@ -54,6 +54,7 @@ async fn main() {
     // Parse rate, single thread, export in memory.
     let today = chrono::Utc::now().date_naive();
     let decoder = Decoder::for_label("utf-8").unwrap();
+    let profile = parse::Profile::default();
     let start = Instant::now();
     let mut splitter = LineSplitter::default();
     let mut joiner = Rejoiner::default();
@@ -64,7 +65,7 @@ async fn main() {
         splitter.push(chunk, |line| {
             let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
             joiner.push(text, bad, |raw| {
-                if let Ok((_, record)) = parse::parse_record(raw, None, today) {
+                if let Ok((_, record)) = parse::parse_record(raw, &profile, today) {
                     // What a first sync does per record (a no-change sync
                     // only checks and hashes the raw text).
                     let h = proto::envelope::content_hash(proto::Operation::Upsert, Some(&record));
@@ -90,7 +91,7 @@ async fn main() {
             let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
             joiner.push(text, bad, |raw| {
                 if parse::check_record(raw).is_ok() {
-                    hash_xor ^= parse::raw_hash(raw, None)[0];
+                    hash_xor ^= parse::raw_hash(raw, &profile)[0];
                     fields += 1;
                 }
             })

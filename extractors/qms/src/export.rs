@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
 use crate::parse::{
-    self, Decoder, Line, LineSplitter, RawRecord, RejectReason, Rejected, Rejoiner,
+    self, Decoder, Line, LineSplitter, Profile, RawRecord, RejectReason, Rejected, Rejoiner,
 };
 use crate::settings::{Plausibility, QmsSettings};
 use crate::state::{short, Entries};
@@ -133,20 +133,13 @@ pub async fn fetch(
 
     let spill = Spill::create(settings.spill_dir.as_deref()).map_err(anyhow::Error::from)?;
     let (tx, rx) = mpsc::channel::<Bytes>(32);
-    let business_unit = settings.business_unit.clone();
+    let profile = settings.profile();
     let max_line = settings.max_line_bytes;
     // Room for the last export's size plus some growth, so that the entries
     // are not reallocated to double their size near the end (peak memory).
     let expected = (last_export_records + last_export_records / 64).max(64 * 1024) as usize;
     let parser = tokio::task::spawn_blocking(move || {
-        parse_stream(
-            rx,
-            decoder,
-            business_unit.as_deref(),
-            spill,
-            expected,
-            max_line,
-        )
+        parse_stream(rx, decoder, &profile, spill, expected, max_line)
     });
 
     let mut response = response;
@@ -272,7 +265,7 @@ struct Parsed {
 fn parse_stream(
     mut rx: mpsc::Receiver<Bytes>,
     decoder: Decoder,
-    business_unit: Option<&str>,
+    profile: &Profile,
     mut spill: Spill,
     expected_records: usize,
     max_line: usize,
@@ -283,7 +276,7 @@ fn parse_stream(
         entries: Entries::with_capacity(expected_records),
         rejected_his: Vec::new(),
         stats: ExportStats::default(),
-        business_unit,
+        profile,
         error: None,
     };
     // Decoded lines that are not valid UTF-8 as they are (CP1251) go here.
@@ -324,7 +317,7 @@ struct Sink<'a> {
     entries: Entries,
     rejected_his: Vec<String>,
     stats: ExportStats,
-    business_unit: Option<&'a str>,
+    profile: &'a Profile,
     error: Option<std::io::Error>,
 }
 
@@ -336,7 +329,7 @@ impl Sink<'_> {
         let result = match parse::check_record(raw) {
             Ok(his) => {
                 self.stats.records += 1;
-                let hash = parse::raw_hash(raw, self.business_unit);
+                let hash = parse::raw_hash(raw, self.profile);
                 spill.write_record(raw).map(|at| {
                     self.entries.push(his, short(&hash), at);
                 })

@@ -17,7 +17,7 @@ use encoding_rs::Encoding;
 use memchr::memchr;
 use proto::normalize;
 use proto::record::FieldIssue;
-use proto::{DocumentType, Email, EmailKind, PatientRecord, Phone, Problem};
+use proto::{DocumentTypeMap, Email, EmailKind, PatientRecord, Phone, Problem};
 
 /// Longest record accepted (a garbage tail must not grow one without end).
 pub const MAX_RECORD_BYTES: usize = 16 * 1024;
@@ -387,21 +387,57 @@ pub fn check_record(raw: &RawRecord) -> Result<&str, Rejected> {
 
 /// Bump when parsing or normalization changes what a raw record becomes:
 /// it is part of [`raw_hash`], so the next sync republishes every record.
-pub const NORMALIZATION_VERSION: u32 = 1;
+pub const NORMALIZATION_VERSION: u32 = 2;
+
+/// What a record's content depends on besides its text: the configured
+/// business unit and document-type map. A change of either changes every
+/// [`raw_hash`], so the next sync republishes every record with it.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    business_unit: Option<String>,
+    document_types: DocumentTypeMap,
+    /// [`NORMALIZATION_VERSION`], business unit and map, hashed once.
+    fingerprint: [u8; 32],
+}
+
+impl Profile {
+    pub fn new(business_unit: Option<String>, document_types: DocumentTypeMap) -> Profile {
+        let mut h = blake3::Hasher::new();
+        h.update(&NORMALIZATION_VERSION.to_le_bytes());
+        h.update(&[u8::from(business_unit.is_some())]);
+        h.update(business_unit.as_deref().unwrap_or("").as_bytes());
+        h.update(&[0]);
+        for (code, doc_type) in document_types.entries() {
+            h.update(&code.to_le_bytes());
+            h.update(&doc_type.0.to_le_bytes());
+        }
+        Profile {
+            business_unit,
+            document_types,
+            fingerprint: *h.finalize().as_bytes(),
+        }
+    }
+
+    pub fn business_unit(&self) -> Option<&str> {
+        self.business_unit.as_deref()
+    }
+}
+
+impl Default for Profile {
+    /// No business unit, qMS's default document-type codes.
+    fn default() -> Profile {
+        Profile::new(None, DocumentTypeMap::qms_default())
+    }
+}
 
 /// What a sync compares with the last published state: a hash of the raw
-/// record as it will be parsed (text, encoding flag, business unit,
-/// [`NORMALIZATION_VERSION`]). Equal input parses to equal content, so an
-/// unchanged record needs no normalization at all.
-pub fn raw_hash(raw: &RawRecord, business_unit: Option<&str>) -> [u8; 32] {
+/// record as it will be parsed (text, encoding flag, and the [`Profile`]).
+/// Equal input parses to equal content, so an unchanged record needs no
+/// normalization at all.
+pub fn raw_hash(raw: &RawRecord, profile: &Profile) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(&NORMALIZATION_VERSION.to_le_bytes());
-    h.update(business_unit.unwrap_or("").as_bytes());
-    h.update(&[
-        0,
-        u8::from(raw.bad_encoding),
-        u8::from(business_unit.is_some()),
-    ]);
+    h.update(&profile.fingerprint);
+    h.update(&[u8::from(raw.bad_encoding)]);
     h.update(raw.text.as_bytes());
     *h.finalize().as_bytes()
 }
@@ -412,7 +448,7 @@ pub fn raw_hash(raw: &RawRecord, business_unit: Option<&str>) -> [u8; 32] {
 /// record parses the same way throughout the sync).
 pub fn parse_record(
     raw: &RawRecord,
-    business_unit: Option<&str>,
+    profile: &Profile,
     today: NaiveDate,
 ) -> Result<(String, PatientRecord), Rejected> {
     let his = check_record(raw)?;
@@ -422,7 +458,7 @@ pub fn parse_record(
     }
 
     let mut record = PatientRecord {
-        business_unit: business_unit.map(str::to_string),
+        business_unit: profile.business_unit.clone(),
         last_name: normalize::name(fields[1]),
         first_name: normalize::name(fields[2]),
         middle_name: normalize::name(fields[3]),
@@ -432,7 +468,7 @@ pub fn parse_record(
 
     let code = fields[5].trim();
     let (series, number) = (fields[6], fields[7]);
-    let doc_type = DocumentType::from_qms(Some(code));
+    let doc_type = profile.document_types.map_text(Some(code));
     if let Some(doc) = normalize::document(doc_type, Some(code), Some(series), Some(number)) {
         record.documents.push(doc);
     }
@@ -492,6 +528,7 @@ fn birth_date(raw: &str, today: NaiveDate, issues: &mut Vec<FieldIssue>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::DocumentType;
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
@@ -510,7 +547,7 @@ mod tests {
     fn parses_the_eleven_fields() {
         let (his, r) = parse_record(
             &raw("41449/A22|Иванов|Иван|Иванович|19800115|16|45 06|012345|Ivan@Mail.ru|+7 (912) 345-67-89, 8-913-000-00-00|login@mail.ru"),
-            Some("main"),
+            &Profile::new(Some("main".into()), DocumentTypeMap::qms_default()),
             today(),
         )
         .unwrap();
@@ -536,7 +573,7 @@ mod tests {
     fn ten_fields_unknown_code_and_bad_date() {
         let (_, r) = parse_record(
             &raw("1/B|Петров|Пётр||19801399|555|AB|123||"),
-            None,
+            &Profile::default(),
             today(),
         )
         .unwrap();
@@ -549,20 +586,80 @@ mod tests {
             DocumentType::UNKNOWN,
             "never passport"
         );
-        let (_, r) = parse_record(&raw("1/B|Петров|Пётр||19800101|||||"), None, today()).unwrap();
+        let (_, r) = parse_record(
+            &raw("1/B|Петров|Пётр||19800101|||||"),
+            &Profile::default(),
+            today(),
+        )
+        .unwrap();
         assert!(r.documents.is_empty());
-        let (_, r) = parse_record(&raw("1/B|Петров|Пётр||19800101|47||||"), None, today()).unwrap();
+        let (_, r) = parse_record(
+            &raw("1/B|Петров|Пётр||19800101|47||||"),
+            &Profile::default(),
+            today(),
+        )
+        .unwrap();
         assert!(r.documents.is_empty(), "47 = no documents");
     }
 
     #[test]
+    fn document_codes_follow_the_configured_map() {
+        let record = "5/A|Петров|Пётр||19800101|3|75|№ 0123456||";
+        let (_, r) = parse_record(&raw(record), &Profile::default(), today()).unwrap();
+        assert_eq!(r.documents[0].doc_type, DocumentType::BIRTH_CERTIFICATE);
+        assert!(
+            r.documents[0].problem.is_some(),
+            "75 is no birth certificate"
+        );
+
+        let map = DocumentTypeMap::try_from(std::collections::BTreeMap::from([(
+            "3".to_string(),
+            "international_passport".to_string(),
+        )]))
+        .unwrap();
+        let own = Profile::new(None, map);
+        let (_, r) = parse_record(&raw(record), &own, today()).unwrap();
+        let d = &r.documents[0];
+        assert_eq!(d.doc_type, DocumentType::INTERNATIONAL_PASSPORT);
+        assert_eq!(
+            (d.series.as_deref(), d.number.as_str()),
+            (Some("75"), "0123456")
+        );
+        assert_eq!(d.source_type_code.as_deref(), Some("3"));
+        // Codes the map leaves out are unknown.
+        let (_, r) =
+            parse_record(&raw("5/A|П|П||19800101|16|4506|123456||"), &own, today()).unwrap();
+        assert_eq!(r.documents[0].doc_type, DocumentType::UNKNOWN);
+
+        // Another map, another content: every record is republished.
+        assert_ne!(
+            raw_hash(&raw(record), &own),
+            raw_hash(&raw(record), &Profile::default())
+        );
+        let unit = Profile::new(Some("main".into()), DocumentTypeMap::qms_default());
+        assert_ne!(
+            raw_hash(&raw(record), &unit),
+            raw_hash(&raw(record), &Profile::default())
+        );
+        assert_eq!(
+            raw_hash(&raw(record), &Profile::default()),
+            raw_hash(&raw(record), &Profile::default())
+        );
+    }
+
+    #[test]
     fn rejects_keep_the_his_number() {
-        let e = parse_record(&raw("1/B|Петров|Пётр"), None, today()).unwrap_err();
+        let e = parse_record(&raw("1/B|Петров|Пётр"), &Profile::default(), today()).unwrap_err();
         assert_eq!(e.reason, RejectReason::TooFewFields);
         assert_eq!(e.his_number.as_deref(), Some("1/B"));
-        let e = parse_record(&raw("1/B|a|b|c|d|e|f|g|h|i|j|k"), None, today()).unwrap_err();
+        let e = parse_record(
+            &raw("1/B|a|b|c|d|e|f|g|h|i|j|k"),
+            &Profile::default(),
+            today(),
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::TooManyFields);
-        let e = parse_record(&raw("garbage line"), None, today()).unwrap_err();
+        let e = parse_record(&raw("garbage line"), &Profile::default(), today()).unwrap_err();
         assert_eq!(e.reason, RejectReason::NoRecordStart);
         assert_eq!(e.his_number, None);
     }
@@ -588,7 +685,7 @@ mod tests {
             "41449/A22|Иванов|Иван|\nИванович|19800115|16|45 06|012345||+7 912 345 67 89|"
         );
         assert_eq!(out[1].line, 3);
-        let (_, r) = parse_record(&out[0], None, today()).unwrap();
+        let (_, r) = parse_record(&out[0], &Profile::default(), today()).unwrap();
         assert_eq!(r.middle_name.as_deref(), Some("Иванович"));
         assert_eq!(r.birth_date, NaiveDate::from_ymd_opt(1980, 1, 15));
     }

@@ -11,6 +11,7 @@ use etl_runtime::observe::HttpSettings;
 use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
 use proto::bus::StreamSettings;
+use proto::DocumentTypeMap;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,6 +48,19 @@ pub struct QmsSettings {
     pub encoding: String,
     /// Business unit written into every record (qMS does not export one).
     pub business_unit: Option<String>,
+    /// qMS document-type code → canonical type (`passport`,
+    /// `international_passport`, `birth_certificate`,
+    /// `foreign_birth_certificate`, `merchant_navy_passport`,
+    /// `seamans_passport`, `military_id`, `reserve_officer_id`,
+    /// `diplomatic_passport`, `foreign_passport`, `refugee_application`,
+    /// `residence_permit`, `refugee_id`, `forced_migrant_id`,
+    /// `temporary_id`, `temporary_residence_permit`, `other`, `unknown`).
+    /// Default: qMS's codes as the README lists them (16 passport, 17
+    /// international passport, 3 and 732 birth certificate, …; 47 "no
+    /// documents" is unknown). A table given here replaces the default
+    /// whole: a code it leaves out is `unknown`, never a guess. Changing it
+    /// republishes every record at the next sync.
+    pub document_types: DocumentTypeMap,
     /// Longest wait for the TCP connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -102,6 +116,7 @@ impl Default for QmsSettings {
             source: "qms".into(),
             encoding: "utf-8".into(),
             business_unit: None,
+            document_types: DocumentTypeMap::qms_default(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(300),
             retries: 2,
@@ -121,6 +136,13 @@ impl Default for QmsSettings {
             state: StateSettings::default(),
             rejects: RejectSettings::default(),
         }
+    }
+}
+
+impl QmsSettings {
+    /// What each record's content depends on besides its text.
+    pub fn profile(&self) -> crate::parse::Profile {
+        crate::parse::Profile::new(self.business_unit.clone(), self.document_types.clone())
     }
 }
 
@@ -217,5 +239,36 @@ impl Default for RejectSettings {
             subject: "rejects.qms".into(),
             max_age: Duration::from_secs(30 * 24 * 3600),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::DocumentType;
+
+    fn load(name: &str, text: &str) -> Result<Settings, String> {
+        let path =
+            std::env::temp_dir().join(format!("qms-doctypes-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let loaded = etl_runtime::settings::load::<Settings>(Some(&path));
+        std::fs::remove_file(&path).ok();
+        loaded.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn document_types_default_to_qms_codes_or_come_from_the_file() {
+        let s = load("default", "[qms]\nsource = \"qms\"\n").unwrap();
+        assert_eq!(s.qms.document_types, DocumentTypeMap::qms_default());
+        let s = load(
+            "own",
+            "[qms.document_types]\n16 = \"passport\"\n3 = \"international_passport\"\n",
+        )
+        .unwrap();
+        let map = &s.qms.document_types;
+        assert_eq!(map.map(Some(3)), DocumentType::INTERNATIONAL_PASSPORT);
+        assert_eq!(map.map(Some(732)), DocumentType::UNKNOWN, "replaced whole");
+        let refused = load("bad", "[qms.document_types]\n16 = \"pasport\"\n").unwrap_err();
+        assert!(refused.contains("pasport"), "{refused}");
     }
 }

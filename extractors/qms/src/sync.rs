@@ -291,6 +291,7 @@ impl Extractor {
         // Upserts, in export order from the spill file. Reading is
         // synchronous (a local, buffered file); publishing awaits acks.
         let today = now.date_naive();
+        let profile = q.profile();
         let mut wanted = plan.upserts.iter().copied().peekable();
         let mut rejects = Vec::new();
         export.spill.rewind().map_err(anyhow::Error::from)?;
@@ -302,9 +303,7 @@ impl Extractor {
                     }
                     wanted.next();
                     // Parsed before; it parses the same way again.
-                    if let Ok((his, record)) =
-                        parse::parse_record(&raw, q.business_unit.as_deref(), today)
-                    {
+                    if let Ok((his, record)) = parse::parse_record(&raw, &profile, today) {
                         let envelope = Envelope::upsert(&q.source, his, version, now, record);
                         publisher
                             .send(&envelope)

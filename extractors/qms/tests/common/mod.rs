@@ -186,7 +186,7 @@ pub fn parse_export(
     assert!(!splitter.finish(|_| panic!("unterminated line")));
     joiner.finish(|r| raws.push(r.clone()));
     raws.iter()
-        .map(|r| parse::parse_record(r, None, today).expect("parses"))
+        .map(|r| parse::parse_record(r, &parse::Profile::default(), today).expect("parses"))
         .collect()
 }
 
