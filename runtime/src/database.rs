@@ -223,7 +223,12 @@ pub fn describe(error: &sqlx::Error) -> String {
             db.constraint().unwrap_or("-"),
             db.table().unwrap_or("-"),
         ),
-        sqlx::Error::Io(e) => format!("I/O error: {}", e.kind()),
+        // A refused certificate is the operator's to fix: say why (names
+        // of hosts and CAs, never data).
+        sqlx::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            Some(tls) => format!("TLS: {tls}"),
+            None => format!("I/O error: {}", e.kind()),
+        },
         sqlx::Error::PoolTimedOut => "pool timed out".into(),
         sqlx::Error::ColumnDecode { index, .. } => format!("column {index} does not decode"),
         other => {

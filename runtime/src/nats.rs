@@ -66,6 +66,11 @@ impl NatsSettings {
                 match event {
                     async_nats::Event::Connected => tracing::info!("connected to NATS"),
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    // A refused certificate shows here ("TLS error"), retried
+                    // like an unreachable server.
+                    async_nats::Event::ClientError(error) => {
+                        tracing::warn!(%error, "connecting to NATS failed; retrying")
+                    }
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
