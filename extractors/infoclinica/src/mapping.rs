@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, Utc};
 use proto::normalize::{self, Problem};
 use proto::record::FieldIssue;
-use proto::{DocumentType, Email, EmailKind, PatientRecord, Phone};
+use proto::{DocumentTypeMap, Email, EmailKind, PatientRecord, Phone};
 use rsfbclient::RawValue;
 
 use crate::settings::{Charset, DatabaseSettings, NoneEncoding, TableSettings};
@@ -131,6 +131,7 @@ pub struct Mapper {
     decoding: TextDecoding,
     business_units: BTreeMap<String, String>,
     default_business_unit: Option<String>,
+    document_types: DocumentTypeMap,
 }
 
 impl Mapper {
@@ -172,6 +173,7 @@ impl Mapper {
             decoding: TextDecoding::of(db.charset, db.none_encoding),
             business_units: db.business_units.clone(),
             default_business_unit: db.default_business_unit.clone(),
+            document_types: db.document_types.clone(),
         }
     }
 
@@ -427,8 +429,9 @@ impl<'r> Builder<'_, 'r> {
         }
         self.record.business_unit = unit;
 
-        // The document: its type code, never "passport" by default.
-        let doc_type = DocumentType::from_infoclinica(self.doc_type);
+        // The document: its type by this database's dictionary, never
+        // "passport" by default.
+        let doc_type = self.mapper.document_types.map(self.doc_type);
         let doc_code = self.doc_type.map(|c| c.to_string());
         if let Some(doc) = normalize::document(
             doc_type,
@@ -473,6 +476,7 @@ pub fn today() -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::DocumentType;
 
     fn mapper() -> Mapper {
         let mut db = DatabaseSettings {
@@ -556,6 +560,62 @@ mod tests {
         assert_eq!(r.emails.len(), 2);
         assert_eq!(r.emails[1].kind, EmailKind::Login);
         assert!(r.issues.is_empty(), "{:?}", r.issues);
+    }
+
+    #[test]
+    fn document_types_follow_the_database_dictionary() {
+        let today = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let with_type = |code: i64, series: &str, number: &str| {
+            let mut r = row(text("Иванов"), date(1980, 2, 29));
+            r[6] = RawValue::Integer(code);
+            r[7] = text(series);
+            r[8] = text(number);
+            r
+        };
+        let default = mapper();
+        let mut db = DatabaseSettings {
+            database: "x".into(),
+            default_business_unit: Some("main".into()),
+            ..Default::default()
+        };
+        db.document_types = DocumentTypeMap::try_from(BTreeMap::from([
+            ("1".to_string(), "passport".to_string()),
+            ("3".to_string(), "international_passport".to_string()),
+            ("5".to_string(), "birth_certificate".to_string()),
+        ]))
+        .unwrap();
+        let own = Mapper::new(&db);
+
+        let doc = |m: &Mapper, r: &[RawValue]| record(m.map(r, today)).documents.remove(0);
+        // Code 3: a birth certificate by default, an international passport
+        // in this database; each read by its type's format.
+        let d = doc(&default, &with_type(3, "IV-АИ", "№ 123456"));
+        assert_eq!(d.doc_type, DocumentType::BIRTH_CERTIFICATE);
+        assert_eq!(
+            (d.series.as_deref(), d.number.as_str()),
+            (Some("IV-АИ"), "123456")
+        );
+        let d = doc(&own, &with_type(3, "75", "0123456"));
+        assert_eq!(d.doc_type, DocumentType::INTERNATIONAL_PASSPORT);
+        assert_eq!(
+            (d.series.as_deref(), d.number.as_str()),
+            (Some("75"), "0123456")
+        );
+        assert_eq!(
+            d.source_type_code.as_deref(),
+            Some("3"),
+            "the source's code kept"
+        );
+        let d = doc(&own, &with_type(5, "", "IV-АИ 123456"));
+        assert_eq!(d.doc_type, DocumentType::BIRTH_CERTIFICATE);
+        assert_eq!(d.problem, None);
+        // A code this dictionary leaves out is unknown, never the default's.
+        let d = doc(&own, &with_type(2, "75", "0123456"));
+        assert_eq!(d.doc_type, DocumentType::UNKNOWN);
+        assert_eq!(
+            doc(&default, &with_type(2, "75", "0123456")).doc_type,
+            DocumentType::INTERNATIONAL_PASSPORT
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use etl_runtime::observe::HttpSettings;
 use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
 use proto::bus::StreamSettings;
+use proto::DocumentTypeMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -189,6 +190,23 @@ pub struct DatabaseSettings {
     /// Business unit of a FILIAL missing from `business_units` (or NULL). If
     /// unset, such a record has no business unit and an issue says why.
     pub default_business_unit: Option<String>,
+    /// This database's document-type dictionary: `PASPTYPE` code →
+    /// canonical type (`passport`, `international_passport`,
+    /// `birth_certificate`, `foreign_birth_certificate`,
+    /// `merchant_navy_passport`, `seamans_passport`, `military_id`,
+    /// `reserve_officer_id`, `diplomatic_passport`, `foreign_passport`,
+    /// `refugee_application`, `residence_permit`, `refugee_id`,
+    /// `forced_migrant_id`, `temporary_id`, `temporary_residence_permit`,
+    /// `other`, `unknown`). `PASPTYPE` refers to a dictionary each
+    /// installation keeps, so codes differ between databases (in some, 3 is
+    /// the international passport and 5 the birth certificate). Default:
+    /// 1–17 in the canonical numbering (1 passport, 2 international
+    /// passport, 3 birth certificate, …, 17 other), 88 and 99 other. A table
+    /// given here replaces the default whole: a code it leaves out is
+    /// `unknown`, never a guess. Rows already published keep the types
+    /// they were read with until they change or an initial load runs again
+    /// (`--initial-load --restart`, see the README).
+    pub document_types: DocumentTypeMap,
     pub table: TableSettings,
     pub changelog: ChangelogSettings,
 }
@@ -208,6 +226,7 @@ impl Default for DatabaseSettings {
             sync: SyncMode::default(),
             business_units: BTreeMap::new(),
             default_business_unit: None,
+            document_types: DocumentTypeMap::infoclinica_default(),
             table: TableSettings::default(),
             changelog: ChangelogSettings::default(),
         }
@@ -481,6 +500,57 @@ mod tests {
         assert_eq!(s.extractor.page_size, defaults.page_size);
         assert_eq!(s.extractor.query_timeout, defaults.query_timeout);
         assert_eq!(s.extractor.retry.max, defaults.retry.max);
+    }
+
+    #[test]
+    fn document_types_are_per_database() {
+        let toml = r#"
+            [[databases]]
+            name = "north"
+            database = "/data/north.fdb"
+            source_id_prefix = "north:"
+
+            [[databases]]
+            name = "south"
+            database = "/data/south.fdb"
+            source_id_prefix = "south:"
+            [databases.document_types]
+            1 = "passport"
+            3 = "international_passport"
+            5 = "birth_certificate"
+            99 = "other"
+        "#;
+        let load = |name: &str, text: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "infoclinica-doctypes-{}-{name}.toml",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).unwrap();
+            let loaded = etl_runtime::settings::load::<Settings>(Some(&path));
+            std::fs::remove_file(&path).ok();
+            loaded
+        };
+        let s = load("good", toml).unwrap();
+        s.validate().unwrap();
+        let (north, south) = (
+            &s.databases[0].document_types,
+            &s.databases[1].document_types,
+        );
+        assert_eq!(north, &DocumentTypeMap::infoclinica_default());
+        assert_eq!(north.map(Some(3)), proto::DocumentType::BIRTH_CERTIFICATE);
+        assert_eq!(
+            south.map(Some(3)),
+            proto::DocumentType::INTERNATIONAL_PASSPORT
+        );
+        assert_eq!(south.map(Some(5)), proto::DocumentType::BIRTH_CERTIFICATE);
+        assert_eq!(south.map(Some(2)), proto::DocumentType::UNKNOWN);
+
+        let bad = toml.replace("\"birth_certificate\"", "\"birth certificate\"");
+        let refused = load("bad", &bad).unwrap_err();
+        assert!(
+            refused.to_string().contains("birth certificate"),
+            "{refused}"
+        );
     }
 
     #[test]
