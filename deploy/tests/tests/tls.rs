@@ -370,11 +370,14 @@ async fn qms_over_https_verifies_the_server() {
     let mut other_ca = settings.clone();
     other_ca.qms.ca_file = Some(other.ca_file());
     let error = sync(other_ca).await.expect_err("another CA refused");
-    eprintln!("another CA: {error}");
+    assert!(
+        error.to_string().contains("invalid peer certificate"),
+        "{error}"
+    );
     let mut other_host = settings.clone();
     other_host.qms.url = format!("https://{elsewhere}{}", qms_sim::EXPORT_PATH);
     let error = sync(other_host).await.expect_err("another host refused");
-    eprintln!("another host: {error}");
+    assert!(error.to_string().contains("not valid for name"), "{error}");
     stop.cancel();
 }
 
@@ -411,4 +414,24 @@ async fn traces_are_exported_over_https() {
     })
     .await;
     telemetry.shutdown(Duration::from_secs(2)).await;
+
+    // The exporter's client (one subscriber per process: tried directly)
+    // refuses a collector whose certificate another CA signed.
+    let other = TestCa::new("another CA");
+    let refused = tokio::task::spawn_blocking(move || {
+        let client = etl_runtime::tls::blocking_http_client(Some(&other.ca_file()))
+            .unwrap()
+            .build()
+            .unwrap();
+        client
+            .post(format!("https://{front}/v1/traces"))
+            .send()
+            .unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(
+        format!("{refused:?}").contains("UnknownIssuer"),
+        "{refused:?}"
+    );
 }
