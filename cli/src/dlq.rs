@@ -4,7 +4,8 @@
 //! (records the qMS extractor could not parse).
 //!
 //! Only identifiers (source, source id, stream sequence) and reasons are
-//! printed; a payload is decoded only with `--show-personal-data`.
+//! printed, control characters escaped; a payload is decoded only with
+//! `--show-personal-data`.
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::text::printable;
 use crate::Settings;
 
 #[derive(Subcommand)]
@@ -152,11 +154,11 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
                     r.id,
                     r.stream_seq,
                     r.item,
-                    r.source.as_deref().unwrap_or("?"),
-                    r.source_id.as_deref().unwrap_or("?"),
-                    r.reason_code,
+                    printable(r.source.as_deref().unwrap_or("?")),
+                    printable(r.source_id.as_deref().unwrap_or("?")),
+                    printable(&r.reason_code),
                     r.status,
-                    r.reason
+                    printable(&r.reason)
                 );
             }
             println!("{} dead letters", rows.len());
@@ -322,7 +324,7 @@ async fn rejects(settings: &Settings, command: RejectsCommand) -> anyhow::Result
             } else {
                 println!("{:>9} {:<26} reason", "seq", "time");
                 for r in &list {
-                    println!("{:>9} {:<26} {}", r.seq, r.time, r.reason);
+                    println!("{:>9} {:<26} {}", r.seq, r.time, printable(&r.reason));
                 }
                 println!("{} rejects", list.len());
             }
@@ -337,7 +339,7 @@ async fn rejects(settings: &Settings, command: RejectsCommand) -> anyhow::Result
             println!(
                 "seq {seq}, stored {}, reason {}",
                 m.time,
-                reject_reason(&m.headers)
+                printable(&reject_reason(&m.headers))
             );
             if show_personal_data {
                 println!("{}", String::from_utf8_lossy(&m.payload));

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::text::printable;
 use crate::Settings;
 
 #[derive(clap::Args)]
@@ -138,8 +139,8 @@ fn print_table(s: &Status) {
     for l in &s.last_syncs {
         println!(
             "    {:<32} {:<10} {}  published {}, deleted {}",
-            l.key,
-            l.status.kind,
+            printable(&l.key),
+            printable(&l.status.kind),
             l.status.finished_at.to_rfc3339(),
             l.status.published,
             l.status.deleted
@@ -150,7 +151,12 @@ fn print_table(s: &Status) {
         println!("    none");
     }
     for c in &s.checkpoints {
-        println!("    {:<32} rev {:<6} {}", c.key, c.revision, c.value);
+        println!(
+            "    {:<32} rev {:<6} {}",
+            printable(&c.key),
+            c.revision,
+            c.value
+        );
     }
     println!("\nStream");
     match &s.stream {
@@ -183,7 +189,7 @@ fn print_table(s: &Status) {
             println!("  none");
         }
         for r in list {
-            println!("  {:<32} {:>8}", r.reason, r.count);
+            println!("  {:<32} {:>8}", printable(&r.reason), r.count);
         }
     }
     println!("\nPersons");

@@ -161,3 +161,37 @@ async fn dead_letter_retried_after_its_cause_is_fixed_and_dropped() {
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 2);
 }
+
+/// `etl dlq list` escapes what it prints: a dead letter whose identifiers
+/// and reason hold ESC sequences and newlines (as rows written before the
+/// loader escaped them could) prints as one line, without a control byte.
+#[tokio::test]
+async fn dlq_list_escapes_control_characters() {
+    let stream = testkit::unique_stream();
+    let db = testkit::fresh_database().await;
+    let pool = testkit::pool(&db).await;
+    etl(&db, &stream, &["migrate"]);
+    sqlx::query(
+        "INSERT INTO dead_letters (stream, stream_seq, subject, source, source_id, reason_code,
+                                   reason, payload, delivered)
+         VALUES ($1, 1, 'patients.qms', 'qms', $2, 'source_id_control_character', $3, '\\x00', 1)",
+    )
+    .bind(&stream.name)
+    .bind("7\u{1b}[2J\n     2         1     0 qms        fake")
+    .bind("reason\r\u{1b}[31m")
+    .execute(&pool)
+    .await
+    .unwrap();
+    let listed = etl(&db, &stream, &["dlq", "list"]);
+    assert!(
+        !listed.contains('\u{1b}') && !listed.contains('\r'),
+        "{listed:?}"
+    );
+    assert_eq!(
+        listed.lines().count(),
+        3,
+        "header, one row, count: {listed:?}"
+    );
+    assert!(listed.contains("7\\u{1b}[2J\\n"), "{listed:?}");
+    assert!(listed.contains("reason\\r\\u{1b}[31m"), "{listed:?}");
+}

@@ -364,6 +364,8 @@ async fn write_group(
             false
         }
         Err(error) => {
+            // The driver's own message can quote the data: described only.
+            let error = etl_runtime::database::describe(&error);
             tracing::warn!(%error, messages = group.len(), "batch rejected by PostgreSQL; isolating the bad records");
             isolate(shared, group).await;
             true
@@ -463,6 +465,7 @@ fn count_written(written: &Written) {
 /// facing a down database does not spin).
 async fn retry_later(shared: &Shared, examined: &[Examined], error: &sqlx::Error) {
     let delay = hand_back(shared, examined).await;
+    let error = etl_runtime::database::describe(error);
     tracing::warn!(%error, messages = examined.len(), delay_ms = delay.as_millis() as u64,
         "transient failure writing a batch; it will be redelivered");
     metrics::counter!("loader_batches_total", "outcome" => "retried").increment(1);

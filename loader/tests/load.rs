@@ -573,3 +573,44 @@ async fn a_source_not_registered_is_dead_lettered_until_it_is_registered() {
     assert_eq!(testkit::count_records(&pool).await, 1);
     assert_eq!(dead_letters(&pool).await.len(), 1);
 }
+
+#[tokio::test]
+async fn decode_and_source_id_reasons_never_carry_a_value() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    let subject = stream.subject(SOURCE);
+    testkit::publish_raw(&js, subject.clone(), integer_source_id()).await;
+    for id in ["7\u{1b}[2J", "8\nfake row", "9\r"] {
+        let envelope = Envelope::upsert(SOURCE, id, 1, at(1), record("Управляющий"));
+        testkit::publish_raw(&js, subject.clone(), envelope.encode()).await;
+    }
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+
+    assert_eq!(testkit::count_records(&pool).await, 0);
+    let rows = dead_letters(&pool).await;
+    let got: Vec<(&str, Option<&str>, &str)> = rows
+        .iter()
+        .map(|r| (r.0.as_str(), r.2.as_deref(), r.3.as_str()))
+        .collect();
+    let control = "source_id contains a control character (ESC, newline, NUL…)";
+    assert_eq!(
+        got,
+        [
+            (
+                "undecodable",
+                None,
+                "undecodable message: wrong_type at source_id"
+            ),
+            ("source_id_control_character", Some("7\\u{1b}[2J"), control),
+            ("source_id_control_character", Some("8\\nfake row"), control),
+            ("source_id_control_character", Some("9\\r"), control),
+        ],
+        "stored escaped, with a fixed reason"
+    );
+}

@@ -278,6 +278,10 @@ async fn sigterm_in_the_middle_of_a_load_finishes_the_batches_in_hand_and_leaves
     );
 }
 
+fn logs_contain(logs: &str, message: &str) -> bool {
+    !lines_with_message(logs, message).is_empty()
+}
+
 /// The loader's JSON log lines with this message.
 fn lines_with_message(logs: &str, message: &str) -> Vec<serde_json::Value> {
     logs.lines()
@@ -299,13 +303,36 @@ async fn each_dead_letter_is_logged_once_with_identifiers_and_reason_only() {
         last_name: Some(last.into()),
         ..Default::default()
     };
+    // PostgreSQL refuses one record with a message that quotes its value
+    // (as a site's own trigger might).
+    loader::store::MIGRATOR.run(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.last_name = 'Триггеров' THEN
+                 RAISE EXCEPTION 'refused %', NEW.last_name USING ERRCODE = '23514';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_refuse BEFORE INSERT ON source_records
+             FOR EACH ROW EXECUTE FUNCTION test_refuse();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let secret = "Секретов".repeat(100);
     let envelopes = vec![
         proto::Envelope::upsert(SOURCE, "100/A1", 1, at, name(&secret)),
         proto::Envelope::upsert("evil", "200/B2", 1, at, name("Злоумышленников")),
         proto::Envelope::upsert(SOURCE, "300/C3", 1, at, name("Обычнов")),
+        proto::Envelope::upsert(SOURCE, "400/D4", 1, at, name("Триггеров")),
     ];
     testkit::publish_all(&js, &stream, envelopes).await;
+    // Published raw: a newline cannot be in the message-id header.
+    let control = proto::Envelope::upsert(SOURCE, "500\u{1b}[2J\nE5", 1, at, name("Управляющий"));
+    testkit::publish_raw(&js, stream.subject(SOURCE), control.encode()).await;
+    // A type error whose value serde would print in backticks.
+    testkit::publish_raw(&js, stream.subject(SOURCE), integer_source_id()).await;
     let mut loader = spawn_loader(
         &db,
         &stream,
@@ -317,6 +344,14 @@ async fn each_dead_letter_is_logged_once_with_identifiers_and_reason_only() {
     wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
     assert!(loader.terminate(Duration::from_secs(30)).is_some());
     assert_eq!(testkit::count_records(&pool).await, 1);
+    assert!(
+        logs_contain(
+            &loader.logs(),
+            "batch rejected by PostgreSQL; isolating the bad records"
+        ),
+        "the trigger's refusal was met: {}",
+        loader.logs()
+    );
 
     let logs = loader.logs();
     let lines = lines_with_message(&logs, "record set aside as a dead letter");
@@ -330,19 +365,43 @@ async fn each_dead_letter_is_logged_once_with_identifiers_and_reason_only() {
             )
         })
         .collect();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
     assert_eq!(
-        got,
+        got_sorted,
         [
+            ("-", "-", "undecodable"),
+            ("evil", "200/B2", "unknown_source"),
             ("qms", "100/A1", "field_too_long"),
-            ("evil", "200/B2", "unknown_source")
+            ("qms", "400/D4", "database_rejected"),
+            ("qms", "500\\u{1b}[2J\\nE5", "source_id_control_character"),
         ],
         "{logs}"
     );
+    let reason = |code: &str| {
+        lines
+            .iter()
+            .find(|v| v["reason_code"] == code)
+            .map(|v| v["reason"].as_str().unwrap_or("?").to_string())
+            .unwrap()
+    };
     assert_eq!(
-        lines[0]["reason"], "record.last_name is longer than 50 characters",
-        "{logs}"
+        reason("field_too_long"),
+        "record.last_name is longer than 50 characters"
     );
-    for value in ["Секретов", "Злоумышленников", "Обычнов"] {
-        assert!(!logs.contains(value), "a value in the logs: {logs}");
+    assert_eq!(
+        reason("undecodable"),
+        "undecodable message: wrong_type at source_id"
+    );
+    for value in [
+        "Секретов",
+        "Злоумышленников",
+        "Обычнов",
+        "Триггеров",
+        "Управляющий",
+        "4509123456",
+        "\u{1b}",
+    ] {
+        assert!(!logs.contains(value), "{value:?} in the logs: {logs}");
     }
 }

@@ -112,7 +112,7 @@ impl Envelope {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
-        rmp_serde::from_slice(bytes).map_err(DecodeError::from)
+        rmp_serde::from_slice(bytes).map_err(|_| DecodeError::explain(bytes))
     }
 
     /// The id the stream deduplicates on: source, source id and content hash.
@@ -132,10 +132,12 @@ impl Envelope {
         if self.source_id.trim().is_empty() {
             return Err(SchemaViolation::MissingSourceId);
         }
-        if self.source_id.len() > MAX_SOURCE_ID_LEN
-            || self.source_id.trim() != self.source_id
-            || self.source_id.contains('\0')
-        {
+        // An id is printed by operators' tools and written to logs: an ESC
+        // sequence or a newline in it could fake or hide lines there.
+        if self.source_id.chars().any(char::is_control) {
+            return Err(SchemaViolation::SourceIdControlCharacter);
+        }
+        if self.source_id.len() > MAX_SOURCE_ID_LEN || self.source_id.trim() != self.source_id {
             return Err(SchemaViolation::SourceIdFormat);
         }
         let record = match (self.op, &self.record) {
@@ -311,8 +313,10 @@ pub enum SchemaViolation {
     SourceName,
     #[error("source_id is missing or empty")]
     MissingSourceId,
-    #[error("source_id is too long, padded with spaces or contains NUL")]
+    #[error("source_id is too long or padded with spaces")]
     SourceIdFormat,
+    #[error("source_id contains a control character (ESC, newline, NUL…)")]
+    SourceIdControlCharacter,
     #[error("upsert without a record")]
     MissingRecord,
     #[error("birth_date is in the future")]
@@ -331,6 +335,7 @@ impl SchemaViolation {
             SchemaViolation::SourceName => "source_name",
             SchemaViolation::MissingSourceId => "missing_source_id",
             SchemaViolation::SourceIdFormat => "source_id_format",
+            SchemaViolation::SourceIdControlCharacter => "source_id_control_character",
             SchemaViolation::MissingRecord => "missing_record",
             SchemaViolation::BirthDateInFuture => "birth_date_in_future",
             SchemaViolation::BirthDateTooOld => "birth_date_too_old",
@@ -339,8 +344,10 @@ impl SchemaViolation {
     }
 }
 
-/// A message that is not a valid envelope. The text is safe to log: decoder
-/// messages are stripped of the values they quote.
+/// A message that is not a valid envelope. The text never holds a value:
+/// it is a fixed category and the path of the field where decoding failed
+/// (`wrong_type at record.documents[0].number`), never the decoder's own
+/// message (serde quotes the offending value, in quotes or backticks).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("undecodable message: {0}")]
 pub struct DecodeError(String);
@@ -350,32 +357,90 @@ impl DecodeError {
     pub(crate) fn new(reason: &str) -> Self {
         DecodeError(reason.to_string())
     }
-}
 
-impl From<rmp_serde::decode::Error> for DecodeError {
-    fn from(e: rmp_serde::decode::Error) -> Self {
-        DecodeError(redact_quoted(&e.to_string()))
+    /// Why `bytes` are not an envelope: decoded once more, tracking the
+    /// path (only on failure, so a valid message pays nothing for it).
+    fn explain(bytes: &[u8]) -> Self {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        match serde_path_to_error::deserialize::<_, Envelope>(&mut de) {
+            Ok(_) => DecodeError::new("malformed"),
+            Err(e) => {
+                let path = value_free_path(e.path());
+                let category = category(e.inner());
+                match path.as_str() {
+                    "" | "." => DecodeError(category.to_string()),
+                    _ => DecodeError(format!("{category} at {path}")),
+                }
+            }
+        }
     }
 }
 
-/// serde's messages quote offending values (`invalid type: string "Иванов"`);
-/// keep the shape of the message and drop what was inside quotes.
-fn redact_quoted(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut inside = false;
-    for c in msg.chars() {
-        if c == '"' {
-            if inside {
-                out.push_str("…\"");
-            } else {
-                out.push('"');
+/// A decoder error as a fixed category. serde's messages carry the value
+/// (`invalid type: integer `4509123456``, `unknown variant `x``): only
+/// their fixed start is read.
+fn category(e: &rmp_serde::decode::Error) -> String {
+    use rmp_serde::decode::Error;
+    match e {
+        Error::InvalidMarkerRead(_) | Error::InvalidDataRead(_) => "cut_short".into(),
+        Error::TypeMismatch(_) => "wrong_type".into(),
+        Error::OutOfRange => "out_of_range".into(),
+        Error::LengthMismatch(_) => "wrong_length".into(),
+        Error::Utf8Error(_) => "invalid_utf8".into(),
+        Error::DepthLimitExceeded => "too_deep".into(),
+        Error::Uncategorized(_) => "malformed".into(),
+        Error::Syntax(msg) => {
+            let fixed = [
+                ("invalid type", "wrong_type"),
+                ("invalid value", "invalid_value"),
+                ("invalid length", "wrong_length"),
+                ("unknown variant", "unknown_variant"),
+                ("duplicate field", "duplicate_field"),
+            ];
+            if let Some((_, category)) = fixed.iter().find(|(start, _)| msg.starts_with(start)) {
+                return category.to_string();
             }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
+            // `missing field `name``: the name is the schema's, not the message's.
+            match msg
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+            {
+                Some(field) if is_schema_name(field) => format!("missing_field {field}"),
+                _ => "malformed".into(),
+            }
+        }
+    }
+}
+
+/// The path as `record.documents[0].number`; a map key that is not a
+/// plausible field name of the schema (a message's own key is data) is `?`.
+fn value_free_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if is_schema_name(key) { key } else { "?" });
+            }
+            Segment::Unknown => out.push_str(".?"),
         }
     }
     out
+}
+
+/// The shape of the schema's field names: `[a-z_]`, digits after the first
+/// character, 1–32 long.
+fn is_schema_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `[u8; 32]` as MessagePack bin, not as an array of 32 integers.
@@ -460,11 +525,91 @@ mod tests {
     }
 
     #[test]
-    fn redaction_drops_quoted_values() {
-        let msg = r#"invalid type: string "Иванов", expected u16"#;
+    fn decode_errors_name_a_category_and_the_path_never_the_value() {
+        use serde::Serialize;
+        #[derive(Serialize)]
+        struct IntegerId {
+            schema_version: u16,
+            source: &'static str,
+            source_id: u64,
+        }
+        let bytes = rmp_serde::to_vec_named(&IntegerId {
+            schema_version: 1,
+            source: "qms",
+            source_id: 4509123456,
+        })
+        .unwrap();
+        let e = Envelope::decode(&bytes).unwrap_err().to_string();
+        assert_eq!(e, "undecodable message: wrong_type at source_id");
+
+        // A quote inside the value cannot end a redaction early.
+        #[derive(Serialize)]
+        struct QuotedVersion {
+            schema_version: &'static str,
+        }
+        let bytes = rmp_serde::to_vec_named(&QuotedVersion {
+            schema_version: "a\"4509123456\"b",
+        })
+        .unwrap();
+        let e = Envelope::decode(&bytes).unwrap_err().to_string();
+        assert_eq!(e, "undecodable message: wrong_type at schema_version");
+
+        // Deep inside the record.
+        #[derive(Serialize)]
+        struct Document {
+            #[serde(rename = "type")]
+            doc_type: u8,
+            number: u64,
+        }
+        #[derive(Serialize)]
+        struct Record {
+            documents: Vec<Document>,
+        }
+        #[derive(Serialize)]
+        struct Wrong {
+            schema_version: u16,
+            source: &'static str,
+            source_id: &'static str,
+            op: &'static str,
+            version: i64,
+            observed_at: i64,
+            #[serde(serialize_with = "serde_bytes_array::serialize")]
+            content_hash: [u8; 32],
+            record: Record,
+        }
+        let bytes = rmp_serde::to_vec_named(&Wrong {
+            schema_version: 1,
+            source: "qms",
+            source_id: "1",
+            op: "upsert",
+            version: 1,
+            observed_at: 0,
+            content_hash: [0; 32],
+            record: Record {
+                documents: vec![Document {
+                    doc_type: 1,
+                    number: 4509123456,
+                }],
+            },
+        })
+        .unwrap();
+        let e = Envelope::decode(&bytes).unwrap_err().to_string();
         assert_eq!(
-            redact_quoted(msg),
-            r#"invalid type: string "…", expected u16"#
+            e,
+            "undecodable message: wrong_type at record.documents[0].number"
         );
+        assert!(!e.contains("4509123456"));
+
+        let e = Envelope::decode(&bytes[..bytes.len() - 3])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("undecodable message: cut_short"), "{e}");
+    }
+
+    #[test]
+    fn a_key_of_the_message_is_not_printed() {
+        assert!(!is_schema_name("Иванов"));
+        assert!(!is_schema_name("4509123456"));
+        assert!(is_schema_name("last_name"));
     }
 }

@@ -136,3 +136,19 @@ pub async fn wait_drained(
 pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
+
+/// MessagePack `{schema_version: 1, source: "qms", source_id: 4509123456}`:
+/// an envelope whose source id is an integer.
+pub fn integer_source_id() -> Vec<u8> {
+    let mut m = vec![0x83];
+    for (key, value) in [("schema_version", &[0x01][..]), ("source", b"\xa3qms")] {
+        m.push(0xa0 | key.len() as u8);
+        m.extend_from_slice(key.as_bytes());
+        m.extend_from_slice(value);
+    }
+    m.push(0xa9);
+    m.extend_from_slice(b"source_id");
+    m.push(0xcf);
+    m.extend_from_slice(&4509123456u64.to_be_bytes());
+    m
+}
