@@ -279,6 +279,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ssl_modes_are_spelled_as_in_libpq() {
+        let parsed: DatabaseSettings = config::Config::builder()
+            .add_source(config::File::from_str(
+                "ssl_mode = \"verify-full\"\nca_file = \"/etc/etl/tls/ca.crt\"\n",
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(parsed.ssl_mode, SslMode::VerifyFull);
+        assert!(matches!(parsed.pg_ssl_mode(), PgSslMode::VerifyFull));
+        assert!(matches!(
+            DatabaseSettings::default().pg_ssl_mode(),
+            PgSslMode::Prefer
+        ));
+        // As libpq: `require` with a CA file verifies the chain.
+        let require = DatabaseSettings {
+            ssl_mode: SslMode::Require,
+            ..parsed
+        };
+        assert!(matches!(require.pg_ssl_mode(), PgSslMode::VerifyCa));
+    }
+
+    #[test]
     fn password_is_not_printed() {
         let settings = DatabaseSettings {
             password: Some(SecretString::from("hunter2")),
