@@ -5,6 +5,12 @@
 //! Writes are compare-and-set on the entry's revision: two instances that
 //! were started by mistake for the same source cannot silently overwrite each
 //! other's progress; the second one gets [`CheckpointError::Conflict`].
+//!
+//! A write whose reply was lost (NATS restarted or timed out after applying
+//! it) is retried by the caller with the same expected revision and finds
+//! the key moved on. If the key now holds exactly the value being written,
+//! that move was this write: [`Checkpoints::save`] returns the current
+//! revision instead of a conflict.
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -60,6 +66,9 @@ impl Checkpoints {
     /// Saves `value` under `key` if the key is still at `expected` (the
     /// revision [`load`](Self::load) or the previous save returned; `None`
     /// when there was no checkpoint). Returns the new revision.
+    ///
+    /// A key that moved on but holds `value` counts as saved (the retry of a
+    /// write whose reply was lost): its current revision is returned.
     pub async fn save(
         &self,
         key: &str,
@@ -67,15 +76,29 @@ impl Checkpoints {
         expected: Option<u64>,
     ) -> Result<u64, CheckpointError> {
         let value = value.into();
-        let result = match expected {
+        match self.write(key, value.clone(), expected).await {
+            Err(CheckpointError::Conflict { key }) => self.written_already(key, &value).await,
+            result => result,
+        }
+    }
+
+    /// The compare-and-set itself.
+    async fn write(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+    ) -> Result<u64, CheckpointError> {
+        let conflict = || CheckpointError::Conflict {
+            key: key.to_string(),
+        };
+        match expected {
             Some(revision) => {
                 self.store
                     .update(key, value, revision)
                     .await
                     .map_err(|e| match e.kind() {
-                        kv::UpdateErrorKind::WrongLastRevision => CheckpointError::Conflict {
-                            key: key.to_string(),
-                        },
+                        kv::UpdateErrorKind::WrongLastRevision => conflict(),
                         _ => anyhow::anyhow!("writing checkpoint {key}: {e}").into(),
                     })
             }
@@ -84,13 +107,27 @@ impl Checkpoints {
                 .create(key, value)
                 .await
                 .map_err(|e| match e.kind() {
-                    kv::CreateErrorKind::AlreadyExists => CheckpointError::Conflict {
-                        key: key.to_string(),
-                    },
+                    kv::CreateErrorKind::AlreadyExists => conflict(),
                     _ => anyhow::anyhow!("writing checkpoint {key}: {e}").into(),
                 }),
-        };
-        result
+        }
+    }
+
+    /// After a conflict: the current revision if the key holds `value` (this
+    /// write was applied before), else the conflict. A failed read is
+    /// unexpected (transient), not a conflict: the caller retries the save.
+    async fn written_already(&self, key: String, value: &Bytes) -> Result<u64, CheckpointError> {
+        match self.load(&key).await? {
+            Some(current) if current.value == value => {
+                tracing::info!(
+                    key,
+                    revision = current.revision,
+                    "checkpoint was already written"
+                );
+                Ok(current.revision)
+            }
+            _ => Err(CheckpointError::Conflict { key }),
+        }
     }
 
     /// Removes the checkpoint under `key` (an operator's "start over").

@@ -69,10 +69,18 @@ pub fn builder(db: &DatabaseSettings) -> rsfbclient::builders::PureRustConnectio
 }
 
 /// Why a Firebird step failed, as safe to log: no value of a row, no
-/// password. Every kind is retried with backoff by the caller (a daemon must
-/// not crash-loop); the kind is what logs and metrics report.
+/// password. Every kind but [`Schema`](SourceError::Schema) is retried with
+/// backoff by the caller (a daemon must not crash-loop); the kind is what
+/// logs and metrics report.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A table or column the configuration names does not exist (SQLCODE
+    /// -204 or -206): waiting cannot cure it.
+    #[error(
+        "Firebird error {code}: {message} (a table or column named in the \
+         configuration does not exist in the database)"
+    )]
+    Schema { code: i32, message: String },
     #[error("Firebird is unreachable: {0}")]
     Unreachable(String),
     #[error("Firebird refused the login (check user, password and Srp authentication)")]
@@ -92,9 +100,22 @@ impl SourceError {
             SourceError::Unreachable(_) => "unreachable",
             SourceError::LoginRefused => "login_refused",
             SourceError::Timeout(_) => "timeout",
+            SourceError::Schema { .. } => "schema",
             SourceError::Sql { .. } => "sql",
             SourceError::Client(_) => "client",
         }
+    }
+}
+
+/// "Table unknown" (also procedure, generator or domain unknown).
+const SQLCODE_UNKNOWN_TABLE: i32 = -204;
+/// "Column unknown".
+const SQLCODE_UNKNOWN_COLUMN: i32 = -206;
+
+impl SourceError {
+    /// Not cured by waiting: the configuration must change.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SourceError::Schema { .. })
     }
 }
 
@@ -106,6 +127,11 @@ impl From<FbError> for SourceError {
                 let lower = msg.to_ascii_lowercase();
                 if lower.contains("user name and password") || lower.contains("login") {
                     SourceError::LoginRefused
+                } else if matches!(code, SQLCODE_UNKNOWN_TABLE | SQLCODE_UNKNOWN_COLUMN) {
+                    SourceError::Schema {
+                        code,
+                        message: redact_quoted(&msg),
+                    }
                 } else {
                     SourceError::Sql {
                         code,

@@ -64,6 +64,14 @@ pub struct LoadSummary {
     pub duplicates: u64,
 }
 
+impl LoadSummary {
+    pub fn add(&mut self, other: LoadSummary) {
+        self.rows += other.rows;
+        self.pages += other.pages;
+        self.duplicates += other.duplicates;
+    }
+}
+
 /// When to start a new initial load rather than resume or skip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {

@@ -61,6 +61,12 @@ pub struct DatabaseSummary {
 }
 
 /// Runs `mode` for every configured database until done or `shutdown`.
+///
+/// Transient failures never end the daemon: each step is retried, and a
+/// database whose sync failed anyway is started again from its stored
+/// checkpoint. A permanent failure of one database (see
+/// [`SyncError::is_permanent`]) stops the daemon, the other databases
+/// included, with that error.
 pub async fn run(
     settings: Settings,
     mode: Mode,
@@ -69,28 +75,8 @@ pub async fn run(
     settings.validate()?;
     let client = settings.nats.connect("infoclinica-extractor").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let backoff = settings.extractor.retry;
-    let mut attempt = 0;
-    let checkpoints = loop {
-        let ready = async {
-            proto::bus::ensure_stream(&js, &settings.stream)
-                .await
-                .map_err(|e| anyhow::anyhow!("stream {}: {e}", settings.stream.name))?;
-            Checkpoints::open(&js, &settings.extractor.checkpoint_bucket).await
-        };
-        match ready.await {
-            Ok(cp) => break cp,
-            Err(e) => {
-                attempt += 1;
-                let delay = backoff.delay(attempt);
-                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
-                    "NATS not ready; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(Vec::new()),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
+    let Some(checkpoints) = wait_for_bus(&js, &settings, &shutdown).await else {
+        return Ok(Vec::new());
     };
     etl_runtime::observe::watch_nats(&client);
     etl_runtime::observe::watch_stream(&js, &settings.stream.name);
@@ -100,15 +86,17 @@ pub async fn run(
         js,
         stream: settings.stream.clone(),
     };
+    // Cancelled by a permanent failure of one database in the daemon.
+    let stop = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     for db in settings.databases.clone() {
         let bus = bus.clone();
         let extractor = settings.extractor.clone();
         let checkpoints = checkpoints.clone();
-        let shutdown = shutdown.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
             let name = db.name.clone();
-            let result = run_database(bus, extractor, db, checkpoints, mode, shutdown).await;
+            let result = run_database(bus, extractor, db, checkpoints, mode, stop).await;
             (name, result)
         });
     }
@@ -120,7 +108,10 @@ pub async fn run(
             Ok(summary) => summaries.push(summary),
             Err(e) => {
                 tracing::error!(database = %name, error = %e, "database sync stopped");
-                failed.push(name);
+                failed.push(format!("{name}: {e}"));
+                if mode == Mode::Daemon {
+                    stop.cancel();
+                }
             }
         }
     }
@@ -129,10 +120,45 @@ pub async fn run(
     if failed.is_empty() {
         Ok(summaries)
     } else {
-        anyhow::bail!("sync failed for database(s) {}", failed.join(", "))
+        anyhow::bail!("sync failed for database(s) {}", failed.join("; "))
     }
 }
 
+/// Waits (with backoff) until the stream and the checkpoint bucket are
+/// usable; `None` on shutdown.
+async fn wait_for_bus(
+    js: &async_nats::jetstream::Context,
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> Option<Checkpoints> {
+    let mut attempt = 0;
+    loop {
+        let ready = async {
+            proto::bus::ensure_stream(js, &settings.stream)
+                .await
+                .map_err(|e| anyhow::anyhow!("stream {}: {e}", settings.stream.name))?;
+            Checkpoints::open(js, &settings.extractor.checkpoint_bucket).await
+        };
+        match ready.await {
+            Ok(cp) => return Some(cp),
+            Err(e) => {
+                attempt += 1;
+                let delay = settings.extractor.retry.delay(attempt);
+                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
+                    "NATS not ready; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One database's sync. In the daemon, a failure that is not permanent
+/// (a checkpoint conflict: an operator deleted the checkpoint, or a second
+/// instance writes it) starts the sync again from the stored checkpoint
+/// after a backoff, so the database is never left stopped.
 async fn run_database(
     bus: Bus,
     extractor: settings::ExtractorSettings,
@@ -141,66 +167,120 @@ async fn run_database(
     mode: Mode,
     shutdown: Shutdown,
 ) -> Result<DatabaseSummary, SyncError> {
+    let mut summary = DatabaseSummary {
+        name: db.name.clone(),
+        ..Default::default()
+    };
+    // What the previous attempt published: versions never go back.
+    let mut last_version = 0;
     let mut attempt = 0;
-    let checkpoint = loop {
-        match Checkpoint::load(checkpoints.clone(), &db.name).await {
-            Ok(cp) => break cp,
+    loop {
+        let Some(mut checkpoint) =
+            load_checkpoint(&checkpoints, &db.name, &extractor, &shutdown).await
+        else {
+            return Ok(summary);
+        };
+        checkpoint.state.last_version = checkpoint.state.last_version.max(last_version);
+        let mut sync = DbSync::new(
+            bus.clone(),
+            extractor.clone(),
+            db.clone(),
+            checkpoint,
+            shutdown.clone(),
+        );
+        let passes = summary.passes;
+        let result = run_mode(&mut sync, mode, &mut summary).await;
+        last_version = sync.clock.last();
+        let restart = match result {
+            Ok(()) | Err(SyncError::Stopped) => None,
+            Err(e) if mode == Mode::Daemon && !e.is_permanent() => Some(e),
+            Err(e) => {
+                summary.failures += sync.failures;
+                return Err(e);
+            }
+        };
+        if let Some(e) = restart {
+            attempt = if summary.passes > passes {
+                1
+            } else {
+                attempt + 1
+            };
+            let paused = sync.pause(attempt, &e, "sync, started again from the checkpoint");
+            if paused.await.is_ok() {
+                summary.failures += sync.failures;
+                continue;
+            }
+        }
+        summary.failures += sync.failures;
+        return Ok(summary);
+    }
+}
+
+/// The database's checkpoint, retried with backoff; `None` on shutdown.
+async fn load_checkpoint(
+    checkpoints: &Checkpoints,
+    name: &str,
+    extractor: &settings::ExtractorSettings,
+    shutdown: &Shutdown,
+) -> Option<Checkpoint> {
+    let mut attempt = 0;
+    loop {
+        match Checkpoint::load(checkpoints.clone(), name).await {
+            Ok(cp) => return Some(cp),
             Err(e) => {
                 attempt += 1;
                 let delay = extractor.retry.delay(attempt);
-                tracing::warn!(database = %db.name, error = %e, "checkpoint not readable; retrying");
+                tracing::warn!(database = %name, error = %e, "checkpoint not readable; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(DatabaseSummary::default()),
+                    _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
-    };
-    let interval = extractor.delta_interval;
-    let mut sync = DbSync::new(bus, extractor, db, checkpoint, shutdown.clone());
-    let mut summary = DatabaseSummary {
-        name: sync.db.name.clone(),
-        ..Default::default()
-    };
-    let result = async {
-        match mode {
-            Mode::InitialLoad => {
-                summary.initial = initial::run(&mut sync, initial::Start::ResumeOrNew).await?
-            }
-            Mode::InitialLoadFromScratch => {
-                summary.initial = initial::run(&mut sync, initial::Start::FromScratch).await?
-            }
-            Mode::DeltaOnce => {
+    }
+}
+
+/// Runs `mode` on one database, adding what it did to `summary`.
+async fn run_mode(
+    sync: &mut DbSync,
+    mode: Mode,
+    summary: &mut DatabaseSummary,
+) -> Result<(), SyncError> {
+    match mode {
+        Mode::InitialLoad => summary
+            .initial
+            .add(initial::run(sync, initial::Start::ResumeOrNew).await?),
+        Mode::InitialLoadFromScratch => summary
+            .initial
+            .add(initial::run(sync, initial::Start::FromScratch).await?),
+        Mode::DeltaOnce => {
+            let mode = sync.db.sync;
+            summary.delta.add(one_pass(sync, mode).await?);
+            summary.passes += 1;
+        }
+        Mode::ReconcileOnce => {
+            summary
+                .delta
+                .add(one_pass(sync, settings::SyncMode::Reconcile).await?);
+            summary.passes += 1;
+        }
+        Mode::Daemon => {
+            summary
+                .initial
+                .add(initial::run(sync, initial::Start::UnlessFinished).await?);
+            let interval = sync.settings.delta_interval;
+            loop {
                 let mode = sync.db.sync;
-                summary.delta = one_pass(&mut sync, mode).await?;
-                summary.passes = 1;
-            }
-            Mode::ReconcileOnce => {
-                summary.delta = one_pass(&mut sync, settings::SyncMode::Reconcile).await?;
-                summary.passes = 1;
-            }
-            Mode::Daemon => {
-                summary.initial = initial::run(&mut sync, initial::Start::UnlessFinished).await?;
-                loop {
-                    let mode = sync.db.sync;
-                    let pass = one_pass(&mut sync, mode).await?;
-                    summary.delta.add(pass);
-                    summary.passes += 1;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(interval) => {}
-                    }
+                summary.delta.add(one_pass(sync, mode).await?);
+                summary.passes += 1;
+                tokio::select! {
+                    _ = sync.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(interval) => {}
                 }
             }
         }
-        Ok::<_, SyncError>(())
     }
-    .await;
-    summary.failures = sync.failures;
-    match result {
-        Ok(()) | Err(SyncError::Stopped) => Ok(summary),
-        Err(e) => Err(e),
-    }
+    Ok(())
 }
 
 async fn one_pass(

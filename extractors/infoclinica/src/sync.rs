@@ -31,15 +31,23 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// Worth another attempt after a backoff: the source or the bus is down,
-    /// slow or refusing us. A checkpoint conflict (another instance on the
-    /// same database) is not.
+    /// Worth another attempt of the same step after a backoff: the source or
+    /// the bus is down, slow or refusing us. A checkpoint conflict is not
+    /// (the step's revision is stale: the daemon starts the database's sync
+    /// again from the stored checkpoint), nor a permanent error.
     pub fn is_transient(&self) -> bool {
         match self {
-            SyncError::Source(_) | SyncError::Publish(_) | SyncError::Unexpected(_) => true,
+            SyncError::Source(e) => !e.is_permanent(),
+            SyncError::Publish(_) | SyncError::Unexpected(_) => true,
             SyncError::Checkpoint(CheckpointError::Unexpected(_)) => true,
             SyncError::Checkpoint(CheckpointError::Conflict { .. }) | SyncError::Stopped => false,
         }
+    }
+
+    /// Not cured by waiting or starting over (the configuration names a
+    /// table or column the database lacks): the extractor stops with it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SyncError::Source(e) if e.is_permanent())
     }
 
     fn kind(&self) -> &'static str {

@@ -213,6 +213,8 @@ pub async fn wait_for_state(pool: &PgPool, expected: &Expected) {
 
 /// What every test starts from.
 pub struct Fixture {
+    /// The NATS server of the stream, the loader and the extractor.
+    pub nats_url: String,
     pub pg: PgSettings,
     pub pool: PgPool,
     pub stream: StreamSettings,
@@ -273,17 +275,25 @@ oms_policy = "POLIS"
         path
     }
 
+    /// On the shared NATS server.
     pub async fn new() -> Fixture {
+        Self::on_nats(&testkit::nats_url()).await
+    }
+
+    /// On the NATS server at `nats_url` (a test's own, which it restarts).
+    pub async fn on_nats(nats_url: &str) -> Fixture {
         // Logs on stderr with RUST_LOG (e.g. RUST_LOG=infoclinica_extractor=debug).
         if std::env::var_os("RUST_LOG").is_some() {
             etl_runtime::telemetry::init(&Default::default());
         }
         let pg = testkit::fresh_database().await;
         let stream = testkit::unique_stream();
-        let js = testkit::jetstream(&stream).await;
+        let js = testkit::jetstream_at(nats_url, &stream).await;
         let pool = testkit::pool(&pg).await;
-        let loader = RunningLoader::start(loader_settings(&pg, &stream));
+        let loader =
+            RunningLoader::start(loader::testing::settings(&pg, nats_url, &stream, "loader"));
         Fixture {
+            nats_url: nats_url.to_string(),
             pg,
             pool,
             stream,
@@ -297,7 +307,7 @@ oms_policy = "POLIS"
     /// Extractor settings on this test's stream and buckets for `db`.
     pub fn settings(&self, db: &DatabaseSettings) -> Settings {
         let mut s = Settings::default();
-        s.nats.url = testkit::nats_url();
+        s.nats.url = self.nats_url.clone();
         s.stream = self.stream.clone();
         s.extractor.checkpoint_bucket = self.checkpoint_bucket.clone();
         s.extractor.snapshot_bucket = self.snapshot_bucket.clone();
