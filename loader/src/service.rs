@@ -270,6 +270,8 @@ async fn write_batch(shared: Arc<Shared>, batch: Vec<Message>, _permit: OwnedSem
     let mut examined: Vec<Examined> = batch
         .into_iter()
         .map(|message| {
+            // Stream sequence 0: the position is unknown (its dead letter
+            // gets a key of its own, see `store::DeadLetter::stream_seq`).
             let (stream_seq, delivered) = message
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))

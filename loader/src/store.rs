@@ -32,6 +32,8 @@ pub struct LoadRow<'a> {
 /// A record set aside (a whole message, or one record of a batch message),
 /// with everything needed to retry it later.
 pub struct DeadLetter {
+    /// The message's stream sequence; 0 when its position is unknown (the
+    /// row then gets a unique negative `stream_seq`).
     pub stream_seq: u64,
     /// Its index in its message (0 for a single-envelope message).
     pub item: u32,
@@ -236,13 +238,21 @@ impl Store {
         let traceparents: Vec<Option<&str>> =
             dead.iter().map(|d| d.traceparent.as_deref()).collect();
         // A redelivered poison message (the loader died before terminating
-        // it) is already here: keep the first row.
+        // it) is already here: keep the first row. A message without a
+        // stream position (`stream_seq` 0) cannot be recognised again; it
+        // gets a key of its own (a negative one) and is always kept.
         sqlx::query(
             "INSERT INTO dead_letters
                  (stream, stream_seq, item, subject, source, source_id, reason_code, reason, payload,
                   delivered, traceparent)
-             SELECT $1, * FROM UNNEST($2::int8[], $3::int4[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[], $9::bytea[], $10::int4[], $11::text[])
+             SELECT $1,
+                    CASE WHEN d.seq = 0 THEN -nextval('dead_letters_without_position') ELSE d.seq END,
+                    d.item, d.subject, d.source, d.source_id, d.reason_code, d.reason, d.payload,
+                    d.delivered, d.traceparent
+             FROM UNNEST($2::int8[], $3::int4[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::bytea[], $10::int4[], $11::text[])
+                  AS d(seq, item, subject, source, source_id, reason_code, reason, payload,
+                       delivered, traceparent)
              ON CONFLICT (stream, stream_seq, item) DO NOTHING",
         )
         .bind(&self.stream)

@@ -614,3 +614,43 @@ async fn decode_and_source_id_reasons_never_carry_a_value() {
         "stored escaped, with a fixed reason"
     );
 }
+
+/// Two dead letters of messages without a stream position (their JetStream
+/// metadata unreadable: stream sequence 0) are both kept, each under a key
+/// of its own that is no real stream sequence.
+#[tokio::test]
+async fn dead_letters_without_a_stream_position_never_collide() {
+    let Fixture { db, pool, .. } = Fixture::new().await;
+    let store = loader::store::Store::new(testkit::pool(&db).await, "PATIENTS");
+    store.migrate().await.unwrap();
+    let payload = bytes::Bytes::from_static(b"\xc1");
+    for _ in 0..2 {
+        let verdict = Err(loader::batch::Rejection {
+            code: "undecodable",
+            reason: "not an envelope".into(),
+            source: None,
+            source_id: None,
+        });
+        let examined = loader::store::Examined {
+            stream_seq: 0,
+            item: 0,
+            subject: "patients.qms",
+            delivered: 1,
+            payload: &payload,
+            verdict: &verdict,
+            traceparent: None,
+        };
+        let written = store.write_examined(&[examined]).await.unwrap();
+        assert_eq!(written.dead_lettered, 1);
+    }
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT stream_seq FROM dead_letters ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seqs.len(), 2, "both kept: {seqs:?}");
+    assert_ne!(seqs[0], seqs[1]);
+    assert!(
+        seqs.iter().all(|&s| s < 0),
+        "never a real stream sequence: {seqs:?}"
+    );
+}
