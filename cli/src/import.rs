@@ -16,9 +16,11 @@
 //!
 //! `record` is `proto::PatientRecord` in JSON (fields by name, all optional);
 //! `op` defaults to `upsert` (`delete` needs no record); `version` defaults
-//! to the import time in microseconds. Values are taken as normalized: an
-//! importer that has raw values runs them through `proto::normalize` first
-//! (the truth generator's files already are).
+//! to the import time in microseconds. Names and dates are taken as
+//! normalized: an importer that has raw values runs them through
+//! `proto::normalize` first (the truth generator's files already are). The
+//! validity of identifiers is never taken from the file: the loader
+//! computes it again from their values (`loader::validity`).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

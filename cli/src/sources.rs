@@ -4,7 +4,6 @@
 //! retry --all --reason unknown_source` loads what was set aside.
 
 use clap::Subcommand;
-use sqlx::PgPool;
 
 use crate::text::printable;
 use crate::Settings;
@@ -33,7 +32,7 @@ struct SourceRow {
 }
 
 pub async fn run(settings: &Settings, command: SourcesCommand) -> anyhow::Result<()> {
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = crate::db::connect(settings).await?;
     match command {
         SourcesCommand::Register { name, description } => {
             anyhow::ensure!(
@@ -81,7 +80,7 @@ pub async fn run(settings: &Settings, command: SourcesCommand) -> anyhow::Result
 
 /// Whether `name` is registered (for `etl import`, before it publishes).
 pub async fn is_registered(settings: &Settings, name: &str) -> anyhow::Result<bool> {
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = crate::db::connect(settings).await?;
     let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sources WHERE name = $1)")
         .bind(name)
         .fetch_one(&pool)

@@ -442,3 +442,60 @@ async fn sources_are_registered_and_import_refuses_an_unregistered_one() {
     assert!(!bad.status.success());
     std::fs::remove_file(&file).ok();
 }
+
+/// Validity is computed by the loader from the values: an imported SNILS
+/// that fails its checksum but is marked valid is stored invalid, and the
+/// two different people who share it are not linked.
+#[tokio::test]
+async fn a_bad_snils_claimed_valid_links_nothing() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    testkit::jetstream(&stream).await;
+    etl(&db, &stream, &["migrate"]);
+    let pool = testkit::pool(&db).await;
+    let file = std::env::temp_dir().join(format!("{}.ndjson", testkit::unique("claims")));
+    let line = |id: &str, first: &str, middle: &str, birth: &str| {
+        format!(
+            "{{\"source_id\": \"{id}\", \"record\": {{\"last_name\": \"Тестов\", \"first_name\": \"{first}\", \
+             \"middle_name\": \"{middle}\", \"birth_date\": \"{birth}\", \"sex\": \"M\", \
+             \"snils\": {{\"value\": \"11223344596\"}}}}}}\n"
+        )
+    };
+    std::fs::write(
+        &file,
+        line("1", "Иван", "Петрович", "1980-01-01") + &line("2", "Олег", "Сидорович", "1985-02-02"),
+    )
+    .unwrap();
+    let loader = loader::testing::RunningLoader::start(loader::testing::settings(
+        &db,
+        &testkit::nats_url(),
+        &stream,
+        &testkit::unique("loader"),
+    ));
+    etl(
+        &db,
+        &stream,
+        &["import", "--source", "qms", file.to_str().unwrap()],
+    );
+    testkit::wait_until(Duration::from_secs(30), "2 records loaded", || async {
+        testkit::count_records(&pool).await == 2
+    })
+    .await;
+    loader.stop().await;
+    std::fs::remove_file(&file).ok();
+
+    let valid: Vec<Option<bool>> =
+        sqlx::query_scalar("SELECT snils_valid FROM source_records ORDER BY source_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(valid, [Some(false), Some(false)]);
+    etl(&db, &stream, &["rematch"]);
+    let persons: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT person_id) FROM person_memberships WHERE valid_to IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(persons, 2, "the two people are not linked");
+}

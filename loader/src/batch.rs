@@ -93,7 +93,8 @@ fn undecodable(e: proto::DecodeError) -> Rejection {
 }
 
 /// The envelope's source must be its subject's, it must keep the schema and
-/// the field limits.
+/// the field limits; its identifiers' validity is judged anew
+/// ([`crate::validity`]).
 fn check(
     prefix: &str,
     subject: &str,
@@ -117,6 +118,10 @@ fn check(
         .validate(today)
         .map_err(|v| reject(v.code(), v.to_string()))?;
     crate::limits::check(&envelope, limits).map_err(|e| reject(e.code, e.reason))?;
+    let mut envelope = envelope;
+    if let Some(record) = envelope.record.as_mut() {
+        crate::validity::recompute(record);
+    }
     Ok(envelope)
 }
 

@@ -4,6 +4,7 @@
 //! * [`settings`]: its configuration.
 //! * [`batch`]: decoding, validation and collapsing of a batch.
 //! * [`limits`]: the largest value each field may hold.
+//! * [`validity`]: identifiers' validity computed from their values.
 //! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
 //! * [`split`]: a batch PostgreSQL rejects, written message by message.
 //! * [`service`]: the consume → write → ack loop and its shutdown.
@@ -21,6 +22,7 @@ pub mod settings;
 pub mod split;
 pub mod store;
 pub mod testing;
+pub mod validity;
 
 pub use service::{run, Summary};
 pub use settings::Settings;

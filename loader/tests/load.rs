@@ -615,6 +615,82 @@ async fn decode_and_source_id_reasons_never_carry_a_value() {
     );
 }
 
+#[tokio::test]
+async fn validity_is_computed_from_the_values_not_taken_from_the_message() {
+    let Fixture {
+        db,
+        stream,
+        js,
+        pool,
+    } = Fixture::new().await;
+    // Each identifier claims to be valid (no problem) and is not.
+    let mut claims = record("Тестов");
+    claims.snils = Some(proto::Checked::valid("11223344596")); // checksum 95
+    claims.oms_policy = Some(proto::Checked::valid("1234567890123451")); // check digit 2
+    claims.phones.push(proto::Phone {
+        number: proto::Checked::valid("22-33-44"),
+        preferred: true,
+    });
+    claims.emails.push(proto::Email {
+        address: proto::Checked::valid("ivanov@mail"),
+        kind: proto::EmailKind::Contact,
+    });
+    claims.documents.push(proto::IdentityDocument {
+        doc_type: proto::DocumentType::PASSPORT,
+        source_type_code: None,
+        series: Some("45".into()),
+        number: "12".into(),
+        problem: None,
+    });
+    let mut honest = record("Честнов");
+    honest.snils = proto::normalize::snils("112-233-445 95");
+    let envelopes = vec![
+        Envelope::upsert(SOURCE, "1", 1, at(1), claims),
+        Envelope::upsert(SOURCE, "2", 1, at(1), honest),
+    ];
+    testkit::publish_all(&js, &stream, envelopes).await;
+    let loader = RunningLoader::start(settings(&db, &stream, "loader"));
+    wait_drained(&js, &stream, "loader", Duration::from_secs(60)).await;
+    loader.stop().await;
+
+    type Stored = (
+        String,
+        Option<String>,
+        Option<bool>,
+        Option<bool>,
+        String,
+        String,
+        String,
+    );
+    let rows: Vec<Stored> = sqlx::query_as(
+        "SELECT source_id, snils, snils_valid, oms_policy_valid,
+                documents->0->>'problem', phones->0->'number'->>'problem',
+                emails->0->'address'->>'problem'
+         FROM source_records WHERE source_id = '1'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [(
+            "1".to_string(),
+            Some("11223344596".to_string()),
+            Some(false),
+            Some(false),
+            "bad_format".to_string(),
+            "bad_format".to_string(),
+            "bad_format".to_string()
+        )]
+    );
+    let honest: (Option<String>, Option<bool>) =
+        sqlx::query_as("SELECT snils, snils_valid FROM source_records WHERE source_id = '2'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(honest, (Some("11223344595".into()), Some(true)));
+}
+
 /// Two dead letters of messages without a stream position (their JetStream
 /// metadata unreadable: stream sequence 0) are both kept, each under a key
 /// of its own that is no real stream sequence.
