@@ -67,7 +67,7 @@ async fn replay_rebuild_dead_letters_and_status() {
     // An extractor's last successful sync (a key of this test's own: the
     // bucket is shared by every test).
     let sync_key = format!("infoclinica/{}", testkit::unique("db"));
-    etl_runtime::sync_status::record(&js, &sync_key, "delta", 7, 2).await;
+    etl_runtime::sync_status::record(&js, 1, &sync_key, "delta", 7, 2).await;
 
     // Status: stream, the loader's consumer, the dead letter, the last sync.
     let status: serde_json::Value =

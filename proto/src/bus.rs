@@ -77,7 +77,11 @@ pub struct StreamSettings {
     /// content. Must cover an extractor's restart and re-run of its last page.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
-    /// Replicas in a NATS cluster (1 on a single server).
+    /// Copies of the stream in a NATS cluster: 3 on a three-node cluster
+    /// (the stream survives the loss of one node), 1 on a single server.
+    /// The buckets an extractor creates (checkpoints, sync status, the
+    /// Infoclinica snapshots) take the same number; an existing stream or
+    /// bucket keeps the replicas it was created with.
     pub replicas: usize,
 }
 

@@ -40,10 +40,15 @@ pub struct Checkpoints {
 
 impl Checkpoints {
     /// Opens `bucket`, creating it (file storage, a short history for
-    /// operators to look back) if it does not exist.
-    pub async fn open(js: &jetstream::Context, bucket: &str) -> anyhow::Result<Checkpoints> {
+    /// operators to look back, `replicas` copies in a NATS cluster) if it
+    /// does not exist.
+    pub async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> anyhow::Result<Checkpoints> {
         // A short history for operators to look back.
-        let store = open_bucket(js, bucket, 5).await?;
+        let store = open_bucket(js, bucket, 5, replicas).await?;
         Ok(Checkpoints { store })
     }
 
@@ -140,7 +145,9 @@ impl Checkpoints {
 }
 
 /// Opens the KV bucket `bucket`, creating it (file storage, `history`
-/// values kept per key) if it does not exist.
+/// values kept per key, `replicas` copies in a NATS cluster: 3 on a
+/// three-node cluster, so that a checkpoint survives the loss of a node) if
+/// it does not exist. An existing bucket is used as it is.
 ///
 /// Not `create_key_value`: async-nats 0.51 first asks for the account info
 /// and fails to parse nats-server 2.9's answer (no `reserved_memory`). The
@@ -149,6 +156,7 @@ pub async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,
+    replicas: usize,
 ) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
@@ -162,7 +170,7 @@ pub async fn open_bucket(
         deny_delete: true,
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas.max(1),
         ..Default::default()
     })
     .await

@@ -25,12 +25,21 @@ pub struct SyncStatus {
     pub deleted: u64,
 }
 
-async fn open(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
-    crate::checkpoint::open_bucket(js, BUCKET, 1).await
+async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<kv::Store> {
+    crate::checkpoint::open_bucket(js, BUCKET, 1, replicas).await
 }
 
-/// Records a successful pass under `key`; never fails the caller.
-pub async fn record(js: &jetstream::Context, key: &str, kind: &str, published: u64, deleted: u64) {
+/// Records a successful pass under `key`; never fails the caller. The
+/// bucket is created with `replicas` copies (the service's
+/// `stream.replicas`) if it does not exist.
+pub async fn record(
+    js: &jetstream::Context,
+    replicas: usize,
+    key: &str,
+    kind: &str,
+    published: u64,
+    deleted: u64,
+) {
     let status = SyncStatus {
         finished_at: Utc::now(),
         kind: kind.into(),
@@ -38,7 +47,7 @@ pub async fn record(js: &jetstream::Context, key: &str, kind: &str, published: u
         deleted,
     };
     let result = async {
-        let store = open(js).await?;
+        let store = open(js, replicas).await?;
         store
             .put(key.replace('/', "."), serde_json::to_vec(&status)?.into())
             .await

@@ -15,7 +15,7 @@ async fn bucket(test: &str) -> (jetstream::Context, String, Checkpoints) {
         .unwrap()
         .subsec_nanos();
     let name = format!("ck_{test}_{}_{nanos}", std::process::id());
-    let checkpoints = Checkpoints::open(&js, &name).await.unwrap();
+    let checkpoints = Checkpoints::open(&js, &name, 1).await.unwrap();
     (js, name, checkpoints)
 }
 

@@ -245,7 +245,7 @@ async fn services_work_with_their_users() {
     options.request_timeout = Duration::from_secs(3);
     let js = jetstream::new(options.connect("test").await.unwrap());
     proto::bus::ensure_stream(&js, &stream).await.unwrap();
-    let checkpoints = Checkpoints::open(&js, "infoclinica_checkpoints")
+    let checkpoints = Checkpoints::open(&js, "infoclinica_checkpoints", 1)
         .await
         .expect("checkpoint bucket");
     let revision = checkpoints.save("main", "page 1", None).await.unwrap();

@@ -137,7 +137,12 @@ async fn wait_for_bus(
             proto::bus::ensure_stream(js, &settings.stream)
                 .await
                 .map_err(|e| anyhow::anyhow!("stream {}: {e}", settings.stream.name))?;
-            Checkpoints::open(js, &settings.extractor.checkpoint_bucket).await
+            Checkpoints::open(
+                js,
+                &settings.extractor.checkpoint_bucket,
+                settings.stream.replicas,
+            )
+            .await
         };
         match ready.await {
             Ok(cp) => return Some(cp),

@@ -204,6 +204,7 @@ async fn object_store(
             .js
             .create_object_store(async_nats::jetstream::object_store::Config {
                 bucket: bucket.clone(),
+                num_replicas: sync.bus.stream.replicas.max(1),
                 ..Default::default()
             })
             .await

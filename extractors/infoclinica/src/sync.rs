@@ -116,7 +116,15 @@ impl DbSync {
     /// `infoclinica/<database name>` (never fails the pass).
     pub async fn record_status(&self, kind: &str, published: u64, deleted: u64) {
         let key = format!("infoclinica/{}", self.db.name);
-        etl_runtime::sync_status::record(&self.bus.js, &key, kind, published, deleted).await;
+        etl_runtime::sync_status::record(
+            &self.bus.js,
+            self.bus.stream.replicas,
+            &key,
+            kind,
+            published,
+            deleted,
+        )
+        .await;
     }
 
     /// The record's source id: the PCODE, after the database's prefix.

@@ -223,6 +223,7 @@ impl Extractor {
         tracing::debug!(generation = info.generation, "state saved");
         etl_runtime::sync_status::record(
             &self.js,
+            self.settings.stream.replicas,
             &q.state.key,
             "sync",
             report.upserts,
