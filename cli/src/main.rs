@@ -8,6 +8,7 @@ use serde::Deserialize;
 mod access_log;
 mod db;
 mod dlq;
+mod evaluate;
 mod import;
 mod persons;
 mod replay;
@@ -73,6 +74,9 @@ enum Command {
     GenerateTruth(import::GenerateArgs),
     /// Score the matcher's persons against truth.csv.
     Evaluate(persons::EvaluateArgs),
+    /// Match the FEBRL1–3 sets and a generated set, each in a fresh
+    /// database of its own, and print one quality table.
+    EvaluateSets(evaluate::EvaluateSetsArgs),
     /// Recompute all persons from the records (after a rule or weight
     /// change); as the matcher's role (etl_matcher).
     Rematch,
@@ -135,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sources(c) => sources::run(&settings, c).await,
         Command::GenerateTruth(a) => import::generate(a),
         Command::Evaluate(a) => persons::evaluate(&settings, a).await,
+        Command::EvaluateSets(a) => evaluate::run(&settings, a).await,
         Command::Rematch => persons::rematch(&settings).await,
         Command::Persons(c) => persons::run(&settings, c).await,
         Command::Migrate => migrate(&settings).await,

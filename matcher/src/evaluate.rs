@@ -1,7 +1,7 @@
 //! Scores the persons in PostgreSQL against a known truth (the truth
 //! generator's `truth.csv`): pairwise precision, recall and F1, false merges
-//! (overall, of twins, of namesakes, of family members, and persons holding
-//! conflicting identifiers) and the review queue.
+//! (overall; pairs of twins, of namesakes, of family members, of other
+//! persons; persons holding conflicting identifiers) and the review queue.
 //!
 //! Pairwise: every unordered pair of live records is "same" or "different"
 //! in the truth and in the matcher's persons. Precision = true same-pairs
@@ -64,6 +64,9 @@ pub struct Report {
     pub twin_pairs_merged: u64,
     pub namesake_pairs_merged: u64,
     pub family_pairs_merged: u64,
+    /// Wrongly joined record pairs whose real persons share no group: look
+    /// alike by chance (all of FEBRL's false merges are of this kind).
+    pub other_pairs_merged: u64,
     /// Persons holding two different valid SNILS (must be zero).
     pub persons_with_conflicting_snils: u64,
     pub open_review_items: u64,
@@ -152,6 +155,8 @@ pub async fn evaluate(pool: &PgPool, truth: &[TruthRow]) -> anyhow::Result<Repor
                     } else {
                         r.family_pairs_merged += 1;
                     }
+                } else {
+                    r.other_pairs_merged += 1;
                 }
             }
         }
