@@ -445,7 +445,8 @@ async fn sources_are_registered_and_import_refuses_an_unregistered_one() {
 
 /// Validity is computed by the loader from the values: an imported SNILS
 /// that fails its checksum but is marked valid is stored invalid, and the
-/// two different people who share it are not linked.
+/// two different people who share it (and a birth date) are not linked —
+/// on the message's word they were.
 #[tokio::test]
 async fn a_bad_snils_claimed_valid_links_nothing() {
     let db = testkit::fresh_database().await;
@@ -463,7 +464,7 @@ async fn a_bad_snils_claimed_valid_links_nothing() {
     };
     std::fs::write(
         &file,
-        line("1", "Иван", "Петрович", "1980-01-01") + &line("2", "Олег", "Сидорович", "1985-02-02"),
+        line("1", "Иван", "Петрович", "1980-01-01") + &line("2", "Олег", "Сидорович", "1980-01-01"),
     )
     .unwrap();
     let loader = loader::testing::RunningLoader::start(loader::testing::settings(
