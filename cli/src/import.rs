@@ -1,6 +1,7 @@
 //! `etl import`: publishes another system's extract, one JSON object per
 //! line (NDJSON), to the bus, as an extractor would; and `etl generate-truth`,
-//! which writes such files from the truth generator with their truth.
+//! which writes such files from the truth generator, or from the public
+//! FEBRL1–3 sets, with their truth.
 //!
 //! The NDJSON form of a record (documented in matcher/README.md):
 //!
@@ -149,6 +150,10 @@ impl Classify for serde_json::Error {
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
+    /// `generated` (the truth generator, with --persons and --seed) or one
+    /// of the public sets `febrl1`, `febrl2`, `febrl3` (`synth::febrl`).
+    #[arg(long, default_value = "generated")]
+    set: String,
     /// Real persons to describe (records: about 1.5 per person).
     #[arg(long, default_value_t = 10_000)]
     persons: u64,
@@ -160,8 +165,13 @@ pub struct GenerateArgs {
 }
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let records = match args.set.as_str() {
+        "generated" => synth::truth::TruthGenerator::new(args.seed).records(args.persons),
+        name => synth::febrl::records(name).with_context(|| {
+            format!("unknown set {name:?}: use generated, febrl1, febrl2 or febrl3")
+        })?,
+    };
     std::fs::create_dir_all(&args.out)?;
-    let records = synth::truth::TruthGenerator::new(args.seed).records(args.persons);
     let mut files = std::collections::BTreeMap::new();
     for s in synth::truth::SOURCES {
         files.insert(
@@ -194,10 +204,12 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         w.flush()?;
     }
     truth.flush()?;
+    let persons: std::collections::HashSet<&str> =
+        records.iter().map(|t| t.person.as_str()).collect();
     println!(
         "{} records of {} persons written to {}",
         records.len(),
-        args.persons,
+        persons.len(),
         args.out.display()
     );
     Ok(())
