@@ -1,9 +1,10 @@
 //! What every service of the bus shares: layered [`settings`], connections
 //! to [`nats`] and the [`database`], [`tls`] for every client, [`telemetry`]
-//! (logs), [`backoff`] and graceful [`shutdown`], and [`observe`] (metrics,
-//! health, readiness, systemd).
+//! (logs), [`backoff`] and graceful [`shutdown`], the deletion [`brake`],
+//! and [`observe`] (metrics, health, readiness, systemd).
 
 pub mod backoff;
+pub mod brake;
 pub mod checkpoint;
 pub mod database;
 pub mod nats;
