@@ -80,6 +80,22 @@ impl Binaries {
         Ok(built)
     }
 
+    /// The same binaries fixed in `dir` (hard links, or copies across file
+    /// systems): a rebuild during the run (cargo replaces the files) must
+    /// not start a newer version halfway through.
+    pub fn snapshot(&self, dir: &Path) -> anyhow::Result<Binaries> {
+        std::fs::create_dir_all(dir)?;
+        for (name, _) in BINARIES {
+            let (from, to) = (self.path(name), dir.join(name));
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            }
+        }
+        Ok(Binaries {
+            dir: dir.to_path_buf(),
+        })
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         for (name, _) in BINARIES {
             let path = self.path(name);

@@ -24,7 +24,7 @@ mod sources;
 mod verify;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -76,6 +76,9 @@ pub struct Summary {
     pub processes: Vec<(String, u32, Vec<String>)>,
     pub nats_restarts: u32,
     pub postgres_restarts: u32,
+    /// Kills of the qMS extractor aimed at the middle of a publish: tried,
+    /// and done while its messages were arriving.
+    pub qms_publish_strikes: (u32, u32),
     pub qms_changes: Changes,
     pub infoclinica_changes: Changes,
     /// Time from the end of the chaos until caught up; none: not within
@@ -125,7 +128,7 @@ impl Summary {
             ));
         }
         match &self.rematch {
-            Some(r) if !r.moves_nothing() => out.push(format!("re-match moved: {}", r.line)),
+            Some(r) if !r.moves_nothing() => out.push(format!("re-match: {}", r.line)),
             None => out.push("re-match did not run".into()),
             _ => {}
         }
@@ -155,6 +158,11 @@ impl fmt::Display for Summary {
             self.nats_restarts,
             self.postgres_restarts
         )?;
+        writeln!(
+            f,
+            "  qms mid-publish kills: {} of {} tries (part of the kills above)",
+            self.qms_publish_strikes.1, self.qms_publish_strikes.0
+        )?;
         for (source, c) in [
             ("qms", &self.qms_changes),
             ("infoclinica", &self.infoclinica_changes),
@@ -182,7 +190,7 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "  mismatches: {} (missing {:?}, wrongly deleted {:?}, content differs {:?}, not deleted {:?})",
+            "  mismatches: {} (missing {}, wrongly deleted {}, content differs {}, not deleted {})",
             c.mismatches(),
             sample(&c.missing),
             sample(&c.wrongly_deleted),
@@ -211,21 +219,37 @@ impl fmt::Display for Summary {
 /// The count and the first few keys of a list.
 fn sample(keys: &[String]) -> String {
     let first: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
-    format!("{} {}", keys.len(), first.join(" "))
+    match first.is_empty() {
+        true => "0".into(),
+        false => format!("{}: {}", keys.len(), first.join(" ")),
+    }
 }
 
 /// Runs the harness: sets everything up, the chaos, the wait, the checks.
 /// An error is a failure of the harness itself (a server that would not
 /// start, a source it could not change); the product's failures are in
-/// the summary.
+/// the summary. The logs are kept on either.
 pub async fn run(options: &Options) -> anyhow::Result<Summary> {
     let binaries = match &options.bin_dir {
         Some(dir) => Binaries::installed(dir)?,
         None => tokio::task::spawn_blocking(Binaries::build).await??,
     };
     let dir = tempfile::Builder::new().prefix("etl-chaos-").tempdir()?;
+    match run_in(binaries, options, dir.path()).await {
+        Ok(mut summary) => {
+            if options.keep || !summary.passed() {
+                summary.run_dir = Some(dir.keep());
+            }
+            Ok(summary)
+        }
+        Err(e) => Err(e.context(format!("logs in {}", dir.keep().display()))),
+    }
+}
+
+async fn run_in(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Result<Summary> {
+    let binaries = binaries.snapshot(&dir.join("bin"))?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let mut rig = run::Rig::start(binaries, options, dir.path()).await?;
+    let mut rig = run::Rig::start(binaries, options, dir).await?;
     let mut summary = Summary {
         seed: options.seed,
         converge_timeout: options.converge_timeout,
@@ -239,7 +263,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         Ok(took) => summary.converged = Some(took),
         Err(lag) => summary.lag = Some(lag),
     }
-    summary.rematch = Some(rig.rematch().await?);
+    summary.rematch = Some(rig.rematch().await);
     summary.unclean_stops = rig.stop();
     summary.processes = rig
         .fleet
@@ -248,13 +272,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         .collect();
     summary.nats_restarts = rig.bus.nats_restarts;
     summary.postgres_restarts = rig.bus.postgres_restarts;
+    summary.qms_publish_strikes = (rig.qms_publish_strikes, rig.qms_publish_kills);
     summary.qms_changes = rig.qms.changes.clone();
     summary.infoclinica_changes = rig.firebird.changes.clone();
     rig.reference().await?;
     rig.compare(&mut summary).await?;
-    drop(rig);
-    if options.keep || !summary.passed() {
-        summary.run_dir = Some(dir.keep());
-    }
     Ok(summary)
 }

@@ -128,11 +128,27 @@ pub struct Rig {
     pub qms: Qms,
     pub firebird: Firebird,
     pub fleet: Vec<Proc>,
+    /// Attempts to kill the qMS extractor while it publishes, and hits.
+    pub qms_publish_strikes: u32,
+    pub qms_publish_kills: u32,
 }
 
 impl Rig {
     pub async fn start(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Result<Rig> {
         let bus = Bus::start().await?;
+        // As deployed: the schema owner migrates, the services never do.
+        for database in [DATABASE, REFERENCE] {
+            let out = tokio::process::Command::new(binaries.path("etl"))
+                .arg("migrate")
+                .envs(bus.env(database))
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "etl migrate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let sim_port = super::fleet::free_port();
         let mut sim = Proc::new(
             "qms-sim",
@@ -175,6 +191,8 @@ impl Rig {
             qms,
             firebird,
             fleet,
+            qms_publish_strikes: 0,
+            qms_publish_kills: 0,
         };
         for p in &mut rig.fleet {
             p.start()?;
@@ -190,6 +208,8 @@ impl Rig {
             Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
         };
         let end = Instant::now() + options.duration;
+        // The first sync publishes every record: killed in the middle.
+        self.kill_qms_mid_publish(rng).await;
         let mut next_strike = Instant::now() + pause(rng);
         let mut next_change = Instant::now();
         while Instant::now() < end {
@@ -198,7 +218,7 @@ impl Rig {
                 p.tick()?;
             }
             if Instant::now() >= next_strike {
-                self.strike(rng);
+                self.strike(rng).await?;
                 next_strike = Instant::now() + pause(rng);
             }
             if Instant::now() >= next_change {
@@ -210,8 +230,12 @@ impl Rig {
         Ok(())
     }
 
-    /// One kill or server restart, chosen at random.
-    fn strike(&mut self, rng: &mut ChaCha8Rng) {
+    /// One kill or server restart, chosen at random; one in eight is the
+    /// qMS extractor killed while it publishes a large change.
+    async fn strike(&mut self, rng: &mut ChaCha8Rng) -> anyhow::Result<()> {
+        if rng.random_range(0..8) == 0 {
+            return self.strike_qms_publish(rng).await;
+        }
         let target = rng.random_range(0..self.fleet.len() + 2);
         let down = Duration::from_millis(rng.random_range(500..=3000));
         if target < self.fleet.len() {
@@ -221,6 +245,49 @@ impl Rig {
         } else if target > self.fleet.len() && self.bus.postgres_is_up() {
             self.bus.stop_postgres(down);
         }
+        Ok(())
+    }
+
+    /// A large share of the qMS export edited, the extractor killed as soon
+    /// as its sync starts publishing, and half the time the edit undone at
+    /// once (A → B → A: the next sync must publish A again).
+    async fn strike_qms_publish(&mut self, rng: &mut ChaCha8Rng) -> anyhow::Result<()> {
+        if !self.fleet[0].is_running() || !self.bus.nats_is_up() {
+            return Ok(());
+        }
+        let rows = self.qms.bulk_edit(rng).await?;
+        self.kill_qms_mid_publish(rng).await;
+        if rng.random_bool(0.5) {
+            self.qms.restore(rows).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills the qMS extractor as soon as a new message of its appears on
+    /// the stream (5 s at most); whether it did.
+    pub async fn kill_qms_mid_publish(&mut self, rng: &mut ChaCha8Rng) -> bool {
+        self.qms_publish_strikes += 1;
+        let last = |stream: Option<async_nats::jetstream::stream::Stream>| async move {
+            let stream = stream?;
+            let message = stream.get_last_raw_message_by_subject("patients.qms").await;
+            Some(message.map(|m| m.sequence).unwrap_or(0))
+        };
+        let Ok(client) = async_nats::connect(self.bus.nats_url()).await else {
+            return false;
+        };
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("PATIENTS").await.ok();
+        let base = last(stream.clone()).await.unwrap_or(0);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && self.fleet[0].is_running() {
+            if last(stream.clone()).await.is_some_and(|seq| seq > base) {
+                self.fleet[0].kill(Duration::from_millis(rng.random_range(0..=2000)));
+                self.qms_publish_kills += 1;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 
     async fn change_sources(&mut self, rng: &mut ChaCha8Rng, records: u64) -> anyhow::Result<()> {
@@ -314,8 +381,15 @@ impl Rig {
         (!lacks.is_empty()).then(|| lacks.join("; "))
     }
 
-    pub async fn rematch(&self) -> anyhow::Result<verify::Rematch> {
-        verify::rematch(&self.binaries.path("etl"), &self.bus.env(DATABASE)).await
+    /// `etl rematch` on the run's database; a failure to run is reported
+    /// as its outcome.
+    pub async fn rematch(&self) -> verify::Rematch {
+        verify::rematch(&self.binaries.path("etl"), &self.bus.env(DATABASE))
+            .await
+            .unwrap_or_else(|e| verify::Rematch {
+                line: format!("did not run: {e:#}"),
+                counts: Vec::new(),
+            })
     }
 
     /// SIGTERM to every process; the non-zero exits.
@@ -372,18 +446,18 @@ impl Rig {
                 p.last_error()
             );
         }
-        let url = &self.bus.nats_url();
-        crate::wait_until(
-            Duration::from_secs(300),
-            "the reference loaded",
-            || async move {
-                matches!(
-                    verify::consumer_lag(url, "REFERENCE", "loader").await,
-                    Ok(0)
-                )
-            },
-        )
-        .await;
+        let url = self.bus.nats_url();
+        let waited = Instant::now();
+        loop {
+            match verify::consumer_lag(&url, "REFERENCE", "loader").await {
+                Ok(0) => break,
+                lag if waited.elapsed() > Duration::from_secs(300) => anyhow::bail!(
+                    "the reference loader did not catch up in 300 s: lag {lag:?}; {}",
+                    loader.last_error()
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
         loader.terminate(Duration::from_secs(20));
         Ok(())
     }

@@ -79,15 +79,10 @@ impl Qms {
                 self.touched.push((from, to));
             }
             6..=7 if !self.touched.is_empty() => {
-                let (from, to) = self
+                let rows = self
                     .touched
                     .swap_remove(rng.random_range(0..self.touched.len()));
-                self.post(&format!("/admin/restore?from={from}&to={to}"))
-                    .await?;
-                for i in from..to {
-                    self.removed.remove(&i);
-                }
-                self.changes.restored += to - from;
+                self.restore(rows).await?;
             }
             _ => {
                 self.count += span;
@@ -96,6 +91,28 @@ impl Qms {
                 self.changes.added += span;
             }
         }
+        Ok(())
+    }
+
+    /// Edits a large share (20–50 %) of the rows at once: the next sync
+    /// publishes long enough to be killed in the middle. Returns the rows.
+    pub async fn bulk_edit(&mut self, rng: &mut ChaCha8Rng) -> anyhow::Result<(u64, u64)> {
+        let span = self.count * rng.random_range(20..=50) / 100;
+        let from = rng.random_range(0..=self.count - span);
+        self.post(&format!("/admin/edit?from={from}&to={}", from + span))
+            .await?;
+        self.changes.changed += span;
+        Ok((from, from + span))
+    }
+
+    /// Rows `from..to` back exactly as generated.
+    pub async fn restore(&mut self, (from, to): (u64, u64)) -> anyhow::Result<()> {
+        self.post(&format!("/admin/restore?from={from}&to={to}"))
+            .await?;
+        for i in from..to {
+            self.removed.remove(&i);
+        }
+        self.changes.restored += to - from;
         Ok(())
     }
 
@@ -281,7 +298,7 @@ impl Firebird {
                 self.changes.added += span;
             }
             kind => {
-                let delete = kind >= 8;
+                let delete = kind >= 7;
                 let picks: Vec<(u64, u64)> = (0..span)
                     .map(|_| {
                         (

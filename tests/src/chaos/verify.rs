@@ -191,6 +191,9 @@ pub async fn rematch(etl: &Path, env: &[(String, String)]) -> anyhow::Result<Rem
         "etl rematch: {}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .next()
+            .unwrap_or("")
     );
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let counts = line
