@@ -338,25 +338,6 @@ async fn a_slow_write_is_kept_in_progress_instead_of_being_redelivered() {
     assert_state(&pool, &expected_of(&[first, envelopes].concat())).await;
 }
 
-/// Cuts `envelopes` (upserts of one source) into batch messages as an
-/// extractor does.
-fn batch_messages(envelopes: &[Envelope], max_records: usize) -> Vec<proto::batch::Encoded> {
-    let mut builder = proto::batch::BatchBuilder::new(
-        SOURCE,
-        proto::batch::BatchLimits {
-            max_records,
-            max_bytes: 256 * 1024,
-        },
-    );
-    let mut out = Vec::new();
-    for e in envelopes {
-        let record = e.record.as_ref().expect("upserts");
-        out.extend(builder.push_upsert(&e.source_id, e.version, e.observed_at, record));
-    }
-    out.extend(builder.finish());
-    out
-}
-
 /// Batch messages (several envelopes in one NATS message) load every record
 /// exactly; the same messages delivered again change nothing.
 #[tokio::test]

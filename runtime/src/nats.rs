@@ -9,7 +9,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct NatsSettings {
-    /// Server URL(s), comma-separated.
+    /// Server URL; a cluster's members comma-separated
+    /// (`nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222`), so a
+    /// service starts while any one of them is up.
     pub url: String,
     /// A `.creds` file (JWT + NKey), if the server uses decentralized auth.
     pub creds_file: Option<PathBuf>,
@@ -89,7 +91,22 @@ impl NatsSettings {
         options = options
             .tls_client_config(self.tls_config()?)
             .require_tls(self.require_tls);
-        Ok(options.connect(self.url.as_str()).await?)
+        Ok(options.connect(self.servers()?).await?)
+    }
+
+    /// The servers of `url`: async-nats parses one URL per string, so a
+    /// cluster's list is split here (the client also learns the other
+    /// members from the servers it reaches).
+    pub fn servers(&self) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse()
+                    .map_err(|e| anyhow::anyhow!("nats.url {u:?}: {e}"))
+            })
+            .collect()
     }
 
     fn tls_config(&self) -> anyhow::Result<async_nats::rustls::ClientConfig> {

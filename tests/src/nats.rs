@@ -43,11 +43,7 @@ impl TempNats {
             .prefix("etl-nats-")
             .tempdir()
             .expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         TempNats {
             dir,
             port,
@@ -125,4 +121,70 @@ impl Drop for TempNats {
     fn drop(&mut self) {
         self.kill_server();
     }
+}
+
+/// A JetStream cluster of throwaway servers on loopback (`n1`, `n2`, …,
+/// routes between all of them), for tests that kill a node.
+pub struct TempNatsCluster {
+    pub nodes: Vec<TempNats>,
+}
+
+impl TempNatsCluster {
+    /// Starts `size` servers forming one JetStream cluster. JetStream
+    /// answers once the servers have elected a meta leader (seconds):
+    /// retry the first stream creation.
+    pub fn start(size: usize) -> TempNatsCluster {
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let nodes = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, cluster_port)| {
+                TempNats::start_with_config(
+                    |dir| {
+                        let config = format!(
+                            "server_name: \"n{}\"\n\
+                             jetstream {{ store_dir: \"{}\" }}\n\
+                             cluster {{\n  name: \"etl_test\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{}]\n}}\n",
+                            i + 1,
+                            dir.join("js").display(),
+                            routes.join(", "),
+                        );
+                        let path = dir.join("nats-server.conf");
+                        std::fs::write(&path, config).expect("write the node's config");
+                        path
+                    },
+                    &[],
+                )
+            })
+            .collect();
+        TempNatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma-separated (a client's server list).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(TempNats::url).collect();
+        urls.join(",")
+    }
+
+    /// The node named `server_name` (`n1`, `n2`, …).
+    pub fn node(&mut self, server_name: &str) -> &mut TempNats {
+        let i: usize = server_name
+            .strip_prefix('n')
+            .and_then(|n| n.parse().ok())
+            .filter(|n| (1..=self.nodes.len()).contains(n))
+            .unwrap_or_else(|| panic!("no node {server_name}"));
+        &mut self.nodes[i - 1]
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

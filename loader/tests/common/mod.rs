@@ -152,3 +152,22 @@ pub fn integer_source_id() -> Vec<u8> {
     m.extend_from_slice(&4509123456u64.to_be_bytes());
     m
 }
+
+/// Cuts `envelopes` (upserts of one source) into batch messages as an
+/// extractor does.
+pub fn batch_messages(envelopes: &[Envelope], max_records: usize) -> Vec<proto::batch::Encoded> {
+    let mut builder = proto::batch::BatchBuilder::new(
+        SOURCE,
+        proto::batch::BatchLimits {
+            max_records,
+            max_bytes: 256 * 1024,
+        },
+    );
+    let mut out = Vec::new();
+    for e in envelopes {
+        let record = e.record.as_ref().expect("upserts");
+        out.extend(builder.push_upsert(&e.source_id, e.version, e.observed_at, record));
+    }
+    out.extend(builder.finish());
+    out
+}
