@@ -50,6 +50,7 @@ use proto::{
     Checked, DocumentType, Email, EmailKind, Envelope, IdentityDocument, PatientRecord, Phone, Sex,
 };
 
+mod clerks;
 pub mod febrl;
 mod names;
 mod rng;

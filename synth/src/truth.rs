@@ -26,6 +26,11 @@
 //! Companions (twins, namesakes, family members) are persons of their own
 //! (`<p>t`, `<p>n`, `<p>f`) and carry a `group` (`twin:<p>`, …) shared with
 //! the person `<p>`, so an evaluation can count false merges by kind.
+//!
+//! [`TruthGenerator::with_clerks`] adds the failure classes of clinics' real
+//! data (rates in `crate::clerks`): clerks' document layouts, phones with
+//! words, one-digit document typos, patronymic initials, foreigners known by
+//! name and birth date only, household members (`<p>h`, `household:<p>`).
 
 use chrono::{Datelike, NaiveDate};
 use proto::{normalize, DocumentType, IdentityDocument, PatientRecord, Sex};
@@ -52,6 +57,7 @@ pub const SOURCES: [&str; 2] = ["qms", "infoclinica"];
 pub struct TruthGenerator {
     key: u64,
     base: Generator,
+    clerks: bool,
 }
 
 /// Offset of the indices of companions' own base patients.
@@ -62,7 +68,19 @@ impl TruthGenerator {
         TruthGenerator {
             key: mix64(seed ^ 0x7247_7247_7247_7247),
             base: Generator::new(seed),
+            clerks: false,
         }
+    }
+
+    /// Adds the failure classes of clinics' real data (`crate::clerks`:
+    /// clerks' document layouts, phones with words, one-digit document
+    /// typos, patronymic initials, name-only foreigners, household
+    /// members). They draw from random streams of their own, so that a
+    /// generator without them makes the same records as before they
+    /// existed.
+    pub fn with_clerks(mut self) -> Self {
+        self.clerks = true;
+        self
     }
 
     fn rng(&self, a: u64, b: u64) -> Rng {
@@ -100,6 +118,21 @@ impl TruthGenerator {
                 ));
                 people[0].1 = Some(format!("family:{p}"));
             }
+            if self.clerks && people.len() == 1 {
+                let mut r = self.rng(p, 7);
+                let roll = r.below(100);
+                if roll < 3 {
+                    let other = self.base.patient(COMPANION_OFFSET + p).record;
+                    people.push((
+                        format!("{p}h"),
+                        Some(format!("household:{p}")),
+                        crate::clerks::household(&mut r, &base, other),
+                    ));
+                    people[0].1 = Some(format!("household:{p}"));
+                } else if roll < 6 {
+                    people[0].2 = crate::clerks::foreigner(&mut r, &base);
+                }
+            }
             for (n, (person, group, record)) in people.into_iter().enumerate() {
                 let salt = p.wrapping_mul(4).wrapping_add(n as u64);
                 let old_passport = self.old_passport(salt, &record);
@@ -113,7 +146,11 @@ impl TruthGenerator {
                     let copies = if r.percent(3) { 2 } else { 1 };
                     for c in 0..copies {
                         let mut vr = self.rng(salt, 10 + s as u64 * 2 + c);
-                        let rec = vary(&mut vr, &record, old_passport.as_ref());
+                        let mut rec = vary(&mut vr, &record, old_passport.as_ref());
+                        if self.clerks {
+                            let mut cr = self.rng(salt, 40 + s as u64 * 2 + c);
+                            crate::clerks::vary(&mut cr, &mut rec);
+                        }
                         counters[s] += 1;
                         out.push(TruthRecord {
                             source,
@@ -444,5 +481,68 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), a.len(), "source ids are unique");
         assert!(a.len() > 4000);
+    }
+
+    #[test]
+    fn clerks_add_every_failure_class() {
+        let plain = TruthGenerator::new(7).records(3000);
+        let g = TruthGenerator::new(7).with_clerks();
+        let a = g.records(3000);
+        assert_eq!(a, g.records(3000));
+        assert_ne!(a, plain);
+        let count = |f: &dyn Fn(&TruthRecord) -> bool| a.iter().filter(|r| f(r)).count();
+        let household = count(&|r| {
+            r.group
+                .as_deref()
+                .is_some_and(|g| g.starts_with("household"))
+        });
+        let initials = count(&|r| {
+            r.record
+                .middle_name
+                .as_deref()
+                .is_some_and(|m| m.chars().count() <= 2)
+        });
+        let name_only = count(&|r| {
+            r.record.middle_name.is_none()
+                && r.record.phones.is_empty()
+                && r.record.emails.is_empty()
+                && r.record.snils.is_none()
+        });
+        let unreadable = count(&|r| r.record.documents.iter().any(|d| d.problem.is_some()));
+        assert!(
+            household > 50 && initials > 50 && name_only > 100,
+            "{household} {initials} {name_only}"
+        );
+        assert!(unreadable > 0);
+        // One-digit typos: two records of one person holding passports whose
+        // numbers differ in exactly one digit (same series).
+        let mut by_person: std::collections::HashMap<&str, Vec<&IdentityDocument>> =
+            Default::default();
+        for r in &a {
+            let passports = r
+                .record
+                .documents
+                .iter()
+                .filter(|d| d.doc_type == DocumentType::PASSPORT);
+            by_person.entry(&r.person).or_default().extend(passports);
+        }
+        let typos = by_person
+            .values()
+            .filter(|docs| {
+                docs.iter().any(|x| {
+                    docs.iter().any(|y| {
+                        x.series == y.series
+                            && x.number.len() == y.number.len()
+                            && x.number
+                                .bytes()
+                                .zip(y.number.bytes())
+                                .filter(|(p, q)| p != q)
+                                .count()
+                                == 1
+                    })
+                })
+            })
+            .count();
+        assert!(typos > 10, "{typos}");
     }
 }

@@ -1,0 +1,193 @@
+//! The failure classes found in clinics' real data, for
+//! [`TruthGenerator::with_clerks`](crate::truth::TruthGenerator::with_clerks):
+//! records written as clerks type them, persons with nothing but a name and
+//! a birth date, household members. Every raw value goes through
+//! `proto::normalize`, as an extractor's would: what it recovers is
+//! canonical, what it cannot read stays raw with its problem.
+//!
+//! | what | rate |
+//! |---|---|
+//! | a sibling in the household: same surname and patronymic (in their sex's form), own first name, born 1–6 years apart, same phone and e-mail | 3% of persons (group `household:<p>`) |
+//! | a foreigner known by name and birth date only: no patronymic, phone, e-mail, SNILS or OMS; half hold a foreign passport (`KA3394495` glued, `KA` + `3394495` split, the series in Cyrillic look-alikes) | 3% of persons |
+//! | the patronymic as an initial (`С.` or `С`) | 4% of records with one |
+//! | a phone with words or an extension (`8(925)123-45-67 мобильный`, `моб. …`, `… (мама)`, `… доб. 12`) | 10% of phones |
+//! | a passport in a clerk's layout: `№ 845922`, the whole passport in the series field, both glued in the number field, the series split across the fields (`97` + `20 520880`) | 15% of passports |
+//! | a passport with a letter `О` typed for a zero (unreadable, kept raw) | 0.5% of passports with a zero |
+//! | one digit of a document's number mistyped | 2% of records with a passport |
+
+use chrono::{Datelike, NaiveDate};
+use proto::{normalize, DocumentType, IdentityDocument, PatientRecord, Phone, Sex};
+
+use crate::names;
+use crate::rng::Rng;
+
+/// A sibling of `base` living in the same household, made from `other` (a
+/// generated stranger): `base`'s surname and father, `other`'s sex, first
+/// name, documents and identifiers; the household's phone and e-mail.
+pub(crate) fn household(r: &mut Rng, base: &PatientRecord, other: PatientRecord) -> PatientRecord {
+    let male = other.sex == Some(Sex::Male);
+    let mut sibling = other;
+    if let Some(pair) = names::SURNAMES.iter().find(|(m, f)| {
+        Some(*m) == base.last_name.as_deref() || Some(*f) == base.last_name.as_deref()
+    }) {
+        sibling.last_name = Some(if male { pair.0 } else { pair.1 }.to_string());
+    }
+    if let Some(father) = names::MALE_NAMES.iter().find(|(_, m, f)| {
+        Some(*m) == base.middle_name.as_deref() || Some(*f) == base.middle_name.as_deref()
+    }) {
+        sibling.middle_name = Some(if male { father.1 } else { father.2 }.to_string());
+    }
+    if let Some(b) = base.birth_date {
+        let years = r.between(1, 6) as i32 * if r.percent(50) { 1 } else { -1 };
+        let day = 1 + r.below(28) as u32;
+        let month = 1 + r.below(12) as u32;
+        sibling.birth_date = NaiveDate::from_ymd_opt(b.year() + years, month, day)
+            .filter(|d| *d < crate::REFERENCE_DATE)
+            .or(base.birth_date.and_then(|b| b.pred_opt()));
+    }
+    sibling.phones = base.phones.clone();
+    sibling.emails = base.emails.clone();
+    sibling
+}
+
+/// A foreigner as clinics know one: names and birth date; no patronymic,
+/// phone, e-mail, SNILS or OMS policy; in half of the cases a foreign
+/// passport (two Latin letters, seven digits).
+pub(crate) fn foreigner(r: &mut Rng, base: &PatientRecord) -> PatientRecord {
+    let documents = if r.percent(50) {
+        let mut number = String::with_capacity(9);
+        number.push(char::from(b'A' + r.below(26) as u8));
+        number.push(char::from(b'A' + r.below(26) as u8));
+        number.push_str(&format!("{:07}", r.below(10_000_000)));
+        normalize::document(DocumentType::FOREIGN_PASSPORT, None, None, Some(&number))
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    PatientRecord {
+        middle_name: None,
+        documents,
+        snils: None,
+        oms_policy: None,
+        phones: Vec::new(),
+        emails: Vec::new(),
+        ..base.clone()
+    }
+}
+
+/// One record as a clerk typed it: applied to a record already varied by
+/// the truth generator (typos, formats, dropped fields).
+pub(crate) fn vary(r: &mut Rng, rec: &mut PatientRecord) {
+    if let Some(m) = &rec.middle_name {
+        if r.percent(4) {
+            let initial = m.chars().next().map(String::from).unwrap_or_default();
+            let raw = if r.percent(70) {
+                initial + "."
+            } else {
+                initial
+            };
+            rec.middle_name = normalize::name(&raw);
+        }
+    }
+    for p in &mut rec.phones {
+        if r.percent(10) {
+            if let Some(raw) = phone_with_words(r, &p.number.value) {
+                *p = Phone {
+                    number: normalize::phone(&raw).unwrap_or(p.number.clone()),
+                    preferred: p.preferred,
+                };
+            }
+        }
+    }
+    let typo = r.percent(2);
+    let mut documents = Vec::with_capacity(rec.documents.len());
+    for d in &rec.documents {
+        let d = if typo && d.doc_type == DocumentType::PASSPORT {
+            one_digit_typo(r, d)
+        } else {
+            d.clone()
+        };
+        documents.extend(clerk_layout(r, &d));
+    }
+    rec.documents = documents;
+}
+
+/// A valid canonical phone (`7` + 10 digits) written with words around it
+/// or an extension.
+fn phone_with_words(r: &mut Rng, v: &str) -> Option<String> {
+    if v.len() != 11 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (code, a, b, c) = (&v[1..4], &v[4..7], &v[7..9], &v[9..]);
+    Some(match r.below(4) {
+        0 => format!("8({code}){a}-{b}-{c} мобильный"),
+        1 => format!("моб. 8-{code}-{a}-{b}-{c}"),
+        2 => format!("+7 {code} {a} {b} {c} (мама)"),
+        _ => format!("8 ({code}) {a}-{b}-{c} доб. {}", r.between(1, 999)),
+    })
+}
+
+/// The document with one digit of its number replaced by another.
+fn one_digit_typo(r: &mut Rng, d: &IdentityDocument) -> IdentityDocument {
+    let mut digits: Vec<u8> = d.number.bytes().collect();
+    let positions: Vec<usize> = (0..digits.len())
+        .filter(|&i| digits[i].is_ascii_digit())
+        .collect();
+    if positions.is_empty() || d.problem.is_some() {
+        return d.clone();
+    }
+    let i = positions[r.below(positions.len() as u64) as usize];
+    digits[i] = b'0' + ((digits[i] - b'0') + 1 + r.below(9) as u8) % 10;
+    IdentityDocument {
+        number: String::from_utf8(digits).expect("ASCII digits"),
+        ..d.clone()
+    }
+}
+
+/// A canonical document typed again in one of the layouts clerks use, and
+/// read back through the shared normalization.
+fn clerk_layout(r: &mut Rng, d: &IdentityDocument) -> Option<IdentityDocument> {
+    let series = d.series.clone().unwrap_or_default();
+    let n = &d.number;
+    let raw: (Option<String>, Option<String>) = match d.doc_type {
+        DocumentType::PASSPORT if d.problem.is_none() && series.len() == 4 => {
+            if n.contains('0') && r.per_mille(5) {
+                (Some(series), Some(n.replacen('0', "О", 1)))
+            } else if r.percent(15) {
+                match r.below(4) {
+                    0 => (Some(series), Some(format!("№ {n}"))),
+                    1 => (Some(format!("{series} {n}")), None),
+                    2 => (None, Some(format!("{series}{n}"))),
+                    _ => (
+                        Some(series[..2].to_string()),
+                        Some(format!("{} {n}", &series[2..])),
+                    ),
+                }
+            } else {
+                return Some(d.clone());
+            }
+        }
+        DocumentType::FOREIGN_PASSPORT if d.problem.is_none() && n.len() > 2 => {
+            let (letters, digits) = n.split_at(2);
+            match r.below(3) {
+                0 => (Some(letters.to_string()), Some(digits.to_string())),
+                1 => (
+                    Some(
+                        normalize::fold_lookalikes_to_cyrillic(&format!("Ж{letters}"))[2..]
+                            .to_string(),
+                    ),
+                    Some(digits.to_string()),
+                ),
+                _ => return Some(d.clone()),
+            }
+        }
+        _ => return Some(d.clone()),
+    };
+    normalize::document(
+        d.doc_type,
+        d.source_type_code.as_deref(),
+        raw.0.as_deref(),
+        raw.1.as_deref(),
+    )
+}
