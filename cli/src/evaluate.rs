@@ -1,6 +1,7 @@
 //! `etl evaluate-sets`: the matcher's quality on fixed sets with known
 //! truth — the public FEBRL1–3 sets (`synth::febrl`) and the project's own
-//! generator at a fixed seed and size — in one table.
+//! generator at a fixed seed and size, plain and with the failure classes
+//! of clinics' real data — in one table.
 //!
 //! Each set gets a fresh database of its own on the configured server
 //! (`<database>_eval_<set>`, dropped first if a run left it behind, and
@@ -27,17 +28,19 @@ use crate::Settings;
 
 #[derive(clap::Args)]
 pub struct EvaluateSetsArgs {
-    /// Sets to run, comma-separated: febrl1, febrl2, febrl3, generated.
+    /// Sets to run, comma-separated: febrl1, febrl2, febrl3, generated (the
+    /// truth generator), generated-clerks (the same persons with the
+    /// failure classes of clinics' real data: `synth::clerks`).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "febrl1,febrl2,febrl3,generated"
+        default_value = "febrl1,febrl2,febrl3,generated,generated-clerks"
     )]
     sets: Vec<String>,
-    /// Persons of the generated set (records: about 1.5 per person).
+    /// Persons of the generated sets (records: about 1.5 per person).
     #[arg(long, default_value_t = 67_000)]
     persons: u64,
-    /// Seed of the generated set.
+    /// Seed of the generated sets.
     #[arg(long, default_value_t = 2026)]
     seed: u64,
     /// Keep each set's database (to look at its persons and review items).
@@ -58,8 +61,13 @@ struct Set {
 fn set(name: &str, args: &EvaluateSetsArgs) -> anyhow::Result<Set> {
     let records = match name {
         "generated" => synth::truth::TruthGenerator::new(args.seed).records(args.persons),
+        "generated-clerks" => synth::truth::TruthGenerator::new(args.seed)
+            .with_clerks()
+            .records(args.persons),
         _ => synth::febrl::records(name).with_context(|| {
-            format!("unknown set {name:?}: use febrl1, febrl2, febrl3 or generated")
+            format!(
+                "unknown set {name:?}: use febrl1, febrl2, febrl3, generated or generated-clerks"
+            )
         })?,
     };
     Ok(Set {

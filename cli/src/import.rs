@@ -150,8 +150,9 @@ impl Classify for serde_json::Error {
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// `generated` (the truth generator, with --persons and --seed) or one
-    /// of the public sets `febrl1`, `febrl2`, `febrl3` (`synth::febrl`).
+    /// `generated` (the truth generator, with --persons and --seed),
+    /// `generated-clerks` (the same with the failure classes of clinics'
+    /// real data) or one of the public sets `febrl1`, `febrl2`, `febrl3`.
     #[arg(long, default_value = "generated")]
     set: String,
     /// Real persons to describe (records: about 1.5 per person).
@@ -167,8 +168,13 @@ pub struct GenerateArgs {
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let records = match args.set.as_str() {
         "generated" => synth::truth::TruthGenerator::new(args.seed).records(args.persons),
+        "generated-clerks" => synth::truth::TruthGenerator::new(args.seed)
+            .with_clerks()
+            .records(args.persons),
         name => synth::febrl::records(name).with_context(|| {
-            format!("unknown set {name:?}: use generated, febrl1, febrl2 or febrl3")
+            format!(
+                "unknown set {name:?}: use generated, generated-clerks, febrl1, febrl2 or febrl3"
+            )
         })?,
     };
     std::fs::create_dir_all(&args.out)?;

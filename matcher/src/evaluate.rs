@@ -60,7 +60,8 @@ pub struct Report {
     /// Persons holding records of more than one real person.
     pub false_merges: u64,
     /// Wrongly joined record pairs whose real persons are twins / namesakes /
-    /// family of each other.
+    /// family of each other (family: any other group, such as `family:` and
+    /// `household:`).
     pub twin_pairs_merged: u64,
     pub namesake_pairs_merged: u64,
     pub family_pairs_merged: u64,
