@@ -64,10 +64,15 @@ async fn replay_rebuild_dead_letters_and_status() {
     })
     .await;
     let original = content(&pool).await;
-    // An extractor's last successful sync (a key of this test's own: the
-    // bucket is shared by every test).
-    let sync_key = format!("infoclinica/{}", testkit::unique("db"));
-    etl_runtime::sync_status::record(&js, 1, &sync_key, "delta", 7, 2).await;
+    // An extractor's last successful sync on this test's stream.
+    let sync_key = "infoclinica/north";
+    let sync = etl_runtime::sync_status::Sync {
+        kind: "delta",
+        published: 7,
+        deleted: 2,
+    };
+    etl_runtime::sync_status::record_in(&js, 1, &stream.name, "infoclinica", Some("north"), sync)
+        .await;
 
     // Status: stream, the loader's consumer, the dead letter, the last sync.
     let status: serde_json::Value =
@@ -76,7 +81,7 @@ async fn replay_rebuild_dead_letters_and_status() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["key"] == sync_key.as_str())
+        .find(|s| s["key"] == sync_key)
         .expect("last sync listed");
     assert_eq!(
         (&last["kind"], &last["published"], &last["deleted"]),

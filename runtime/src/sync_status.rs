@@ -1,6 +1,12 @@
 //! The last successful sync of each source, for `etl status`: a NATS KV
-//! bucket, one key per source (or `source/database`), a JSON value with
-//! counts and times only (no personal data).
+//! bucket, one key per stream and source (or source and database), a JSON
+//! value with counts and times only (no personal data).
+//!
+//! Extractors write with [`record_in`], under the KV key
+//! `<source>[.<database>].<stream>` ([`crate::brake::key`]); `etl status`
+//! reads its own pipeline's with [`of_stream`], so that two pipelines on one
+//! NATS server (a test and a production stream, two sites) never show each
+//! other's syncs.
 //!
 //! Written at the very end of a successful sync or pass; a failure to write
 //! it is logged and ignored, because it is information for operators, not
@@ -57,6 +63,43 @@ pub async fn record(
     if let Err(error) = result.await {
         tracing::warn!(%error, key, "could not record the sync status");
     }
+}
+
+/// Records a successful pass of `source` (and `database`) publishing to
+/// `stream`; never fails the caller.
+pub async fn record_in(
+    js: &jetstream::Context,
+    replicas: usize,
+    stream: &str,
+    source: &str,
+    database: Option<&str>,
+    sync: Sync<'_>,
+) {
+    let key = crate::brake::key(stream, source, database);
+    record(js, replicas, &key, sync.kind, sync.published, sync.deleted).await
+}
+
+/// What a pass did, for [`record_in`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sync<'a> {
+    /// `sync`, `initial`, `delta`, `reconcile`.
+    pub kind: &'a str,
+    pub published: u64,
+    pub deleted: u64,
+}
+
+/// The last successful syncs of `stream`'s pipeline (recorded by
+/// [`record_in`]), keyed `source` or `source/database`, sorted by key.
+pub async fn of_stream(
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<(String, SyncStatus)>> {
+    let suffix = format!("/{stream}");
+    Ok(all(js)
+        .await?
+        .into_iter()
+        .filter_map(|(key, status)| Some((key.strip_suffix(&suffix)?.to_string(), status)))
+        .collect())
 }
 
 /// Every recorded source's last successful sync, sorted by key. Empty when

@@ -12,10 +12,17 @@
 //! list, never by range, because a change with a lower ID can commit later
 //! and must not be marked unseen. A crash before the marking republishes the
 //! batch next time, which changes nothing downstream.
+//!
+//! The deletion brake (see [`etl_runtime::brake`]): before a pass, the
+//! PCODEs of unprocessed change-log rows that are gone from the table are
+//! counted. If that many deletions are beyond the brake, the pass reads only
+//! the changes of rows that exist (upserts go out) and leaves the rows of
+//! gone PCODEs unprocessed, until an operator releases the brake.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use etl_runtime::brake::{Brake, Decision};
 use proto::bus::{DuplicateMode, Publisher};
 use rsfbclient::prelude::*;
 use rsfbclient::RawValue;
@@ -41,6 +48,8 @@ pub struct PassSummary {
     pub changes: u64,
     pub upserts: u64,
     pub deletes: u64,
+    /// Deletions held back by the deletion brake.
+    pub withheld: u64,
 }
 
 impl PassSummary {
@@ -48,7 +57,29 @@ impl PassSummary {
         self.changes += other.changes;
         self.upserts += other.upserts;
         self.deletes += other.deletes;
+        self.withheld += other.withheld;
     }
+}
+
+/// The database's deletion brake and its decision on a pass of kind `pass`
+/// that would delete `deletions` of `known` records.
+pub async fn brake(
+    sync: &DbSync,
+    pass: &str,
+    deletions: u64,
+    known: u64,
+) -> Result<(Brake, Decision), SyncError> {
+    let brake = Brake::open(
+        &sync.bus.js,
+        sync.bus.stream.replicas,
+        &sync.bus.stream.name,
+        &sync.settings.source,
+        Some(&sync.db.name),
+        sync.settings.deletion_brake,
+    )
+    .await?;
+    let decision = brake.check(pass, deletions, known).await?;
+    Ok((brake, decision))
 }
 
 /// One delta pass: batches until the change log has no unprocessed row
@@ -56,8 +87,23 @@ impl PassSummary {
 pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
     let started = std::time::Instant::now();
     let mut summary = PassSummary::default();
+    let gone = crate::retry!(sync, "count deletions", count_gone(sync))?;
+    let known = if gone == 0 {
+        0
+    } else {
+        crate::retry!(sync, "count rows", table_rows(sync))? + gone
+    };
+    let (brake, decision) = crate::retry!(
+        sync,
+        "deletion brake",
+        brake(sync, "changelog", gone, known)
+    )?;
+    let send_deletes = decision.sends();
+    if !send_deletes {
+        summary.withheld = gone;
+    }
     loop {
-        let batch = crate::retry!(sync, "read change log", read_changes(sync))?;
+        let batch = crate::retry!(sync, "read change log", read_changes(sync, send_deletes))?;
         if batch.is_empty() {
             break;
         }
@@ -65,9 +111,17 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
         let mut pcodes: Vec<i64> = batch.iter().map(|c| c.pcode).collect();
         pcodes.sort_unstable();
         pcodes.dedup();
-        let (published, _) =
-            crate::retry!(sync, "publish changes", publish_current(sync, &pcodes))?;
-        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+        let (published, held) = crate::retry!(
+            sync,
+            "publish changes",
+            publish_current(sync, &pcodes, send_deletes)
+        )?;
+        // Rows of PCODEs whose deletion is held stay unprocessed.
+        let ids: Vec<i64> = batch
+            .iter()
+            .filter(|c| send_deletes || held.binary_search(&c.pcode).is_err())
+            .map(|c| c.id)
+            .collect();
         crate::retry!(sync, "mark processed", mark_processed(sync, &ids))?;
         summary.add(PassSummary {
             changes: batch.len() as u64,
@@ -80,6 +134,11 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
             break;
         }
     }
+    if decision == Decision::SendReleased {
+        crate::retry!(sync, "deletion brake", async {
+            brake.released_sent().await.map_err(SyncError::from)
+        })?;
+    }
     sync.checkpoint.state.passes += 1;
     crate::retry!(sync, "checkpoint", sync.save())?;
     metrics::histogram!("infoclinica_delta_pass_seconds", "database" => sync.db.name.clone())
@@ -90,6 +149,7 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
             changes = summary.changes,
             upserts = summary.upserts,
             deletes = summary.deletes,
+            withheld_deletes = summary.withheld,
             ms = started.elapsed().as_millis() as u64,
             "delta pass"
         );
@@ -99,9 +159,22 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
     Ok(summary)
 }
 
-async fn read_changes(sync: &mut DbSync) -> Result<Vec<Change>, SyncError> {
+/// Unprocessed change-log rows, oldest first; with `deletions` false only
+/// those of PCODEs whose row exists (the deletion brake holds the others).
+async fn read_changes(sync: &mut DbSync, deletions: bool) -> Result<Vec<Change>, SyncError> {
+    let t = &sync.db.table;
+    let existing = if deletions {
+        String::new()
+    } else {
+        format!(
+            " AND EXISTS (SELECT 1 FROM {table} c WHERE c.{pcode} = l.PCODE)",
+            table = t.name,
+            pcode = t.pcode
+        )
+    };
     let sql = format!(
-        "SELECT FIRST {n} ID, PCODE FROM {log} WHERE PROCESSED = 'N' ORDER BY ID",
+        "SELECT FIRST {n} l.ID, l.PCODE FROM {log} l WHERE l.PROCESSED = 'N'{existing} \
+         ORDER BY l.ID",
         n = sync.settings.delta_batch,
         log = sync.db.changelog.table,
     );
@@ -122,6 +195,65 @@ async fn read_changes(sync: &mut DbSync) -> Result<Vec<Change>, SyncError> {
         })
         .await?;
     Ok(changes)
+}
+
+/// Distinct PCODEs of unprocessed change-log rows whose row is gone: the
+/// deletions the next pass would send.
+async fn count_gone(sync: &mut DbSync) -> Result<u64, SyncError> {
+    let t = &sync.db.table;
+    let sql = format!(
+        "SELECT COUNT(DISTINCT l.PCODE) FROM {log} l WHERE l.PROCESSED = 'N' \
+         AND NOT EXISTS (SELECT 1 FROM {table} c WHERE c.{pcode} = l.PCODE)",
+        log = sync.db.changelog.table,
+        table = t.name,
+        pcode = t.pcode
+    );
+    count(sync, sql).await
+}
+
+/// How many rows the patients table has: the base of the brake's share.
+/// Counted (a full scan) only when a pass has deletions, and then at most
+/// every [`RECOUNT`] per table.
+async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
+    // Per server, database and table (not per configured name: tests in one
+    // process reuse names), across restarts of the database's sync.
+    type Counts = std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>;
+    static COUNTS: std::sync::OnceLock<Counts> = std::sync::OnceLock::new();
+    let counts = COUNTS.get_or_init(Default::default);
+    let db = &sync.db;
+    let id = format!("{}:{}:{}:{}", db.host, db.port, db.database, db.table.name);
+    if let Some((at, rows)) = counts.lock().unwrap().get(&id) {
+        if at.elapsed() < RECOUNT {
+            return Ok(*rows);
+        }
+    }
+    let rows = count(sync, format!("SELECT COUNT(*) FROM {}", db.table.name)).await?;
+    counts
+        .lock()
+        .unwrap()
+        .insert(id, (std::time::Instant::now(), rows));
+    Ok(rows)
+}
+
+/// How long a count of the patients table serves the brake's share.
+const RECOUNT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The first column of the first row of `sql`, a count.
+async fn count(sync: &mut DbSync, sql: String) -> Result<u64, SyncError> {
+    let n = sync
+        .source
+        .call(move |conn| {
+            let mut n = 0u64;
+            conn.stream_raw(&sql, |row: &[RawValue]| {
+                if let Some(RawValue::Integer(v)) = row.first() {
+                    n = (*v).max(0) as u64;
+                }
+                Ok(())
+            })?;
+            Ok(n)
+        })
+        .await?;
+    Ok(n)
 }
 
 /// Reads the current rows of `pcodes` (chunks of [`IN_LIST`]): mapped
@@ -148,10 +280,13 @@ pub async fn read_rows(
 }
 
 /// Publishes the current state of each PCODE (upsert, or delete when the
-/// row is gone) and waits for every ack. Returns the PCODEs found gone.
+/// row is gone) and waits for every ack. Returns the PCODEs found gone
+/// (ascending); with `deletions` false (the deletion brake holds) they are
+/// not published.
 pub async fn publish_current(
     sync: &mut DbSync,
     pcodes: &[i64],
+    deletions: bool,
 ) -> Result<(PassSummary, Vec<i64>), SyncError> {
     let mut gone = Vec::new();
     let bus = sync.bus.clone();
@@ -186,12 +321,15 @@ pub async fn publish_current(
             }
         }
         for &pcode in chunk.iter().filter(|p| !found.contains(p)) {
-            let envelope = sync.delete(pcode, read_at);
-            publisher.send(&envelope).await?;
-            summary.deletes += 1;
             gone.push(pcode);
+            if deletions {
+                let envelope = sync.delete(pcode, read_at);
+                publisher.send(&envelope).await?;
+                summary.deletes += 1;
+            }
         }
     }
+    gone.sort_unstable();
     publisher.settle().await?;
     let name = sync.db.name.clone();
     metrics::counter!("infoclinica_rows_published_total", "database" => name.clone(), "mode" => "delta")

@@ -32,10 +32,12 @@ struct Args {
     #[arg(long, requires = "initial_load")]
     restart: bool,
     /// Run one delta pass (change log, or reconciliation for databases with
-    /// `sync = "reconcile"`), then exit.
+    /// `sync = "reconcile"`), then exit: status 3 if the deletion brake
+    /// holds deletions (`etl brake list`), 1 on failure.
     #[arg(long, conflicts_with = "reconcile")]
     delta_sync: bool,
-    /// Run one reconciliation pass (no triggers needed), then exit.
+    /// Run one reconciliation pass (no triggers needed), then exit (status 3
+    /// if the deletion brake holds deletions).
     #[arg(long)]
     reconcile: bool,
     /// Only this configured database (by name).
@@ -155,6 +157,7 @@ async fn run_main() -> anyhow::Result<()> {
         .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
         .await;
     let summaries = summaries?;
+    let withheld: u64 = summaries.iter().map(|s| s.delta.withheld).sum();
     for s in summaries {
         tracing::info!(
             database = %s.name,
@@ -164,8 +167,17 @@ async fn run_main() -> anyhow::Result<()> {
             changes = s.delta.changes,
             upserts = s.delta.upserts,
             deletes = s.delta.deletes,
+            withheld_deletes = s.delta.withheld,
             "infoclinica-extractor stopped"
         );
+    }
+    if mode != Mode::Daemon && withheld > 0 {
+        // A one-shot run (cron) must notice: see `etl brake list`.
+        tracing::error!(
+            withheld_deletes = withheld,
+            "the deletion brake holds deletions; exiting with status 3"
+        );
+        std::process::exit(3);
     }
     Ok(())
 }

@@ -22,6 +22,11 @@
 //! acknowledged pass, in a NATS object store, so that a restart still sees
 //! the deletes that happened while the extractor was down. With no snapshot
 //! (first pass) every row is published once.
+//!
+//! The deletion brake (see [`etl_runtime::brake`]) judges the vanished keys
+//! against the previous snapshot's size. While it holds, they are not
+//! published and stay in the snapshot, so every pass finds them again until
+//! an operator releases the brake (or the rows come back).
 
 use std::collections::HashMap;
 
@@ -32,6 +37,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::delta::{self, PassSummary, IN_LIST};
 use crate::sync::{DbSync, SyncError};
+use etl_runtime::brake::Decision;
 
 /// Keys and row versions seen by one pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,17 +99,41 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
         .collect();
     vanished.sort_unstable();
 
+    let (brake, decision) = crate::retry!(
+        sync,
+        "deletion brake",
+        delta::brake(
+            sync,
+            "reconcile",
+            vanished.len() as u64,
+            previous.versions.len() as u64
+        )
+    )?;
+    let send_deletes = decision.sends();
     let mut summary = PassSummary::default();
     let mut next = scan;
     for page in changed.chunks(sync.settings.page_size.max(IN_LIST)) {
-        let (s, gone) = crate::retry!(sync, "publish changes", delta::publish_current(sync, page))?;
+        let (s, gone) = crate::retry!(
+            sync,
+            "publish changes",
+            delta::publish_current(sync, page, send_deletes)
+        )?;
         summary.add(s);
-        // Vanished between the scan and the re-read: published as deletes.
+        // Vanished between the scan and the re-read: published as deletes,
+        // or, while the brake holds, kept as the previous pass saw them.
         for pcode in gone {
-            next.versions.remove(&pcode);
+            match previous.versions.get(&pcode) {
+                Some(&v) if !send_deletes => next.versions.insert(pcode, v),
+                _ => next.versions.remove(&pcode),
+            };
         }
     }
-    if !vanished.is_empty() {
+    if !send_deletes {
+        summary.withheld = vanished.len() as u64;
+        for pcode in &vanished {
+            next.versions.insert(*pcode, previous.versions[pcode]);
+        }
+    } else if !vanished.is_empty() {
         let s = crate::retry!(
             sync,
             "publish deletes",
@@ -113,6 +143,11 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
     }
     summary.changes = (changed.len() + vanished.len()) as u64;
     crate::retry!(sync, "save snapshot", save_snapshot(sync, &next))?;
+    if decision == Decision::SendReleased {
+        crate::retry!(sync, "deletion brake", async {
+            brake.released_sent().await.map_err(SyncError::from)
+        })?;
+    }
     sync.snapshot = Some(next);
     sync.checkpoint.state.passes += 1;
     crate::retry!(sync, "checkpoint", sync.save())?;
@@ -125,6 +160,7 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
         vanished = vanished.len(),
         upserts = summary.upserts,
         deletes = summary.deletes,
+        withheld_deletes = summary.withheld,
         ms = started.elapsed().as_millis() as u64,
         "reconciliation pass"
     );

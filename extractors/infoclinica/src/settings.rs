@@ -87,6 +87,15 @@ pub struct ExtractorSettings {
     /// retried with backoff.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// The deletion brake of every database of this source: a
+    /// reconciliation or change-log pass that would delete more than
+    /// `max_share` (default 0.05: 5 %) of the database's records or more
+    /// than `max_count` (default 10000) records sends none of its
+    /// deletions (its other changes still go out) until an operator runs
+    /// `etl brake release infoclinica <database>`; while it holds,
+    /// `etl status` shows it, `etl_deletion_brake_held` is 1 and a one-shot
+    /// run exits with status 3.
+    pub deletion_brake: etl_runtime::brake::BrakeSettings,
 }
 
 impl ExtractorSettings {
@@ -115,6 +124,7 @@ impl Default for ExtractorSettings {
             pcodes_unique_across_databases: false,
             connect_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(300),
+            deletion_brake: Default::default(),
         }
     }
 }

@@ -112,17 +112,21 @@ impl DbSync {
         &self.db.name
     }
 
-    /// Records a successful pass for `etl status` under
-    /// `infoclinica/<database name>` (never fails the pass).
+    /// Records a successful pass for `etl status` under the stream, the
+    /// source and the database's name (never fails the pass).
     pub async fn record_status(&self, kind: &str, published: u64, deleted: u64) {
-        let key = format!("infoclinica/{}", self.db.name);
-        etl_runtime::sync_status::record(
-            &self.bus.js,
-            self.bus.stream.replicas,
-            &key,
+        let sync = etl_runtime::sync_status::Sync {
             kind,
             published,
             deleted,
+        };
+        etl_runtime::sync_status::record_in(
+            &self.bus.js,
+            self.bus.stream.replicas,
+            &self.bus.stream.name,
+            &self.settings.source,
+            Some(&self.db.name),
+            sync,
         )
         .await;
     }

@@ -486,7 +486,9 @@ async fn daemon_on_two_databases() {
         assert!(state.passes >= 1, "{name}");
     }
     // The last successful pass of each database, for `etl status`.
-    let last = etl_runtime::sync_status::all(&fx.js).await.unwrap();
+    let last = etl_runtime::sync_status::of_stream(&fx.js, &fx.stream.name)
+        .await
+        .unwrap();
     for name in ["north", "south"] {
         let key = format!("infoclinica/{name}");
         let (_, status) = last

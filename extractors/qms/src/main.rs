@@ -15,13 +15,15 @@ struct Args {
     /// Configuration file (TOML).
     #[arg(long, short, env = "ETL_CONFIG")]
     config: Option<PathBuf>,
-    /// Run one sync and exit (status 1 if it failed). Default: a daemon that
-    /// syncs every `qms.interval`.
+    /// Run one sync and exit: status 1 if it failed, 3 if the deletion brake
+    /// holds its deletions (`etl brake list`). Default: a daemon that syncs
+    /// every `qms.interval`.
     #[arg(long)]
     no_daemon: bool,
     /// Send the deletions the deletion brake is holding back: the operator
-    /// has checked that the records really were deleted in qMS. Applies
-    /// until one sync of this process completes.
+    /// has checked that the records really were deleted in qMS (the same as
+    /// `etl brake release qms` before the run). Applies until one sync of
+    /// this process completes.
     #[arg(long)]
     confirm_deletions: bool,
     /// Forget what was last published and publish every record again (after
@@ -55,9 +57,19 @@ async fn main() -> anyhow::Result<()> {
     telemetry
         .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
         .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "qms-extractor stopped");
-        std::process::exit(1);
+    match result {
+        Err(e) => {
+            tracing::error!(error = %e, "qms-extractor stopped");
+            std::process::exit(1);
+        }
+        Ok(Some(report)) if report.withheld_deletes > 0 => {
+            // A one-shot run (cron) must notice.
+            tracing::error!(
+                withheld_deletes = report.withheld_deletes,
+                "the deletion brake holds deletions; exiting with status 3"
+            );
+            std::process::exit(3);
+        }
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }

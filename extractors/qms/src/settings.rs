@@ -103,7 +103,15 @@ pub struct QmsSettings {
     /// when unset; the file is unlinked, so a crash leaves nothing behind).
     pub spill_dir: Option<PathBuf>,
     pub plausibility: Plausibility,
-    pub deletion_brake: DeletionBrake,
+    /// The deletion brake: a sync that would delete more than `max_share`
+    /// (default 0.05: 5 %) of the records last published or more than
+    /// `max_count` (default 10000) records sends none of its deletions
+    /// (changed records still go out) until an operator runs `etl brake
+    /// release qms` (or this extractor once with `--confirm-deletions`);
+    /// while it holds, `etl status` shows it, `etl_deletion_brake_held` and
+    /// `qms_deletion_brake_engaged` are 1 and `--no-daemon` exits with
+    /// status 3.
+    pub deletion_brake: etl_runtime::brake::BrakeSettings,
     pub state: StateSettings,
     pub rejects: RejectSettings,
 }
@@ -132,7 +140,7 @@ impl Default for QmsSettings {
             publish_window: 4096,
             spill_dir: None,
             plausibility: Plausibility::default(),
-            deletion_brake: DeletionBrake::default(),
+            deletion_brake: Default::default(),
             state: StateSettings::default(),
             rejects: RejectSettings::default(),
         }
@@ -177,22 +185,6 @@ impl Default for Plausibility {
             min_share_of_last: 0.5,
             max_reject_share: 0.2,
         }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct DeletionBrake {
-    /// Largest share of the last published records one sync may delete
-    /// (0.05 = 5%). Beyond it no deletion is sent (changed records still
-    /// are), an error is logged and `qms_deletion_brake_engaged` is 1, until
-    /// an operator runs the extractor with `--confirm-deletions`.
-    pub max_share: f64,
-}
-
-impl Default for DeletionBrake {
-    fn default() -> Self {
-        DeletionBrake { max_share: 0.05 }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::export::{self, AttemptError, Export, Spilled};
 use crate::parse::{self, Decoder};
 use crate::settings::Settings;
 use crate::state::{Entries, Loaded, SaveError, StateInfo, StateStore, UNKNOWN};
+use etl_runtime::brake::{Brake, Decision};
 use etl_runtime::shutdown::Shutdown;
 
 /// What one sync did.
@@ -187,22 +188,15 @@ impl Extractor {
             );
         }
 
-        let brake = Brake {
-            max_share: q.deletion_brake.max_share,
-            confirmed: options.confirm_deletions,
-            previous: previous.entries.len() as u64,
-        };
         // The export's entries become the next state (no third set in
         // memory); the old state is freed before publishing and encoding
         // the new snapshot (peak memory).
         let exported = std::mem::take(&mut export.entries);
-        let plan = plan(
-            &previous,
-            exported,
-            &export.rejected_his,
-            &mut report,
-            brake,
-        );
+        let diff = diff(&previous, exported, &export.rejected_his, &mut report);
+        let (brake, decision) = self
+            .brake(&diff, previous.entries.len() as u64, options)
+            .await?;
+        let plan = diff.into_plan(&previous, decision.sends(), &mut report);
         previous.entries = Entries::default();
         let marked = self.mark_interrupted(&previous, &plan, version).await?;
         let published = tokio::select! {
@@ -210,6 +204,9 @@ impl Extractor {
             _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
         };
         report.stored = published;
+        if decision == Decision::SendReleased {
+            brake.released_sent().await?;
+        }
         let info = StateInfo {
             generation: marked.generation + 1,
             export_records: export.stats.records,
@@ -221,16 +218,56 @@ impl Extractor {
             .await?;
         metrics::gauge!("qms_state_records").set(plan.next_state.len() as f64);
         tracing::debug!(generation = info.generation, "state saved");
-        etl_runtime::sync_status::record(
+        let sync = etl_runtime::sync_status::Sync {
+            kind: "sync",
+            published: report.upserts,
+            deleted: report.deletes,
+        };
+        etl_runtime::sync_status::record_in(
             &self.js,
             self.settings.stream.replicas,
-            &q.state.key,
-            "sync",
-            report.upserts,
-            report.deletes,
+            &self.settings.stream.name,
+            &q.source,
+            None,
+            sync,
         )
         .await;
         Ok(report)
+    }
+
+    /// The deletion brake's decision on `diff`'s deletions of `previous`
+    /// records. `--confirm-deletions` releases a hold for this sync.
+    async fn brake(
+        &self,
+        diff: &Diff,
+        previous: u64,
+        options: RunOptions,
+    ) -> Result<(Brake, Decision), SyncError> {
+        let q = &self.settings.qms;
+        let brake = Brake::open(
+            &self.js,
+            self.settings.stream.replicas,
+            &self.settings.stream.name,
+            &q.source,
+            None,
+            q.deletion_brake,
+        )
+        .await?;
+        let deletions = diff.deleted.len() as u64;
+        let mut decision = brake.check("sync", deletions, previous).await?;
+        if decision == Decision::Hold && options.confirm_deletions {
+            tracing::warn!(
+                deletions,
+                "deletions beyond the brake confirmed by the operator (--confirm-deletions)"
+            );
+            decision = Decision::SendReleased;
+        }
+        metrics::gauge!("qms_deletion_brake_engaged").set(if decision == Decision::Hold {
+            1.0
+        } else {
+            0.0
+        });
+        Ok((brake, decision))
     }
 
     /// Saves the marked snapshot (see [`crate::state`]) before the first
@@ -381,12 +418,6 @@ impl Extractor {
     }
 }
 
-struct Brake {
-    max_share: f64,
-    confirmed: bool,
-    previous: u64,
-}
-
 /// The snapshot in force once the sync has marked itself.
 struct Marked {
     generation: u64,
@@ -409,8 +440,7 @@ impl Plan {
         let next = &self.next_state;
         let mut marked = Entries::with_capacity(next.len() + self.deletes.len());
         for e in next.items() {
-            let touched =
-                e.spill_at != u64::MAX && self.upserts.binary_search(&e.spill_at).is_ok();
+            let touched = e.spill_at != u64::MAX && self.upserts.binary_search(&e.spill_at).is_ok();
             let hash = if touched { UNKNOWN } else { e.hash };
             marked.push(next.key(e), hash, u64::MAX);
         }
@@ -424,15 +454,20 @@ impl Plan {
     }
 }
 
-/// Compares the export's entries (sorted) with the last published state;
-/// they become the next state.
-fn plan(
-    previous: &Loaded,
+/// How the export differs from the last published state.
+struct Diff {
+    /// Spill offsets of records to upsert, ascending.
+    upserts: Vec<u64>,
+    /// Indices (in the old state) of records gone from the export.
+    deleted: Vec<usize>,
+    /// Indices (in the old state) of records kept although absent (rejected).
+    carried: Vec<usize>,
+    /// The export's entries: the next state.
     new: Entries,
-    rejected_his: &[String],
-    report: &mut SyncReport,
-    brake: Brake,
-) -> Plan {
+}
+
+/// Compares the export's entries (sorted) with the last published state.
+fn diff(previous: &Loaded, new: Entries, rejected_his: &[String], report: &mut SyncReport) -> Diff {
     let old = &previous.entries;
     let rejected: BTreeSet<&str> = rejected_his.iter().map(String::as_str).collect();
     let mut upserts = Vec::new();
@@ -472,50 +507,48 @@ fn plan(
         }
     }
     upserts.sort_unstable();
-
-    let share = if brake.previous == 0 {
-        0.0
-    } else {
-        deleted.len() as f64 / brake.previous as f64
-    };
-    let braked = share > brake.max_share && !brake.confirmed;
-    metrics::gauge!("qms_deletion_brake_engaged").set(if braked { 1.0 } else { 0.0 });
-    if braked {
-        tracing::error!(
-            deletions = deleted.len(),
-            previous = brake.previous,
-            share = format!("{:.1}%", share * 100.0),
-            limit = format!("{:.1}%", brake.max_share * 100.0),
-            "deletion brake: this export would delete too many records; no deletion sent. \
-             If the deletions are real, run once with --confirm-deletions"
-        );
-        report.withheld_deletes = deleted.len() as u64;
-        carried.append(&mut deleted);
-    } else if brake.confirmed && share > brake.max_share {
-        tracing::warn!(
-            deletions = deleted.len(),
-            "deletions beyond the brake confirmed by the operator"
-        );
-    }
-    report.upserts = upserts.len() as u64;
-    report.deletes = deleted.len() as u64;
-
-    // Records carried over are absent from the export, so the merged
-    // state has no duplicate; only their order needs restoring.
-    let mut next_state = new;
-    for &i in &carried {
-        next_state.push(old.key(&olds[i]), olds[i].hash, u64::MAX);
-    }
-    if !carried.is_empty() {
-        next_state.sort_dedup();
-    }
-    let deletes = deleted
-        .iter()
-        .map(|&i| old.key(&olds[i]).to_string())
-        .collect();
-    Plan {
+    Diff {
         upserts,
-        deletes,
-        next_state,
+        deleted,
+        carried,
+        new,
+    }
+}
+
+impl Diff {
+    /// What the sync publishes: the deletions only if `send_deletes` (the
+    /// brake let them through); held ones stay in the next state.
+    fn into_plan(self, previous: &Loaded, send_deletes: bool, report: &mut SyncReport) -> Plan {
+        let Diff {
+            upserts,
+            mut deleted,
+            mut carried,
+            new,
+        } = self;
+        let (old, olds) = (&previous.entries, previous.entries.items());
+        if !send_deletes {
+            report.withheld_deletes = deleted.len() as u64;
+            carried.append(&mut deleted);
+        }
+        report.upserts = upserts.len() as u64;
+        report.deletes = deleted.len() as u64;
+        // Records carried over are absent from the export, so the merged
+        // state has no duplicate; only their order needs restoring.
+        let mut next_state = new;
+        for &i in &carried {
+            next_state.push(old.key(&olds[i]), olds[i].hash, u64::MAX);
+        }
+        if !carried.is_empty() {
+            next_state.sort_dedup();
+        }
+        let deletes = deleted
+            .iter()
+            .map(|&i| old.key(&olds[i]).to_string())
+            .collect();
+        Plan {
+            upserts,
+            deletes,
+            next_state,
+        }
     }
 }

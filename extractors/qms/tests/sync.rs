@@ -17,9 +17,10 @@ async fn first_sync_loads_everything_then_only_changes() {
 
     let first = f.sync_ok().await;
     assert_eq!(first.records, ROWS);
-    // The last successful sync, for `etl status` (other tests may have
-    // written the same key since: only "at or after this sync started").
-    let last = etl_runtime::sync_status::all(&f.js).await.unwrap();
+    // The last successful sync of this test's stream, for `etl status`.
+    let last = etl_runtime::sync_status::of_stream(&f.js, &f.stream.name)
+        .await
+        .unwrap();
     let (_, qms) = last
         .iter()
         .find(|(k, _)| k == "qms")
