@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 mod access_log;
+mod brake;
 mod db;
 mod dlq;
 mod evaluate;
@@ -45,9 +46,15 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Where every source, the stream, the loaders' consumers, dead letters
-    /// and the matcher stand (add --json for scripts).
+    /// Is the pipeline healthy, how far behind, what is stuck: every source,
+    /// deletion brakes, the stream, the loaders' consumers, the matcher, dead
+    /// letters. Exit status 0 healthy, 1 degraded, 2 down (--json for
+    /// scripts).
     Status(status::StatusArgs),
+    /// Deletion brakes: list the passes whose deletions are held, release
+    /// one after checking the source.
+    #[command(subcommand)]
+    Brake(brake::BrakeCommand),
     /// Re-apply a range of the stream to PostgreSQL (idempotent), or rebuild
     /// an empty database from the whole stream (--rebuild).
     Replay(replay::ReplayArgs),
@@ -103,6 +110,50 @@ pub struct Settings {
     /// The loader's settings: `etl replay` judges records by the same
     /// `[loader.limits]` as the loader (point it at the loader's file).
     pub loader: loader::settings::LoaderSettings,
+    /// From the Infoclinica extractor's `[extractor]`: `etl status` shows
+    /// the checkpoints of its `checkpoint_bucket`.
+    pub extractor: ExtractorSettings,
+    /// From the qMS extractor's `[qms]`: `etl status` counts the rejects of
+    /// its `rejects.stream`.
+    pub qms: QmsSettings,
+}
+
+/// The part of the Infoclinica extractor's `[extractor]` that `etl` reads.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct ExtractorSettings {
+    /// KV bucket of the extractor's checkpoints.
+    pub checkpoint_bucket: String,
+}
+
+impl Default for ExtractorSettings {
+    fn default() -> Self {
+        ExtractorSettings {
+            checkpoint_bucket: "infoclinica_checkpoints".into(),
+        }
+    }
+}
+
+/// The part of the qMS extractor's `[qms]` that `etl` reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct QmsSettings {
+    pub rejects: QmsRejects,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct QmsRejects {
+    /// Stream of the qMS extractor's rejects.
+    pub stream: String,
+}
+
+impl Default for QmsRejects {
+    fn default() -> Self {
+        QmsRejects {
+            stream: "QMS_REJECTS".into(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -113,6 +164,8 @@ impl Default for Settings {
             stream: Default::default(),
             matcher: Default::default(),
             loader: Default::default(),
+            extractor: Default::default(),
+            qms: Default::default(),
             // A command-line tool speaks through its output; logs only warn.
             log: etl_runtime::telemetry::LogSettings {
                 level: "warn".into(),
@@ -129,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
     etl_runtime::telemetry::init(&settings.log);
     match args.command {
         Command::Status(a) => status::run(&settings, a).await,
+        Command::Brake(c) => brake::run(&settings, c).await,
         Command::Replay(a) => replay::run(&settings, a).await,
         Command::Dlq(c) => dlq::run(&settings, c).await,
         Command::Sample(a) => sample::run(&settings, a).await,

@@ -76,7 +76,7 @@ fn rec(s: &str) -> anyhow::Result<Rec> {
     parse_rec(s).with_context(|| format!("{s:?} is not <source>:<source id>"))
 }
 
-fn actor() -> String {
+pub fn actor() -> String {
     std::env::var("ETL_OPERATOR")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "operator".into())
