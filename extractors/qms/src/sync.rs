@@ -204,9 +204,6 @@ impl Extractor {
             _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
         };
         report.stored = published;
-        if decision == Decision::SendReleased {
-            brake.released_sent().await?;
-        }
         let info = StateInfo {
             generation: marked.generation + 1,
             export_records: export.stats.records,
@@ -216,6 +213,11 @@ impl Extractor {
         self.store
             .save(marked.nuid.as_deref(), &info, &plan.next_state)
             .await?;
+        // After the state: a sync failing before it finds the deletions
+        // again, still released.
+        if decision == Decision::SendReleased {
+            brake.released_sent().await?;
+        }
         metrics::gauge!("qms_state_records").set(plan.next_state.len() as f64);
         tracing::debug!(generation = info.generation, "state saved");
         let sync = etl_runtime::sync_status::Sync {

@@ -1,5 +1,6 @@
 //! The extractor binary: kill -9 in the middle of a sync, then a restart,
-//! gives the exact final state; `--no-daemon` exits 0 after one sync.
+//! gives the exact final state; `--no-daemon` exits 0 after one sync, 3
+//! while the deletion brake holds.
 
 mod common;
 
@@ -102,13 +103,18 @@ async fn kill_9_in_the_middle_of_syncs_then_restart_gives_the_exact_state() {
 /// more than `after` messages past `before`, well before the end.
 async fn kill_mid_publish(f: &Fixture, env: &[(String, String)], before: u64, after: u64) {
     let mut child = extractor(env);
-    testkit::wait_until(Duration::from_secs(60), "publishing to be under way", || async {
-        f.stream_messages().await > before + after
-    })
+    testkit::wait_until(
+        Duration::from_secs(60),
+        "publishing to be under way",
+        || async { f.stream_messages().await > before + after },
+    )
     .await;
     child.kill9();
     let published = f.stream_messages().await - before;
-    assert!(published < ROWS, "killed before the sync finished ({published})");
+    assert!(
+        published < ROWS,
+        "killed before the sync finished ({published})"
+    );
 }
 
 async fn sync_to_the_end(env: &[(String, String)]) {
@@ -157,7 +163,11 @@ async fn an_edit_published_by_a_killed_sync_is_reverted_when_the_export_reverts(
     // A complete sync leaves nothing to do.
     let mut child = extractor(&env);
     wait_exit(&mut child).await;
-    assert!(child.logs().contains("upserts=0 deletes=0"), "{}", child.logs());
+    assert!(
+        child.logs().contains("upserts=0 deletes=0"),
+        "{}",
+        child.logs()
+    );
     f.stop().await;
 }
 
@@ -274,5 +284,53 @@ async fn a_slow_download_logs_its_progress() {
     let progress = logs.matches("export download in progress").count();
     assert!(progress >= 2, "{logs}");
     assert!(logs.contains("MB/s"), "{logs}");
+    f.stop().await;
+}
+
+/// `--no-daemon` exits with status 3 while the deletion brake holds (a cron
+/// job notices), and 0 again once an operator released it and the
+/// deletions went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_daemon_exits_3_while_the_brake_holds() {
+    let f = Fixture::new(500).await;
+    let env = env(&f);
+    let run = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_qms-extractor"))
+            .arg("--no-daemon")
+            .envs(env.iter().cloned())
+            .env("ETL__QMS__PUBLISH_WINDOW", "256")
+            .output()
+            .await
+            .expect("run the extractor");
+        out.status.code().expect("exited")
+    };
+    let holds = || async {
+        etl_runtime::brake::list(&f.js, &f.stream.name)
+            .await
+            .unwrap()
+    };
+    assert_eq!(run().await, 0);
+    let gone = f.sim.his_numbers()[0..100].to_vec();
+    f.sim.delete(0..100);
+    assert_eq!(run().await, 3, "20% deleted: held");
+    let held = holds().await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (
+            held[0].0.source.as_str(),
+            held[0].0.deletions,
+            held[0].0.known
+        ),
+        ("qms", 100, 500)
+    );
+    assert_eq!(run().await, 3, "still held on the next run");
+
+    etl_runtime::brake::release(&f.js, &f.stream.name, "qms", None, "test")
+        .await
+        .unwrap();
+    assert_eq!(run().await, 0, "released: the deletions go out");
+    assert!(holds().await.is_empty());
+    f.wait_for_state(&expected(&f.sim.clean_export(), &gone))
+        .await;
     f.stop().await;
 }
