@@ -207,6 +207,16 @@ impl Brake {
                 }
             }
         }
+        if let Some((hold, _)) = &current {
+            let unchanged = hold.released.is_none()
+                && (hold.pass.as_str(), hold.deletions, hold.known) == (pass, deletions, known);
+            if unchanged {
+                // Already shown as held: no write every pass (and none to
+                // race with an operator's release).
+                self.gauge(true);
+                return Ok(Decision::Hold);
+            }
+        }
         let now = Utc::now();
         let hold = Hold {
             stream: self.stream.clone(),
