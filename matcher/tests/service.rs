@@ -227,3 +227,99 @@ async fn a_rematch_alongside_the_service_then_a_standby_takes_over() {
     assert_eq!(applied.changes, 1, "the standby applied c's change");
     f.assert_equals_a_rematch().await;
 }
+
+/// A mass delete (two thirds of the records, as a wrong database path
+/// would look) retires the persons left without records, batch by batch,
+/// and SIGTERM in the middle of it ends the matcher binary within its
+/// shutdown deadline through the normal path (exit status 0; the
+/// deadline's forced exit is status 1). The records are matched by the
+/// service (no re-match, which analyses the tables) and autovacuum is off
+/// for the two tables: a site where nothing has analysed the freshly
+/// written memberships yet. The service's connections use generic plans
+/// from the start, as PostgreSQL may choose after a prepared statement's
+/// fifth run. With both, retiring by a `NOT EXISTS` per person intersected
+/// every current membership for each person.
+#[tokio::test]
+async fn a_mass_delete_retires_persons_and_sigterm_ends_it_promptly() {
+    let f = Fixture::new().await;
+    for setting in [
+        "ALTER TABLE person_memberships SET (autovacuum_enabled = false)",
+        "ALTER TABLE persons SET (autovacuum_enabled = false)",
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET plan_cache_mode = force_generic_plan', current_database()); END $$",
+    ] {
+        sqlx::query(setting).execute(&f.pool).await.unwrap();
+    }
+    let records = truth(22, 12_000);
+    f.write(
+        records
+            .iter()
+            .map(|t| (t.source, t.source_id.as_str(), Some(t.record.clone())))
+            .collect(),
+    )
+    .await;
+    let deadline = Duration::from_secs(10);
+    let mut env = testkit::service_env(&f.db, &testkit::unique_stream());
+    env.push(("ETL__SHUTDOWN__DEADLINE".into(), "10s".into()));
+    env.push(("RUST_LOG".into(), "info".into()));
+    let bin = env!("CARGO_BIN_EXE_matcher");
+    let pending = "SELECT count(*) FROM record_changes";
+    let mut first = testkit::ChildProcess::spawn(bin, &[], &env);
+    testkit::wait_until(
+        Duration::from_secs(180),
+        "the records to be matched",
+        || async { f.count(pending).await == 0 },
+    )
+    .await;
+    let gone = &records[..records.len() * 2 / 3];
+    f.write(
+        gone.iter()
+            .map(|t| (t.source, t.source_id.as_str(), None))
+            .collect(),
+    )
+    .await;
+    let retired = "SELECT count(*) FROM persons WHERE retired_at IS NOT NULL";
+    testkit::wait_until(
+        Duration::from_secs(60),
+        "a first batch of retirements",
+        || async { f.count(retired).await > 0 },
+    )
+    .await;
+    let asked = std::time::Instant::now();
+    let status = first
+        .terminate(deadline + Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    let took = asked.elapsed();
+    assert!(status.success(), "ended by the deadline: {}", first.logs());
+    assert!(took < deadline, "SIGTERM took {took:?}");
+    assert!(
+        f.count(pending).await > 0,
+        "stopped in the middle of the mass delete"
+    );
+
+    let mut second = testkit::ChildProcess::spawn(bin, &[], &env);
+    testkit::wait_until(
+        Duration::from_secs(60),
+        "the mass delete to drain",
+        || async { f.count(pending).await == 0 },
+    )
+    .await;
+    assert!(second.terminate(deadline).expect("exits").success());
+    let live = f
+        .count("SELECT count(*) FROM person_memberships WHERE valid_to IS NULL")
+        .await;
+    assert_eq!(live, (records.len() - gone.len()) as i64);
+    let orphans = f
+        .count(
+            "SELECT count(*) FROM persons p WHERE retired_at IS NULL AND NOT EXISTS
+             (SELECT 1 FROM person_memberships m WHERE m.person_id = p.person_id AND m.valid_to IS NULL)",
+        )
+        .await;
+    assert_eq!(orphans, 0, "every person without records is retired");
+    let wrongly = f
+        .count(
+            "SELECT count(*) FROM persons p WHERE retired_at IS NOT NULL AND EXISTS
+             (SELECT 1 FROM person_memberships m WHERE m.person_id = p.person_id AND m.valid_to IS NULL)",
+        )
+        .await;
+    assert_eq!(wrongly, 0, "no person with records is retired");
+}
