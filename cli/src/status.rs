@@ -46,7 +46,7 @@ pub struct StatusArgs {
     #[arg(long, default_value = "3h", value_parser = humantime_serde::re::humantime::parse_duration)]
     max_sync_age: Duration,
     /// How long to wait for NATS and for PostgreSQL (asked at once).
-    #[arg(long, default_value = "4s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = humantime_serde::re::humantime::parse_duration)]
     timeout: Duration,
 }
 
