@@ -34,15 +34,18 @@ impl Binaries {
     }
 
     /// Builds the binaries with cargo (a no-op when they are up to date) in
-    /// the target directory and profile of the running executable: a test
-    /// runs from `target/<profile>/deps`, the `chaos` binary from
-    /// `target/<profile>`. `cargo test -p testkit` alone builds only this
-    /// crate, so the test cannot rely on another crate's binaries being
-    /// there.
+    /// the target directory and profile of the running executable. A test
+    /// runs from `target/<profile>/deps`: there the whole workspace's bins
+    /// and tests are built, which resolves features exactly as `cargo test
+    /// --workspace` does (a no-op inside it; `cargo build -p …` alone
+    /// resolves some dependencies' features differently and would rebuild
+    /// them). The `chaos` binary runs from `target/<profile>` and builds
+    /// just the binaries it starts.
     pub fn build() -> anyhow::Result<Binaries> {
         let exe = std::env::current_exe().context("locating the running executable")?;
         let mut dir = exe.parent().context("executable without a directory")?;
-        if dir.ends_with("deps") {
+        let in_test = dir.ends_with("deps");
+        if in_test {
             dir = dir.parent().context("deps without a parent")?;
         }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,8 +61,12 @@ impl Binaries {
             .arg("--manifest-path")
             .arg(workspace.join("Cargo.toml"))
             .arg("--bins");
-        for (_, package) in BINARIES {
-            command.args(["-p", package]);
+        if in_test {
+            command.args(["--workspace", "--tests"]);
+        } else {
+            for (_, package) in BINARIES {
+                command.args(["-p", package]);
+            }
         }
         if dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");
@@ -68,6 +75,28 @@ impl Binaries {
         // CARGO_TARGET_DIR says in this environment.
         if let Some(target) = dir.parent() {
             command.env("CARGO_TARGET_DIR", target);
+        }
+        // What cargo set for this process (`cargo test`, `cargo run`): build
+        // scripts (ring's, through cc) rerun when such a variable differs
+        // from the outer build's environment, and with them everything
+        // above them — a rebuild here and another in the next outer build.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_by_cargo = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_"]
+                .iter()
+                .any(|p| key.starts_with(p))
+                || [
+                    "CARGO",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref());
+            if set_by_cargo {
+                command.env_remove(key.as_ref());
+            }
         }
         let status = command.status().context("running cargo build")?;
         if !status.success() {

@@ -275,7 +275,7 @@ async fn run_in(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Re
     summary.qms_publish_strikes = (rig.qms_publish_strikes, rig.qms_publish_kills);
     summary.qms_changes = rig.qms.changes.clone();
     summary.infoclinica_changes = rig.firebird.changes.clone();
-    rig.reference().await?;
+    rig.reference(options.converge_timeout).await?;
     rig.compare(&mut summary).await?;
     Ok(summary)
 }

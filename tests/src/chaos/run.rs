@@ -407,8 +407,9 @@ impl Rig {
     }
 
     /// The reference: the same binaries, once and undisturbed, from the
-    /// final sources into a stream and database of their own.
-    pub async fn reference(&self) -> anyhow::Result<()> {
+    /// final sources into a stream and database of their own, within
+    /// `timeout`.
+    pub async fn reference(&self, timeout: Duration) -> anyhow::Result<()> {
         let mut env = self.bus.env(REFERENCE);
         env.extend(
             [
@@ -438,7 +439,7 @@ impl Rig {
             p.start()?;
         }
         for p in [&mut qms, &mut ic] {
-            let status = p.wait_exit(Duration::from_secs(300)).await;
+            let status = p.wait_exit(timeout).await;
             anyhow::ensure!(
                 status.is_some_and(|s| s.success()),
                 "reference {} ended {status:?}: {}",
@@ -451,8 +452,8 @@ impl Rig {
         loop {
             match verify::consumer_lag(&url, "REFERENCE", "loader").await {
                 Ok(0) => break,
-                lag if waited.elapsed() > Duration::from_secs(300) => anyhow::bail!(
-                    "the reference loader did not catch up in 300 s: lag {lag:?}; {}",
+                lag if waited.elapsed() > timeout => anyhow::bail!(
+                    "the reference loader did not catch up in {timeout:?}: lag {lag:?}; {}",
                     loader.last_error()
                 ),
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -552,5 +553,22 @@ impl Completions {
             value
         };
         self.last = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Completions;
+
+    #[test]
+    fn completions_count_across_a_restart() {
+        let mut c = Completions {
+            last: 3.0,
+            total: 0.0,
+        };
+        c.observe(4.0);
+        c.observe(0.0); // restarted
+        c.observe(2.0);
+        assert_eq!(c.total, 3.0);
     }
 }

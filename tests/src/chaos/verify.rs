@@ -172,14 +172,30 @@ pub struct Rematch {
 }
 
 impl Rematch {
+    /// Reads `etl rematch`'s report line ("full re-match of N records in T
+    /// s: M moved, P persons created, R retired, O review items opened, C
+    /// closed").
+    pub fn parse(line: &str) -> Rematch {
+        let counts = line
+            .split_once(": ")
+            .map(|(_, tail)| {
+                tail.split(", ")
+                    .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Rematch {
+            line: line.to_string(),
+            counts,
+        }
+    }
+
     pub fn moves_nothing(&self) -> bool {
         self.counts.len() == 5 && self.counts.iter().all(|&n| n == 0)
     }
 }
 
-/// Runs `etl rematch` with `env` and reads its report line ("full
-/// re-match of N records in T s: M moved, P persons created, R retired, O
-/// review items opened, C closed").
+/// Runs `etl rematch` with `env` and reads its report line.
 pub async fn rematch(etl: &Path, env: &[(String, String)]) -> anyhow::Result<Rematch> {
     let out = tokio::process::Command::new(etl)
         .arg("rematch")
@@ -195,14 +211,68 @@ pub async fn rematch(etl: &Path, env: &[(String, String)]) -> anyhow::Result<Rem
             .next()
             .unwrap_or("")
     );
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let counts = line
-        .split_once(": ")
-        .map(|(_, tail)| {
-            tail.split(", ")
-                .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Rematch { line, counts })
+    Ok(Rematch::parse(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(deleted: bool, content: &str) -> Stored {
+        Stored {
+            deleted,
+            content_hash: content.as_bytes().to_vec(),
+            content: content.into(),
+        }
+    }
+
+    fn key(id: &str) -> (String, String) {
+        ("qms".into(), id.into())
+    }
+
+    #[test]
+    fn comparison_names_every_kind_of_difference() {
+        let reference: Records = [
+            (key("same"), stored(false, "a")),
+            (key("missing"), stored(false, "b")),
+            (key("deleted"), stored(false, "c")),
+            (key("changed"), stored(false, "d")),
+        ]
+        .into();
+        let chaos: Records = [
+            (key("same"), stored(false, "a")),
+            (key("deleted"), stored(true, "c")),
+            (key("changed"), stored(false, "D")),
+            (key("removed"), stored(true, "e")),
+            (key("left"), stored(false, "f")),
+        ]
+        .into();
+        let c = Comparison::of(&chaos, &reference);
+        assert_eq!(c.missing, ["qms:missing"]);
+        assert_eq!(c.wrongly_deleted, ["qms:deleted"]);
+        assert_eq!(c.content_differs, ["qms:changed"]);
+        assert_eq!(c.not_deleted, ["qms:left"]);
+        assert_eq!((c.records, c.live, c.deleted, c.reference), (5, 3, 2, 4));
+        assert_eq!(c.mismatches(), 4);
+        assert_eq!(Comparison::of(&reference, &reference).mismatches(), 0);
+    }
+
+    #[test]
+    fn key_diff_counts_both_sides() {
+        let source: BTreeSet<String> = ["1", "2", "3"].map(String::from).into();
+        let stored: BTreeSet<String> = ["2", "3", "4", "5"].map(String::from).into();
+        let diff = KeyDiff::of(&source, &stored);
+        assert_eq!((diff.missing, diff.extra), (1, 2));
+        assert!(KeyDiff::of(&source, &source).is_empty());
+    }
+
+    #[test]
+    fn a_rematch_that_moves_nothing_is_all_zeros() {
+        let line = "full re-match of 2005 records in 0.2 s: 0 moved, 0 persons created, \
+                    0 retired, 0 review items opened, 0 closed";
+        let parse = Rematch::parse;
+        assert!(parse(line).moves_nothing());
+        assert!(!parse(&line.replace("0 moved", "3 moved")).moves_nothing());
+        assert!(!parse("did not run: no database").moves_nothing());
+    }
 }
