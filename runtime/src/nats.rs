@@ -37,6 +37,13 @@ pub struct NatsSettings {
     /// PEM private key of `client_cert`. Keep it readable by the service's
     /// user only.
     pub client_key: Option<PathBuf>,
+    /// Subject prefix of this client's reply inboxes (JetStream answers,
+    /// fetched messages, acks of publishes). The shipped server permissions
+    /// let each user subscribe to its own prefix only (`_INBOX.<user>.>` in
+    /// deploy/nats/users.conf): no service can read the replies meant for
+    /// another, such as the records delivered to the loader's fetches.
+    /// Unset: `_INBOX.<user>` when `user` is set, else `_INBOX`.
+    pub inbox_prefix: Option<String>,
 }
 
 impl Default for NatsSettings {
@@ -52,6 +59,7 @@ impl Default for NatsSettings {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            inbox_prefix: None,
         }
     }
 }
@@ -62,6 +70,7 @@ impl NatsSettings {
     pub async fn connect(&self, client_name: &str) -> anyhow::Result<async_nats::Client> {
         let mut options = async_nats::ConnectOptions::new()
             .name(client_name)
+            .custom_inbox_prefix(self.inbox_prefix()?)
             .retry_on_initial_connect()
             .request_timeout(Some(self.request_timeout))
             .event_callback(|event| async move {
@@ -109,6 +118,24 @@ impl NatsSettings {
             .collect()
     }
 
+    /// The prefix of this client's inboxes: `inbox_prefix`, else
+    /// `_INBOX.<user>`, else `_INBOX`.
+    pub fn inbox_prefix(&self) -> anyhow::Result<String> {
+        let prefix = match (&self.inbox_prefix, &self.user) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(user)) => format!("_INBOX.{user}"),
+            (None, None) => "_INBOX".to_string(),
+        };
+        let token_ok = |t: &str| {
+            !t.is_empty() && !t.chars().any(|c| c.is_whitespace() || c == '*' || c == '>')
+        };
+        anyhow::ensure!(
+            prefix.split('.').all(token_ok),
+            "nats.inbox_prefix (or nats.user) {prefix:?} is not a subject without wildcards"
+        );
+        Ok(prefix)
+    }
+
     fn tls_config(&self) -> anyhow::Result<async_nats::rustls::ClientConfig> {
         let identity = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(crate::tls::Identity { cert, key }),
@@ -119,5 +146,25 @@ impl NatsSettings {
             self.ca_file.as_deref(),
             identity,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_prefix_follows_the_user() {
+        let mut s = NatsSettings::default();
+        assert_eq!(s.inbox_prefix().unwrap(), "_INBOX");
+        s.user = Some("loader".into());
+        assert_eq!(s.inbox_prefix().unwrap(), "_INBOX.loader");
+        s.inbox_prefix = Some("_INBOX_loader_2".into());
+        assert_eq!(s.inbox_prefix().unwrap(), "_INBOX_loader_2");
+        s.inbox_prefix = Some("_INBOX.>".into());
+        assert!(s.inbox_prefix().is_err(), "no wildcards");
+        s.inbox_prefix = None;
+        s.user = Some("bad user".into());
+        assert!(s.inbox_prefix().is_err(), "no spaces");
     }
 }

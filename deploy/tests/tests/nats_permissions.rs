@@ -1,7 +1,7 @@
 //! deploy/nats/nats-server.conf and users.conf loaded by a real nats-server
 //! of the test's own: each service's user can do its job with the services'
 //! default names, and nothing beyond it (no cross-source publish, no publish
-//! by the loader).
+//! by the loader, no reading of another user's replies).
 
 use std::time::Duration;
 
@@ -49,8 +49,9 @@ fn start_server() -> TempNats {
     )
 }
 
-/// A client logged in as `user`, and the server errors it is told about
-/// (permission violations arrive this way, asynchronously).
+/// A client logged in as `user` with its inboxes under `_INBOX.<user>` (as
+/// `NatsSettings::connect` names them), and the server errors it is told
+/// about (permission violations arrive this way, asynchronously).
 async fn connect(
     nats: &TempNats,
     user: &str,
@@ -58,6 +59,7 @@ async fn connect(
     let (tx, rx) = mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::new()
         .user_and_password(user.into(), password(user))
+        .custom_inbox_prefix(format!("_INBOX.{user}"))
         .request_timeout(Some(Duration::from_secs(3)))
         .event_callback(move |event| {
             let tx = tx.clone();
@@ -75,7 +77,16 @@ async fn connect(
 
 /// Waits for the server's permission error about publishing to `subject`.
 async fn expect_violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
-    let wanted = format!("publish to \"{subject}\"").to_lowercase();
+    expect_error(errors, &format!("publish to \"{subject}\"")).await
+}
+
+/// Waits for the server's permission error about subscribing to `subject`.
+async fn expect_refused_subscription(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
+    expect_error(errors, &format!("subscription to \"{subject}\"")).await
+}
+
+async fn expect_error(errors: &mut mpsc::UnboundedReceiver<String>, what: &str) {
+    let wanted = what.to_lowercase();
     let found = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(e) = errors.recv().await {
             if e.to_lowercase().contains(&wanted) {
@@ -85,7 +96,7 @@ async fn expect_violation(errors: &mut mpsc::UnboundedReceiver<String>, subject:
         false
     })
     .await;
-    assert_eq!(found, Ok(true), "no permission violation for {subject}");
+    assert_eq!(found, Ok(true), "no permission violation for {what}");
 }
 
 async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
@@ -127,6 +138,40 @@ async fn extractor_publishes_only_its_source_and_loader_only_consumes() {
         .unwrap();
     expect_violation(&mut loader_errors, "patients.qms").await;
 
+    // Each extractor writes its own sync-status keys only.
+    let done = |kind| etl_runtime::sync_status::Sync {
+        kind,
+        published: 1,
+        deleted: 0,
+    };
+    etl_runtime::sync_status::record_in(&qms_js, 1, "PATIENTS", "qms", None, done("sync")).await;
+    let (infoclinica, mut infoclinica_errors) = connect(&nats, "infoclinica-extractor").await;
+    let infoclinica_js = jetstream::new(infoclinica.clone());
+    etl_runtime::sync_status::record_in(
+        &infoclinica_js,
+        1,
+        "PATIENTS",
+        "infoclinica",
+        Some("main"),
+        done("delta"),
+    )
+    .await;
+    let forged = "$KV.etl_sync_status.qms.PATIENTS";
+    infoclinica.publish(forged, "{}".into()).await.unwrap();
+    expect_violation(&mut infoclinica_errors, forged).await;
+    let forged = "$KV.etl_sync_status.infoclinica.main.PATIENTS";
+    qms.publish(forged, "{}".into()).await.unwrap();
+    expect_violation(&mut qms_errors, forged).await;
+    let (etl, _) = connect(&nats, "etl").await;
+    let status = etl_runtime::sync_status::of_stream(&jetstream::new(etl), "PATIENTS")
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = status
+        .iter()
+        .map(|(key, s)| (key.as_str(), s.kind.as_str()))
+        .collect();
+    assert_eq!(kinds, [("infoclinica/main", "delta"), ("qms", "sync")]);
+
     let loader_js = jetstream::new(loader);
     assert_eq!(
         stream_messages(&loader_js, "PATIENTS").await,
@@ -160,7 +205,7 @@ async fn extractor_publishes_only_its_source_and_loader_only_consumes() {
     let info = consumer.clone().info().await.unwrap().clone();
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
 
-    // The operator's tool is an administrator.
+    // The operator's tool re-publishes any source.
     let (etl, _) = connect(&nats, "etl").await;
     let etl_js = jetstream::new(etl);
     etl_js
@@ -176,6 +221,72 @@ async fn extractor_publishes_only_its_source_and_loader_only_consumes() {
         .connect(nats.url())
         .await;
     assert!(refused.is_err(), "wrong password refused");
+}
+
+/// Replies are private: the records the server delivers to the loader's
+/// fetch go to the loader's inbox, and no other user may subscribe there —
+/// neither to every inbox (`_INBOX.>`) nor to the loader's prefix. The
+/// loader still gets its records.
+#[tokio::test]
+async fn no_user_reads_another_users_replies() {
+    let nats = start_server();
+    let stream = StreamSettings::default();
+    let (qms, _) = connect(&nats, "qms-extractor").await;
+    let qms_js = jetstream::new(qms);
+    proto::bus::ensure_stream(&qms_js, &stream).await.unwrap();
+    qms_js
+        .publish("patients.qms", "record".into())
+        .await
+        .unwrap()
+        .await
+        .expect("qms publishes patients.qms");
+
+    let (spy, mut spy_errors) = connect(&nats, "infoclinica-extractor").await;
+    let mut every_inbox = spy.subscribe("_INBOX.>").await.unwrap();
+    expect_refused_subscription(&mut spy_errors, "_INBOX.>").await;
+    let mut loader_inbox = spy.subscribe("_INBOX.loader.>").await.unwrap();
+    expect_refused_subscription(&mut spy_errors, "_INBOX.loader.>").await;
+    let (etl, mut etl_errors) = connect(&nats, "etl").await;
+    let _etl_spy = etl.subscribe("_INBOX.>").await.unwrap();
+    expect_refused_subscription(&mut etl_errors, "_INBOX.>").await;
+
+    let (loader, _) = connect(&nats, "loader").await;
+    let consumer = jetstream::new(loader)
+        .get_stream("PATIENTS")
+        .await
+        .unwrap()
+        .get_or_create_consumer(
+            "loader",
+            pull::Config {
+                durable_name: Some("loader".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    let message = batch.next().await.expect("one message").unwrap();
+    assert_eq!(message.payload.as_ref(), b"record", "the loader got it");
+    message.double_ack().await.unwrap();
+
+    let seen = tokio::time::timeout(Duration::from_secs(1), async {
+        tokio::select! {
+            m = every_inbox.next() => m,
+            m = loader_inbox.next() => m,
+        }
+    })
+    .await;
+    assert!(
+        matches!(seen, Err(_) | Ok(None)),
+        "another user read the loader's reply: {seen:?}"
+    );
 }
 
 /// The real qMS extractor (two syncs: the second reads its saved state) and
@@ -216,10 +327,10 @@ async fn services_work_with_their_users() {
     let sync = || async {
         qms_extractor::Extractor::connect(settings.clone())
             .await
-            .expect("qms extractor connects")
+            .unwrap_or_else(|e| panic!("qms extractor connects: {e}\n{}", violations(&nats)))
             .sync(Default::default(), &CancellationToken::new())
             .await
-            .expect("qms sync")
+            .unwrap_or_else(|e| panic!("qms sync: {e}\n{}", violations(&nats)))
     };
     sync().await;
     sim.edit(0..10);
@@ -285,13 +396,35 @@ async fn services_work_with_their_users() {
         .await
         .expect("infoclinica publishes its own subject");
 
-    let log = nats.log();
+    // The operator's tool reads through JetStream (`etl status` here).
+    let etl = etl_runtime::nats::NatsSettings {
+        url: nats.url(),
+        user: Some("etl".into()),
+        password: Some(SecretString::from(password("etl"))),
+        ..Default::default()
+    };
+    let etl_js = jetstream::new(etl.connect("etl-status").await.unwrap());
+    let status = etl_runtime::sync_status::of_stream(&etl_js, "PATIENTS")
+        .await
+        .unwrap();
     assert!(
-        !log.contains("Permissions Violation"),
-        "the services needed more than users.conf allows:\n{}",
-        log.lines()
-            .filter(|l| l.contains("Permissions Violation"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        status.iter().any(|(key, _)| key == "qms"),
+        "etl reads the sync status: {status:?}\n{}",
+        violations(&nats)
     );
+
+    let violations = violations(&nats);
+    assert!(
+        violations.is_empty(),
+        "the services needed more than users.conf allows:\n{violations}"
+    );
+}
+
+/// The permission violations the server logged.
+fn violations(nats: &TempNats) -> String {
+    nats.log()
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
