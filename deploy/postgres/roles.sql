@@ -21,11 +21,13 @@
 --   etl_operator  people running `etl`: reads persons and records, records
 --                 and applies decisions (`etl persons link` …: the same
 --                 person-side writes as the matcher), retries and drops
---                 dead letters, appends to the access log. No DDL, no
---                 trigger changes (only the owner may), never deletes a
+--                 dead letters, registers sources, appends to the access
+--                 log. No DDL, no trigger changes (only the owner may), never deletes a
 --                 decision, an audit row or an access-log row.
 --   etl_loader    the loader: writes source_records, record_changes,
---                 dead_letters, sources, business_units; reads the rest.
+--                 dead_letters, business_units; reads the rest (it loads
+--                 only the sources an operator registered, and may not
+--                 register one).
 --   etl_matcher   the matcher: writes persons, memberships, keys, pairs,
 --                 review items, decisions, audit (append only), source
 --                 priority, and consumes record_changes; reads source_records;
@@ -95,7 +97,6 @@ BEGIN
             ('etl_loader',  'source_records',        'INSERT, UPDATE'),
             ('etl_loader',  'record_changes',        'INSERT'),
             ('etl_loader',  'dead_letters',          'INSERT, UPDATE'),
-            ('etl_loader',  'sources',               'INSERT'),
             ('etl_loader',  'business_units',        'INSERT'),
             -- matcher (migrations/20261201000001_matcher.sql); record_changes:
             -- it claims rows under its advisory lock and deletes them.
@@ -125,6 +126,9 @@ BEGIN
             ('etl_operator', 'match_audit_events',   'INSERT'),
             ('etl_operator', 'dead_letters',         'UPDATE'),
             ('etl_operator', 'record_changes',       'INSERT'),
+            -- `etl sources register`: the loader accepts only registered
+            -- sources and never adds one itself.
+            ('etl_operator', 'sources',              'INSERT'),
             -- migrations/20261206200001_personal_data_access.sql
             ('etl_operator', 'personal_data_access', 'INSERT')
         ) AS t(role, tbl, privileges)
@@ -135,6 +139,16 @@ BEGIN
     END LOOP;
 END
 $writes$;
+
+-- Sources are registered by operators (`etl sources register`), never by
+-- the loader, whatever an older version of this script granted it.
+DO $sources$
+BEGIN
+    IF to_regclass('public.sources') IS NOT NULL THEN
+        REVOKE INSERT, UPDATE, DELETE ON public.sources FROM etl_loader;
+    END IF;
+END
+$sources$;
 
 -- The access log is read by the owner only (the default privileges above
 -- gave every role SELECT on it).

@@ -184,6 +184,16 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
     assert_eq!(
         try_sql(
             &db,
+            "etl_loader",
+            "INSERT INTO sources (name) VALUES ('evil')"
+        )
+        .await,
+        Err(DENIED.into()),
+        "the loader never registers a source"
+    );
+    assert_eq!(
+        try_sql(
+            &db,
             "etl_matcher",
             "INSERT INTO persons (locked) VALUES (false)"
         )
@@ -279,6 +289,16 @@ async fn operator_decides_but_cannot_change_the_schema(db: &DatabaseSettings) {
         "only the owner reads the access log"
     );
 
+    assert_eq!(
+        try_sql(
+            db,
+            "etl_operator",
+            "INSERT INTO sources (name) VALUES ('lab')"
+        )
+        .await,
+        Ok(()),
+        "etl sources register runs as etl_operator"
+    );
     assert_eq!(
         try_sql(db, "etl_operator", "SELECT version FROM _sqlx_migrations").await,
         Ok(()),
