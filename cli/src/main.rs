@@ -11,6 +11,7 @@ mod db;
 mod dlq;
 mod evaluate;
 mod import;
+mod model;
 mod persons;
 mod replay;
 mod sample;
@@ -93,6 +94,9 @@ enum Command {
     /// Persons, review items and operator decisions.
     #[command(subcommand)]
     Persons(persons::PersonsCommand),
+    /// The matcher's learned model: train it on the records, show it.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Who viewed personal data through `etl` (the schema owner only).
     #[command(subcommand)]
     AccessLog(access_log::AccessLogCommand),
@@ -196,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         Command::EvaluateSets(a) => evaluate::run(&settings, a).await,
         Command::Rematch => persons::rematch(&settings).await,
         Command::Persons(c) => persons::run(&settings, c).await,
+        Command::Model(c) => model::run(&settings, c).await,
         Command::Migrate => migrate(&settings).await,
         Command::AccessLog(c) => access_log::run(&settings, c).await,
     }

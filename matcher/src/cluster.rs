@@ -45,9 +45,21 @@ pub struct Refused {
     pub score: f32,
 }
 
+/// Which hard conflicts keep two clusters apart: those of the scoring in
+/// use, so that a pair the scoring links is never refused for a conflict
+/// the scoring does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guards {
+    /// [`pair_conflict`] (the fixed rules).
+    Rules,
+    /// The model's guards ([`crate::model::params::guard`]).
+    Model,
+}
+
 pub struct Input<'a> {
     /// Sorted by (source, source_id): indices follow that order.
     pub nodes: &'a [Features],
+    pub guards: Guards,
     pub edges: Vec<Edge>,
     /// Pairs (a < b) an operator keeps apart.
     pub keep_apart: &'a std::collections::HashSet<(usize, usize)>,
@@ -120,9 +132,13 @@ pub fn cluster(input: Input<'_>) -> Output {
                 });
                 continue;
             }
-            if let Some(reason) =
-                union_conflict(input.nodes, input.keep_apart, &members[ra], &members[rb])
-            {
+            if let Some(reason) = union_conflict(
+                input.nodes,
+                input.keep_apart,
+                input.guards,
+                &members[ra],
+                &members[rb],
+            ) {
                 if reason != "keep_apart" {
                     refused.push(Refused {
                         a: e.a,
@@ -156,6 +172,7 @@ pub fn cluster(input: Input<'_>) -> Output {
 fn union_conflict(
     nodes: &[Features],
     keep_apart: &std::collections::HashSet<(usize, usize)>,
+    guards: Guards,
     x: &[usize],
     y: &[usize],
 ) -> Option<&'static str> {
@@ -165,12 +182,27 @@ fn union_conflict(
             if keep_apart.contains(&key) {
                 return Some("keep_apart");
             }
-            if let Some(reason) = pair_conflict(&nodes[i], &nodes[j]) {
+            let conflict = match guards {
+                Guards::Rules => pair_conflict(&nodes[i], &nodes[j]),
+                Guards::Model => model_conflict(&nodes[i], &nodes[j]),
+            };
+            if let Some(reason) = conflict {
                 return Some(reason);
             }
         }
     }
     None
+}
+
+/// The model's guards between two records that no person may hold.
+pub fn model_conflict(a: &Features, b: &Features) -> Option<&'static str> {
+    let levels = crate::model::compare::compare(a, b);
+    Some(match crate::model::params::guard(&levels)? {
+        "snils_differs" => "chain_snils_differs",
+        "birth_date_differs" => "chain_birth_date_differs",
+        "passport_differs" => "chain_passport_differs",
+        _ => "chain_twins",
+    })
 }
 
 /// The hard conflicts between two records that no person may hold.

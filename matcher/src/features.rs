@@ -33,6 +33,31 @@ pub struct SourceRow {
     pub deleted: bool,
 }
 
+impl SourceRow {
+    /// The row the loader stores for `record` (tests, in-memory
+    /// evaluations): validity flags as the record's own checks give them.
+    pub fn of_record(source: &str, source_id: &str, record: &proto::PatientRecord) -> SourceRow {
+        let r = record;
+        SourceRow {
+            source: source.into(),
+            source_id: source_id.into(),
+            last_name: r.last_name.clone(),
+            first_name: r.first_name.clone(),
+            middle_name: r.middle_name.clone(),
+            birth_date: r.birth_date,
+            sex: r.sex.map(|s| s.code().to_string()),
+            documents: Json(r.documents.clone()),
+            snils: r.snils.as_ref().map(|c| c.value.clone()),
+            snils_valid: r.snils.as_ref().map(|c| c.is_valid()),
+            oms_policy: r.oms_policy.as_ref().map(|c| c.value.clone()),
+            oms_policy_valid: r.oms_policy.as_ref().map(|c| c.is_valid()),
+            phones: Json(r.phones.clone()),
+            emails: Json(r.emails.clone()),
+            deleted: false,
+        }
+    }
+}
+
 /// A `source_records` row read with [`row_columns!`] as a [`SourceRow`];
 /// `None` when its stored content does not decode (content the loader
 /// never writes: a bug or a hand edit). Such a record is left out of

@@ -4,6 +4,8 @@
 //!
 //! * [`features`]: a record reduced to comparable forms, and its blocking keys.
 //! * [`rules`]: the pairwise rules (identifiers, conflicts, the scored rule).
+//! * [`model`]: the Fellegi–Sunter model learned from the data (comparison
+//!   levels, m and u by EM, name frequencies) and its guards.
 //! * [`cluster`]: from pairwise links to persons, with the chaining guard.
 //! * [`engine`]: the PostgreSQL side: claim changes, recompute the affected
 //!   persons in one transaction, full re-match.
@@ -18,6 +20,7 @@ pub mod cluster;
 pub mod engine;
 pub mod evaluate;
 pub mod features;
+pub mod model;
 pub mod operator;
 pub mod rules;
 pub mod service;

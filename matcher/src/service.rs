@@ -14,7 +14,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Applied, Engine};
+use crate::engine::{Applied, Engine, Scoring, Setup};
+use crate::settings::ScoringKind;
 use crate::settings::Settings;
 use etl_runtime::database::is_transient;
 
@@ -71,10 +72,21 @@ async fn prepare(
 }
 
 pub fn engine(settings: &Settings) -> Engine {
-    let mut engine = Engine::new(
-        settings.matcher.weights.clone(),
-        settings.matcher.max_block_size,
-    );
+    let m = &settings.matcher;
+    let scoring = match m.scoring {
+        ScoringKind::Rules => Scoring::Rules(m.weights.clone()),
+        // The model in use is read with the blocking index, before the
+        // first batch.
+        ScoringKind::Model => Scoring::Model {
+            model: std::sync::Arc::new(crate::model::Model::priors()),
+            thresholds: m.model,
+        },
+    };
+    let mut engine = Engine::with_setup(Setup {
+        scoring,
+        max_block_size: m.max_block_size,
+        actor: "matcher".into(),
+    });
     engine.read_ahead_from = settings.matcher.read_ahead_from;
     engine
 }

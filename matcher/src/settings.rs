@@ -10,6 +10,7 @@ use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
+use crate::model::Thresholds;
 use crate::rules::Weights;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,8 +58,23 @@ pub struct MatcherSettings {
     pub max_block_size: i64,
     /// Delays after a transient failure (PostgreSQL down).
     pub retry: Backoff,
-    /// Weights and thresholds of the scored rule.
+    /// How pairs are scored: `rules` (the fixed rules and `weights`) or
+    /// `model` (the Fellegi–Sunter model trained by `etl model train`, the
+    /// shipped priors until then, with the thresholds in `model`).
+    pub scoring: ScoringKind,
+    /// Weights and thresholds of the scored rule (`scoring = "rules"`).
     pub weights: Weights,
+    /// Probability thresholds of the model (`scoring = "model"`).
+    pub model: Thresholds,
+}
+
+/// The setting `matcher.scoring`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoringKind {
+    #[default]
+    Rules,
+    Model,
 }
 
 impl Default for MatcherSettings {
@@ -74,7 +90,9 @@ impl Default for MatcherSettings {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(30),
             },
+            scoring: ScoringKind::default(),
             weights: Weights::default(),
+            model: Thresholds::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 
 use super::phases::Phases;
 use super::rows::load_rows;
+use super::setup::Setup;
 use super::types::{ordered, split, Applied, PairRow, Rec};
 use super::write::{self, Audit, NewItem, Placed, Via};
 use crate::cluster::{self, Edge, EdgeKind};
@@ -332,9 +333,10 @@ impl Component {
     pub(super) async fn apply(
         self,
         tx: &mut PgConnection,
-        actor: &str,
+        setup: &Setup,
         phases: &mut Phases,
     ) -> sqlx::Result<Applied> {
+        let actor = setup.actor.as_str();
         let mut applied = Applied {
             records: self.nodes.len() as u64,
             ..Default::default()
@@ -426,6 +428,7 @@ impl Component {
         tracing::debug!(nodes = self.nodes.len(), "clustering");
         let out = cluster::cluster(cluster::Input {
             nodes: &self.nodes,
+            guards: setup.guards(),
             edges,
             keep_apart: &keep_apart,
         });

@@ -173,7 +173,7 @@ async fn settle(
             .records()
             .map(|(s, i)| (s.to_owned(), i.to_owned())),
     );
-    component.apply(tx, &setup.actor, phases).await
+    component.apply(tx, setup, phases).await
 }
 
 /// Recomputes the persons of `recs`' component from the stored pairs
@@ -190,7 +190,7 @@ pub(super) async fn recompute_persons(
     let mut phases = Phases::new("decision", recs.len(), false);
     let component = Component::load(tx, &recs, HashMap::new(), None, &HashSet::new()).await?;
     phases.mark("component read");
-    component.apply(tx, &setup.actor, &mut phases).await
+    component.apply(tx, setup, &mut phases).await
 }
 
 /// The records of `recs` that an operator's decision names, revoked ones

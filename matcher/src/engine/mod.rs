@@ -39,6 +39,7 @@ pub mod index;
 mod lock;
 mod pairing;
 mod par;
+pub use par::par_map;
 mod phases;
 pub mod quarantine;
 mod rematch;
@@ -56,7 +57,7 @@ use phases::Phases;
 
 use crate::rules::Weights;
 
-pub use setup::Setup;
+pub use setup::{Scoring, Setup};
 pub use types::{Applied, PairRow, Rec};
 pub use write::audit_one;
 
@@ -64,8 +65,10 @@ pub use lock::MATCH_LOCK;
 
 #[derive(Debug, Clone)]
 pub struct Engine {
-    /// How pairs are decided (the same for every path).
-    pub setup: Setup,
+    /// How pairs are decided (the same for every path); the model in it
+    /// is reloaded with the blocking index (a trained model bumps the
+    /// generation).
+    setup: Arc<std::sync::RwLock<Setup>>,
     /// A batch of at least this many changes that comes back full (a
     /// backlog) starts reading the next batch's records ahead
     /// ([`ahead`]; setting `matcher.read_ahead_from`).
@@ -85,13 +88,18 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine scoring by the fixed rules with `weights`.
     pub fn new(weights: Weights, max_block_size: i64) -> Engine {
+        Self::with_setup(Setup {
+            scoring: Scoring::Rules(weights),
+            max_block_size,
+            actor: "matcher".into(),
+        })
+    }
+
+    pub fn with_setup(setup: Setup) -> Engine {
         Engine {
-            setup: Setup {
-                weights,
-                max_block_size,
-                actor: "matcher".into(),
-            },
+            setup: Arc::new(std::sync::RwLock::new(setup)),
             read_ahead_from: 2_000,
             index: Arc::default(),
             ahead: Arc::default(),
@@ -121,6 +129,20 @@ impl Engine {
     pub async fn read_ahead(&self, pool: &PgPool, after: i64, limit: i64) {
         let pending = ahead::start(pool, after, limit).finished().await;
         *self.ahead.lock().expect("not poisoned") = Some(pending);
+    }
+
+    /// How pairs are decided now.
+    pub fn setup(&self) -> Setup {
+        self.setup.read().expect("not poisoned").clone()
+    }
+
+    /// Replaces `index` by one built from `source_records`, and reloads the
+    /// model in use with it (the caller holds the lock; the generation is
+    /// the caller's to set).
+    async fn rebuild(&self, index: &mut BlockIndex, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let setup = self.setup().reloaded(conn).await?;
+        *self.setup.write().expect("not poisoned") = setup;
+        rebuild(index, conn).await
     }
 
     /// Takes the matcher lock for this transaction if it is free.
@@ -239,7 +261,7 @@ impl Engine {
         if index.generation != Some(before) {
             // Rebuilt: what was prepared on the old index goes with it.
             prepared = None;
-            if let Err(error) = rebuild(&mut index, &mut tx).await {
+            if let Err(error) = self.rebuild(&mut index, &mut tx).await {
                 return Err(rolled_back(tx, error).await);
             }
         }
@@ -309,7 +331,7 @@ impl Engine {
             .fetch_one(&mut *tx)
             .await?;
         if index.generation != Some(generation) {
-            rebuild(&mut index, &mut tx).await?;
+            self.rebuild(&mut index, &mut tx).await?;
             // Built under the lock at this generation: equal to the
             // database until someone bumps it.
             index.generation = Some(generation);
@@ -363,7 +385,7 @@ impl Engine {
             .collect();
         let matched = async {
             let mut applied = quarantine::match_isolating(
-                &self.setup,
+                &self.setup(),
                 &mut tx,
                 &changes,
                 ready,
@@ -398,14 +420,14 @@ impl Engine {
         x: &crate::features::Features,
         y: &crate::features::Features,
     ) -> Option<PairRow> {
-        self.setup.evaluate(x, y)
+        self.setup().evaluate(x, y)
     }
 
     /// Recomputes everything from `source_records`: the same result as
     /// applying every change incrementally. Claims (deletes) the change-feed
     /// rows present at its start.
     pub async fn rematch_all(&self, pool: &PgPool) -> sqlx::Result<Applied> {
-        rematch::rematch_all(&self.setup, pool).await
+        rematch::rematch_all(&self.setup(), pool).await
     }
 
     /// Recomputes the persons of `recs`' component from the stored pairs
@@ -416,7 +438,7 @@ impl Engine {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         recs: &[Rec],
     ) -> sqlx::Result<Applied> {
-        incremental::recompute_persons(&self.setup, tx, recs).await
+        incremental::recompute_persons(&self.setup(), tx, recs).await
     }
 }
 

@@ -23,6 +23,8 @@ use crate::features::{Features, SourceRow};
 pub(super) async fn rematch_all(setup: &Setup, pool: &PgPool) -> sqlx::Result<Applied> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
+    // The model in use now (a training just before may have changed it).
+    let setup = &setup.reloaded(&mut tx).await?;
     // The index builds below sort millions of keys: in memory rather
     // than through temporary files (the server default is 64 MB).
     sqlx::query("SET LOCAL maintenance_work_mem = '1GB'")
@@ -85,7 +87,7 @@ pub(super) async fn rematch_all(setup: &Setup, pool: &PgPool) -> sqlx::Result<Ap
     phases.mark("indexes built");
     let component = Component::load_all(&mut tx, nodes, pairs).await?;
     phases.mark("state read");
-    let mut applied = component.apply(&mut tx, &setup.actor, &mut phases).await?;
+    let mut applied = component.apply(&mut tx, setup, &mut phases).await?;
     applied.changes = changes;
     tx.commit().await?;
     phases.mark("committed");

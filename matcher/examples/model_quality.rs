@@ -1,0 +1,163 @@
+//! Quality of the scorings on generated and FEBRL1–3 records, in memory
+//! (no PostgreSQL): the blocking, pairwise decisions and clustering of the
+//! engine on each set, scored against its truth. A quick loop for tuning;
+//! the figures of record come from `etl evaluate` through the real path.
+//!
+//! `cargo run --release -p matcher --example model_quality [rules|priors|trained] [persons]`
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use matcher::cluster::{self, Edge, EdgeKind};
+use matcher::engine::{Scoring, Setup};
+use matcher::features::{Features, SourceRow};
+use matcher::model::{self, Model, Thresholds};
+use matcher::rules::{Decision, Weights};
+use sqlx::types::Json;
+use synth::truth::TruthRecord;
+
+fn features(t: &TruthRecord) -> Features {
+    let r = &t.record;
+    Features::of(&SourceRow {
+        source: t.source.into(),
+        source_id: t.source_id.clone(),
+        last_name: r.last_name.clone(),
+        first_name: r.first_name.clone(),
+        middle_name: r.middle_name.clone(),
+        birth_date: r.birth_date,
+        sex: r.sex.map(|s| s.code().to_string()),
+        documents: Json(r.documents.clone()),
+        snils: r.snils.as_ref().map(|c| c.value.clone()),
+        snils_valid: r.snils.as_ref().map(|c| c.is_valid()),
+        oms_policy: r.oms_policy.as_ref().map(|c| c.value.clone()),
+        oms_policy_valid: r.oms_policy.as_ref().map(|c| c.is_valid()),
+        phones: Json(r.phones.clone()),
+        emails: Json(r.emails.clone()),
+        deleted: false,
+    })
+}
+
+fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
+    truth.sort_by(|a, b| (a.source, &a.source_id).cmp(&(b.source, &b.source_id)));
+    let nodes: Vec<Features> = truth.iter().map(features).collect();
+    let scoring = match kind {
+        "rules" => Scoring::Rules(Weights::default()),
+        "priors" => Scoring::Model { model: Arc::new(Model::priors()), thresholds: Thresholds::default() },
+        _ => {
+            let trained = model::train::train(&nodes, &Model::priors(), &Default::default(), &mut |_| {});
+            Scoring::Model { model: Arc::new(trained.model), thresholds: Thresholds::default() }
+        }
+    };
+    let scoring = match scoring {
+        Scoring::Model { model, mut thresholds } => {
+            if let Some(bits) = std::env::var("BITS").ok().and_then(|b| b.parse().ok()) {
+                thresholds.uncorroborated_name_bits = bits;
+            }
+            Scoring::Model { model, thresholds }
+        }
+        other => other,
+    };
+    let setup = Setup { scoring, max_block_size: 100, actor: "eval".into() };
+    let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
+    for (n, f) in nodes.iter().enumerate() {
+        for k in f.keys() {
+            blocks.entry(k).or_default().push(n);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut missed: HashMap<String, u64> = HashMap::new();
+    let (mut edges, mut reviews) = (Vec::new(), Vec::new());
+    for members in blocks.values().filter(|m| m.len() >= 2 && m.len() <= 100) {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                if !seen.insert((i, j)) {
+                    continue;
+                }
+                let same = truth[i].person == truth[j].person;
+                let Some(p) = setup.evaluate(&nodes[i], &nodes[j]) else {
+                    if same && std::env::var("MISSED").is_ok() {
+                        if let Scoring::Model { model, .. } = &setup.scoring {
+                            let levels = matcher::model::compare::compare(&nodes[i], &nodes[j]);
+                            let why = matcher::model::params::guard(&levels).unwrap_or("below");
+                            *missed.entry(why.to_string()).or_default() += 1;
+                            if why == "below" && std::env::var("BELOW").is_ok() {
+                                println!("below {:.1} {:?}", model.score(&nodes[i], &nodes[j]).weight, levels);
+                            }
+                        }
+                    }
+                    continue;
+                };
+                if same && p.decision != Decision::Link {
+                    let mut why = p.evidence.get("blocked_by").and_then(|v| v.as_str()).unwrap_or("review").to_string();
+                    if why == "uncorroborated_namesake" {
+                        let f = &p.evidence["fields"];
+                        let bits: f64 = ["last_name", "first_name", "middle_name"].iter().filter_map(|k| f[k]["weight"].as_f64()).sum();
+                        why = format!("{why}_{}", (bits / 4.0).floor() * 4.0);
+                    }
+                    *missed.entry(why).or_default() += 1;
+                }
+                if std::env::var("SHOW").is_ok() && p.decision == Decision::Link && truth[i].person != truth[j].person {
+                    println!("false link {:?} {:?} {} {}", truth[i].group, truth[j].group, p.score, p.evidence);
+                    println!("   {:?}\n   {:?}", (&nodes[i].last, &nodes[i].first, &nodes[i].middle, nodes[i].birth, &nodes[i].docs, &nodes[i].phones), (&nodes[j].last, &nodes[j].first, &nodes[j].middle, nodes[j].birth, &nodes[j].docs, &nodes[j].phones));
+                }
+                match p.decision {
+                    Decision::Link => edges.push(Edge { a: i, b: j, kind: EdgeKind::Rule, rule: p.rule, score: p.score }),
+                    _ => reviews.push((i, j)),
+                }
+            }
+        }
+    }
+    if !missed.is_empty() {
+        println!("missed true pairs: {missed:?}");
+    }
+    let out = cluster::cluster(cluster::Input { nodes: &nodes, guards: setup.guards(), edges, keep_apart: &HashSet::new() });
+    let c = &out.cluster_of;
+    let mut by_cluster: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (n, &k) in c.iter().enumerate() {
+        by_cluster.entry(k).or_default().push(n);
+    }
+    let (mut found, mut correct) = (0u64, 0u64);
+    let mut false_kinds: HashMap<String, u64> = HashMap::new();
+    for members in by_cluster.values() {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                found += 1;
+                if truth[i].person == truth[j].person {
+                    correct += 1;
+                } else {
+                    let kind = match (&truth[i].group, &truth[j].group) {
+                        (Some(g), Some(h)) if g == h => g.split(':').next().unwrap_or("group").to_string(),
+                        _ => "other".into(),
+                    };
+                    *false_kinds.entry(kind).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut by_person: HashMap<&str, u64> = HashMap::new();
+    for t in &truth {
+        *by_person.entry(&t.person).or_default() += 1;
+    }
+    let actual: u64 = by_person.values().map(|n| n * (n - 1) / 2).sum();
+    let open = reviews.iter().filter(|(i, j)| c[*i] != c[*j]).count() + out.refused.len();
+    let p = correct as f64 / found.max(1) as f64;
+    let r = correct as f64 / actual.max(1) as f64;
+    println!(
+        "{name:<10} {kind:<8} records {:>7} P {p:.4} R {r:.4} F1 {:.4} false {:?} review {:.2}%",
+        nodes.len(),
+        2.0 * p * r / (p + r).max(1e-9),
+        false_kinds,
+        100.0 * open as f64 / nodes.len() as f64
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let kind = args.get(1).map_or("trained", |s| s.as_str()).to_string();
+    let persons: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    evaluate("generator", synth::truth::TruthGenerator::new(2026).records(persons), &kind);
+    evaluate("clerks", synth::truth::TruthGenerator::new(2026).with_clerks().records(persons), &kind);
+    for set in ["febrl1", "febrl2", "febrl3"] {
+        evaluate(set, synth::febrl::records(set).expect("a set"), &kind);
+    }
+}

@@ -1,0 +1,321 @@
+//! The model's parameters and what they make of a pair: the match weight
+//! (log2 of the odds that the two records are one person), its probability,
+//! each field's contribution, and the decision with the guards.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::compare::{compare, twins, Field, Levels, FIELDS};
+use crate::features::Features;
+use crate::rules::Decision;
+
+/// m and u of each level of one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldParams {
+    /// P(level | same person), per level.
+    pub m: Vec<f64>,
+    /// P(level | different persons), per level.
+    pub u: Vec<f64>,
+}
+
+/// How often each name occurs among the records the model was trained on:
+/// an exact agreement on a common name is weaker evidence than on a rare one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Frequencies {
+    /// Live records counted.
+    pub records: u64,
+    /// Per name field (`last_name`, `first_name`, `middle_name`): value →
+    /// records holding it.
+    pub counts: HashMap<String, HashMap<String, u32>>,
+}
+
+/// The Fellegi–Sunter model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// `None` for the shipped priors (no model trained yet).
+    #[serde(skip)]
+    pub version: Option<i64>,
+    /// Prior probability that a candidate pair (two records sharing a
+    /// blocking key) is one person.
+    pub lambda: f64,
+    /// Per field, in the order of [`FIELDS`].
+    pub fields: Vec<FieldParams>,
+    #[serde(skip)]
+    pub frequencies: Frequencies,
+}
+
+/// Probability thresholds of the model's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// A pair whose match probability is at least this is linked (unless a
+    /// guard says otherwise).
+    pub link_probability: f64,
+    /// A pair whose match probability is at least this (and under
+    /// `link_probability`) becomes a review item with its probability.
+    pub review_probability: f64,
+    /// A pair that agrees on names and birth date but shares no
+    /// identifier, phone or e-mail (two namesakes look exactly like that)
+    /// is linked only if its names are rare: their contributions, adjusted
+    /// by the names' frequencies, add up to at least this many bits; else
+    /// it is a review item. With the shipped priors (no frequencies) no
+    /// name reaches it.
+    pub uncorroborated_name_bits: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            link_probability: 0.9999,
+            review_probability: 0.9,
+            uncorroborated_name_bits: 36.0,
+        }
+    }
+}
+
+/// A pair as the model sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub levels: Levels,
+    /// Each field's contribution to the match weight (bits); `None` when
+    /// missing.
+    pub contributions: [Option<f64>; 11],
+    /// log2 of the prior odds plus every contribution.
+    pub weight: f64,
+    pub probability: f64,
+}
+
+/// The model's decision on a pair; `None` from [`Model::decide`] means
+/// "nothing".
+#[derive(Debug, Clone)]
+pub struct ModelOutcome {
+    pub decision: Decision,
+    /// `model`, or for a conflict the shared identifier (`passport`,
+    /// `document`, `snils`, `oms`).
+    pub rule: &'static str,
+    /// The guard that keeps the pair apart, if one does.
+    pub blocked_by: Option<&'static str>,
+    pub scored: Scored,
+}
+
+impl Model {
+    /// The model used until one is trained: levels' m and u set by hand
+    /// from what is known of Russian patient records (a name shared by a
+    /// few percent of people, one birth date in some 30,000, identifiers
+    /// unique).
+    pub fn priors() -> Model {
+        let p = |m: &[f64], u: &[f64]| FieldParams {
+            m: m.to_vec(),
+            u: u.to_vec(),
+        };
+        Model {
+            version: None,
+            lambda: 0.01,
+            fields: vec![
+                p(
+                    &[0.88, 0.03, 0.05, 0.01, 0.03],
+                    &[0.003, 0.0005, 0.002, 0.001, 0.9935],
+                ),
+                p(
+                    &[0.90, 0.03, 0.04, 0.01, 0.02],
+                    &[0.02, 0.003, 0.005, 0.002, 0.97],
+                ),
+                p(
+                    &[0.88, 0.05, 0.04, 0.01, 0.02],
+                    &[0.02, 0.003, 0.005, 0.002, 0.97],
+                ),
+                p(
+                    &[0.92, 0.01, 0.05, 0.02],
+                    &[0.00005, 0.000005, 0.003, 0.997],
+                ),
+                p(&[0.98, 0.02], &[0.5, 0.5]),
+                p(&[0.85, 0.05, 0.05, 0.05], &[0.000001, 0.00001, 0.05, 0.95]),
+                p(&[0.85, 0.1, 0.05], &[0.000001, 0.00001, 0.999989]),
+                p(&[0.98, 0.02], &[0.000001, 0.999999]),
+                p(&[0.85, 0.15], &[0.000001, 0.999999]),
+                p(&[0.7, 0.3], &[0.0005, 0.9995]),
+                p(&[0.6, 0.4], &[0.00001, 0.99999]),
+            ],
+            frequencies: Frequencies::default(),
+        }
+    }
+
+    /// The u of an exact agreement on a name `value`: its share of the
+    /// records (at least one record's), or the field's u for a value not
+    /// counted (one that arrived after training: no adjustment).
+    fn exact_u(&self, field: Field, value: Option<&str>) -> f64 {
+        let base = self.fields[field.index()].u[0];
+        let (Some(value), Some(counts)) = (value, self.frequencies.counts.get(field.name())) else {
+            return base;
+        };
+        let records = self.frequencies.records.max(1) as f64;
+        match counts.get(value) {
+            Some(&n) => (n as f64 / records).max(1.0 / records),
+            None => base,
+        }
+    }
+
+    /// The match weight and probability of two records.
+    pub fn score(&self, a: &Features, b: &Features) -> Scored {
+        let levels = compare(a, b);
+        self.score_levels(a, &levels)
+    }
+
+    /// The weight of `levels`; `a` gives the values of exact name
+    /// agreements for the frequency adjustment.
+    pub fn score_levels(&self, a: &Features, levels: &Levels) -> Scored {
+        let mut contributions = [None; 11];
+        let mut weight = (self.lambda / (1.0 - self.lambda)).log2();
+        for field in FIELDS {
+            let Some(level) = levels[field.index()] else {
+                continue;
+            };
+            let p = &self.fields[field.index()];
+            let m = p.m[level as usize];
+            let u = match (field, level) {
+                (Field::LastName, 0) => self.exact_u(field, a.last.as_deref()),
+                (Field::FirstName, 0) => self.exact_u(field, a.first.as_deref()),
+                (Field::MiddleName, 0) => self.exact_u(field, a.middle.as_deref()),
+                _ => p.u[level as usize],
+            };
+            let w = (m / u).log2();
+            contributions[field.index()] = Some(w);
+            weight += w;
+        }
+        Scored {
+            levels: *levels,
+            contributions,
+            weight,
+            probability: probability(weight),
+        }
+    }
+
+    /// The decision on a pair. Guards first, each a near-certain sign of
+    /// two people: two different valid SNILS; birth dates that are neither
+    /// equal, swapped nor one component apart; the twin pattern (same birth
+    /// date, surname and patronymic, another first name); two internal
+    /// passports that differ by more than a typo and cannot be a
+    /// replacement. A guarded pair is never linked; if it shares an
+    /// identifier it is a conflict (a review item), else nothing. Then the
+    /// thresholds: link, review, or nothing.
+    pub fn decide(&self, a: &Features, b: &Features, t: &Thresholds) -> Option<ModelOutcome> {
+        let scored = self.score(a, b);
+        let blocked_by = guard(&scored.levels);
+        if blocked_by.is_some() {
+            let rule = shared_identifier(&scored.levels)?;
+            return Some(ModelOutcome {
+                decision: Decision::Conflict,
+                rule,
+                blocked_by,
+                scored,
+            });
+        }
+        let mut blocked_by = None;
+        let decision = if scored.probability >= t.link_probability {
+            if corroborated(&scored.levels) || name_bits(&scored) >= t.uncorroborated_name_bits {
+                Decision::Link
+            } else {
+                blocked_by = Some("uncorroborated_namesake");
+                Decision::Review
+            }
+        } else if scored.probability >= t.review_probability {
+            Decision::Review
+        } else {
+            return None;
+        };
+        Some(ModelOutcome {
+            decision,
+            rule: "model",
+            blocked_by,
+            scored,
+        })
+    }
+}
+
+/// 2^w / (1 + 2^w).
+pub fn probability(weight: f64) -> f64 {
+    1.0 / (1.0 + (-weight).exp2())
+}
+
+/// The guard that keeps two records apart, if one does (also the chaining
+/// guard's test between clusters).
+pub fn guard(levels: &Levels) -> Option<&'static str> {
+    let at = |f: Field| levels[f.index()];
+    if at(Field::Snils) == Some(Field::Snils.differs()) {
+        Some("snils_differs")
+    } else if at(Field::BirthDate) == Some(Field::BirthDate.differs()) {
+        Some("birth_date_differs")
+    } else if at(Field::Passport) == Some(Field::Passport.differs()) {
+        Some("passport_differs")
+    } else if twins(levels) {
+        Some("twins")
+    } else {
+        None
+    }
+}
+
+/// Whether something besides names and birth date says "one person": an
+/// identifier equal or one typo apart, a shared phone or e-mail.
+fn corroborated(levels: &Levels) -> bool {
+    let at = |f: Field| levels[f.index()];
+    matches!(at(Field::Passport), Some(0 | 1))
+        || matches!(at(Field::OtherDocument), Some(0 | 1))
+        || at(Field::Snils) == Some(0)
+        || at(Field::Oms) == Some(0)
+        || at(Field::Phone) == Some(0)
+        || at(Field::Email) == Some(0)
+}
+
+/// The names' contributions (bits).
+fn name_bits(s: &Scored) -> f64 {
+    [Field::LastName, Field::FirstName, Field::MiddleName]
+        .iter()
+        .filter_map(|f| s.contributions[f.index()])
+        .sum()
+}
+
+fn shared_identifier(levels: &Levels) -> Option<&'static str> {
+    let at = |f: Field| levels[f.index()];
+    if at(Field::Passport) == Some(0) {
+        Some("passport")
+    } else if at(Field::OtherDocument) == Some(0) {
+        Some("document")
+    } else if at(Field::Snils) == Some(0) {
+        Some("snils")
+    } else if at(Field::Oms) == Some(0) {
+        Some("oms")
+    } else {
+        None
+    }
+}
+
+/// What a pair's evidence stores: the probability, the weight and each
+/// field's level and contribution (no values).
+pub fn evidence(version: Option<i64>, o: &ModelOutcome) -> serde_json::Value {
+    let mut fields = serde_json::Map::new();
+    for field in FIELDS {
+        if let (Some(level), Some(w)) = (
+            o.scored.levels[field.index()],
+            o.scored.contributions[field.index()],
+        ) {
+            fields.insert(
+                field.name().into(),
+                serde_json::json!({
+                    "level": field.levels()[level as usize],
+                    "weight": (w * 100.0).round() / 100.0,
+                }),
+            );
+        }
+    }
+    let mut e = serde_json::json!({
+        "model_version": version,
+        "probability": o.scored.probability,
+        "weight": (o.scored.weight * 100.0).round() / 100.0,
+        "fields": fields,
+    });
+    if let Some(why) = o.blocked_by {
+        e["blocked_by"] = why.into();
+    }
+    e
+}

@@ -1,0 +1,177 @@
+//! The model on hand-made and generated records, without PostgreSQL.
+
+use chrono::NaiveDate;
+
+use super::compare::{compare, Field};
+use super::params::{Frequencies, Model, Thresholds};
+use super::train::{self, Options};
+use crate::features::{Doc, Features, SourceRow};
+use crate::rules::Decision;
+
+fn record(source_id: &str, last: &str, first: &str, middle: &str) -> Features {
+    Features {
+        source: "qms".into(),
+        source_id: source_id.into(),
+        last: Some(last.into()),
+        last_parts: vec![last.into()],
+        first: Some(first.into()),
+        middle: Some(middle.into()),
+        birth: NaiveDate::from_ymd_opt(1980, 4, 12),
+        sex: Some('M'),
+        docs: vec![],
+        snils: None,
+        oms: None,
+        phones: vec![],
+        emails: vec![],
+    }
+}
+
+fn passport(series: &str, number: &str) -> Doc {
+    Doc {
+        doc_type: proto::DocumentType::PASSPORT.0,
+        series: series.into(),
+        number: number.into(),
+    }
+}
+
+fn generated(persons: u64) -> Vec<Features> {
+    let mut truth = synth::truth::TruthGenerator::new(11).records(persons);
+    truth.sort_by(|a, b| (a.source, &a.source_id).cmp(&(b.source, &b.source_id)));
+    truth
+        .iter()
+        .map(|t| Features::of(&SourceRow::of_record(t.source, &t.source_id, &t.record)))
+        .collect()
+}
+
+#[test]
+fn em_converges_to_the_same_model_from_the_same_data() {
+    let records = generated(1_500);
+    let options = Options {
+        random_pairs: 200_000,
+        ..Options::default()
+    };
+    let first = train::train(&records, &Model::priors(), &options, &mut |_| {});
+    let second = train::train(&records, &Model::priors(), &options, &mut |_| {});
+    assert_eq!(first.model, second.model);
+    assert_eq!(first.iterations, second.iterations);
+    assert!(
+        first.iterations.iter().all(|&i| i < options.max_iterations),
+        "EM converged: {:?}",
+        first.iterations
+    );
+    // What it learned makes sense: an exact birth date is strong evidence,
+    // a different one strong evidence against.
+    let birth = &first.model.fields[Field::BirthDate.index()];
+    assert!(birth.m[0] > 0.8, "m of an exact birth date: {}", birth.m[0]);
+    assert!((birth.m[0] / birth.u[0]).log2() > 8.0);
+    assert!((birth.m[3] / birth.u[3]).log2() < -3.0);
+    assert!(first.model.lambda > 0.0 && first.model.lambda < 1.0);
+}
+
+/// Two records that agree on full name, birth date and sex and nothing
+/// else: one person if the name is rare, a review if it is common.
+#[test]
+fn term_frequency_separates_a_rare_from_a_common_namesake_pair() {
+    let mut model = Model::priors();
+    let mut frequencies = Frequencies {
+        records: 100_000,
+        ..Default::default()
+    };
+    for (field, common, rare) in [
+        ("last_name", "иванов", "чайковский"),
+        ("first_name", "александр", "модест"),
+        ("middle_name", "сергеевич", "ильич"),
+    ] {
+        let counts = frequencies.counts.entry(field.into()).or_default();
+        counts.insert(common.into(), 3_000);
+        counts.insert(rare.into(), 1);
+    }
+    model.frequencies = frequencies;
+    let t = Thresholds::default();
+    let common = (
+        record("1", "иванов", "александр", "сергеевич"),
+        record("2", "иванов", "александр", "сергеевич"),
+    );
+    let rare = (
+        record("1", "чайковский", "модест", "ильич"),
+        record("2", "чайковский", "модест", "ильич"),
+    );
+    let w_common = model.score(&common.0, &common.1).weight;
+    let w_rare = model.score(&rare.0, &rare.1).weight;
+    assert!(w_rare > w_common + 15.0, "{w_rare} against {w_common}");
+    let rare = model.decide(&rare.0, &rare.1, &t).expect("a decision");
+    assert_eq!(rare.decision, Decision::Link);
+    let common = model.decide(&common.0, &common.1, &t);
+    assert_ne!(common.map(|o| o.decision), Some(Decision::Link));
+}
+
+/// A one-digit typo in a passport number is a typo, not two people, when
+/// everything else agrees; with another first name (twins) the pair stays
+/// apart.
+#[test]
+fn a_one_digit_document_typo_links_unless_the_first_name_differs() {
+    let model = Model::priors();
+    let t = Thresholds::default();
+    let mut a = record("1", "кузнецова", "мария", "петровна");
+    a.sex = Some('F');
+    a.docs = vec![passport("4510", "123456")];
+    let mut b = a.clone();
+    b.source_id = "2".into();
+    b.docs = vec![passport("4510", "123457")];
+    assert_eq!(compare(&a, &b)[Field::Passport.index()], Some(1));
+    let o = model.decide(&a, &b, &t).expect("a decision");
+    assert_eq!(o.decision, Decision::Link, "{:?}", o.scored);
+    let mut twin = b.clone();
+    twin.first = Some("дарья".into());
+    let o = model.decide(&a, &twin, &t);
+    assert!(o.is_none(), "twins are kept apart: {o:?}");
+    // Two passports far apart are two people, whatever else agrees.
+    let mut other = b.clone();
+    other.docs = vec![passport("4510", "654321")];
+    assert!(model.decide(&a, &other, &t).is_none());
+}
+
+#[test]
+fn an_initial_agrees_with_a_full_name() {
+    let a = record("1", "smith", "john", "william");
+    let mut b = record("2", "smith", "john", "w");
+    b.sex = None;
+    assert_eq!(compare(&a, &b)[Field::MiddleName.index()], Some(1));
+    b.middle = Some("k".into());
+    assert_eq!(
+        compare(&a, &b)[Field::MiddleName.index()],
+        Some(Field::MiddleName.differs())
+    );
+    let model = Model::priors();
+    b.middle = Some("w".into());
+    assert!(
+        model.score(&a, &b).weight
+            > model
+                .score(&a, &{
+                    let mut c = b.clone();
+                    c.middle = Some("k".into());
+                    c
+                })
+                .weight
+    );
+}
+
+#[test]
+fn missing_fields_are_no_evidence() {
+    let model = Model::priors();
+    let a = record("1", "петров", "иван", "ильич");
+    let mut b = a.clone();
+    b.middle = None;
+    b.sex = None;
+    let s = model.score(&a, &b);
+    assert_eq!(s.contributions[Field::MiddleName.index()], None);
+    assert_eq!(s.contributions[Field::Sex.index()], None);
+    assert_eq!(s.contributions[Field::Phone.index()], None);
+}
+
+#[test]
+fn a_feminine_surname_form_is_not_a_typo() {
+    let a = record("1", "петров", "иван", "ильич");
+    let b = record("2", "петрова", "иван", "ильич");
+    assert_eq!(compare(&a, &b)[Field::LastName.index()], Some(1));
+}

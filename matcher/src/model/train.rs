@@ -1,0 +1,319 @@
+//! Training: u from random record pairs, m and the prior by EM on blocked
+//! pairs, name frequencies. Pure and deterministic: the same records give
+//! the same model (random pairs come from a fixed seed, and every sum runs
+//! in one order).
+//!
+//! A field used to choose the pairs of an EM pass agrees on almost all of
+//! them, so that pass cannot estimate its m. Two passes: pairs sharing an
+//! identifier, a phone or an e-mail estimate the names, birth date and sex;
+//! pairs sharing a surname or first name and patronymic with the birth date
+//! estimate the identifiers, phone and e-mail. The prior is then estimated
+//! on all blocked pairs with m and u fixed.
+
+use std::collections::{HashMap, HashSet};
+
+use super::compare::{compare, Field, Levels, FIELDS};
+use super::params::{FieldParams, Frequencies, Model};
+use crate::engine::par_map;
+use crate::features::Features;
+
+/// How a model is trained.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Random record pairs compared for u.
+    pub random_pairs: usize,
+    /// Blocks held by more records than this give no pairs.
+    pub max_block_size: usize,
+    pub max_iterations: usize,
+    /// EM stops when no parameter moves by more than this.
+    pub tolerance: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            random_pairs: 2_000_000,
+            max_block_size: 100,
+            max_iterations: 100,
+            tolerance: 1e-7,
+        }
+    }
+}
+
+/// A trained model and what it was trained on.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub model: Model,
+    pub records: usize,
+    pub random_pairs: usize,
+    pub blocked_pairs: usize,
+    /// EM iterations of each pass (names, identifiers, prior).
+    pub iterations: [usize; 3],
+}
+
+/// Each comparison pattern and how many pairs have it, in a fixed order.
+type Patterns = Vec<(Levels, u64)>;
+
+/// Trains a model on `records`, starting EM from `start` (the shipped
+/// priors, or the model in use); `progress` receives one line per step.
+pub fn train(
+    records: &[Features],
+    start: &Model,
+    options: &Options,
+    progress: &mut dyn FnMut(String),
+) -> Trained {
+    let mut model = start.clone();
+    model.version = None;
+    model.frequencies = frequencies(records);
+    progress(format!(
+        "{} records; name frequencies counted",
+        records.len()
+    ));
+    let (u, random_pairs) = random_u(records, start, options.random_pairs);
+    for (f, u) in model.fields.iter_mut().zip(u) {
+        f.u = u;
+    }
+    progress(format!(
+        "u estimated from {random_pairs} random record pairs"
+    ));
+    let by_ids = blocked(
+        records,
+        &["d:", "s:", "o:", "p:", "e:"],
+        options.max_block_size,
+    );
+    let by_names = blocked(records, &["n:", "f:"], options.max_block_size);
+    let mut iterations = [0; 3];
+    let name_fields = [
+        Field::LastName,
+        Field::FirstName,
+        Field::MiddleName,
+        Field::BirthDate,
+        Field::Sex,
+    ];
+    let passes: [(&str, &HashSet<(u32, u32)>, bool); 2] = [
+        ("names, birth date, sex", &by_ids, true),
+        ("identifiers, phone, e-mail", &by_names, false),
+    ];
+    for (n, (what, pairs, names)) in passes.into_iter().enumerate() {
+        let patterns = patterns(records, pairs);
+        let (fitted, its) = em(&patterns, &model, true, options);
+        iterations[n] = its;
+        for field in FIELDS {
+            if name_fields.contains(&field) == names && !patterns.is_empty() {
+                model.fields[field.index()].m = fitted.fields[field.index()].m.clone();
+            }
+        }
+        progress(format!(
+            "EM on {} pairs sharing {}: m of {what} in {its} iterations",
+            pairs.len(),
+            if names {
+                "an identifier, phone or e-mail"
+            } else {
+                "names and birth date"
+            }
+        ));
+    }
+    let all: HashSet<(u32, u32)> = by_ids.union(&by_names).copied().collect();
+    let patterns = patterns(records, &all);
+    let (fitted, its) = em(&patterns, &model, false, options);
+    model.lambda = fitted.lambda;
+    iterations[2] = its;
+    progress(format!(
+        "prior {:.6} from {} blocked pairs in {its} iterations",
+        model.lambda,
+        all.len()
+    ));
+    Trained {
+        model,
+        records: records.len(),
+        random_pairs,
+        blocked_pairs: all.len(),
+        iterations,
+    }
+}
+
+/// How many records hold each surname, first name and patronymic.
+pub fn frequencies(records: &[Features]) -> Frequencies {
+    let mut counts: HashMap<String, HashMap<String, u32>> = HashMap::new();
+    for r in records {
+        for (field, value) in [
+            (Field::LastName, &r.last),
+            (Field::FirstName, &r.first),
+            (Field::MiddleName, &r.middle),
+        ] {
+            if let Some(v) = value {
+                *counts
+                    .entry(field.name().into())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_default() += 1;
+            }
+        }
+    }
+    Frequencies {
+        records: records.len() as u64,
+        counts,
+    }
+}
+
+/// splitmix64: a fixed sequence of random numbers (no dependence on the
+/// platform or a crate's version).
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// u of every level from random pairs. A level no random pair showed keeps
+/// the smaller of its prior and one in the pairs that had the field.
+fn random_u(records: &[Features], start: &Model, wanted: usize) -> (Vec<Vec<f64>>, usize) {
+    let n = records.len();
+    let possible = n.saturating_mul(n.saturating_sub(1)) / 2;
+    let count = wanted.min(possible);
+    let mut state = 0x6d61_7463_6865_72u64;
+    let pairs: Vec<(u32, u32)> = (0..count)
+        .map(|_| {
+            let i = (splitmix(&mut state) % n as u64) as u32;
+            let mut j = (splitmix(&mut state) % (n as u64 - 1)) as u32;
+            if j >= i {
+                j += 1;
+            }
+            (i, j)
+        })
+        .collect();
+    let levels = par_map(&pairs, |&(i, j)| {
+        compare(&records[i as usize], &records[j as usize])
+    });
+    let mut counts: Vec<Vec<u64>> = FIELDS.iter().map(|f| vec![0; f.levels().len()]).collect();
+    for l in &levels {
+        for field in FIELDS {
+            if let Some(level) = l[field.index()] {
+                counts[field.index()][level as usize] += 1;
+            }
+        }
+    }
+    let u = FIELDS
+        .iter()
+        .map(|f| {
+            let c = &counts[f.index()];
+            let present: u64 = c.iter().sum();
+            let prior = &start.fields[f.index()].u;
+            c.iter()
+                .enumerate()
+                .map(|(l, &k)| match (present, k) {
+                    (0, _) => prior[l],
+                    (p, 0) => prior[l].min(1.0 / p as f64),
+                    (p, k) => k as f64 / p as f64,
+                })
+                .collect()
+        })
+        .collect();
+    (u, count)
+}
+
+/// The pairs of records sharing a key with one of `prefixes` (blocks of 2
+/// to `max_block` records), each once, smaller index first.
+fn blocked(records: &[Features], prefixes: &[&str], max_block: usize) -> HashSet<(u32, u32)> {
+    let keys = par_map(records, |r| r.keys());
+    let mut blocks: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (n, ks) in keys.iter().enumerate() {
+        for k in ks
+            .iter()
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p)))
+        {
+            blocks.entry(k.as_str()).or_default().push(n as u32);
+        }
+    }
+    let mut pairs = HashSet::new();
+    for members in blocks
+        .values()
+        .filter(|m| m.len() >= 2 && m.len() <= max_block)
+    {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                pairs.insert((i.min(j), i.max(j)));
+            }
+        }
+    }
+    pairs
+}
+
+/// The comparison patterns of `pairs`, counted, in a fixed order.
+fn patterns(records: &[Features], pairs: &HashSet<(u32, u32)>) -> Patterns {
+    let mut list: Vec<(u32, u32)> = pairs.iter().copied().collect();
+    list.sort_unstable();
+    let levels = par_map(&list, |&(i, j)| {
+        compare(&records[i as usize], &records[j as usize])
+    });
+    let mut counts: HashMap<Levels, u64> = HashMap::new();
+    for l in levels {
+        *counts.entry(l).or_default() += 1;
+    }
+    let mut patterns: Patterns = counts.into_iter().collect();
+    patterns.sort_unstable();
+    patterns
+}
+
+/// Expectation–maximisation with u fixed: m of every field (when `fit_m`)
+/// and the prior, from `start`, until no parameter moves by more than the
+/// tolerance. Gives the model and the iterations it took.
+pub fn em(
+    patterns: &[(Levels, u64)],
+    start: &Model,
+    fit_m: bool,
+    options: &Options,
+) -> (Model, usize) {
+    let mut model = start.clone();
+    for it in 1..=options.max_iterations {
+        let mut m_sums: Vec<Vec<f64>> =
+            FIELDS.iter().map(|f| vec![0.0; f.levels().len()]).collect();
+        let (mut matched, mut total) = (0.0, 0.0);
+        let prior = (model.lambda / (1.0 - model.lambda)).ln();
+        for (levels, count) in patterns {
+            let mut ln_odds = prior;
+            for field in FIELDS {
+                if let Some(l) = levels[field.index()] {
+                    let p = &model.fields[field.index()];
+                    ln_odds += (p.m[l as usize] / p.u[l as usize]).ln();
+                }
+            }
+            let p = 1.0 / (1.0 + (-ln_odds).exp());
+            let c = *count as f64;
+            matched += p * c;
+            total += c;
+            for field in FIELDS {
+                if let Some(l) = levels[field.index()] {
+                    m_sums[field.index()][l as usize] += p * c;
+                }
+            }
+        }
+        if total == 0.0 {
+            return (model, it);
+        }
+        let mut moved: f64 = 0.0;
+        let lambda = (matched / total).clamp(1e-9, 1.0 - 1e-9);
+        moved = moved.max((lambda - model.lambda).abs());
+        model.lambda = lambda;
+        if fit_m {
+            for field in FIELDS {
+                let sums = &m_sums[field.index()];
+                let present: f64 = sums.iter().sum();
+                if present <= 0.0 {
+                    continue;
+                }
+                let FieldParams { m, .. } = &mut model.fields[field.index()];
+                for (l, s) in sums.iter().enumerate() {
+                    let new = (s / present).max(1e-6);
+                    moved = moved.max((new - m[l]).abs());
+                    m[l] = new;
+                }
+            }
+        }
+        if moved <= options.tolerance {
+            return (model, it);
+        }
+    }
+    (model, options.max_iterations)
+}
