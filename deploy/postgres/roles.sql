@@ -113,6 +113,10 @@ BEGIN
             ('etl_matcher', 'dead_letters',          'INSERT'),
             -- the blocking index's generation (migrations/20261202080001_match_state.sql)
             ('etl_matcher', 'match_state',           'UPDATE'),
+            -- its learned model, trained by `etl model train` as this role
+            -- (migrations/20261206300001_match_models.sql)
+            ('etl_matcher', 'match_models',          'INSERT'),
+            ('etl_matcher', 'match_model_frequencies', 'INSERT'),
             -- operator (`etl persons …`): a decision is applied at once in
             -- the operator's process, recomputing the persons it touches
             -- (matcher/src/operator.rs), so the matcher's person-side
