@@ -395,11 +395,10 @@ impl Rig {
     /// SIGTERM to every process; the non-zero exits.
     pub fn stop(&mut self) -> Vec<String> {
         let mut unclean = Vec::new();
-        for p in &mut self.fleet {
+        for p in self.fleet.iter_mut().filter(|p| p.is_running()) {
             match p.terminate(Duration::from_secs(20)) {
                 Some(s) if s.success() => {}
                 Some(s) => unclean.push(format!("{}: {s}", p.name)),
-                None if p.is_running() => {}
                 None => unclean.push(format!("{}: killed after 20 s", p.name)),
             }
         }
