@@ -129,10 +129,29 @@ async fn open_store(js: &jetstream::Context, replicas: usize) -> anyhow::Result<
     crate::checkpoint::open_bucket(js, BUCKET, 1, replicas).await
 }
 
+/// Keys this process found without a hold: a pass with no deletion then
+/// needs no request to the bucket (the extractor is the only writer of a
+/// new hold; an operator can only release an existing one).
+fn clear_keys() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
+    static CLEAR: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    CLEAR.get_or_init(Default::default)
+}
+
+fn set_clear(key: &str, clear: bool) {
+    let mut keys = clear_keys().lock().unwrap();
+    if clear {
+        keys.insert(key.to_string());
+    } else {
+        keys.remove(key);
+    }
+}
+
 /// One source's (or one database's) brake.
 #[derive(Clone)]
 pub struct Brake {
-    store: kv::Store,
+    js: jetstream::Context,
+    replicas: usize,
     stream: String,
     source: String,
     database: Option<String>,
@@ -140,8 +159,9 @@ pub struct Brake {
 }
 
 impl Brake {
-    /// Opens the bucket (creating it on first use, with `replicas` copies:
-    /// the service's `stream.replicas`).
+    /// The brake; its bucket is opened (created on first use, with
+    /// `replicas` copies: the service's `stream.replicas`) when a pass needs
+    /// it.
     pub async fn open(
         js: &jetstream::Context,
         replicas: usize,
@@ -151,7 +171,8 @@ impl Brake {
         settings: BrakeSettings,
     ) -> anyhow::Result<Brake> {
         Ok(Brake {
-            store: open_store(js, replicas).await?,
+            js: js.clone(),
+            replicas,
             stream: stream.into(),
             source: source.into(),
             database: database.map(Into::into),
@@ -176,8 +197,12 @@ impl Brake {
     /// retry: the brake never lets deletions through unchecked.
     pub async fn check(&self, pass: &str, deletions: u64, known: u64) -> anyhow::Result<Decision> {
         let key = self.key();
-        let entry = self
-            .store
+        if deletions == 0 && clear_keys().lock().unwrap().contains(&key) {
+            self.gauge(false);
+            return Ok(Decision::Send);
+        }
+        let store = open_store(&self.js, self.replicas).await?;
+        let entry = store
             .entry(key.as_str())
             .await
             .map_err(|e| anyhow::anyhow!("reading deletion brake {key}: {e}"))?
@@ -189,9 +214,11 @@ impl Brake {
             if entry.is_some() {
                 self.clear(&key).await?;
             }
+            set_clear(&key, true);
             self.gauge(false);
             return Ok(Decision::Send);
         }
+        set_clear(&key, false);
         if let Some((hold, _)) = &current {
             if let Some(release) = &hold.released {
                 let beyond = deletions.saturating_sub(release.deletions);
@@ -233,14 +260,12 @@ impl Brake {
         };
         let value = serde_json::to_vec(&hold)?.into();
         let written = match &current {
-            Some((_, revision)) => self
-                .store
+            Some((_, revision)) => store
                 .update(key.as_str(), value, *revision)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            None => self
-                .store
+            None => store
                 .put(key.as_str(), value)
                 .await
                 .map(drop)
@@ -270,13 +295,16 @@ impl Brake {
     /// After the deletions of a [`Decision::SendReleased`] pass were
     /// acknowledged by the stream: the hold is over.
     pub async fn released_sent(&self) -> anyhow::Result<()> {
-        self.clear(&self.key()).await?;
+        let key = self.key();
+        self.clear(&key).await?;
+        set_clear(&key, true);
         self.gauge(false);
         Ok(())
     }
 
     async fn clear(&self, key: &str) -> anyhow::Result<()> {
-        self.store
+        open_store(&self.js, self.replicas)
+            .await?
             .delete(key)
             .await
             .map_err(|e| anyhow::anyhow!("clearing deletion brake {key}: {e}"))
