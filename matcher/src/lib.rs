@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod engine;
 pub mod evaluate;
 pub mod features;
+pub mod gauges;
 pub mod model;
 pub mod operator;
 pub mod rules;

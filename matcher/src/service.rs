@@ -104,6 +104,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut size = BatchSize::new(m.batch_size, m.max_batch_size);
     let mut leader = Leadership::default();
     etl_runtime::observe::watch_database(&pool);
+    crate::gauges::spawn(&pool, &shutdown);
     etl_runtime::observe::ready();
     tracing::info!("matcher started");
     while !shutdown.is_cancelled() {

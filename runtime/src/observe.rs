@@ -11,6 +11,9 @@
 //! re-connect replaces its check), so the loops need no handle to the server.
 //!
 //! Metric labels are `source`, `kind` and `outcome` only: never personal data.
+//! Every service also exports `etl_build_info{service, version}` and the
+//! process's CPU time, resident memory, open file descriptors and start
+//! time (`process_*`, the names Prometheus's own clients use).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -215,7 +218,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
             })
             .expect("bucket lists are not empty");
         match builder.install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                build_info();
+                process_metrics();
+                handle
+            }
             // Another recorder is installed (a test harness): render ours
             // anyway, it just stays empty.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
@@ -256,10 +263,64 @@ pub async fn start(
 }
 
 async fn metrics_page() -> impl IntoResponse {
+    process_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         prometheus().render(),
     )
+}
+
+/// `etl_build_info{service, version}` (always 1): which binary and version
+/// answers. The service is the executable's name (`loader`, `matcher`, …).
+fn build_info() {
+    let service = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    metrics::gauge!("etl_build_info", "service" => service, "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+}
+
+/// The process's own figures, read from `/proc/self` at each scrape (Linux;
+/// elsewhere they are absent): CPU time, resident memory, open file
+/// descriptors, and the start time (when the recorder was installed, which
+/// `main` does first).
+fn process_metrics() {
+    static STARTED: OnceLock<f64> = OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    });
+    metrics::gauge!("process_start_time_seconds").set(*started);
+    // utime and stime, fields 14 and 15, in clock ticks: Linux reports them
+    // in USER_HZ, which is 100 on every architecture it exports to user space.
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // The command name (field 2) may hold spaces: count after its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            metrics::gauge!("process_cpu_seconds_total").set((user + system) / 100.0);
+        }
+    }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let rss_kib = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+        if let Some(kib) = rss_kib {
+            metrics::gauge!("process_resident_memory_bytes").set(kib * 1024.0);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("process_open_fds").set(fds.count() as f64);
+    }
 }
 
 /// Runs every check (concurrently, each within `timeout`): 200 when all
@@ -425,6 +486,15 @@ mod tests {
             body.contains("loader_batch_seconds_bucket"),
             "histograms have buckets: {body}"
         );
+        for name in [
+            "etl_build_info{service=",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(body.contains(name), "{name} missing: {body}");
+        }
         shutdown.cancel();
     }
 }

@@ -75,6 +75,11 @@ pub async fn record_in(
     database: Option<&str>,
     sync: Sync<'_>,
 ) {
+    // When this process last finished a successful pass (`database` empty
+    // for a source without databases).
+    metrics::gauge!("etl_last_sync_timestamp_seconds",
+        "source" => source.to_string(), "database" => database.unwrap_or("").to_string())
+    .set(Utc::now().timestamp_millis() as f64 / 1000.0);
     let key = crate::brake::key(stream, source, database);
     record(js, replicas, &key, sync.kind, sync.published, sync.deleted).await
 }
