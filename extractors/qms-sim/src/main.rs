@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         slow_first_byte: Duration::from_secs_f64(args.slow_first_byte_secs),
         drip_delay: Duration::from_secs_f64(args.drip_delay_secs),
         rows_per_chunk: args.rows_per_chunk,
+        ..Config::default()
     });
     let shutdown = async {
         let mut term =
