@@ -164,7 +164,9 @@ impl Store {
     }
 
     /// Writes one batch in one transaction. `rows` must hold each record at
-    /// most once (see [`crate::batch::newest_per_key`]).
+    /// most once (see [`crate::batch::newest_per_key`]) and only records of
+    /// registered sources: this does not check ([`Store::write_examined`]
+    /// does; tests and benchmarks write through here directly).
     pub async fn write(
         &self,
         rows: &[LoadRow<'_>],
