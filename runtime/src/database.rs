@@ -1,4 +1,11 @@
 //! PostgreSQL connection settings and pool.
+//!
+//! `host` may list several servers (a primary and its streaming standbys):
+//! sqlx connects to one host only, so the pool of [`DatabaseSettings::pool`]
+//! is pointed at the server that accepts writes and moved when that changes
+//! (see [`failover`]).
+
+mod failover;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,8 +18,19 @@ use sqlx::PgPool;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
+    /// Host name or address of the server. A primary with standbys: all of
+    /// them, comma-separated, each with its own port if it is not `port`
+    /// (`"pg-a,pg-b"`, `"10.0.0.5:5432,10.0.0.6:5433"`). A service then
+    /// uses the first that `target_session_attrs` accepts, checks it every
+    /// second, and moves to another host when it stops answering or stops
+    /// accepting writes (a standby promoted after the primary failed).
     pub host: String,
+    /// Port of every host that does not name its own.
     pub port: u16,
+    /// Which server of `host` to use: `read-write` (the default: one that
+    /// accepts writes, the primary; a standby is passed over, and a service
+    /// waits rather than write to one) or `any` (the first that answers).
+    pub target_session_attrs: TargetSessionAttrs,
     /// The role to log in as. Empty (the default): as psql does, `PGUSER`,
     /// else the operating-system user's name. Never a superuser by default:
     /// each service its own role of deploy/postgres/roles.sql (`etl_loader`,
@@ -64,11 +82,22 @@ pub enum SslMode {
     VerifyFull,
 }
 
+/// `database.target_session_attrs`, libpq's values (see
+/// [`DatabaseSettings::target_session_attrs`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetSessionAttrs {
+    #[default]
+    ReadWrite,
+    Any,
+}
+
 impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
             host: "127.0.0.1".into(),
             port: 5432,
+            target_session_attrs: TargetSessionAttrs::ReadWrite,
             username: String::new(),
             password: None,
             database_name: "etl".into(),
@@ -82,9 +111,30 @@ impl Default for DatabaseSettings {
 }
 
 impl DatabaseSettings {
-    /// Options for the server without a database (to create one).
+    /// The servers `host` lists, in order, with their ports.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        self.host
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| split_port(h, self.port))
+            .collect()
+    }
+
+    /// Options for the server without a database (to create one): the first
+    /// of `host`.
     pub fn without_db(&self) -> PgConnectOptions {
-        let mut options = PgConnectOptions::new().host(&self.host).port(self.port);
+        let (host, port) = self
+            .hosts()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| (self.host.clone(), self.port));
+        self.server_options(&host, port)
+    }
+
+    /// Options for one server of `host`, without a database.
+    fn server_options(&self, host: &str, port: u16) -> PgConnectOptions {
+        let mut options = PgConnectOptions::new().host(host).port(port);
         if !self.username.is_empty() {
             options = options.username(&self.username);
         }
@@ -116,13 +166,34 @@ impl DatabaseSettings {
     }
 
     /// A lazy pool: connections are made on first use, so a service starts
-    /// (and retries) while PostgreSQL is still down.
+    /// (and retries) while PostgreSQL is still down. With
+    /// `target_session_attrs = "read-write"` a new connection to a server
+    /// that accepts no writes is refused (the pool tries again until
+    /// `acquire_timeout`); with several hosts a task keeps the pool on the
+    /// one that fits (call from within the Tokio runtime).
     pub fn pool(&self) -> PgPool {
-        PgPoolOptions::new()
+        let mut options = PgPoolOptions::new()
             .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout)
-            .connect_lazy_with(self.with_db())
+            .acquire_timeout(self.acquire_timeout);
+        if self.target_session_attrs == TargetSessionAttrs::ReadWrite {
+            options = options.after_connect(|conn, _| Box::pin(failover::refuse_read_only(conn)));
+        }
+        if self.hosts().len() < 2 {
+            return options.connect_lazy_with(self.with_db());
+        }
+        failover::pool(self, options)
     }
+}
+
+/// `host[:port]` (an IPv6 address in brackets when it has a port).
+fn split_port(entry: &str, default: u16) -> (String, u16) {
+    if let Some((host, port)) = entry.rsplit_once(':') {
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        if let (Ok(port), true) = (port.parse(), bracketed || !host.contains(':')) {
+            return (host.trim_matches(['[', ']']).to_string(), port);
+        }
+    }
+    (entry.to_string(), default)
 }
 
 /// Why the schema is not ready for this version of a service.
@@ -268,6 +339,10 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         || code == "57P03"            // cannot connect now (starting up)
         || code == "58000"            // system error
         || code == "58030" // io error
+        // A write on a server that accepts none: a standby, or a primary
+        // being demoted, during a failover. The pool moves to the new
+        // primary; the work waits for it.
+        || code == "25006" // read-only SQL transaction
         // A grant missing (roles.sql not run after an upgrade's migrations):
         // the operator's to fix, never the record's fault, so the work waits
         // for it instead of being dead-lettered.
@@ -301,6 +376,38 @@ mod tests {
             ..parsed
         };
         assert!(matches!(require.pg_ssl_mode(), PgSslMode::VerifyCa));
+    }
+
+    #[test]
+    fn hosts_are_listed_in_order_with_their_ports() {
+        let settings = DatabaseSettings {
+            host: "pg-a, pg-b:5433,10.0.0.7,[::1]:5434,::1".into(),
+            port: 6432,
+            ..Default::default()
+        };
+        let hosts = settings.hosts();
+        let expected = [
+            ("pg-a", 6432),
+            ("pg-b", 5433),
+            ("10.0.0.7", 6432),
+            ("::1", 5434),
+            ("::1", 6432),
+        ];
+        assert_eq!(hosts.len(), expected.len());
+        for ((host, port), (want_host, want_port)) in hosts.iter().zip(expected) {
+            assert_eq!((host.as_str(), *port), (want_host, want_port));
+        }
+        assert_eq!(settings.without_db().get_host(), "pg-a");
+        let parsed: DatabaseSettings = config::Config::builder()
+            .add_source(config::File::from_str(
+                "target_session_attrs = \"any\"",
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(parsed.target_session_attrs, TargetSessionAttrs::Any);
     }
 
     #[test]

@@ -144,6 +144,104 @@ impl TempCluster {
         self.dir.path().join("data")
     }
 
+    /// A streaming standby of this (running) server: a base backup taken
+    /// with `pg_basebackup -R` (which writes `standby.signal` and the
+    /// primary's connection), started on a port of its own. Make it
+    /// synchronous with [`Self::wait_synchronous_standby`].
+    pub fn start_standby(&self) -> TempCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("etl-pg-standby-")
+            .tempdir()
+            .expect("temp dir");
+        if nix::unistd::Uid::effective().is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown standby dir");
+        }
+        let data = dir.path().join("data");
+        run_as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                // Not a spread checkpoint (minutes on an idle server).
+                "--checkpoint=fast",
+            ],
+        );
+        let standby = TempCluster {
+            dir,
+            port: free_port(),
+            bin: self.bin.clone(),
+            options: self.options.clone(),
+        };
+        standby.start_server();
+        standby
+    }
+
+    /// Makes every commit on this primary wait until a standby has it
+    /// (`synchronous_standby_names = '*'`), and waits until one is
+    /// streaming synchronously: a commit acknowledged here then survives
+    /// the loss of this server.
+    pub async fn wait_synchronous_standby(&self) {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::PgConnection::connect_with(&self.server().with_db().database("postgres"))
+                .await
+                .expect("connect to the primary");
+        for sql in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.expect(sql);
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let sync: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND state = 'streaming'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if sync > 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no synchronous standby after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Promotes this standby to a primary (`pg_ctl promote`), waiting until
+    /// it accepts writes.
+    pub fn promote(&self) {
+        run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "promote",
+            ],
+        );
+    }
+
     pub fn start_server(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
