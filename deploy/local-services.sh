@@ -555,6 +555,10 @@ main() {
     # says it skipped without it); a failed install is only a warning.
     command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 ||
         (apt_install docker-compose) || warn "docker-compose not installed: the compose test will skip"
+    # Optional: deploy-tests checks deploy/monitoring/alerts.yml with promtool
+    # (Debian's prometheus package); a failed install is only a warning.
+    command -v promtool >/dev/null ||
+        (apt_install prometheus) || warn "promtool not installed: the alert rules test will skip"
 
     cat <<EOF
 Connection facts for tests:
