@@ -11,6 +11,8 @@ pub struct TempNats {
     child: Option<Child>,
     /// A configuration file (`-c`) and the server's environment, if any.
     config: Option<(PathBuf, Vec<(String, String)>)>,
+    /// With a config: keep its monitoring (`http:`) instead of `-m 0`.
+    monitoring: bool,
 }
 
 impl TempNats {
@@ -37,6 +39,20 @@ impl TempNats {
         nats
     }
 
+    /// Like [`start_with_config`](Self::start_with_config), with the
+    /// monitoring the config sets (`http: <host>:<port>`) left on.
+    pub fn start_with_config_and_monitoring(
+        make_config: impl FnOnce(&Path) -> PathBuf,
+        env: &[(String, String)],
+    ) -> TempNats {
+        let mut nats = Self::unstarted();
+        let config = make_config(nats.dir.path());
+        nats.config = Some((config, env.to_vec()));
+        nats.monitoring = true;
+        nats.start_server();
+        nats
+    }
+
     /// A free port and a temp dir; no server yet.
     fn unstarted() -> TempNats {
         let dir = tempfile::Builder::new()
@@ -49,6 +65,7 @@ impl TempNats {
             port,
             child: None,
             config: None,
+            monitoring: false,
         }
     }
 
@@ -71,7 +88,10 @@ impl TempNats {
                 command.stderr(Stdio::null());
             }
             Some((config, env)) => {
-                command.arg("-c").arg(config).args(["-m", "0"]);
+                command.arg("-c").arg(config);
+                if !self.monitoring {
+                    command.args(["-m", "0"]);
+                }
                 command.envs(env.iter().cloned());
                 let log = std::fs::OpenOptions::new()
                     .create(true)
@@ -181,7 +201,8 @@ impl TempNatsCluster {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (on 127.0.0.1).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

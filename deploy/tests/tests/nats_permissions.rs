@@ -428,3 +428,50 @@ fn violations(nats: &TempNats) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The shipped config's monitoring port (subjects, client names, stream
+/// sizes) answers on the loopback interface only: the compose healthcheck
+/// reaches it inside the container, nothing reaches it from the network.
+#[tokio::test]
+async fn monitoring_listens_on_loopback_only() {
+    let port = testkit::nats::free_port();
+    let mut host = String::new();
+    let env: Vec<(String, String)> = USERS
+        .iter()
+        .map(|(user, var)| (var.to_string(), password(user)))
+        .collect();
+    let _nats = TempNats::start_with_config_and_monitoring(
+        |dir| {
+            let conf = deploy_tests::shipped_nats_conf(&dir.join("store"), None);
+            let line = conf
+                .lines()
+                .find(|l| l.starts_with("http:"))
+                .expect("an http: line");
+            let (shipped_host, _) = line["http:".len()..].trim().rsplit_once(':').unwrap();
+            host = shipped_host.to_string();
+            let conf = conf.replace(line, &format!("http: {host}:{port}"));
+            std::fs::write(dir.join("nats-server.conf"), conf).unwrap();
+            std::fs::copy(deploy_dir().join("nats/users.conf"), dir.join("users.conf")).unwrap();
+            dir.join("nats-server.conf")
+        },
+        &env,
+    );
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let answer = testkit::http_get(loopback, "/healthz").await;
+    assert_eq!(answer.map(|a| a.0), Some(200), "answers on loopback");
+    // This machine's address towards other hosts (no packet is sent).
+    let outward = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    match outward {
+        Some(ip) => {
+            let reached = tokio::net::TcpStream::connect((ip, port)).await;
+            assert!(reached.is_err(), "monitoring reachable on {ip}:{port}");
+        }
+        None => eprintln!("SKIPPED the outward half: this machine has no address but loopback"),
+    }
+    assert_eq!(host, "127.0.0.1", "the shipped monitoring address");
+}
