@@ -42,14 +42,30 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
     let nodes: Vec<Features> = truth.iter().map(features).collect();
     let scoring = match kind {
         "rules" => Scoring::Rules(Weights::default()),
-        "priors" => Scoring::Model { model: Arc::new(Model::priors()), thresholds: Thresholds::default() },
+        "priors" => Scoring::Model {
+            model: Arc::new(Model::priors()),
+            thresholds: Thresholds::default(),
+        },
         _ => {
-            let trained = model::train::train(&nodes, &Model::priors(), &Default::default(), &mut |_| {});
-            Scoring::Model { model: Arc::new(trained.model), thresholds: Thresholds::default() }
+            let started = std::time::Instant::now();
+            let trained =
+                model::train::train(&nodes, &Model::priors(), &Default::default(), &mut |_| {});
+            eprintln!(
+                "{name}: trained on {} records in {:.1} s",
+                nodes.len(),
+                started.elapsed().as_secs_f64()
+            );
+            Scoring::Model {
+                model: Arc::new(trained.model),
+                thresholds: Thresholds::default(),
+            }
         }
     };
     let scoring = match scoring {
-        Scoring::Model { model, mut thresholds } => {
+        Scoring::Model {
+            model,
+            mut thresholds,
+        } => {
             if let Some(bits) = std::env::var("BITS").ok().and_then(|b| b.parse().ok()) {
                 thresholds.uncorroborated_name_bits = bits;
             }
@@ -57,13 +73,18 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
         }
         other => other,
     };
-    let setup = Setup { scoring, max_block_size: 100, actor: "eval".into() };
+    let setup = Setup {
+        scoring,
+        max_block_size: 100,
+        actor: "eval".into(),
+    };
     let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
     for (n, f) in nodes.iter().enumerate() {
         for k in f.keys() {
             blocks.entry(k).or_default().push(n);
         }
     }
+    let pairing = std::time::Instant::now();
     let mut seen = HashSet::new();
     let mut missed: HashMap<String, u64> = HashMap::new();
     let (mut edges, mut reviews) = (Vec::new(), Vec::new());
@@ -78,39 +99,92 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                     if same && std::env::var("MISSED").is_ok() {
                         if let Scoring::Model { model, .. } = &setup.scoring {
                             let levels = matcher::model::compare::compare(&nodes[i], &nodes[j]);
-                            let why = matcher::model::params::guard(&levels).unwrap_or("below");
+                            let why = matcher::model::params::guard(&nodes[i], &nodes[j], &levels)
+                                .unwrap_or("below");
                             *missed.entry(why.to_string()).or_default() += 1;
                             if why == "below" && std::env::var("BELOW").is_ok() {
-                                println!("below {:.1} {:?}", model.score(&nodes[i], &nodes[j]).weight, levels);
+                                println!(
+                                    "below {:.1} {:?}",
+                                    model.score(&nodes[i], &nodes[j]).weight,
+                                    levels
+                                );
                             }
                         }
                     }
                     continue;
                 };
                 if same && p.decision != Decision::Link {
-                    let mut why = p.evidence.get("blocked_by").and_then(|v| v.as_str()).unwrap_or("review").to_string();
+                    let mut why = p
+                        .evidence
+                        .get("blocked_by")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("review")
+                        .to_string();
                     if why == "uncorroborated_namesake" {
                         let f = &p.evidence["fields"];
-                        let bits: f64 = ["last_name", "first_name", "middle_name"].iter().filter_map(|k| f[k]["weight"].as_f64()).sum();
+                        let bits: f64 = ["last_name", "first_name", "middle_name"]
+                            .iter()
+                            .filter_map(|k| f[k]["weight"].as_f64())
+                            .sum();
                         why = format!("{why}_{}", (bits / 4.0).floor() * 4.0);
                     }
                     *missed.entry(why).or_default() += 1;
                 }
-                if std::env::var("SHOW").is_ok() && p.decision == Decision::Link && truth[i].person != truth[j].person {
-                    println!("false link {:?} {:?} {} {}", truth[i].group, truth[j].group, p.score, p.evidence);
-                    println!("   {:?}\n   {:?}", (&nodes[i].last, &nodes[i].first, &nodes[i].middle, nodes[i].birth, &nodes[i].docs, &nodes[i].phones), (&nodes[j].last, &nodes[j].first, &nodes[j].middle, nodes[j].birth, &nodes[j].docs, &nodes[j].phones));
+                if std::env::var("SHOW").is_ok()
+                    && p.decision == Decision::Link
+                    && truth[i].person != truth[j].person
+                {
+                    println!(
+                        "false link {:?} {:?} {} {}",
+                        truth[i].group, truth[j].group, p.score, p.evidence
+                    );
+                    println!(
+                        "   {:?}\n   {:?}",
+                        (
+                            &nodes[i].last,
+                            &nodes[i].first,
+                            &nodes[i].middle,
+                            nodes[i].birth,
+                            &nodes[i].docs,
+                            &nodes[i].phones
+                        ),
+                        (
+                            &nodes[j].last,
+                            &nodes[j].first,
+                            &nodes[j].middle,
+                            nodes[j].birth,
+                            &nodes[j].docs,
+                            &nodes[j].phones
+                        )
+                    );
                 }
                 match p.decision {
-                    Decision::Link => edges.push(Edge { a: i, b: j, kind: EdgeKind::Rule, rule: p.rule, score: p.score }),
+                    Decision::Link => edges.push(Edge {
+                        a: i,
+                        b: j,
+                        kind: EdgeKind::Rule,
+                        rule: p.rule,
+                        score: p.score,
+                    }),
                     _ => reviews.push((i, j)),
                 }
             }
         }
     }
+    eprintln!(
+        "{name}: {} candidate pairs decided in {:.1} s (one thread)",
+        seen.len(),
+        pairing.elapsed().as_secs_f64()
+    );
     if !missed.is_empty() {
         println!("missed true pairs: {missed:?}");
     }
-    let out = cluster::cluster(cluster::Input { nodes: &nodes, guards: setup.guards(), edges, keep_apart: &HashSet::new() });
+    let out = cluster::cluster(cluster::Input {
+        nodes: &nodes,
+        guards: setup.guards(),
+        edges,
+        keep_apart: &HashSet::new(),
+    });
     let c = &out.cluster_of;
     let mut by_cluster: HashMap<usize, Vec<usize>> = HashMap::new();
     for (n, &k) in c.iter().enumerate() {
@@ -126,7 +200,9 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                     correct += 1;
                 } else {
                     let kind = match (&truth[i].group, &truth[j].group) {
-                        (Some(g), Some(h)) if g == h => g.split(':').next().unwrap_or("group").to_string(),
+                        (Some(g), Some(h)) if g == h => {
+                            g.split(':').next().unwrap_or("group").to_string()
+                        }
                         _ => "other".into(),
                     };
                     *false_kinds.entry(kind).or_default() += 1;
@@ -155,8 +231,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let kind = args.get(1).map_or("trained", |s| s.as_str()).to_string();
     let persons: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    evaluate("generator", synth::truth::TruthGenerator::new(2026).records(persons), &kind);
-    evaluate("clerks", synth::truth::TruthGenerator::new(2026).with_clerks().records(persons), &kind);
+    evaluate(
+        "generator",
+        synth::truth::TruthGenerator::new(2026).records(persons),
+        &kind,
+    );
+    evaluate(
+        "clerks",
+        synth::truth::TruthGenerator::new(2026)
+            .with_clerks()
+            .records(persons),
+        &kind,
+    );
     for set in ["febrl1", "febrl2", "febrl3"] {
         evaluate(set, synth::febrl::records(set).expect("a set"), &kind);
     }

@@ -197,7 +197,7 @@ fn union_conflict(
 /// The model's guards between two records that no person may hold.
 pub fn model_conflict(a: &Features, b: &Features) -> Option<&'static str> {
     let levels = crate::model::compare::compare(a, b);
-    Some(match crate::model::params::guard(&levels)? {
+    Some(match crate::model::params::guard(a, b, &levels)? {
         "snils_differs" => "chain_snils_differs",
         "birth_date_differs" => "chain_birth_date_differs",
         "passport_differs" => "chain_passport_differs",

@@ -277,10 +277,15 @@ fn other_document(a: &Features, b: &Features) -> Option<u8> {
 /// everything but the first name, often even documents numbered one after
 /// the other, which is why the independence of the fields does not hold
 /// for them.
-pub fn twins(levels: &Levels) -> bool {
+pub fn twins(a: &Features, b: &Features, levels: &Levels) -> bool {
     let at = |f: Field| levels[f.index()];
+    // Short first names one letter apart are mostly two names (Анна,
+    // Жанна; Алена, Елена; Галина, Алина): for twins, as different as any.
+    let short = |x: &Option<String>| x.as_deref().map_or(0, |n| n.chars().count()) < 7;
+    let first_differs = at(Field::FirstName) == Some(Field::FirstName.differs())
+        || (at(Field::FirstName) == Some(2) && (short(&a.first) || short(&b.first)));
     at(Field::BirthDate).is_some()
-        && at(Field::FirstName) == Some(Field::FirstName.differs())
+        && first_differs
         && at(Field::LastName).is_some_and(|l| l != Field::LastName.differs())
         && match at(Field::MiddleName) {
             Some(level) => level != Field::MiddleName.differs(),

@@ -201,7 +201,7 @@ impl Model {
     /// thresholds: link, review, or nothing.
     pub fn decide(&self, a: &Features, b: &Features, t: &Thresholds) -> Option<ModelOutcome> {
         let scored = self.score(a, b);
-        let blocked_by = guard(&scored.levels);
+        let blocked_by = guard(a, b, &scored.levels);
         if blocked_by.is_some() {
             let rule = shared_identifier(&scored.levels)?;
             return Some(ModelOutcome {
@@ -240,7 +240,7 @@ pub fn probability(weight: f64) -> f64 {
 
 /// The guard that keeps two records apart, if one does (also the chaining
 /// guard's test between clusters).
-pub fn guard(levels: &Levels) -> Option<&'static str> {
+pub fn guard(a: &Features, b: &Features, levels: &Levels) -> Option<&'static str> {
     let at = |f: Field| levels[f.index()];
     if at(Field::Snils) == Some(Field::Snils.differs()) {
         Some("snils_differs")
@@ -248,7 +248,7 @@ pub fn guard(levels: &Levels) -> Option<&'static str> {
         Some("birth_date_differs")
     } else if at(Field::Passport) == Some(Field::Passport.differs()) {
         Some("passport_differs")
-    } else if twins(levels) {
+    } else if twins(a, b, levels) {
         Some("twins")
     } else {
         None
