@@ -264,7 +264,8 @@ impl Rig {
     }
 
     /// Kills the qMS extractor as soon as a new message of its appears on
-    /// the stream (5 s at most); whether it did.
+    /// the stream (10 s at most: a large export is downloaded and compared
+    /// first); whether it did.
     pub async fn kill_qms_mid_publish(&mut self, rng: &mut ChaCha8Rng) -> bool {
         self.qms_publish_strikes += 1;
         let last = |stream: Option<async_nats::jetstream::stream::Stream>| async move {
@@ -276,10 +277,14 @@ impl Rig {
             return false;
         };
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream("PATIENTS").await.ok();
+        // At the start the extractor may not have created the stream yet.
+        let mut stream = js.get_stream("PATIENTS").await.ok();
         let base = last(stream.clone()).await.unwrap_or(0);
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until && self.fleet[0].is_running() {
+            if stream.is_none() {
+                stream = js.get_stream("PATIENTS").await.ok();
+            }
             if last(stream.clone()).await.is_some_and(|seq| seq > base) {
                 self.fleet[0].kill(Duration::from_millis(rng.random_range(0..=2000)));
                 self.qms_publish_kills += 1;
