@@ -425,6 +425,7 @@ mod tests {
         assert!(is_transient_sqlstate("40P01"));
         assert!(is_transient_sqlstate("57P01"));
         assert!(is_transient_sqlstate("42501"));
+        assert!(is_transient_sqlstate("25006"), "read-only: a failover");
         assert!(!is_transient_sqlstate("23505"));
         assert!(!is_transient_sqlstate("22P02"));
     }
