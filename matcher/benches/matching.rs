@@ -44,6 +44,11 @@
 //!    matched, and the CPU of loader, matcher, PostgreSQL and nats-server
 //!    ([`pipeline`]).
 //!
+//! 9. with `BENCH_MASS_DELETE=N` (default 0: skipped): N of those records
+//!    deleted at once, matched by the service's batches: the time, the
+//!    slowest batch (the most SIGTERM waits for) and the persons retired
+//!    ([`mass_delete`]).
+//!
 //! Phase timings (`phase` log lines) are printed for the re-matches and for
 //! batches of 5,000 records or more; `RUST_LOG=matcher=debug` shows them
 //! for every batch.
@@ -355,7 +360,84 @@ async fn main() {
         if floor_n > 0 {
             floor(&pool, &store, floor_n).await;
         }
+
+        // 9. A mass delete (last: it empties the table).
+        let deletes = env_u64("BENCH_MASS_DELETE", 0) as usize;
+        if deletes > 0 {
+            mass_delete(&pool, &store, records, deletes, batch_size(&settings)).await;
+        }
     }
+}
+
+/// Section 9, with `BENCH_MASS_DELETE=N`: the first N records of section
+/// 2's table deleted at once (as a wrong database path or a half-restored
+/// backup would look, past a released brake), written by the loader's
+/// store, then matched by the service's batches: the time, the slowest
+/// batch (what SIGTERM waits for at most: the batch in hand is finished)
+/// and the persons retired.
+async fn mass_delete(
+    pool: &PgPool,
+    store: &Store,
+    records: &[synth::truth::TruthRecord],
+    n: usize,
+    size: matcher::service::BatchSize,
+) {
+    let gone = &records[..n.min(records.len())];
+    let at = Utc.timestamp_opt(1_700_000_100, 0).unwrap();
+    for chunk in gone.chunks(2000) {
+        let envelopes: Vec<Envelope> = chunk
+            .iter()
+            .map(|t| Envelope::delete(t.source, t.source_id.clone(), 2, at))
+            .collect();
+        let rows: Vec<LoadRow> = envelopes
+            .iter()
+            .enumerate()
+            .map(|(n, e)| LoadRow {
+                envelope: e,
+                stream_seq: n as u64,
+                traceparent: None,
+            })
+            .collect();
+        store.write(&rows, &[]).await.expect("write");
+    }
+    let engine = matcher::service::engine(&matcher::Settings::default());
+    let retired_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM persons WHERE retired_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let mut size = size;
+    let (mut changes, mut slowest) = (0u64, Duration::ZERO);
+    let started = Instant::now();
+    loop {
+        let batch = Instant::now();
+        let applied = engine
+            .process_batch_reading_ahead(pool, size.limit(), size.if_full())
+            .await
+            .unwrap()
+            .expect("lock free");
+        if applied.changes == 0 {
+            break;
+        }
+        slowest = slowest.max(batch.elapsed());
+        size.claimed(applied.changes);
+        changes += applied.changes;
+    }
+    let took = started.elapsed();
+    let retired: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM persons WHERE retired_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    println!(
+        "mass delete of {} records on {} records: matched in {:.1} s ({:.0} changes/s), slowest batch {:.2} s, {} persons retired",
+        changes,
+        records.len(),
+        took.as_secs_f64(),
+        changes as f64 / took.as_secs_f64(),
+        slowest.as_secs_f64(),
+        retired - retired_before
+    );
 }
 
 /// Section 7: the loader's write path for `n` new records (its `Store`,
