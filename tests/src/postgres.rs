@@ -298,6 +298,9 @@ impl TempCluster {
             port: self.port,
             username: "postgres".into(),
             acquire_timeout: Duration::from_secs(2),
+            // The cluster's superuser owns the schema: services started on
+            // it migrate it, as on the shared test server.
+            migrate: true,
             ..Default::default()
         }
     }
