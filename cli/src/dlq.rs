@@ -122,7 +122,7 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
     if let DlqCommand::QmsRejects(c) = command {
         return rejects(settings, c).await;
     }
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = crate::db::connect(settings).await?;
     match command {
         DlqCommand::List {
             reason,
@@ -173,6 +173,7 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
                 // The change's own columns (op, version, hash): no content.
                 println!("change: {}", String::from_utf8_lossy(&payload));
             } else if show_personal_data {
+                crate::access_log::record(&pool, &dead_letter_view(&row)).await?;
                 // One envelope (a single-envelope message, or one record
                 // of a batch message); a whole batch message if an older
                 // loader set it aside.
@@ -342,6 +343,8 @@ async fn rejects(settings: &Settings, command: RejectsCommand) -> anyhow::Result
                 printable(&reject_reason(&m.headers))
             );
             if show_personal_data {
+                let pool = crate::db::connect(settings).await?;
+                crate::access_log::record(&pool, &reject_view(&stream, seq, &m.headers)).await?;
                 println!("{}", String::from_utf8_lossy(&m.payload));
             } else {
                 println!(
@@ -357,6 +360,33 @@ async fn rejects(settings: &Settings, command: RejectsCommand) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// The access-log entry of `dlq show --show-personal-data`.
+fn dead_letter_view(row: &DeadLetterRow) -> crate::access_log::View {
+    let records = match (&row.source, &row.source_id) {
+        (Some(source), Some(id)) => vec![format!("{source}:{id}")],
+        _ => Vec::new(),
+    };
+    crate::access_log::View {
+        command: "dlq show",
+        subject: format!("dead letter {}", row.id),
+        records,
+    }
+}
+
+/// The access-log entry of `dlq qms-rejects show --show-personal-data`:
+/// the reject's his number when it had a readable one.
+fn reject_view(stream: &str, seq: u64, headers: &async_nats::HeaderMap) -> crate::access_log::View {
+    let records = headers
+        .get("Qms-His-Number")
+        .map(|his| vec![format!("qms:{}", his.as_str())])
+        .unwrap_or_default();
+    crate::access_log::View {
+        command: "dlq qms-rejects show",
+        subject: format!("reject {seq} of {stream}"),
+        records,
+    }
 }
 
 fn reject_reason(headers: &async_nats::HeaderMap) -> String {

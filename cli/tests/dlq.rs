@@ -88,8 +88,23 @@ async fn dead_letter_retried_after_its_cause_is_fixed_and_dropped() {
     assert!(shown.contains("database_rejected"), "{shown}");
     assert!(!shown.contains("Surname7"), "personal data hidden: {shown}");
     assert!(shown.contains("--show-personal-data"), "{shown}");
+    let views = "SELECT count(*) FROM personal_data_access WHERE command = 'dlq show'";
+    assert_eq!(
+        count(&pool, views).await,
+        0,
+        "nothing shown, nothing logged"
+    );
     let shown = etl(&db, &stream, &["dlq", "show", &id, "--show-personal-data"]);
     assert!(shown.contains("Surname7"), "{shown}");
+    // The view is in the access log, by identifiers only.
+    assert_eq!(count(&pool, views).await, 1);
+    let logged: (String, Vec<String>) =
+        sqlx::query_as("SELECT subject, records FROM personal_data_access")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(logged.0, format!("dead letter {id}"));
+    assert!(!format!("{logged:?}").contains("Surname7"), "{logged:?}");
 
     // The cause fixed, the retry goes through the normal path and lands.
     sqlx::query("ALTER TABLE source_records DROP CONSTRAINT test_refuses_7")
