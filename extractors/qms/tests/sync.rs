@@ -14,6 +14,8 @@ const ROWS: u64 = 2000;
 async fn first_sync_loads_everything_then_only_changes() {
     let f = Fixture::new(ROWS).await;
     let started = chrono::Utc::now();
+    // The recorder that serves /metrics, installed before the sync.
+    let metrics = etl_runtime::observe::prometheus();
 
     let first = f.sync_ok().await;
     assert_eq!(first.records, ROWS);
@@ -27,6 +29,18 @@ async fn first_sync_loads_everything_then_only_changes() {
         .expect("qms sync recorded");
     assert!(qms.finished_at >= started);
     assert_eq!(qms.kind, "sync");
+    // And for Prometheus, with the same time.
+    let page = metrics.render();
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("etl_last_sync_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("no sync time on /metrics: {page}"));
+    assert!(
+        line.contains("source=\"qms\"") && line.contains("database=\"\""),
+        "{line}"
+    );
+    let at: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(at >= started.timestamp() as f64, "{line}");
     assert_eq!(first.upserts, ROWS);
     assert_eq!((first.deletes, first.rejects, first.attempts), (0, 0, 1));
     f.wait_for_state(&expected(&f.sim.clean_export(), &[]))
