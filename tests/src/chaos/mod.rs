@@ -19,6 +19,7 @@
 
 mod binaries;
 mod fleet;
+mod privacy;
 mod run;
 mod sources;
 mod verify;
@@ -94,6 +95,10 @@ pub struct Summary {
     pub rematch: Option<Rematch>,
     /// Non-zero exits on the final SIGTERM.
     pub unclean_stops: Vec<String>,
+    /// Personal values of the run found in logs, dead-letter reasons or
+    /// the operator's listings (kind and place only); none when checked
+    /// and clean.
+    pub privacy: Option<Vec<privacy::Leak>>,
     /// Where the logs are (kept when a check failed or with `keep`).
     pub run_dir: Option<PathBuf>,
 }
@@ -130,6 +135,17 @@ impl Summary {
         match &self.rematch {
             Some(r) if !r.moves_nothing() => out.push(format!("re-match: {}", r.line)),
             None => out.push("re-match did not run".into()),
+            _ => {}
+        }
+        match &self.privacy {
+            Some(leaks) if !leaks.is_empty() => {
+                let found: Vec<String> = leaks
+                    .iter()
+                    .map(|l| format!("{} ×{} in {}", l.kind, l.count, l.place))
+                    .collect();
+                out.push(format!("personal data found: {}", found.join(", ")));
+            }
+            None => out.push("personal data not looked for".into()),
             _ => {}
         }
         out
@@ -200,6 +216,13 @@ impl fmt::Display for Summary {
         match &self.rematch {
             Some(r) => writeln!(f, "  re-match:   {}", r.line)?,
             None => writeln!(f, "  re-match:   not run")?,
+        }
+        if self.privacy.as_ref().is_some_and(Vec::is_empty) {
+            writeln!(
+                f,
+                "  privacy:    no name, birth date, document, SNILS, OMS, phone or e-mail in \
+                 any log, dead-letter reason or etl listing"
+            )?;
         }
         for stop in &self.unclean_stops {
             writeln!(f, "  stop:       {stop}")?;
@@ -277,5 +300,6 @@ async fn run_in(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Re
     summary.infoclinica_changes = rig.firebird.changes.clone();
     rig.reference(options.converge_timeout).await?;
     rig.compare(&mut summary).await?;
+    summary.privacy = Some(rig.privacy().await?);
     Ok(summary)
 }

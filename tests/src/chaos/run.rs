@@ -488,6 +488,47 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// The personal data of the run looked for in every log of the run
+    /// (the operator's listings written to `etl.log` first) and in the
+    /// dead letters' reasons.
+    pub async fn privacy(&self) -> anyhow::Result<Vec<super::privacy::Leak>> {
+        self.etl_listings().await?;
+        let pool = self.bus.pool(DATABASE).await?;
+        let values = super::privacy::personal_values(&pool).await?;
+        anyhow::ensure!(!values.is_empty(), "no personal values to look for");
+        let mut leaks = super::privacy::scan_logs(&values, &self.dir)?;
+        leaks.extend(super::privacy::scan_dead_letters(&values, &pool).await?);
+        Ok(leaks)
+    }
+
+    /// What an operator lists without opting in to personal data, into
+    /// `etl.log` beside the services' logs.
+    async fn etl_listings(&self) -> anyhow::Result<()> {
+        let commands: [&[&str]; 6] = [
+            &["status"],
+            &["summary"],
+            &["dlq", "list"],
+            &["persons", "reviews"],
+            &["sources", "list"],
+            &["brake", "list"],
+        ];
+        let mut out = String::new();
+        for args in commands {
+            let run = tokio::process::Command::new(self.binaries.path("etl"))
+                .args(args)
+                .envs(self.bus.env(DATABASE))
+                .output()
+                .await?;
+            out.push_str(&format!("=== etl {}\n", args.join(" ")));
+            out.push_str(&String::from_utf8_lossy(&run.stdout));
+            out.push_str(&String::from_utf8_lossy(&run.stderr));
+        }
+        std::fs::write(self.dir.join("etl.log"), out)?;
+        Ok(())
+    }
+}
+
 /// The processes under chaos: both extractors, two loaders, the matcher.
 /// The extractors come first (`converge` reads their metrics by position).
 fn fleet(binaries: &Binaries, bus: &Bus, qms: &Qms, firebird: &Firebird, dir: &Path) -> Vec<Proc> {
