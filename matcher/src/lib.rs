@@ -12,6 +12,8 @@
 //! * [`operator`]: operator decisions (link, keep apart, lock, resolve, why).
 //! * [`evaluate`]: scores the persons against a known truth.
 //! * [`service`]: the LISTEN/NOTIFY + poll loop and its shutdown.
+//! * [`gauges`]: backlog, open review items and open dead letters for
+//!   `/metrics`, read from PostgreSQL every 15 s.
 
 // Rows read with `query_as` are tuples of their columns.
 #![allow(clippy::type_complexity)]
