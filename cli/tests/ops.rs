@@ -191,6 +191,8 @@ async fn migrate_applies_the_schema_once_and_is_idempotent() {
 async fn qms_rejects_are_listed_shown_and_dropped() {
     let db = testkit::fresh_database().await;
     let stream = testkit::unique_stream();
+    // The access log of `show --show-personal-data` lives in PostgreSQL.
+    etl(&db, &stream, &["migrate"]);
     let js = testkit::jetstream(&stream).await;
     let rejects = format!("{}_REJECTS", stream.name);
     let subject = format!("{}_rejects.qms", stream.subject_prefix);
@@ -264,6 +266,14 @@ async fn qms_rejects_are_listed_shown_and_dropped() {
         ],
     );
     assert!(asked.contains("Иванов|line 7"), "{asked}");
+    let pool = testkit::pool(&db).await;
+    let logged: Vec<String> = sqlx::query_scalar(
+        "SELECT subject FROM personal_data_access WHERE command = 'dlq qms-rejects show'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(logged, [format!("reject {seq} of {rejects}")], "the view is logged");
 
     etl(
         &db,
