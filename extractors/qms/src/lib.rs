@@ -43,6 +43,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<Option<SyncReport>> {
     let interval = settings.qms.interval;
+    let backoff = settings.qms.retry_backoff;
     let failed_delay = settings.qms.failed_sync_delay.min(interval);
     let extractor = tokio::select! {
         e = connect(settings, mode) => e?,
@@ -50,7 +51,7 @@ pub async fn run(
     };
     etl_runtime::observe::ready();
     if options.reset_state {
-        extractor.reset_state().await?;
+        reset_state(&extractor, &backoff, mode, &shutdown).await?;
     }
     loop {
         let started = Instant::now();
@@ -98,6 +99,32 @@ async fn connect(settings: Settings, mode: Mode) -> anyhow::Result<Extractor> {
                 let delay = backoff.delay(attempt);
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the bus; retrying");
                 tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `--reset-state`: a daemon retries while NATS is unreachable instead of
+/// exiting; a one-shot run reports the failure.
+async fn reset_state(
+    extractor: &Extractor,
+    backoff: &etl_runtime::backoff::Backoff,
+    mode: Mode,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match extractor.reset_state().await {
+            Ok(()) => return Ok(()),
+            Err(e) if mode == Mode::Daemon => {
+                attempt += 1;
+                let delay = backoff.delay(attempt);
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot reset the state; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {},
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
             }
             Err(e) => return Err(e),
         }
