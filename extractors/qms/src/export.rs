@@ -182,7 +182,11 @@ pub async fn fetch(
 /// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3); a date
 /// in the past means now.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
@@ -281,14 +285,15 @@ fn parse_stream(
     };
     // Decoded lines that are not valid UTF-8 as they are (CP1251) go here.
     let mut decoded = String::new();
-    let mut on_line = |line: Line<'_>, joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
-        let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
-        if line.cut > 0 {
-            joiner.push_too_long(text, line.len(), max_line, |raw| sink.record(raw, spill));
-        } else {
-            joiner.push(text, bad, |raw| sink.record(raw, spill));
-        }
-    };
+    let mut on_line =
+        |line: Line<'_>, joiner: &mut Rejoiner, sink: &mut Sink, spill: &mut Spill| {
+            let (text, bad) = decoder.decode_with(line.bytes, &mut decoded);
+            if line.cut > 0 {
+                joiner.push_too_long(text, line.len(), max_line, |raw| sink.record(raw, spill));
+            } else {
+                joiner.push(text, bad, |raw| sink.record(raw, spill));
+            }
+        };
     while let Some(chunk) = rx.blocking_recv() {
         splitter.push(&chunk, |line| {
             on_line(line, &mut joiner, &mut sink, &mut spill)

@@ -226,7 +226,11 @@ fn encode(info: &StateInfo, entries: &Entries) -> Vec<u8> {
     out.extend_from_slice(&info.generation.to_le_bytes());
     out.extend_from_slice(&info.export_records.to_le_bytes());
     out.extend_from_slice(&info.version.to_le_bytes());
-    let flags = if info.interrupted { FLAG_INTERRUPTED } else { 0 };
+    let flags = if info.interrupted {
+        FLAG_INTERRUPTED
+    } else {
+        0
+    };
     out.extend_from_slice(&flags.to_le_bytes());
     entries.encode_into(&mut out);
     out
