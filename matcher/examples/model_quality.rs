@@ -13,28 +13,10 @@ use matcher::engine::{Scoring, Setup};
 use matcher::features::{Features, SourceRow};
 use matcher::model::{self, Model, Thresholds};
 use matcher::rules::{Decision, Weights};
-use sqlx::types::Json;
 use synth::truth::TruthRecord;
 
 fn features(t: &TruthRecord) -> Features {
-    let r = &t.record;
-    Features::of(&SourceRow {
-        source: t.source.into(),
-        source_id: t.source_id.clone(),
-        last_name: r.last_name.clone(),
-        first_name: r.first_name.clone(),
-        middle_name: r.middle_name.clone(),
-        birth_date: r.birth_date,
-        sex: r.sex.map(|s| s.code().to_string()),
-        documents: Json(r.documents.clone()),
-        snils: r.snils.as_ref().map(|c| c.value.clone()),
-        snils_valid: r.snils.as_ref().map(|c| c.is_valid()),
-        oms_policy: r.oms_policy.as_ref().map(|c| c.value.clone()),
-        oms_policy_valid: r.oms_policy.as_ref().map(|c| c.is_valid()),
-        phones: Json(r.phones.clone()),
-        emails: Json(r.emails.clone()),
-        deleted: false,
-    })
+    Features::of(&SourceRow::of_record(t.source, &t.source_id, &t.record))
 }
 
 fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {

@@ -22,9 +22,7 @@
 //! record id, so that about half of the true pairs lie across the sources
 //! and half within one (the matcher matches both).
 
-use chrono::NaiveDate;
-use proto::record::FieldIssue;
-use proto::{normalize, DocumentType, PatientRecord, Problem};
+use proto::{normalize, DocumentType, PatientRecord};
 
 use crate::rng::mix64;
 use crate::truth::{TruthRecord, SOURCES};
@@ -99,7 +97,8 @@ fn record(fields: &[&str]) -> PatientRecord {
         last_name: normalize::name(fields[2]),
         ..Default::default()
     };
-    record.birth_date = birth_date(fields[9], &mut record.issues);
+    record.birth_date =
+        normalize::birth_date_yyyymmdd(fields[9], REFERENCE_DATE, &mut record.issues);
     record.documents.extend(normalize::document(
         DocumentType::FOREIGN_NATIONAL_ID,
         Some("soc_sec_id"),
@@ -109,33 +108,13 @@ fn record(fields: &[&str]) -> PatientRecord {
     record
 }
 
-/// `YYYYMMDD`; anything else, or a date outside 1880..[`REFERENCE_DATE`],
-/// is an issue with the raw text and no birth date.
-fn birth_date(raw: &str, issues: &mut Vec<FieldIssue>) -> Option<NaiveDate> {
-    if raw.is_empty() {
-        return None;
-    }
-    let parsed = (raw.len() == 8 && raw.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| NaiveDate::parse_from_str(raw, "%Y%m%d").ok())
-        .flatten();
-    let problem = match parsed {
-        None => Problem::BadFormat,
-        Some(d) if d < proto::envelope::earliest_birth_date() || d > REFERENCE_DATE => {
-            Problem::OutOfRange
-        }
-        Some(d) => return Some(d),
-    };
-    issues.push(FieldIssue {
-        field: "birth_date".into(),
-        problem,
-        raw: Some(raw.to_string()),
-    });
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use chrono::NaiveDate;
+    use proto::record::FieldIssue;
+    use proto::Problem;
 
     use super::*;
 

@@ -283,24 +283,7 @@ impl ChildProcess {
 
     /// SIGTERM, then waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        use nix::sys::signal::{kill, Signal};
-        let mut child = self.child.take()?;
-        let _ = kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            Signal::SIGTERM,
-        );
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate_child(self.child.take()?, timeout)
     }
 
     /// What the process logged so far.
@@ -388,5 +371,27 @@ pub async fn wait_for_metric(
             "timed out after {timeout:?} waiting for {metric} on /metrics"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM to `child`, then its exit status within `timeout`; SIGKILL (and
+/// none) after it.
+pub fn terminate_child(mut child: Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    use nix::sys::signal::{kill, Signal};
+    let _ = kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

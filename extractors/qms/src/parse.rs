@@ -464,7 +464,7 @@ pub fn parse_record(
         middle_name: normalize::name(fields[3]),
         ..Default::default()
     };
-    record.birth_date = birth_date(fields[4].trim(), today, &mut record.issues);
+    record.birth_date = normalize::birth_date_yyyymmdd(fields[4].trim(), today, &mut record.issues);
 
     let code = fields[5].trim();
     let (series, number) = (fields[6], fields[7]);
@@ -501,28 +501,6 @@ pub fn parse_record(
         });
     }
     Ok((his.to_string(), record))
-}
-
-/// `YYYYMMDD`; anything else (or a date outside 1880..today) becomes an issue
-/// with the raw text, and no birth date.
-fn birth_date(raw: &str, today: NaiveDate, issues: &mut Vec<FieldIssue>) -> Option<NaiveDate> {
-    if raw.is_empty() {
-        return None;
-    }
-    let parsed = (raw.len() == 8 && raw.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| NaiveDate::parse_from_str(raw, "%Y%m%d").ok())
-        .flatten();
-    let problem = match parsed {
-        None => Problem::BadFormat,
-        Some(d) if d < proto::envelope::earliest_birth_date() || d > today => Problem::OutOfRange,
-        Some(d) => return Some(d),
-    };
-    issues.push(FieldIssue {
-        field: "birth_date".into(),
-        problem,
-        raw: Some(raw.to_string()),
-    });
-    None
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod birth_date;
 mod document;
 mod email;
 mod name;
@@ -14,6 +15,7 @@ mod oms;
 mod phone;
 mod snils;
 
+pub use birth_date::birth_date_yyyymmdd;
 pub use document::document;
 pub use email::email;
 pub use name::{fold_lookalikes_to_cyrillic, name};

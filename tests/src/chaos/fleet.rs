@@ -137,24 +137,7 @@ impl Proc {
 
     /// SIGTERM, then the exit status within `timeout` (SIGKILL after it).
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        use nix::sys::signal::{kill, Signal};
-        let mut child = self.child.take()?;
-        let _ = kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            Signal::SIGTERM,
-        );
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::terminate_child(self.child.take()?, timeout)
     }
 
     /// Waits for the process to exit by itself (a one-shot run).
