@@ -1,8 +1,8 @@
 //! A qMS export simulator: serves `GET /cgi-bin/qms_export_pat` in the real
 //! format, with fault modes, for tests, demos and benchmarks.
 //!
-//! qMS has no public server. What is known of its export (see
-//! `shared/reference/source-systems.md`) is reproduced here: one record per
+//! qMS has no public server. What is known of its export (described in
+//! extractors/qms/README.md) is reproduced here: one record per
 //! line, 11 `|`-separated fields (his number, last/first/middle name, birth
 //! date `YYYYMMDD`, qMS document code, series, number, contact e-mail,
 //! phone, login e-mail), records that wrap across physical lines, UTF-8 or

@@ -1,7 +1,7 @@
 //! Where a qMS export is parsed: bytes → physical lines → records (wrapped
 //! lines rejoined) → 11 fields → a normalized [`PatientRecord`].
 //!
-//! The format (see `shared/reference/source-systems.md`): one record per
+//! The format (extractors/qms/README.md): one record per
 //! line, fields separated by `|`: his number, last name, first name,
 //! patronymic, birth date `YYYYMMDD`, qMS document code, series, number,
 //! contact e-mail, phone (free text), login e-mail (optional trailing
