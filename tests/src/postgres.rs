@@ -106,18 +106,7 @@ impl TempCluster {
     }
 
     fn init() -> TempCluster {
-        let dir = tempfile::Builder::new()
-            .prefix("etl-pg-")
-            .tempdir()
-            .expect("temp dir");
-        if nix::unistd::Uid::effective().is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown temp cluster dir");
-        }
+        let dir = postgres_owned_dir("etl-pg-");
         let bin = pg_bin();
         let data = dir.path().join("data");
         run_as_postgres(
@@ -149,18 +138,7 @@ impl TempCluster {
     /// primary's connection), started on a port of its own. Make it
     /// synchronous with [`Self::wait_synchronous_standby`].
     pub fn start_standby(&self) -> TempCluster {
-        let dir = tempfile::Builder::new()
-            .prefix("etl-pg-standby-")
-            .tempdir()
-            .expect("temp dir");
-        if nix::unistd::Uid::effective().is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown standby dir");
-        }
+        let dir = postgres_owned_dir("etl-pg-standby-");
         let data = dir.path().join("data");
         run_as_postgres(
             &self.bin.join("pg_basebackup"),
@@ -320,4 +298,22 @@ impl Drop for TempCluster {
         )
         .output();
     }
+}
+
+/// A temporary directory the `postgres` user may write (initdb and
+/// pg_basebackup run as that user when the tests run as root).
+fn postgres_owned_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    if nix::unistd::Uid::effective().is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown {}", dir.path().display());
+    }
+    dir
 }

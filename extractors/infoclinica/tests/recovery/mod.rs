@@ -35,6 +35,16 @@ async fn wait_for_passes(fx: &Fixture, daemon: &mut Daemon, name: &str, from: u6
     }
 }
 
+/// Shuts the daemon down; its summaries, one per database.
+async fn stop(shutdown: &CancellationToken, daemon: Daemon) -> Vec<DatabaseSummary> {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("stops on shutdown")
+        .unwrap()
+        .expect("the daemon returns Ok")
+}
+
 /// NATS killed and restarted under the daemon, down longer than a request
 /// waits: checkpoint writes sent while it was down reach the restarted
 /// server, their replies long lost, and the retry then finds the key moved
@@ -65,12 +75,7 @@ async fn daemon_survives_nats_restarts() {
         ));
         wait_for_state(&fx.pool, &fb.expected(&[])).await;
     }
-    shutdown.cancel();
-    let summaries = tokio::time::timeout(Duration::from_secs(30), daemon)
-        .await
-        .expect("stops on shutdown")
-        .unwrap()
-        .expect("the daemon returns Ok");
+    let summaries = stop(&shutdown, daemon).await;
     assert!(summaries[0].failures >= 1, "NATS outages retried");
     fx.finish().await;
 }
@@ -124,12 +129,7 @@ async fn failed_database_is_started_again_while_the_other_runs() {
     north.exec("UPDATE CLIENTS SET LASTNAME = 'Северная' WHERE PCODE = 6");
     wait_for_state(&fx.pool, &expected(&north, &south)).await;
     assert!(!daemon.is_finished(), "the process stays up");
-    shutdown.cancel();
-    let summaries = tokio::time::timeout(Duration::from_secs(30), daemon)
-        .await
-        .expect("stops on shutdown")
-        .unwrap()
-        .expect("the daemon returns Ok");
+    let summaries = stop(&shutdown, daemon).await;
     assert!(summaries[1].failures >= 1, "south's failure counted");
     fx.finish().await;
 }
