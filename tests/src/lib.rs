@@ -238,6 +238,37 @@ pub fn service_env(db: &DatabaseSettings, stream: &StreamSettings) -> Vec<(Strin
     ]
 }
 
+/// Environment variable naming the one test a child test process runs.
+const OWN_PROCESS_ENV: &str = "ETL_TEST_OWN_PROCESS";
+
+/// For a test that installs something process-wide (the metrics recorder,
+/// the readiness registry, the tracing subscriber): every integration test
+/// of a crate shares one binary, so such a test runs alone in a child
+/// process of that binary. `test` is the test's path inside the binary
+/// (`gauges::the_matcher_exports_…`). In the parent this runs the child,
+/// fails the test with the child's output if the child failed, and returns
+/// `true` (the caller returns); in the child it returns `false` and the
+/// caller goes on with the test's body.
+pub fn run_in_own_process(test: &str) -> bool {
+    if std::env::var(OWN_PROCESS_ENV).as_deref() == Ok(test) {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS_ENV, test)
+        .output()
+        .expect("spawn the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
 /// A child process killed (SIGKILL) when dropped, so a failing test leaves
 /// nothing running.
 pub struct ChildProcess {

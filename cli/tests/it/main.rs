@@ -1,0 +1,10 @@
+//! The crate's integration tests, one binary: each module is one area,
+//! each test on its own database, stream and consumer names.
+
+mod common;
+mod dlq;
+mod evaluate_sets;
+mod ops;
+mod persons;
+mod replay;
+mod status;

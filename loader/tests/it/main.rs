@@ -1,0 +1,9 @@
+//! The crate's integration tests, one binary: each module is one area,
+//! each test on its own database, stream and consumer names.
+
+mod common;
+mod cluster;
+mod endpoints;
+mod load;
+mod processes;
+mod trace;

@@ -1,0 +1,13 @@
+//! The crate's integration tests, one binary: each module is one area,
+//! each test on its own database, stream and consumer names.
+
+mod common;
+mod document_types;
+mod endpoints;
+mod failover;
+mod gauges;
+mod matching;
+mod migrations;
+mod model;
+mod quarantine;
+mod service;

@@ -1,0 +1,4 @@
+//! The crate's integration tests, one binary: each module is one area,
+//! each test on its own database, stream and consumer names.
+
+mod compat;
