@@ -26,7 +26,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::bus;
+use crate::naming;
 use crate::envelope::{self, DecodeError, Envelope};
 use crate::record::PatientRecord;
 
@@ -364,7 +364,7 @@ impl BatchBuilder {
             let source_id = std::str::from_utf8(source_id).expect("was a str");
             return Encoded {
                 payload: payload(buf, HEADER_ROOM),
-                message_id: bus::message_id(&self.source, source_id, hash),
+                message_id: naming::message_id(&self.source, source_id, hash),
                 records: 1,
             };
         }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::bus;
+use crate::naming;
 use crate::record::PatientRecord;
 
 /// The schema version this crate writes. Readers accept every version:
@@ -15,10 +15,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// Longest source id accepted (qMS his numbers and PCODEs are far shorter).
 pub const MAX_SOURCE_ID_LEN: usize = 128;
 
-/// Earliest birth date accepted as plausible.
-pub fn earliest_birth_date() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1880, 1, 1).expect("valid date")
-}
+pub use crate::normalize::earliest_birth_date;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,7 +114,7 @@ impl Envelope {
 
     /// The id the stream deduplicates on: source, source id and content hash.
     pub fn message_id(&self) -> String {
-        bus::message_id(&self.source, &self.source_id, &self.content_hash)
+        naming::message_id(&self.source, &self.source_id, &self.content_hash)
     }
 
     /// Checks what the schema requires beyond decoding. `today` bounds birth
@@ -126,7 +123,7 @@ impl Envelope {
         if self.schema_version == 0 {
             return Err(SchemaViolation::SchemaVersion);
         }
-        if !bus::is_valid_source_name(&self.source) {
+        if !naming::is_valid_source_name(&self.source) {
             return Err(SchemaViolation::SourceName);
         }
         if self.source_id.trim().is_empty() {

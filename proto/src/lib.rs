@@ -8,7 +8,8 @@
 //!   source's codes.
 //! * [`normalize`]: normalization of names, documents, SNILS, OMS policies,
 //!   phones and e-mails, shared by every extractor.
-//! * [`bus`]: subjects, the stream definition and message ids.
+//! * [`naming`]: subjects, source names and message ids.
+//! * [`bus`]: the stream definition and publishing.
 //! * [`batch`]: batch messages (several envelopes in one message) and the
 //!   one entry point that reads any message's envelopes.
 //!
@@ -19,6 +20,7 @@ pub mod batch;
 pub mod bus;
 pub mod doctype;
 pub mod envelope;
+pub mod naming;
 pub mod normalize;
 pub mod record;
 pub mod trace;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::doctype::DocumentType;
 use crate::normalize::{Checked, Problem};
+pub use crate::normalize::FieldIssue;
 
 /// One patient as one source system knows them. No passwords, ever.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,13 +117,3 @@ impl EmailKind {
     }
 }
 
-/// A field the extractor could not map, kept with its reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldIssue {
-    /// Field name in this record (`birth_date`, `last_name`, …).
-    pub field: String,
-    pub problem: Problem,
-    /// The value as received, lossily decoded if it was not valid text.
-    #[serde(default)]
-    pub raw: Option<String>,
-}

@@ -2,8 +2,12 @@
 
 use chrono::NaiveDate;
 
-use crate::normalize::Problem;
-use crate::record::FieldIssue;
+use crate::normalize::{FieldIssue, Problem};
+
+/// Earliest birth date accepted as plausible.
+pub fn earliest_birth_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1880, 1, 1).expect("valid date")
+}
 
 /// `YYYYMMDD`; anything else, or a date outside 1880..`latest`, becomes a
 /// `birth_date` issue with the raw text, and no birth date. Empty: none,
@@ -21,7 +25,7 @@ pub fn birth_date_yyyymmdd(
         .flatten();
     let problem = match parsed {
         None => Problem::BadFormat,
-        Some(d) if d < crate::envelope::earliest_birth_date() || d > latest => Problem::OutOfRange,
+        Some(d) if d < earliest_birth_date() || d > latest => Problem::OutOfRange,
         Some(d) => return Some(d),
     };
     issues.push(FieldIssue {

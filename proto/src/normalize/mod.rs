@@ -15,7 +15,7 @@ mod oms;
 mod phone;
 mod snils;
 
-pub use birth_date::birth_date_yyyymmdd;
+pub use birth_date::{birth_date_yyyymmdd, earliest_birth_date};
 pub use document::document;
 pub use email::email;
 pub use name::{fold_lookalikes_to_cyrillic, name};
@@ -84,4 +84,15 @@ impl Problem {
             Problem::Other => "other",
         }
     }
+}
+
+/// A field the extractor could not map, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldIssue {
+    /// Field name in this record (`birth_date`, `last_name`, …).
+    pub field: String,
+    pub problem: Problem,
+    /// The value as received, lossily decoded if it was not valid text.
+    #[serde(default)]
+    pub raw: Option<String>,
 }
