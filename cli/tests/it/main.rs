@@ -3,6 +3,7 @@
 
 mod common;
 mod dlq;
+mod docs;
 mod evaluate_sets;
 mod ops;
 mod persons;

@@ -3,6 +3,7 @@
 
 mod common;
 mod cluster;
+mod docs;
 mod endpoints;
 mod load;
 mod processes;

@@ -2,6 +2,7 @@
 //! each test on its own database, stream and consumer names.
 
 mod common;
+mod docs;
 mod document_types;
 mod endpoints;
 mod failover;

@@ -3,6 +3,7 @@
 
 mod common;
 mod brake;
+mod docs;
 mod doctypes;
 mod endpoints;
 mod extractor;

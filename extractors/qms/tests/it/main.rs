@@ -2,5 +2,6 @@
 //! each test on its own database, stream and consumer names.
 
 mod common;
+mod docs;
 mod process;
 mod sync;

@@ -1,0 +1,8 @@
+//! Every `matcher` command line the documents show exists: its subcommands and
+//! flags are in the binary's `--help` (`testkit::docs`).
+
+#[test]
+fn documented_commands_exist() {
+    let checked = testkit::docs::check_documented_commands("matcher", env!("CARGO_BIN_EXE_matcher"));
+    assert!(checked > 0, "the documents show no `matcher` command");
+}
