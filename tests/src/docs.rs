@@ -237,6 +237,44 @@ pub fn check_documented_commands(binary: &str, path: &str) -> usize {
     lines.len()
 }
 
+/// Lines of the repository's Markdown files that tell the project's history
+/// instead of the product (work stops, rounds, issue numbers): documents
+/// describe the product as it is; git holds the history.
+pub fn history_lines() -> Vec<DocumentedLine> {
+    let mut files = Vec::new();
+    markdown_files(&repository_root(), &mut files);
+    files.sort();
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            if tells_history(line) {
+                found.push(DocumentedLine {
+                    file: file.clone(),
+                    line: n + 1,
+                    text: line.trim().to_string(),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// `stop 18`, `issue 20`, `round before`, `rounds before`, `latest round`.
+fn tells_history(line: &str) -> bool {
+    let words: Vec<String> = line
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    words.windows(2).any(|pair| {
+        let numbered = pair[1].chars().all(|c| c.is_ascii_digit());
+        ((pair[0] == "stop" || pair[0] == "issue") && numbered)
+            || ((pair[0] == "round" || pair[0] == "rounds") && pair[1] == "before")
+            || (pair[0] == "latest" && pair[1] == "round")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +318,24 @@ mod tests {
                 words(&["persons", "keep-apart", "A", "B"])
             ]
         );
+    }
+
+    #[test]
+    fn history_is_recognized() {
+        assert!(tells_history("Measured in stop 18."));
+        assert!(tells_history("see Issue 20 for"));
+        assert!(tells_history("Three rounds before, the figure"));
+        assert!(tells_history("the latest round"));
+        assert!(!tells_history("stop the loader; issue a command"));
+    }
+
+    #[test]
+    fn the_documents_tell_no_history() {
+        let found: Vec<String> = history_lines()
+            .iter()
+            .map(|l| format!("{}:{}: {}", l.file.display(), l.line, l.text))
+            .collect();
+        assert!(found.is_empty(), "history in the documents:\n{}", found.join("\n"));
     }
 
     #[test]
