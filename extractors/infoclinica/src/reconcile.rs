@@ -36,42 +36,10 @@ use rsfbclient::RawValue;
 use tokio::io::AsyncReadExt;
 
 use crate::delta::{self, PassSummary, IN_LIST};
+use crate::state::Snapshot;
 use crate::sync::{DbSync, SyncError};
 use etl_runtime::brake::Decision;
 
-/// Keys and row versions seen by one pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub versions: HashMap<i64, i64>,
-}
-
-impl Snapshot {
-    fn max_version(&self) -> Option<i64> {
-        self.versions.values().copied().max()
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.versions.len() * 16);
-        for (k, v) in &self.versions {
-            out.extend_from_slice(&k.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Snapshot {
-        let versions = bytes
-            .chunks_exact(16)
-            .map(|c| {
-                (
-                    i64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
-                    i64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
-                )
-            })
-            .collect();
-        Snapshot { versions }
-    }
-}
 
 /// One reconciliation pass.
 pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
@@ -273,17 +241,4 @@ async fn save_snapshot(sync: &mut DbSync, snapshot: &Snapshot) -> Result<(), Syn
         .await
         .map_err(|e| anyhow::anyhow!("writing snapshot: {e}"))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_round_trip() {
-        let mut s = Snapshot::default();
-        s.versions.insert(1, 10);
-        s.versions.insert(i64::MAX, -5);
-        assert_eq!(Snapshot::decode(&s.encode()), s);
-    }
 }

@@ -1,10 +1,13 @@
 //! What one database's sync remembers, kept in the NATS KV checkpoint
-//! bucket under the database's name, and the version clock.
+//! bucket under the database's name; the version clock; and the
+//! reconciliation snapshot (kept in the snapshot store).
 //!
 //! One key per database holds the initial load's position and the version
 //! watermark. Every write is compare-and-set on the key's revision, so a
 //! second extractor started by mistake on the same database fails with a
 //! conflict instead of interleaving its progress with the first one's.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use etl_runtime::checkpoint::{CheckpointError, Checkpoints};
@@ -101,6 +104,42 @@ impl VersionClock {
     }
 }
 
+/// Keys and row versions seen by one reconciliation pass: kept in the
+/// snapshot store between passes, so that the next pass can tell which keys
+/// disappeared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub versions: HashMap<i64, i64>,
+}
+
+impl Snapshot {
+    pub(crate) fn max_version(&self) -> Option<i64> {
+        self.versions.values().copied().max()
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.versions.len() * 16);
+        for (k, v) in &self.versions {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Snapshot {
+        let versions = bytes
+            .chunks_exact(16)
+            .map(|c| {
+                (
+                    i64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+                    i64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
+                )
+            })
+            .collect();
+        Snapshot { versions }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +153,13 @@ mod tests {
         assert!(b > a, "a clock stepped back does not reorder");
         let mut restarted = VersionClock::new(b);
         assert!(restarted.version(t - chrono::Duration::seconds(20)) > b);
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut s = Snapshot::default();
+        s.versions.insert(1, 10);
+        s.versions.insert(i64::MAX, -5);
+        assert_eq!(Snapshot::decode(&s.encode()), s);
     }
 }

@@ -79,7 +79,7 @@ pub struct DbSync {
     pub clock: VersionClock,
     pub shutdown: Shutdown,
     /// Reconciliation mode: the keys and versions of the last pass.
-    pub snapshot: Option<crate::reconcile::Snapshot>,
+    pub snapshot: Option<crate::state::Snapshot>,
     /// Failed attempts so far (each followed by a backoff).
     pub failures: u64,
 }
