@@ -25,6 +25,7 @@ use crate::batch;
 use crate::settings::{LoaderSettings, Settings};
 use crate::store::{self, Store, Written};
 use etl_runtime::database::is_transient;
+use etl_runtime::retry::{retry, GaveUp};
 
 /// What a loader did in its life, reported at exit.
 #[derive(Debug, Default, Clone, Copy)]
@@ -49,13 +50,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let store = Store::new(settings.database.pool(), &settings.stream.name);
 
     let pool = store.pool();
-    let Some(()) = retry_until(&shutdown, &loader, "PostgreSQL", || async move {
-        pool.acquire().await.map(drop)
-    })
-    .await
-    else {
-        return Ok(Summary::default());
-    };
+    let connected = retry(
+        "connecting to PostgreSQL",
+        &loader.retry,
+        &shutdown,
+        etl_runtime::database::is_transient,
+        || async move { pool.acquire().await.map(drop) },
+    )
+    .await;
+    match connected {
+        Ok(()) => {}
+        Err(GaveUp::Stopped) => return Ok(Summary::default()),
+        Err(GaveUp::Permanent(error)) => {
+            anyhow::bail!("connecting to PostgreSQL: {}", etl_runtime::database::describe(&error))
+        }
+    }
     if !etl_runtime::database::wait_for_schema(
         pool,
         &crate::store::MIGRATOR,
@@ -115,8 +124,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut attempt = 0;
 
     'consume: while !shutdown.is_cancelled() {
-        let Some(consumer) = retry_until(&shutdown, &loader, "NATS JetStream", bind_consumer).await
-        else {
+        // Every failure to bind is the bus being away: waited for.
+        let bound = retry("binding the NATS consumer", &loader.retry, &shutdown, |_| true, bind_consumer);
+        let Ok(consumer) = bound.await else {
             break;
         };
         etl_runtime::observe::watch_consumer(&consumer, Duration::from_secs(5), &shutdown);
@@ -538,34 +548,6 @@ async fn settle(examined: &[Examined], kind: impl Fn(&Examined) -> AckKind) {
         if let Err(error) = e.message.ack_with(kind(e)).await {
             // The server will redeliver after ack_wait; the write is idempotent.
             tracing::warn!(%error, stream_seq = e.stream_seq, "acknowledging failed");
-        }
-    }
-}
-
-/// Retries `attempt` with backoff until it succeeds; `None` if shut down first.
-async fn retry_until<T, F, Fut, E>(
-    shutdown: &CancellationToken,
-    settings: &LoaderSettings,
-    what: &str,
-    mut attempt: F,
-) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut n = 0;
-    loop {
-        match attempt().await {
-            Ok(value) => return Some(value),
-            Err(error) => {
-                n += 1;
-                let delay = settings.retry.delay(n);
-                tracing::warn!(%error, attempt = n, delay_ms = delay.as_millis() as u64, "{what} not available; retrying");
-                if !sleep_or_cancel(delay, shutdown).await {
-                    return None;
-                }
-            }
         }
     }
 }

@@ -265,23 +265,19 @@ pub async fn wait_for_schema(
     backoff: &crate::backoff::Backoff,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<bool, SchemaError> {
-    let mut attempt = 0;
-    loop {
-        match prepare_schema(pool, migrator, migrate).await {
-            Ok(()) => return Ok(true),
-            Err(error) if error.is_transient() => {
-                attempt += 1;
-                let delay = backoff.delay(attempt);
-                tracing::warn!(%error, attempt, delay_ms = delay.as_millis() as u64, "database schema not ready; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(false),
-                }
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
+    let prepared = crate::retry::retry(
+        "database schema check",
+        backoff,
+        shutdown,
+        SchemaError::is_transient,
+        || prepare_schema(pool, migrator, migrate),
+    )
+    .await;
+    match prepared {
+        Ok(()) => Ok(true),
+        Err(crate::retry::GaveUp::Stopped) => Ok(false),
+        Err(crate::retry::GaveUp::Permanent(error)) => Err(error),
+    }}
 
 /// A database error without values: SQLSTATE, constraint, table — what may
 /// go into a log line or an error message (a driver's own message can quote

@@ -1,6 +1,7 @@
 //! What every service of the bus shares: layered [`settings`], connections
 //! to [`nats`] and the [`database`], [`tls`] for every client, [`telemetry`]
-//! (logs), [`backoff`] and graceful [`shutdown`], the deletion [`brake`],
+//! (logs), [`backoff`] and the one [`retry`] loop, graceful [`shutdown`],
+//! the deletion [`brake`],
 //! and [`observe`] (metrics, health, readiness, systemd).
 
 pub mod backoff;
@@ -9,6 +10,7 @@ pub mod checkpoint;
 pub mod database;
 pub mod nats;
 pub mod observe;
+pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod sync_status;
