@@ -7,6 +7,10 @@
 //! conflict with (the caller deleted or closed the old rows of the same
 //! records first), so neither needs `ON CONFLICT`: a duplicate would be a
 //! bug and fails the batch.
+//!
+//! Each table is described once ([`Table`]: its columns and their types),
+//! and each kind of row gives its cells in that order ([`Cells`]): the same
+//! description and the same cells serve both paths.
 
 use serde_json::Value;
 use sqlx::postgres::PgCopyIn;
@@ -17,26 +21,305 @@ use super::types::{PairRow, Rec};
 /// From this many rows on, COPY.
 const COPY_FROM: usize = 1_000;
 
+/// A column's type, as the UNNEST path binds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Text,
+    Int8,
+    Float4,
+    Bool,
+    /// Sent as text, cast by the server.
+    Jsonb,
+}
+
+/// A table written here: its columns in the order a row gives its cells
+/// ([`Cells`]). The one description both write paths use.
+struct Table {
+    name: &'static str,
+    columns: &'static [(&'static str, Type)],
+}
+
+const PAIRS: Table = Table {
+    name: "match_pairs",
+    columns: &[
+        ("a_source", Type::Text),
+        ("a_source_id", Type::Text),
+        ("b_source", Type::Text),
+        ("b_source_id", Type::Text),
+        ("decision", Type::Text),
+        ("rule", Type::Text),
+        ("score", Type::Float4),
+        ("evidence", Type::Jsonb),
+    ],
+};
+
+const MEMBERSHIPS: Table = Table {
+    name: "person_memberships",
+    columns: &[
+        ("source", Type::Text),
+        ("source_id", Type::Text),
+        ("person_id", Type::Int8),
+        ("actor", Type::Text),
+        ("from_person_id", Type::Int8),
+        ("rule", Type::Text),
+        ("score", Type::Float4),
+        ("new_person", Type::Bool),
+    ],
+};
+
+const REVIEW_ITEMS: Table = Table {
+    name: "review_items",
+    columns: &[
+        ("a_source", Type::Text),
+        ("a_source_id", Type::Text),
+        ("b_source", Type::Text),
+        ("b_source_id", Type::Text),
+        ("reason", Type::Text),
+        ("score", Type::Float4),
+        ("evidence", Type::Jsonb),
+    ],
+};
+
+const AUDIT: Table = Table {
+    name: "match_audit_events",
+    columns: &[
+        ("actor", Type::Text),
+        ("action", Type::Text),
+        ("person_id", Type::Int8),
+        ("source", Type::Text),
+        ("source_id", Type::Text),
+        ("other_person_id", Type::Int8),
+        ("other_source", Type::Text),
+        ("other_source_id", Type::Text),
+        ("detail", Type::Jsonb),
+    ],
+};
+
+impl Table {
+    fn names(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
+        names.join(", ")
+    }
+
+    /// `INSERT … SELECT … FROM UNNEST($1::text[], …)`: one array per column.
+    fn insert_unnest(&self) -> String {
+        let arrays: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(n, (_, ty))| {
+                let element = match ty {
+                    Type::Text | Type::Jsonb => "text",
+                    Type::Int8 => "int8",
+                    Type::Float4 => "float4",
+                    Type::Bool => "bool",
+                };
+                format!("${}::{element}[]", n + 1)
+            })
+            .collect();
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, ty)| match ty {
+                Type::Jsonb => format!("{name}::jsonb"),
+                _ => name.to_string(),
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({names}) SELECT {} FROM UNNEST({}) AS t({names})",
+            self.name,
+            values.join(", "),
+            arrays.join(", "),
+            names = self.names()
+        )
+    }
+
+    /// The column at `n` of a row, checked to be of type `ty`: a row that
+    /// does not fit its table is a bug.
+    fn expect(&self, n: usize, ty: Type) {
+        match self.columns.get(n) {
+            Some((_, t)) if *t == ty => {}
+            Some((name, t)) => panic!("{}.{name} is {t:?}, given {ty:?}", self.name),
+            None => panic!("a row of {} has more than {} cells", self.name, self.columns.len()),
+        }
+    }
+}
+
+/// Where the cells of one row go, in the order of its table's columns:
+/// arrays for UNNEST or a COPY's text.
+trait Cells<'r> {
+    fn opt_text(&mut self, v: Option<&'r str>);
+    fn opt_int(&mut self, v: Option<i64>);
+    fn opt_float(&mut self, v: Option<f32>);
+    fn bool(&mut self, v: bool);
+    fn json(&mut self, v: &Value);
+
+    fn text(&mut self, v: &'r str) {
+        self.opt_text(Some(v));
+    }
+
+    fn int(&mut self, v: i64) {
+        self.opt_int(Some(v));
+    }
+
+    fn float(&mut self, v: f32) {
+        self.opt_float(Some(v));
+    }
+}
+
+/// Writes `rows` into `table`, each row's cells given by `cells`: by one
+/// `INSERT … FROM UNNEST` or, from [`COPY_FROM`] rows on, by COPY.
+async fn write<'r, T>(
+    conn: &mut PgConnection,
+    table: &'static Table,
+    rows: &'r [T],
+    cells: impl Fn(&'r T, &mut dyn Cells<'r>),
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if rows.len() < COPY_FROM {
+        let mut arrays = Arrays::new(table, rows.len());
+        for row in rows {
+            cells(row, &mut arrays);
+            arrays.end_row();
+        }
+        return arrays.insert(conn).await;
+    }
+    let mut copy = CopyIn::start(conn, table).await?;
+    for row in rows {
+        cells(row, &mut copy);
+        copy.end_row().await?;
+    }
+    copy.finish().await.map(drop)
+}
+
+/// One array per column, for `INSERT … FROM UNNEST`.
+enum Array<'r> {
+    Text(Vec<Option<&'r str>>),
+    Int8(Vec<Option<i64>>),
+    Float4(Vec<Option<f32>>),
+    Bool(Vec<bool>),
+    Jsonb(Vec<String>),
+}
+
+struct Arrays<'r> {
+    table: &'static Table,
+    columns: Vec<Array<'r>>,
+    /// The column of the next cell.
+    next: usize,
+}
+
+impl<'r> Arrays<'r> {
+    fn new(table: &'static Table, rows: usize) -> Arrays<'r> {
+        let columns = table
+            .columns
+            .iter()
+            .map(|(_, ty)| match ty {
+                Type::Text => Array::Text(Vec::with_capacity(rows)),
+                Type::Int8 => Array::Int8(Vec::with_capacity(rows)),
+                Type::Float4 => Array::Float4(Vec::with_capacity(rows)),
+                Type::Bool => Array::Bool(Vec::with_capacity(rows)),
+                Type::Jsonb => Array::Jsonb(Vec::with_capacity(rows)),
+            })
+            .collect();
+        Arrays {
+            table,
+            columns,
+            next: 0,
+        }
+    }
+
+    /// The array of the next cell, which must be of type `ty`.
+    fn column(&mut self, ty: Type) -> &mut Array<'r> {
+        self.table.expect(self.next, ty);
+        self.next += 1;
+        &mut self.columns[self.next - 1]
+    }
+
+    fn end_row(&mut self) {
+        assert_eq!(self.next, self.columns.len(), "a row of {} is short", self.table.name);
+        self.next = 0;
+    }
+
+    async fn insert(self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        // Built from the constant descriptions above: no input in it.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.table.insert_unnest()));
+        for column in self.columns {
+            query = match column {
+                Array::Text(v) => query.bind(v),
+                Array::Int8(v) => query.bind(v),
+                Array::Float4(v) => query.bind(v),
+                Array::Bool(v) => query.bind(v),
+                Array::Jsonb(v) => query.bind(v),
+            };
+        }
+        query.execute(conn).await.map(drop)
+    }
+}
+
+impl<'r> Cells<'r> for Arrays<'r> {
+    fn opt_text(&mut self, v: Option<&'r str>) {
+        if let Array::Text(c) = self.column(Type::Text) {
+            c.push(v);
+        }
+    }
+
+    fn opt_int(&mut self, v: Option<i64>) {
+        if let Array::Int8(c) = self.column(Type::Int8) {
+            c.push(v);
+        }
+    }
+
+    fn opt_float(&mut self, v: Option<f32>) {
+        if let Array::Float4(c) = self.column(Type::Float4) {
+            c.push(v);
+        }
+    }
+
+    fn bool(&mut self, v: bool) {
+        if let Array::Bool(c) = self.column(Type::Bool) {
+            c.push(v);
+        }
+    }
+
+    fn json(&mut self, v: &Value) {
+        if let Array::Jsonb(c) = self.column(Type::Jsonb) {
+            c.push(v.to_string());
+        }
+    }
+}
+
 /// One COPY in progress: rows are built in a buffer sent in ~1 MiB pieces.
-pub(super) struct CopyIn<'c> {
+struct CopyIn<'c> {
     copy: PgCopyIn<&'c mut PgConnection>,
+    table: &'static Table,
     buf: String,
+    /// The column of the next cell.
+    next: usize,
 }
 
 impl<'c> CopyIn<'c> {
-    /// `target` is `table (col, …)`.
-    pub async fn start(conn: &'c mut PgConnection, target: &str) -> sqlx::Result<CopyIn<'c>> {
+    async fn start(conn: &'c mut PgConnection, table: &'static Table) -> sqlx::Result<CopyIn<'c>> {
         let copy = conn
-            .copy_in_raw(&format!("COPY {target} FROM STDIN"))
+            .copy_in_raw(&format!("COPY {} ({}) FROM STDIN", table.name, table.names()))
             .await?;
         Ok(CopyIn {
             copy,
+            table,
             buf: String::with_capacity(1 << 16),
+            next: 0,
         })
     }
 
+    /// Starts the next cell, which must be of type `ty`.
+    fn cell(&mut self, ty: Type) {
+        self.table.expect(self.next, ty);
+        self.next += 1;
+    }
+
     /// A text field: backslash, tab, newline and carriage return escaped.
-    pub fn text(&mut self, s: &str) -> &mut Self {
+    fn escaped(&mut self, s: &str) {
         for c in s.chars() {
             match c {
                 '\\' => self.buf.push_str("\\\\"),
@@ -47,37 +330,22 @@ impl<'c> CopyIn<'c> {
             }
         }
         self.buf.push('\t');
-        self
     }
 
-    pub fn opt_text(&mut self, s: Option<&str>) -> &mut Self {
-        match s {
-            Some(s) => self.text(s),
-            None => self.null(),
-        }
-    }
-
-    pub fn null(&mut self) -> &mut Self {
+    fn null(&mut self) {
         self.buf.push_str("\\N\t");
-        self
     }
 
     /// A number (`Display` of an integer or a finite float is valid input).
-    pub fn num(&mut self, v: impl std::fmt::Display) -> &mut Self {
+    fn num(&mut self, v: impl std::fmt::Display) {
         use std::fmt::Write;
         let _ = write!(self.buf, "{v}\t");
-        self
-    }
-
-    pub fn opt_num(&mut self, v: Option<impl std::fmt::Display>) -> &mut Self {
-        match v {
-            Some(v) => self.num(v),
-            None => self.null(),
-        }
     }
 
     /// Ends the row; sends the buffer when it is large.
-    pub async fn end_row(&mut self) -> sqlx::Result<()> {
+    async fn end_row(&mut self) -> sqlx::Result<()> {
+        assert_eq!(self.next, self.table.columns.len(), "a row of {} is short", self.table.name);
+        self.next = 0;
         self.buf.pop();
         self.buf.push('\n');
         if self.buf.len() > 1 << 20 {
@@ -87,7 +355,7 @@ impl<'c> CopyIn<'c> {
         Ok(())
     }
 
-    pub async fn finish(mut self) -> sqlx::Result<u64> {
+    async fn finish(mut self) -> sqlx::Result<u64> {
         if !self.buf.is_empty() {
             self.copy
                 .send(std::mem::take(&mut self.buf).into_bytes())
@@ -97,59 +365,54 @@ impl<'c> CopyIn<'c> {
     }
 }
 
-pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::Result<()> {
-    if pairs.is_empty() {
-        return Ok(());
-    }
-    if pairs.len() < COPY_FROM {
-        let mut cols: [Vec<&str>; 6] = Default::default();
-        let mut scores = Vec::with_capacity(pairs.len());
-        let mut evidence = Vec::with_capacity(pairs.len());
-        for p in pairs {
-            cols[0].push(&p.a.0);
-            cols[1].push(&p.a.1);
-            cols[2].push(&p.b.0);
-            cols[3].push(&p.b.1);
-            cols[4].push(p.decision.as_str());
-            cols[5].push(&p.rule);
-            scores.push(p.score);
-            evidence.push(p.evidence.to_string());
+impl<'r> Cells<'r> for CopyIn<'_> {
+    fn opt_text(&mut self, v: Option<&'r str>) {
+        self.cell(Type::Text);
+        match v {
+            Some(s) => self.escaped(s),
+            None => self.null(),
         }
-        sqlx::query(
-            "INSERT INTO match_pairs (a_source, a_source_id, b_source, b_source_id, decision, rule, score, evidence)
-             SELECT a, b, c, d, e, f, g, h::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
-                    $5::text[], $6::text[], $7::float4[], $8::text[]) AS t(a, b, c, d, e, f, g, h)",
-        )
-        .bind(&cols[0])
-        .bind(&cols[1])
-        .bind(&cols[2])
-        .bind(&cols[3])
-        .bind(&cols[4])
-        .bind(&cols[5])
-        .bind(&scores)
-        .bind(&evidence)
-        .execute(conn)
-        .await?;
-        return Ok(());
     }
-    let mut copy = CopyIn::start(
-        conn,
-        "match_pairs (a_source, a_source_id, b_source, b_source_id, decision, rule, score, evidence)",
-    )
-    .await?;
-    for p in pairs {
-        copy.text(&p.a.0)
-            .text(&p.a.1)
-            .text(&p.b.0)
-            .text(&p.b.1)
-            .text(p.decision.as_str())
-            .text(&p.rule)
-            .num(p.score)
-            .text(&p.evidence.to_string())
-            .end_row()
-            .await?;
+
+    fn opt_int(&mut self, v: Option<i64>) {
+        self.cell(Type::Int8);
+        match v {
+            Some(v) => self.num(v),
+            None => self.null(),
+        }
     }
-    copy.finish().await.map(drop)
+
+    fn opt_float(&mut self, v: Option<f32>) {
+        self.cell(Type::Float4);
+        match v {
+            Some(v) => self.num(v),
+            None => self.null(),
+        }
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.cell(Type::Bool);
+        self.buf.push_str(if v { "t\t" } else { "f\t" });
+    }
+
+    fn json(&mut self, v: &Value) {
+        self.cell(Type::Jsonb);
+        self.escaped(&v.to_string());
+    }
+}
+
+pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::Result<()> {
+    write(conn, &PAIRS, pairs, |p, row| {
+        row.text(&p.a.0);
+        row.text(&p.a.1);
+        row.text(&p.b.0);
+        row.text(&p.b.1);
+        row.text(p.decision.as_str());
+        row.text(&p.rule);
+        row.float(p.score);
+        row.json(&p.evidence);
+    })
+    .await
 }
 
 /// A record placed in a person by an application: its new current
@@ -193,48 +456,17 @@ pub(super) async fn memberships(
             "a membership names a person that does not exist"
         );
     }
-    if open.len() < COPY_FROM {
-        let s: Vec<&str> = open.iter().map(|p| p.rec.0.as_str()).collect();
-        let i: Vec<&str> = open.iter().map(|p| p.rec.1.as_str()).collect();
-        let person: Vec<i64> = open.iter().map(|p| p.person).collect();
-        let old: Vec<Option<i64>> = open.iter().map(|p| p.old).collect();
-        let rule: Vec<&str> = open.iter().map(|p| p.via.rule).collect();
-        let score: Vec<Option<f32>> = open.iter().map(|p| p.via.finite_score()).collect();
-        let new_person: Vec<bool> = open.iter().map(|p| p.via.new_person).collect();
-        sqlx::query(
-            "INSERT INTO person_memberships (source, source_id, person_id, actor, from_person_id, rule, score, new_person)
-             SELECT s, i, p, $1, o, r, sc, n FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[],
-                    $6::text[], $7::float4[], $8::bool[]) AS t(s, i, p, o, r, sc, n)",
-        )
-        .bind(actor)
-        .bind(&s)
-        .bind(&i)
-        .bind(&person)
-        .bind(&old)
-        .bind(&rule)
-        .bind(&score)
-        .bind(&new_person)
-        .execute(conn)
-        .await?;
-        return Ok(());
-    }
-    let mut copy = CopyIn::start(
-        conn,
-        "person_memberships (source, source_id, person_id, actor, from_person_id, rule, score, new_person)",
-    )
-    .await?;
-    for p in open {
-        copy.text(&p.rec.0)
-            .text(&p.rec.1)
-            .num(p.person)
-            .text(actor)
-            .opt_num(p.old)
-            .text(p.via.rule)
-            .opt_num(p.via.finite_score())
-            .text(if p.via.new_person { "t" } else { "f" });
-        copy.end_row().await?;
-    }
-    copy.finish().await.map(drop)
+    write(conn, &MEMBERSHIPS, open, |p, row| {
+        row.text(&p.rec.0);
+        row.text(&p.rec.1);
+        row.int(p.person);
+        row.text(actor);
+        row.opt_int(p.old);
+        row.text(p.via.rule);
+        row.opt_float(p.via.finite_score());
+        row.bool(p.via.new_person);
+    })
+    .await
 }
 
 /// A new review item.
@@ -250,55 +482,16 @@ pub(super) async fn review_items(
     conn: &mut PgConnection,
     items: &[NewItem<'_>],
 ) -> sqlx::Result<()> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    if items.len() < COPY_FROM {
-        let mut cols: [Vec<&str>; 5] = Default::default();
-        let mut scores = Vec::with_capacity(items.len());
-        let mut evidence = Vec::with_capacity(items.len());
-        for it in items {
-            cols[0].push(&it.a.0);
-            cols[1].push(&it.a.1);
-            cols[2].push(&it.b.0);
-            cols[3].push(&it.b.1);
-            cols[4].push(it.reason);
-            scores.push(it.score);
-            evidence.push(it.evidence.to_string());
-        }
-        sqlx::query(
-            "INSERT INTO review_items (a_source, a_source_id, b_source, b_source_id, reason, score, evidence)
-             SELECT a, b, c, d, e, f, g::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
-                    $5::text[], $6::float4[], $7::text[]) AS t(a, b, c, d, e, f, g)",
-        )
-        .bind(&cols[0])
-        .bind(&cols[1])
-        .bind(&cols[2])
-        .bind(&cols[3])
-        .bind(&cols[4])
-        .bind(&scores)
-        .bind(&evidence)
-        .execute(conn)
-        .await?;
-        return Ok(());
-    }
-    let mut copy = CopyIn::start(
-        conn,
-        "review_items (a_source, a_source_id, b_source, b_source_id, reason, score, evidence)",
-    )
-    .await?;
-    for it in items {
-        copy.text(&it.a.0)
-            .text(&it.a.1)
-            .text(&it.b.0)
-            .text(&it.b.1)
-            .text(it.reason)
-            .num(it.score)
-            .text(&it.evidence.to_string())
-            .end_row()
-            .await?;
-    }
-    copy.finish().await.map(drop)
+    write(conn, &REVIEW_ITEMS, items, |it, row| {
+        row.text(&it.a.0);
+        row.text(&it.a.1);
+        row.text(&it.b.0);
+        row.text(&it.b.1);
+        row.text(it.reason);
+        row.float(it.score);
+        row.json(it.evidence);
+    })
+    .await
 }
 
 /// Why a record is in its person (the reason its membership carries, shown
@@ -355,78 +548,27 @@ impl Audit {
             rec: rec.cloned(),
             other_person,
             other: other.cloned(),
-            detail,
+            // `{}` for none.
+            detail: match detail {
+                Value::Null => Value::Object(Default::default()),
+                detail => detail,
+            },
         });
     }
 
     pub async fn write(self, conn: &mut PgConnection, actor: &str) -> sqlx::Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        // `{}` for none.
-        let detail = |r: &AuditRow| match &r.detail {
-            Value::Null => "{}".to_string(),
-            v => v.to_string(),
-        };
-        if self.rows.len() < COPY_FROM {
-            let rows = &self.rows;
-            let action: Vec<&str> = rows.iter().map(|r| r.action).collect();
-            let person: Vec<Option<i64>> = rows.iter().map(|r| r.person).collect();
-            let source: Vec<Option<&str>> = rows
-                .iter()
-                .map(|r| r.rec.as_ref().map(|r| r.0.as_str()))
-                .collect();
-            let source_id: Vec<Option<&str>> = rows
-                .iter()
-                .map(|r| r.rec.as_ref().map(|r| r.1.as_str()))
-                .collect();
-            let other_person: Vec<Option<i64>> = rows.iter().map(|r| r.other_person).collect();
-            let other_source: Vec<Option<&str>> = rows
-                .iter()
-                .map(|r| r.other.as_ref().map(|r| r.0.as_str()))
-                .collect();
-            let other_source_id: Vec<Option<&str>> = rows
-                .iter()
-                .map(|r| r.other.as_ref().map(|r| r.1.as_str()))
-                .collect();
-            let details: Vec<String> = rows.iter().map(detail).collect();
-            sqlx::query(
-                "INSERT INTO match_audit_events (actor, action, person_id, source, source_id, other_person_id,
-                                          other_source, other_source_id, detail)
-                 SELECT $1, a, b, c, d, e, f, g, h::jsonb FROM UNNEST($2::text[], $3::int8[], $4::text[],
-                        $5::text[], $6::int8[], $7::text[], $8::text[], $9::text[]) AS t(a, b, c, d, e, f, g, h)",
-            )
-            .bind(actor)
-            .bind(&action)
-            .bind(&person)
-            .bind(&source)
-            .bind(&source_id)
-            .bind(&other_person)
-            .bind(&other_source)
-            .bind(&other_source_id)
-            .bind(&details)
-            .execute(conn)
-            .await?;
-            return Ok(());
-        }
-        let mut copy = CopyIn::start(
-            conn,
-            "match_audit_events (actor, action, person_id, source, source_id, other_person_id,
-                          other_source, other_source_id, detail)",
-        )
-        .await?;
-        for r in &self.rows {
-            copy.text(actor)
-                .text(r.action)
-                .opt_num(r.person)
-                .opt_text(r.rec.as_ref().map(|r| r.0.as_str()))
-                .opt_text(r.rec.as_ref().map(|r| r.1.as_str()))
-                .opt_num(r.other_person)
-                .opt_text(r.other.as_ref().map(|r| r.0.as_str()))
-                .opt_text(r.other.as_ref().map(|r| r.1.as_str()));
-            copy.text(&detail(r)).end_row().await?;
-        }
-        copy.finish().await.map(drop)
+        write(conn, &AUDIT, &self.rows, |r, row| {
+            row.text(actor);
+            row.text(r.action);
+            row.opt_int(r.person);
+            row.opt_text(r.rec.as_ref().map(|r| r.0.as_str()));
+            row.opt_text(r.rec.as_ref().map(|r| r.1.as_str()));
+            row.opt_int(r.other_person);
+            row.opt_text(r.other.as_ref().map(|r| r.0.as_str()));
+            row.opt_text(r.other.as_ref().map(|r| r.1.as_str()));
+            row.json(&r.detail);
+        })
+        .await
     }
 }
 
