@@ -65,7 +65,7 @@ pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
                 etl_runtime::database::describe(&e)
             ),
         };
-    let expected: Vec<i64> = matcher::MIGRATOR
+    let expected: Vec<i64> = etl_runtime::database::MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .map(|m| m.version)

@@ -156,7 +156,7 @@ async fn load_match_evaluate(
     pool: &PgPool,
     set: &Set,
 ) -> anyhow::Result<Report> {
-    matcher::MIGRATOR.run(pool).await?;
+    etl_runtime::database::MIGRATOR.run(pool).await?;
     load(&Store::new(pool.clone(), "EVALUATE"), &set.records).await?;
     let engine = matcher::service::engine(&matcher::Settings {
         matcher: settings.matcher.clone(),

@@ -405,7 +405,7 @@ async fn drain(
     {
         // An experiment on the schema: migrate now (the loader then finds
         // nothing to do), then change it.
-        loader::store::MIGRATOR
+        etl_runtime::database::MIGRATOR
             .run(&pool)
             .await
             .context("migrating before BENCH_PREPARE_SQL")?;

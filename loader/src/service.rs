@@ -67,7 +67,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     if !etl_runtime::database::wait_for_schema(
         pool,
-        &crate::store::MIGRATOR,
+        &etl_runtime::database::MIGRATOR,
         settings.database.migrate,
         &loader.retry,
         &shutdown,

@@ -18,9 +18,6 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::batch::Rejection;
 
-/// Migrations embedded at build time (see `build.rs`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
 /// A record to load, with the stream sequence of its message.
 pub struct LoadRow<'a> {
     pub envelope: &'a Envelope,
@@ -111,7 +108,7 @@ impl Store {
     /// Applies pending migrations under sqlx's advisory lock: safe when
     /// several loaders start at once.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+        etl_runtime::database::MIGRATOR.run(&self.pool).await
     }
 
     /// Writes examined messages as the loader does: the newest version per

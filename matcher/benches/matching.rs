@@ -97,7 +97,7 @@ async fn load(store: &Store, records: &[synth::truth::TruthRecord], version: i64
 async fn database() -> (etl_runtime::database::DatabaseSettings, PgPool, Store) {
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    matcher::MIGRATOR.run(&pool).await.unwrap();
+    etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
     let store = Store::new(pool.clone(), "BENCH");
     (db, pool, store)
 }

@@ -32,6 +32,3 @@ pub mod settings;
 pub use engine::{Applied, Engine};
 pub use service::run;
 pub use settings::Settings;
-
-/// Migrations embedded at build time (the same directory the loader runs).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -44,7 +44,7 @@ async fn prepare(
     }
     if !etl_runtime::database::wait_for_schema(
         &pool,
-        &crate::MIGRATOR,
+        &etl_runtime::database::MIGRATOR,
         settings.database.migrate,
         &settings.matcher.retry,
         shutdown,

@@ -15,6 +15,11 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 
+/// The schema's migrations (the workspace's `migrations/` directory),
+/// embedded at build time (`build.rs`): the one migrator that the services
+/// and `etl migrate` run.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {

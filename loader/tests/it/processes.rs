@@ -305,7 +305,7 @@ async fn each_dead_letter_is_logged_once_with_identifiers_and_reason_only() {
     };
     // PostgreSQL refuses one record with a message that quotes its value
     // (as a site's own trigger might).
-    loader::store::MIGRATOR.run(&pool).await.unwrap();
+    etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
     sqlx::raw_sql(
         "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN

@@ -6,7 +6,7 @@
 async fn migrations_seed_every_canonical_document_type() {
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    matcher::MIGRATOR.run(&pool).await.unwrap();
+    etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
     let table: Vec<(i16, String, String)> =
         sqlx::query_as("SELECT id, code, name FROM document_types ORDER BY id")
             .fetch_all(&pool)

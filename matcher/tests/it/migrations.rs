@@ -15,7 +15,7 @@ async fn history_written_before_the_placement_fold_reads_the_same_after_it() {
     let pool = testkit::pool(&db).await;
     let before = Migrator {
         migrations: Cow::Owned(
-            matcher::MIGRATOR
+            etl_runtime::database::MIGRATOR
                 .migrations
                 .iter()
                 .filter(|m| m.version < PLACEMENTS_IN_MEMBERSHIPS)
@@ -25,8 +25,8 @@ async fn history_written_before_the_placement_fold_reads_the_same_after_it() {
         ignore_missing: false,
         locking: true,
         no_tx: false,
-        table_name: matcher::MIGRATOR.table_name.clone(),
-        create_schemas: matcher::MIGRATOR.create_schemas.clone(),
+        table_name: etl_runtime::database::MIGRATOR.table_name.clone(),
+        create_schemas: etl_runtime::database::MIGRATOR.create_schemas.clone(),
     };
     before.run(&pool).await.expect("migrations before the fold");
     // As the matcher wrote it then: qms:1 assigned to person 1, then moved
@@ -50,7 +50,7 @@ async fn history_written_before_the_placement_fold_reads_the_same_after_it() {
     .await
     .unwrap();
 
-    matcher::MIGRATOR.run(&pool).await.expect("the fold");
+    etl_runtime::database::MIGRATOR.run(&pool).await.expect("the fold");
 
     let history = || async {
         sqlx::query_as::<_, (i64, String, Option<i64>, Option<i64>)>(

@@ -123,7 +123,7 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
         .await
         .unwrap();
     run_roles_sql(&db);
-    loader::store::MIGRATOR
+    etl_runtime::database::MIGRATOR
         .run(&pool_as(&db, "etl_owner").await)
         .await
         .expect("etl_owner runs the migrations");
@@ -381,7 +381,7 @@ async fn services_wait_for_the_owner_to_migrate() {
     assert_eq!(schema, None, "a service migrated with migrate = false");
     assert!(services.running(), "they wait");
 
-    loader::store::MIGRATOR
+    etl_runtime::database::MIGRATOR
         .run(&pool)
         .await
         .expect("the owner migrates");
