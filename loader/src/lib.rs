@@ -8,7 +8,8 @@
 //! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
 //! * [`split`]: a batch PostgreSQL rejects, written message by message.
 //! * [`service`]: the consume → write → ack loop and its shutdown.
-//! * [`testing`]: an in-process loader for integration tests.
+//! * `testing` (feature `testing`): an in-process loader for integration
+//!   tests.
 //!
 //! Guarantees: a message is acked only after its effect is committed (or its
 //! dead letter is); every write is idempotent and ordered by the record's
@@ -21,6 +22,7 @@ pub mod service;
 pub mod settings;
 pub mod split;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod validity;
 
