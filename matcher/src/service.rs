@@ -130,19 +130,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(Some(applied)) if applied.changes > 0 => {
                 failures = 0;
                 size.claimed(applied.changes);
-                metrics::counter!("matcher_changes_total").increment(applied.changes);
-                metrics::histogram!("matcher_batch_size").record(applied.changes as f64);
-                for (outcome, n) in [
-                    ("moved", applied.moved),
-                    ("person_created", applied.persons_created),
-                    ("review_opened", applied.reviews_opened),
-                ] {
-                    metrics::counter!("matcher_records_matched_total", "outcome" => outcome)
-                        .increment(n);
-                }
-                metrics::histogram!("matcher_batch_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                tracing::debug!(?applied, "batch applied");
+                record_batch(&applied, started.elapsed());
                 total += applied;
                 continue;
             }
@@ -181,6 +169,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     leader.release().await;
     pool.close().await;
     Ok(total)
+}
+
+/// The metrics of a batch that applied changes.
+fn record_batch(applied: &Applied, took: Duration) {
+    metrics::counter!("matcher_changes_total").increment(applied.changes);
+    metrics::histogram!("matcher_batch_size").record(applied.changes as f64);
+    for (outcome, n) in [
+        ("moved", applied.moved),
+        ("person_created", applied.persons_created),
+        ("review_opened", applied.reviews_opened),
+    ] {
+        metrics::counter!("matcher_records_matched_total", "outcome" => outcome).increment(n);
+    }
+    metrics::histogram!("matcher_batch_seconds").record(took.as_secs_f64());
+    tracing::debug!(?applied, "batch applied");
 }
 
 /// Which instance works: the one holding this session-level advisory lock

@@ -81,10 +81,8 @@ pub struct Engine {
     /// The next batch's first half, prepared while the last batch wrote
     /// ([`ahead::Prepared`]); its index changes are in the index.
     prepared: Arc<std::sync::Mutex<Option<ahead::Prepared>>>,
-    /// Records whose row a batch took from a read-ahead (tests, benchmarks).
-    read_ahead_used: Arc<std::sync::atomic::AtomicU64>,
-    /// Records whose pairs a batch took from a prepared first half.
-    prepared_used: Arc<std::sync::atomic::AtomicU64>,
+    /// What batches took from a read-ahead (tests, benchmarks).
+    used: Arc<Used>,
 }
 
 impl Engine {
@@ -104,22 +102,23 @@ impl Engine {
             index: Arc::default(),
             ahead: Arc::default(),
             prepared: Arc::default(),
-            read_ahead_used: Arc::default(),
-            prepared_used: Arc::default(),
+            used: Arc::default(),
         }
     }
 
-    /// How many records batches have taken from a read-ahead so far.
+    /// How many records batches have taken from a read-ahead so far
+    /// (feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn read_ahead_used(&self) -> u64 {
-        self.read_ahead_used
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.used.read_ahead.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many records batches have taken with their pairs prepared while
-    /// the batch before wrote ([`ahead::Prepared`]) so far.
+    /// the batch before wrote ([`ahead::Prepared`]) so far (feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
     pub fn prepared_used(&self) -> u64 {
-        self.prepared_used
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.used.prepared.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads ahead the records of up to `limit` changes after `after` and
@@ -187,28 +186,11 @@ impl Engine {
         // This batch's first half, if the batch before prepared it
         // ([`ahead::Prepared`]): its index changes are undone unless the
         // batch uses it.
-        let mut prepared = self.prepared.lock().expect("not poisoned").take();
+        let prepared = self.prepared.lock().expect("not poisoned").take();
         let claiming = std::time::Instant::now();
-        // No row locks: every transaction that deletes change rows (a
-        // batch, a re-match) holds `MATCH_LOCK`, which this one holds now,
-        // so nobody else can claim these rows before this one commits. A
-        // `FOR UPDATE` would only write a lock into each claimed row (~10 ms
-        // per 20,000 measured) that the delete below writes again.
-        let claimed: Vec<ClaimedRow> = match sqlx::query_as(
-            "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
-                 ORDER BY change_id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
-        {
+        let claimed = match claim(&mut tx, limit).await {
             Ok(claimed) => claimed,
-            Err(error) => {
-                if let Some(p) = prepared {
-                    index.undo(p.undo);
-                }
-                return Err(rolled_back(tx, error).await);
-            }
+            Err(error) => return Err(abandoned(tx, &mut index, prepared, error).await),
         };
         let pending = self.ahead.lock().expect("not poisoned").take();
         if claimed.is_empty() {
@@ -221,88 +203,116 @@ impl Engine {
         let loud = claimed.len() >= pairing::LOUD_BATCH;
         let mut phases = Phases::since("claim", claimed.len(), loud, claiming);
         phases.mark("changes claimed");
-        let mut overlap = ahead::Overlap::default();
-        // A full batch means a backlog: the next batch's records are read
-        // while this one matches, and its pairs computed while this one
-        // writes.
-        if claimed.len() as i64 == limit && claimed.len() >= self.read_ahead_from {
-            let after = claimed
-                .iter()
-                .map(|c| c.change_id)
-                .max()
-                .unwrap_or_default();
-            overlap.next_ahead = Some((pool.clone(), ahead::start(pool, after, ahead_limit)));
+        let mut overlap = ahead::Overlap {
+            next_ahead: self.next_ahead(pool, &claimed, limit, ahead_limit),
+            ..Default::default()
+        };
+        let mut ready = self.ready(pending, &claimed).await;
+        phases.mark("read-ahead checked");
+        let before = match bump_generation(&mut tx).await {
+            Ok(before) => before,
+            Err(error) => return Err(abandoned(tx, &mut index, prepared, error).await),
+        };
+        let prepared = if index.generation != Some(before) {
+            // Rebuilt: what was prepared on the old index goes with it.
+            drop(prepared);
+            if let Err(error) = self.rebuild(&mut index, &mut tx).await {
+                return Err(rolled_back(tx, error).await);
+            }
+            None
+        } else {
+            prepared
+        };
+        overlap.this = self.fitting(prepared, &claimed, &mut index);
+        phases.mark("generation bumped");
+        self.apply_in_flight(tx, claimed, &mut ready, &mut index, before, overlap, phases)
+            .await
+            .map(Some)
+    }
+
+    /// Under a backlog (a full batch), the read-ahead of the next batch's
+    /// records, started now: they are read while this batch matches, and
+    /// its pairs computed while this one writes.
+    fn next_ahead(
+        &self,
+        pool: &PgPool,
+        claimed: &[ClaimedRow],
+        limit: i64,
+        ahead_limit: i64,
+    ) -> Option<(PgPool, ahead::Pending)> {
+        if claimed.len() as i64 != limit || claimed.len() < self.read_ahead_from {
+            return None;
         }
-        let mut ready = match pending {
+        let after = claimed
+            .iter()
+            .map(|c| c.change_id)
+            .max()
+            .unwrap_or_default();
+        Some((pool.clone(), ahead::start(pool, after, ahead_limit)))
+    }
+
+    /// The records of `claimed` that the read-ahead `pending` (if any)
+    /// holds as the batch would read them.
+    async fn ready(&self, pending: Option<ahead::Pending>, claimed: &[ClaimedRow]) -> pairing::Ready {
+        let ready = match pending {
             Some(pending) => pending.ready(claimed.iter().map(ClaimedRow::view)).await,
             None => pairing::Ready::new(),
         };
         if !ready.is_empty() {
             tracing::debug!(records = ready.len(), "records taken from the read-ahead");
         }
-        self.read_ahead_used
-            .fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        phases.mark("read-ahead checked");
-        let before: i64 = match sqlx::query_scalar(
-            "UPDATE match_state SET generation = generation + 1, updated_at = now()
-             RETURNING generation - 1",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        {
-            Ok(before) => before,
-            Err(error) => {
-                if let Some(p) = prepared {
-                    index.undo(p.undo);
-                }
-                return Err(rolled_back(tx, error).await);
-            }
-        };
-        if index.generation != Some(before) {
-            // Rebuilt: what was prepared on the old index goes with it.
-            prepared = None;
-            if let Err(error) = self.rebuild(&mut index, &mut tx).await {
-                return Err(rolled_back(tx, error).await);
-            }
+        self.used.count_read_ahead(ready.len());
+        ready
+    }
+
+    /// `prepared` if it fits the claimed changes; otherwise its index
+    /// changes are undone.
+    fn fitting(
+        &self,
+        prepared: Option<ahead::Prepared>,
+        claimed: &[ClaimedRow],
+        index: &mut BlockIndex,
+    ) -> Option<ahead::Prepared> {
+        let p = prepared?;
+        if p.fits(claimed.iter().map(ClaimedRow::view)) {
+            self.used.count_read_ahead(p.len());
+            self.used.count_prepared(p.len());
+            metrics::counter!("matcher_prepared_batches_total", "outcome" => "used").increment(1);
+            Some(p)
+        } else {
+            metrics::counter!("matcher_prepared_batches_total", "outcome" => "not_fitting")
+                .increment(1);
+            tracing::debug!("the prepared pairs do not fit the claimed changes; computed again");
+            index.undo(p.undo);
+            None
         }
-        if let Some(p) = prepared {
-            if p.fits(claimed.iter().map(ClaimedRow::view)) {
-                for used in [&self.read_ahead_used, &self.prepared_used] {
-                    used.fetch_add(p.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                metrics::counter!("matcher_prepared_batches_total", "outcome" => "used")
-                    .increment(1);
-                overlap.this = Some(p);
-            } else {
-                metrics::counter!("matcher_prepared_batches_total", "outcome" => "not_fitting")
-                    .increment(1);
-                tracing::debug!(
-                    "the prepared pairs do not fit the claimed changes; computed again"
-                );
-                index.undo(p.undo);
-            }
-        }
-        phases.mark("generation bumped");
-        // In flight: if this future is dropped half-way, the index is
-        // rebuilt by the next batch.
+    }
+
+    /// Applies the claimed changes with the index in flight: marked
+    /// without a generation while the batch works (if this future is
+    /// dropped half-way, the next batch rebuilds it), at `before + 1` if
+    /// it commits, its changes undone and at `before` if not.
+    #[allow(clippy::too_many_arguments)] // the batch's state, passed down once
+    async fn apply_in_flight(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        claimed: Vec<ClaimedRow>,
+        ready: &mut pairing::Ready,
+        index: &mut BlockIndex,
+        before: i64,
+        mut overlap: ahead::Overlap,
+        mut phases: Phases,
+    ) -> sqlx::Result<Applied> {
         index.generation = None;
         let mut undo = Undo::new();
-        match self
-            .apply_claimed(
-                tx,
-                claimed,
-                &mut ready,
-                &mut index,
-                &mut undo,
-                &mut overlap,
-                &mut phases,
-            )
-            .await
-        {
+        let result = self
+            .apply_claimed(tx, claimed, ready, index, &mut undo, &mut overlap, &mut phases)
+            .await;
+        match result {
             Ok(applied) => {
                 index.generation = Some(before + 1);
                 *self.prepared.lock().expect("not poisoned") = overlap.next.take();
-                Ok(Some(applied))
+                Ok(applied)
             }
             Err(error) => {
                 // Rolled back (or, if the commit's outcome is unknown, the
@@ -381,7 +391,10 @@ impl Engine {
         );
         let changes: Vec<quarantine::Change> = claimed
             .into_iter()
-            .map(|c| (c.change_id, (c.source, c.source_id)))
+            .map(|c| quarantine::Change {
+                id: c.change_id,
+                rec: (c.source, c.source_id),
+            })
             .collect();
         let matched = async {
             let mut applied = quarantine::match_isolating(
@@ -442,6 +455,33 @@ impl Engine {
     }
 }
 
+/// How many records batches took from a read-ahead and from a prepared
+/// first half: what tests and benchmarks ask (`Engine::read_ahead_used`);
+/// counted only with the feature `testing`.
+#[derive(Debug, Default)]
+struct Used {
+    #[cfg(feature = "testing")]
+    read_ahead: std::sync::atomic::AtomicU64,
+    #[cfg(feature = "testing")]
+    prepared: std::sync::atomic::AtomicU64,
+}
+
+impl Used {
+    fn count_read_ahead(&self, records: usize) {
+        #[cfg(feature = "testing")]
+        self.read_ahead
+            .fetch_add(records as u64, std::sync::atomic::Ordering::Relaxed);
+        let _ = records;
+    }
+
+    fn count_prepared(&self, records: usize) {
+        #[cfg(feature = "testing")]
+        self.prepared
+            .fetch_add(records as u64, std::sync::atomic::Ordering::Relaxed);
+        let _ = records;
+    }
+}
+
 /// A claimed change-feed row.
 #[derive(Debug, sqlx::FromRow)]
 struct ClaimedRow {
@@ -473,6 +513,47 @@ impl ClaimedRow {
 async fn rolled_back(tx: sqlx::Transaction<'_, sqlx::Postgres>, error: sqlx::Error) -> sqlx::Error {
     let _ = tx.rollback().await;
     error
+}
+
+/// [`rolled_back`], with the index changes of the batch's prepared first
+/// half (if any) undone first: an error before the batch used it.
+async fn abandoned(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    index: &mut BlockIndex,
+    prepared: Option<ahead::Prepared>,
+    error: sqlx::Error,
+) -> sqlx::Error {
+    if let Some(p) = prepared {
+        index.undo(p.undo);
+    }
+    rolled_back(tx, error).await
+}
+
+/// Claims up to `limit` change-feed rows, oldest first.
+///
+/// No row locks: every transaction that deletes change rows (a batch, a
+/// re-match) holds `MATCH_LOCK`, which the caller holds, so nobody else can
+/// claim these rows before it commits. A `FOR UPDATE` would only write a
+/// lock into each claimed row (~10 ms per 20,000 measured) that the delete
+/// of the batch writes again.
+async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<ClaimedRow>> {
+    sqlx::query_as(
+        "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
+             ORDER BY change_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await
+}
+
+/// Bumps the generation in `match_state`; gives the one before.
+async fn bump_generation(tx: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "UPDATE match_state SET generation = generation + 1, updated_at = now()
+             RETURNING generation - 1",
+    )
+    .fetch_one(tx)
+    .await
 }
 
 /// Replaces `index` by one built from `source_records` (the caller holds

@@ -85,7 +85,11 @@ fn is_data_sqlstate(code: &str) -> bool {
 }
 
 /// A claimed change: its id and record.
-pub type Change = (i64, Rec);
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub id: i64,
+    pub rec: Rec,
+}
 
 /// What a dead letter of the matcher keeps so that a retry can re-queue the
 /// change as it was (no personal data: the record is named by the dead
@@ -96,6 +100,15 @@ struct Kept {
     source_version: i64,
     /// Hex.
     content_hash: String,
+    traceparent: Option<String>,
+}
+
+/// A row of `record_changes`: what a dead letter keeps of it.
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    op: String,
+    source_version: i64,
+    content_hash: Vec<u8>,
     traceparent: Option<String>,
 }
 
@@ -128,7 +141,7 @@ pub(super) async fn match_isolating(
     // changes keep their order).
     let mut parts: Vec<&[Change]> = vec![changes];
     while let Some(part) = parts.pop() {
-        let recs: Vec<Rec> = part.iter().map(|c| c.1.clone()).collect();
+        let recs: Vec<Rec> = part.iter().map(|c| c.rec.clone()).collect();
         let mut savepoint = Connection::begin(&mut **tx).await?;
         let mut part_undo = Undo::new();
         let mut without = Overlap::default();
@@ -189,19 +202,19 @@ async fn set_aside(
     change: &Change,
     error: &sqlx::Error,
 ) -> sqlx::Result<()> {
-    let (change_id, (source, source_id)) = change;
+    let (change_id, (source, source_id)) = (change.id, &change.rec);
     let reason = describe(error);
-    let row: Option<(String, i64, Vec<u8>, Option<String>)> = sqlx::query_as(
+    let row: Option<ChangeRow> = sqlx::query_as(
         "SELECT op, source_version, content_hash, traceparent FROM record_changes WHERE change_id = $1",
     )
     .bind(change_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let kept = row.map(|(op, source_version, hash, traceparent)| Kept {
-        op,
-        source_version,
-        content_hash: hex::encode(&hash),
-        traceparent,
+    let kept = row.map(|c| Kept {
+        op: c.op,
+        source_version: c.source_version,
+        content_hash: hex::encode(&c.content_hash),
+        traceparent: c.traceparent,
     });
     let payload = serde_json::to_vec(&kept).expect("a change serializes");
     // The trace also in the column every dead letter has (`etl dlq list`
@@ -245,13 +258,22 @@ pub enum RetryError {
     Database(#[from] sqlx::Error),
 }
 
+/// A row of `dead_letters`: what a retry needs of it.
+#[derive(sqlx::FromRow)]
+struct DeadLetterRow {
+    source: Option<String>,
+    source_id: Option<String>,
+    status: String,
+    payload: Vec<u8>,
+}
+
 /// Re-queues a change the matcher set aside: inserts it into
 /// `record_changes` again (the matcher is woken by `NOTIFY record_changes`)
 /// and marks the dead letter retried, in one transaction. If the cause is
 /// not fixed, the matcher sets the change aside again as a new dead letter.
 pub async fn retry(pool: &PgPool, id: i64) -> Result<(), RetryError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(Option<String>, Option<String>, String, Vec<u8>)> = sqlx::query_as(
+    let row: Option<DeadLetterRow> = sqlx::query_as(
         "SELECT source, source_id, status, payload FROM dead_letters
          WHERE id = $1 AND stream = $2 FOR UPDATE",
     )
@@ -259,7 +281,13 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<(), RetryError> {
     .bind(STREAM)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((Some(source), Some(source_id), status, payload)) = row else {
+    let Some(DeadLetterRow {
+        source: Some(source),
+        source_id: Some(source_id),
+        status,
+        payload,
+    }) = row
+    else {
         return Err(RetryError::NotFound(id));
     };
     if status != "open" {

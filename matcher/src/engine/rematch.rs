@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::component::Component;
 use super::index::key_hashes;
@@ -35,6 +35,33 @@ pub(super) async fn rematch_all(setup: &Setup, pool: &PgPool) -> sqlx::Result<Ap
         .await?
         .rows_affected();
     let mut phases = Phases::new("re-match", 0, true);
+    let (nodes, keys_of) = read_all(&mut tx, &mut phases).await?;
+    let pairs = rebuild_pairs(&mut tx, setup, &nodes, keys_of, &mut phases).await?;
+    let component = Component::load_all(&mut tx, nodes, pairs).await?;
+    phases.mark("state read");
+    let mut applied = component.apply(&mut tx, setup, &mut phases).await?;
+    applied.changes = changes;
+    tx.commit().await?;
+    phases.mark("committed");
+    // The first batches after a re-match that wrote a million
+    // memberships must not be planned from the statistics of the
+    // tables before it (measured: a membership lookup of 2,000 new
+    // records took 1.2 s as a sequential scan). After the commit: an
+    // ANALYZE sees only committed rows.
+    if applied.moved > 0 {
+        sqlx::query("ANALYZE person_memberships, persons")
+            .execute(pool)
+            .await?;
+        phases.mark("statistics updated");
+    }
+    Ok(applied)
+}
+
+/// Every live record's features and key hashes, sorted by record.
+async fn read_all(
+    tx: &mut PgConnection,
+    phases: &mut Phases,
+) -> sqlx::Result<(Vec<Features>, Vec<Box<[u64]>>)> {
     let rows: Vec<SourceRow> = sqlx::query(concat!(
         "SELECT ",
         crate::row_columns!(),
@@ -54,14 +81,23 @@ pub(super) async fn rematch_all(setup: &Setup, pool: &PgPool) -> sqlx::Result<Ap
     });
     drop(rows);
     nodes.sort_by(|(a, _), (b, _)| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)));
-    let (nodes, keys_of): (Vec<Features>, Vec<Box<[u64]>>) = nodes.into_iter().unzip();
     phases.mark("features and keys computed");
+    Ok(nodes.into_iter().unzip())
+}
 
-    // Pairs, rebuilt from scratch: empty the table and build its
-    // indexes after the bulk copy (several times faster than maintaining
-    // them row by row). All of it inside this transaction. The blocking
-    // keys are not written: the service keeps them in memory and
-    // rebuilds them after the generation bump below.
+/// The pairs of `nodes`, evaluated and written to `match_pairs`, rebuilt
+/// from scratch: the table emptied and its indexes built after the bulk
+/// copy (several times faster than maintaining them row by row), all
+/// inside the re-match's transaction, which also bumps the generation.
+/// The blocking keys are not written: the service keeps them in memory
+/// and rebuilds them after the generation bump.
+async fn rebuild_pairs(
+    tx: &mut PgConnection,
+    setup: &Setup,
+    nodes: &[Features],
+    keys_of: Vec<Box<[u64]>>,
+    phases: &mut Phases,
+) -> sqlx::Result<Vec<PairRow>> {
     for sql in [
         "TRUNCATE match_pairs",
         "DROP INDEX match_pairs_b",
@@ -70,39 +106,22 @@ pub(super) async fn rematch_all(setup: &Setup, pool: &PgPool) -> sqlx::Result<Ap
     ] {
         sqlx::query(sql).execute(&mut *tx).await?;
     }
-    let pairs = pairs_in_blocks(setup, &nodes, &keys_of);
+    let pairs = pairs_in_blocks(setup, nodes, &keys_of);
     drop(keys_of);
     phases.mark("pairs evaluated");
-    write::pairs(&mut tx, &pairs).await?;
+    write::pairs(tx, &pairs).await?;
     phases.mark("pairs written");
     for sql in [
-            "ALTER TABLE match_pairs ADD CONSTRAINT match_pairs_pkey PRIMARY KEY (a_source, a_source_id, b_source, b_source_id)",
-            "CREATE INDEX match_pairs_b ON match_pairs (b_source, b_source_id)",
-        ] {
-            sqlx::query(sql).execute(&mut *tx).await?;
-        }
+        "ALTER TABLE match_pairs ADD CONSTRAINT match_pairs_pkey PRIMARY KEY (a_source, a_source_id, b_source, b_source_id)",
+        "CREATE INDEX match_pairs_b ON match_pairs (b_source, b_source_id)",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
     // Fresh statistics: the incremental path's plans right after a
     // re-match must not be made from the empty table's.
     sqlx::query("ANALYZE match_pairs").execute(&mut *tx).await?;
     phases.mark("indexes built");
-    let component = Component::load_all(&mut tx, nodes, pairs).await?;
-    phases.mark("state read");
-    let mut applied = component.apply(&mut tx, setup, &mut phases).await?;
-    applied.changes = changes;
-    tx.commit().await?;
-    phases.mark("committed");
-    // The first batches after a re-match that wrote a million
-    // memberships must not be planned from the statistics of the
-    // tables before it (measured: a membership lookup of 2,000 new
-    // records took 1.2 s as a sequential scan). After the commit: an
-    // ANALYZE sees only committed rows.
-    if applied.moved > 0 {
-        sqlx::query("ANALYZE person_memberships, persons")
-            .execute(pool)
-            .await?;
-        phases.mark("statistics updated");
-    }
-    Ok(applied)
+    Ok(pairs)
 }
 
 /// Every pair of records sharing a usable block (2 to `max_block_size`
@@ -170,4 +189,74 @@ fn pairs_in_blocks(setup: &Setup, nodes: &[Features], keys_of: &[Box<[u64]>]) ->
     .into_iter()
     .flatten()
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::rules::Weights;
+
+    fn record(n: usize) -> Features {
+        Features {
+            source: "qms".into(),
+            source_id: format!("{n:03}"),
+            last: Some("иванов".into()),
+            last_parts: vec!["иванов".into()],
+            first: Some("петр".into()),
+            middle: Some("сергеевич".into()),
+            birth: NaiveDate::from_ymd_opt(1990, 5, 3),
+            sex: Some('M'),
+            docs: vec![],
+            snils: Some("11223344595".into()),
+            oms: None,
+            phones: vec![],
+            emails: vec![],
+        }
+    }
+
+    fn setup(max_block_size: i64) -> Setup {
+        Setup {
+            scoring: crate::engine::Scoring::Rules(Weights::default()),
+            max_block_size,
+            actor: "matcher".into(),
+        }
+    }
+
+    fn names(pairs: &[PairRow]) -> Vec<(String, String)> {
+        let mut names: Vec<_> = pairs.iter().map(|p| (p.a.1.clone(), p.b.1.clone())).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pair_sharing_several_blocks_is_evaluated_once() {
+        let nodes: Vec<Features> = (0..3).map(record).collect();
+        let keys: Vec<Box<[u64]>> = vec![
+            Box::new([1, 2, 3]),
+            Box::new([2, 3]),
+            Box::new([3, 9]),
+        ];
+        let pairs = pairs_in_blocks(&setup(100), &nodes, &keys);
+        assert_eq!(
+            names(&pairs),
+            [("000", "001"), ("000", "002"), ("001", "002")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+    }
+
+    #[test]
+    fn blocks_over_the_largest_size_give_no_pairs() {
+        let nodes: Vec<Features> = (0..4).map(record).collect();
+        // Key 1 is held by all four (over the limit of 3); key 2 by two.
+        let keys: Vec<Box<[u64]>> = vec![
+            Box::new([1, 2]),
+            Box::new([1, 2]),
+            Box::new([1]),
+            Box::new([1]),
+        ];
+        let pairs = pairs_in_blocks(&setup(3), &nodes, &keys);
+        assert_eq!(names(&pairs), [("000".to_string(), "001".to_string())]);
+    }
 }
