@@ -172,7 +172,7 @@ fn random_u(records: &[Features], start: &Model, wanted: usize) -> (Vec<Vec<f64>
     let n = records.len();
     let possible = n.saturating_mul(n.saturating_sub(1)) / 2;
     let count = wanted.min(possible);
-    let mut state = 0x6d61_7463_6865_72u64;
+    let mut state = 0x006d_6174_6368_6572_u64;
     let pairs: Vec<(u32, u32)> = (0..count)
         .map(|_| {
             let i = (splitmix(&mut state) % n as u64) as u32;
