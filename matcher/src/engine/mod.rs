@@ -31,6 +31,8 @@
 //! * Leaves: [`setup`] (how a pair is decided: a pure function of two
 //!   records), [`types`], [`rows`] (records read by name), [`par`] (work on
 //!   every core), [`phases`] (timing logs), [`lock`] (the advisory lock).
+//!
+//! A unit test reads the modules' imports and fails on a circle.
 
 mod ahead;
 mod component;
@@ -47,6 +49,9 @@ mod rows;
 mod setup;
 mod types;
 mod write;
+
+#[cfg(test)]
+mod layers;
 
 use std::sync::Arc;
 
