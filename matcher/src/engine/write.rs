@@ -23,7 +23,7 @@ const COPY_FROM: usize = 1_000;
 
 /// A column's type, as the UNNEST path binds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Type {
+pub(super) enum Type {
     Text,
     Int8,
     Float4,
@@ -32,11 +32,11 @@ enum Type {
     Jsonb,
 }
 
-/// A table written here: its columns in the order a row gives its cells
-/// ([`Cells`]). The one description both write paths use.
-struct Table {
-    name: &'static str,
-    columns: &'static [(&'static str, Type)],
+/// A table written by [`rows`]: its columns in the order a row gives its
+/// cells ([`Cells`]). The one description both write paths use.
+pub(super) struct Table {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, Type)],
 }
 
 const PAIRS: Table = Table {
@@ -101,7 +101,9 @@ impl Table {
         names.join(", ")
     }
 
-    /// `INSERT … SELECT … FROM UNNEST($1::text[], …)`: one array per column.
+    /// `INSERT … SELECT … FROM UNNEST($1::text[], …)`: one array per
+    /// column, the rows inserted in the order given (a serial column
+    /// numbers them in that order).
     fn insert_unnest(&self) -> String {
         let arrays: Vec<String> = self
             .columns
@@ -126,7 +128,7 @@ impl Table {
             })
             .collect();
         format!(
-            "INSERT INTO {} ({names}) SELECT {} FROM UNNEST({}) AS t({names})",
+            "INSERT INTO {} ({names}) SELECT {} FROM UNNEST({}) WITH ORDINALITY AS t({names}, n) ORDER BY n",
             self.name,
             values.join(", "),
             arrays.join(", "),
@@ -147,7 +149,7 @@ impl Table {
 
 /// Where the cells of one row go, in the order of its table's columns:
 /// arrays for UNNEST or a COPY's text.
-trait Cells<'r> {
+pub(super) trait Cells<'r> {
     fn opt_text(&mut self, v: Option<&'r str>);
     fn opt_int(&mut self, v: Option<i64>);
     fn opt_float(&mut self, v: Option<f32>);
@@ -167,9 +169,10 @@ trait Cells<'r> {
     }
 }
 
-/// Writes `rows` into `table`, each row's cells given by `cells`: by one
-/// `INSERT … FROM UNNEST` or, from [`COPY_FROM`] rows on, by COPY.
-async fn write<'r, T>(
+/// Writes `rows` into `table`, in order, each row's cells given by
+/// `cells`: by one `INSERT … FROM UNNEST` or, from [`COPY_FROM`] rows on,
+/// by COPY.
+pub(super) async fn rows<'r, T>(
     conn: &mut PgConnection,
     table: &'static Table,
     rows: &'r [T],
@@ -402,7 +405,7 @@ impl<'r> Cells<'r> for CopyIn<'_> {
 }
 
 pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::Result<()> {
-    write(conn, &PAIRS, pairs, |p, row| {
+    rows(conn, &PAIRS, pairs, |p, row| {
         row.text(&p.a.0);
         row.text(&p.a.1);
         row.text(&p.b.0);
@@ -456,7 +459,7 @@ pub(super) async fn memberships(
             "a membership names a person that does not exist"
         );
     }
-    write(conn, &MEMBERSHIPS, open, |p, row| {
+    rows(conn, &MEMBERSHIPS, open, |p, row| {
         row.text(&p.rec.0);
         row.text(&p.rec.1);
         row.int(p.person);
@@ -482,7 +485,7 @@ pub(super) async fn review_items(
     conn: &mut PgConnection,
     items: &[NewItem<'_>],
 ) -> sqlx::Result<()> {
-    write(conn, &REVIEW_ITEMS, items, |it, row| {
+    rows(conn, &REVIEW_ITEMS, items, |it, row| {
         row.text(&it.a.0);
         row.text(&it.a.1);
         row.text(&it.b.0);
@@ -557,7 +560,7 @@ impl Audit {
     }
 
     pub async fn write(self, conn: &mut PgConnection, actor: &str) -> sqlx::Result<()> {
-        write(conn, &AUDIT, &self.rows, |r, row| {
+        rows(conn, &AUDIT, &self.rows, |r, row| {
             row.text(actor);
             row.text(r.action);
             row.opt_int(r.person);
