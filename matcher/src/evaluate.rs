@@ -79,8 +79,16 @@ fn pairs(n: u64) -> u64 {
     n * n.saturating_sub(1) / 2
 }
 
+/// A current membership of a live record.
+#[derive(sqlx::FromRow)]
+struct Member {
+    source: String,
+    source_id: String,
+    person_id: i64,
+}
+
 pub async fn evaluate(pool: &PgPool, truth: &[TruthRow]) -> anyhow::Result<Report> {
-    let members: Vec<(String, String, i64)> = sqlx::query_as(
+    let members: Vec<Member> = sqlx::query_as(
         "SELECT m.source, m.source_id, m.person_id FROM person_memberships m
          JOIN source_records r USING (source, source_id)
          WHERE m.valid_to IS NULL AND r.deleted_at IS NULL",
@@ -89,8 +97,32 @@ pub async fn evaluate(pool: &PgPool, truth: &[TruthRow]) -> anyhow::Result<Repor
     .await?;
     let found: HashMap<(&str, &str), i64> = members
         .iter()
-        .map(|(s, i, p)| ((s.as_str(), i.as_str()), *p))
+        .map(|m| ((m.source.as_str(), m.source_id.as_str()), m.person_id))
         .collect();
+    let mut r = score(truth, &found);
+    r.persons_with_conflicting_snils = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM (SELECT m.person_id FROM person_memberships m
+             JOIN source_records s USING (source, source_id)
+             WHERE m.valid_to IS NULL AND s.deleted_at IS NULL AND s.snils_valid
+             GROUP BY m.person_id HAVING count(DISTINCT s.snils) > 1) x",
+    )
+    .fetch_one(pool)
+    .await? as u64;
+    r.open_review_items =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM review_items WHERE status = 'open'")
+            .fetch_one(pool)
+            .await? as u64;
+    r.review_queue_percent = if r.records == 0 {
+        0.0
+    } else {
+        100.0 * r.open_review_items as f64 / r.records as f64
+    };
+    Ok(r)
+}
+
+/// The pairwise figures and the false merges of the persons `found` (by
+/// record) against `truth`.
+fn score(truth: &[TruthRow], found: &HashMap<(&str, &str), i64>) -> Report {
     let mut r = Report::default();
     let mut truth_sizes: HashMap<&str, u64> = HashMap::new();
     let mut found_sizes: HashMap<i64, u64> = HashMap::new();
@@ -131,53 +163,98 @@ pub async fn evaluate(pool: &PgPool, truth: &[TruthRow]) -> anyhow::Result<Repor
         2.0 * r.precision * r.recall / (r.precision + r.recall)
     };
     for rows in by_found.values() {
-        let mut persons: Vec<&str> = rows.iter().map(|t| t.person.as_str()).collect();
-        persons.sort();
-        persons.dedup();
-        if persons.len() < 2 {
-            continue;
-        }
-        r.false_merges += 1;
-        for (i, x) in rows.iter().enumerate() {
-            for y in &rows[i + 1..] {
-                if x.person == y.person {
-                    continue;
-                }
-                let (gx, gy) = (
-                    person_group[x.person.as_str()],
-                    person_group[y.person.as_str()],
-                );
-                if gx.is_some() && gx == gy {
-                    let g = gx.unwrap_or_default();
-                    if g.starts_with("twin") {
-                        r.twin_pairs_merged += 1;
-                    } else if g.starts_with("namesake") {
-                        r.namesake_pairs_merged += 1;
-                    } else {
-                        r.family_pairs_merged += 1;
-                    }
-                } else {
-                    r.other_pairs_merged += 1;
-                }
+        count_false_merge(rows, &person_group, &mut r);
+    }
+    r
+}
+
+/// If the records of one found person belong to more than one real person:
+/// a false merge, and each wrongly joined pair counted by the group the two
+/// real persons share (none: `other`).
+fn count_false_merge(
+    rows: &[&TruthRow],
+    person_group: &HashMap<&str, Option<&str>>,
+    r: &mut Report,
+) {
+    let mut persons: Vec<&str> = rows.iter().map(|t| t.person.as_str()).collect();
+    persons.sort();
+    persons.dedup();
+    if persons.len() < 2 {
+        return;
+    }
+    r.false_merges += 1;
+    for (i, x) in rows.iter().enumerate() {
+        for y in &rows[i + 1..] {
+            if x.person == y.person {
+                continue;
+            }
+            let (gx, gy) = (
+                person_group[x.person.as_str()],
+                person_group[y.person.as_str()],
+            );
+            match gx.filter(|_| gx == gy) {
+                Some(g) if g.starts_with("twin") => r.twin_pairs_merged += 1,
+                Some(g) if g.starts_with("namesake") => r.namesake_pairs_merged += 1,
+                Some(_) => r.family_pairs_merged += 1,
+                None => r.other_pairs_merged += 1,
             }
         }
     }
-    r.persons_with_conflicting_snils = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM (SELECT m.person_id FROM person_memberships m
-             JOIN source_records s USING (source, source_id)
-             WHERE m.valid_to IS NULL AND s.deleted_at IS NULL AND s.snils_valid
-             GROUP BY m.person_id HAVING count(DISTINCT s.snils) > 1) x",
-    )
-    .fetch_one(pool)
-    .await? as u64;
-    r.open_review_items =
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM review_items WHERE status = 'open'")
-            .fetch_one(pool)
-            .await? as u64;
-    r.review_queue_percent = if r.records == 0 {
-        0.0
-    } else {
-        100.0 * r.open_review_items as f64 / r.records as f64
-    };
-    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{score, TruthRow};
+
+    fn row(id: &str, person: &str, group: Option<&str>) -> TruthRow {
+        TruthRow {
+            source: "qms".into(),
+            source_id: id.into(),
+            person: person.into(),
+            group: group.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn pairs_found_and_merges_by_kind() {
+        // p1 has two records, found as one person with twin p2's record;
+        // p3 (no group) is found alone; p4's record is not placed.
+        let truth = [
+            row("1", "p1", Some("twin:1")),
+            row("2", "p1", Some("twin:1")),
+            row("3", "p2", Some("twin:1")),
+            row("4", "p3", None),
+            row("5", "p4", None),
+        ];
+        let found = HashMap::from([
+            (("qms", "1"), 10),
+            (("qms", "2"), 10),
+            (("qms", "3"), 10),
+            (("qms", "4"), 11),
+        ]);
+        let r = score(&truth, &found);
+        assert_eq!((r.records, r.true_persons, r.found_persons), (5, 4, 3));
+        assert_eq!((r.true_pairs, r.found_pairs, r.correct_pairs), (1, 3, 1));
+        assert!((r.precision - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(r.recall, 1.0);
+        assert_eq!((r.false_merges, r.twin_pairs_merged), (1, 2));
+        assert_eq!(
+            (
+                r.namesake_pairs_merged,
+                r.family_pairs_merged,
+                r.other_pairs_merged
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn nothing_found_is_full_precision_and_no_recall() {
+        let truth = [row("1", "p1", None), row("2", "p1", None)];
+        let r = score(&truth, &HashMap::new());
+        assert_eq!((r.precision, r.recall, r.f1), (1.0, 0.0, 0.0));
+        assert_eq!(r.false_merges, 0);
+    }
 }
