@@ -66,7 +66,11 @@ pub async fn run(table: &Table, n: usize) {
 
 /// The least write for the records just loaded (`floor-…`), step by step,
 /// rolled back: the time of all steps and of each, and their CPU.
-async fn least_write(pool: &PgPool, n_persons: i64, n_pairs: i64) -> (Duration, Vec<String>, Spent) {
+async fn least_write(
+    pool: &PgPool,
+    n_persons: i64,
+    n_pairs: i64,
+) -> (Duration, Vec<String>, Spent) {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "CREATE TEMP TABLE floor_recs ON COMMIT DROP AS

@@ -163,7 +163,12 @@ async fn changes_drawn(pool: &PgPool) -> i64 {
 
 /// Samples the loading until `n` records are loaded; gives the samples and
 /// the seconds it took.
-async fn sample_loading(pool: &PgPool, started: Instant, first_change: i64, n: usize) -> (Samples, f64) {
+async fn sample_loading(
+    pool: &PgPool,
+    started: Instant,
+    first_change: i64,
+    n: usize,
+) -> (Samples, f64) {
     let mut samples = Samples::new();
     loop {
         let drawn = changes_drawn(pool).await - first_change;

@@ -124,7 +124,10 @@ fn circle(imports: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 #[test]
 fn the_engine_modules_import_each_other_in_one_direction() {
     let imports = imports();
-    assert!(imports.len() > 10, "the engine's modules are found: {imports:?}");
+    assert!(
+        imports.len() > 10,
+        "the engine's modules are found: {imports:?}"
+    );
     assert!(imports["component"].contains("write"));
     if let Some(circle) = circle(&imports) {
         panic!("import circle: {}", circle.join(" → "));
@@ -148,6 +151,12 @@ fn grouped_and_nested_paths_are_read() {
         names_after("use super::{index::Undo, par};", "super::"),
         ["index", "par"]
     );
-    assert_eq!(names_after("use super::super::rows::load_rows;", "super::super::"), ["rows"]);
-    assert_eq!(names_after("x(crate::engine::write::pairs)", "crate::engine::"), ["write"]);
+    assert_eq!(
+        names_after("use super::super::rows::load_rows;", "super::super::"),
+        ["rows"]
+    );
+    assert_eq!(
+        names_after("x(crate::engine::write::pairs)", "crate::engine::"),
+        ["write"]
+    );
 }

@@ -115,7 +115,9 @@ impl Engine {
     /// (feature `testing`).
     #[cfg(feature = "testing")]
     pub fn read_ahead_used(&self) -> u64 {
-        self.used.read_ahead.load(std::sync::atomic::Ordering::Relaxed)
+        self.used
+            .read_ahead
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many records batches have taken with their pairs prepared while
@@ -123,7 +125,9 @@ impl Engine {
     /// `testing`).
     #[cfg(feature = "testing")]
     pub fn prepared_used(&self) -> u64 {
-        self.used.prepared.load(std::sync::atomic::Ordering::Relaxed)
+        self.used
+            .prepared
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads ahead the records of up to `limit` changes after `after` and
@@ -258,7 +262,11 @@ impl Engine {
 
     /// The records of `claimed` that the read-ahead `pending` (if any)
     /// holds as the batch would read them.
-    async fn ready(&self, pending: Option<ahead::Pending>, claimed: &[ClaimedRow]) -> pairing::Ready {
+    async fn ready(
+        &self,
+        pending: Option<ahead::Pending>,
+        claimed: &[ClaimedRow],
+    ) -> pairing::Ready {
         let ready = match pending {
             Some(pending) => pending.ready(claimed.iter().map(ClaimedRow::view)).await,
             None => pairing::Ready::new(),
@@ -311,7 +319,15 @@ impl Engine {
         index.generation = None;
         let mut undo = Undo::new();
         let result = self
-            .apply_claimed(tx, claimed, ready, index, &mut undo, &mut overlap, &mut phases)
+            .apply_claimed(
+                tx,
+                claimed,
+                ready,
+                index,
+                &mut undo,
+                &mut overlap,
+                &mut phases,
+            )
             .await;
         match result {
             Ok(applied) => {

@@ -225,7 +225,10 @@ mod tests {
     }
 
     fn names(pairs: &[PairRow]) -> Vec<(String, String)> {
-        let mut names: Vec<_> = pairs.iter().map(|p| (p.a.1.clone(), p.b.1.clone())).collect();
+        let mut names: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.a.1.clone(), p.b.1.clone()))
+            .collect();
         names.sort();
         names
     }
@@ -233,11 +236,7 @@ mod tests {
     #[test]
     fn a_pair_sharing_several_blocks_is_evaluated_once() {
         let nodes: Vec<Features> = (0..3).map(record).collect();
-        let keys: Vec<Box<[u64]>> = vec![
-            Box::new([1, 2, 3]),
-            Box::new([2, 3]),
-            Box::new([3, 9]),
-        ];
+        let keys: Vec<Box<[u64]>> = vec![Box::new([1, 2, 3]), Box::new([2, 3]), Box::new([3, 9])];
         let pairs = pairs_in_blocks(&setup(100), &nodes, &keys);
         assert_eq!(
             names(&pairs),

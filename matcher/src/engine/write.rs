@@ -142,7 +142,11 @@ impl Table {
         match self.columns.get(n) {
             Some((_, t)) if *t == ty => {}
             Some((name, t)) => panic!("{}.{name} is {t:?}, given {ty:?}", self.name),
-            None => panic!("a row of {} has more than {} cells", self.name, self.columns.len()),
+            None => panic!(
+                "a row of {} has more than {} cells",
+                self.name,
+                self.columns.len()
+            ),
         }
     }
 }
@@ -241,7 +245,12 @@ impl<'r> Arrays<'r> {
     }
 
     fn end_row(&mut self) {
-        assert_eq!(self.next, self.columns.len(), "a row of {} is short", self.table.name);
+        assert_eq!(
+            self.next,
+            self.columns.len(),
+            "a row of {} is short",
+            self.table.name
+        );
         self.next = 0;
     }
 
@@ -305,7 +314,11 @@ struct CopyIn<'c> {
 impl<'c> CopyIn<'c> {
     async fn start(conn: &'c mut PgConnection, table: &'static Table) -> sqlx::Result<CopyIn<'c>> {
         let copy = conn
-            .copy_in_raw(&format!("COPY {} ({}) FROM STDIN", table.name, table.names()))
+            .copy_in_raw(&format!(
+                "COPY {} ({}) FROM STDIN",
+                table.name,
+                table.names()
+            ))
             .await?;
         Ok(CopyIn {
             copy,
@@ -347,7 +360,12 @@ impl<'c> CopyIn<'c> {
 
     /// Ends the row; sends the buffer when it is large.
     async fn end_row(&mut self) -> sqlx::Result<()> {
-        assert_eq!(self.next, self.table.columns.len(), "a row of {} is short", self.table.name);
+        assert_eq!(
+            self.next,
+            self.table.columns.len(),
+            "a row of {} is short",
+            self.table.name
+        );
         self.next = 0;
         self.buf.pop();
         self.buf.push('\n');

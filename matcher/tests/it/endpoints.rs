@@ -41,7 +41,10 @@ async fn endpoints_answer_and_readiness_follows_postgres() {
     let cluster = TempCluster::start();
     let db = testkit::create_database(cluster.server()).await;
     let pool = testkit::pool(&db).await;
-    etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
+    etl_runtime::database::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrations");
     let store = Store::new(pool.clone(), "TEST");
 
     let mut settings = matcher::Settings {

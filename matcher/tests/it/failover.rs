@@ -19,7 +19,10 @@ async fn loaders_and_matcher_carry_on_against_a_promoted_standby() {
     let primary = testkit::postgres::TempCluster::start();
     let mut db = testkit::create_database(primary.server()).await;
     let setup = testkit::pool(&db).await;
-    etl_runtime::database::MIGRATOR.run(&setup).await.expect("migrations");
+    etl_runtime::database::MIGRATOR
+        .run(&setup)
+        .await
+        .expect("migrations");
     setup.close().await;
     let standby = primary.start_standby();
     primary.wait_synchronous_standby().await;

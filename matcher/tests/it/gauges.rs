@@ -12,12 +12,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn the_matcher_exports_backlog_reviews_dead_letters_build_and_process() {
-    if testkit::run_in_own_process("gauges::the_matcher_exports_backlog_reviews_dead_letters_build_and_process") {
+    if testkit::run_in_own_process(
+        "gauges::the_matcher_exports_backlog_reviews_dead_letters_build_and_process",
+    ) {
         return;
     }
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
+    etl_runtime::database::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrations");
     sqlx::query(
         "INSERT INTO dead_letters (stream, stream_seq, subject, reason_code, reason, payload, delivered)
          VALUES ('S', 1, 'etl.qms', 'decode', 'decode error at $.x', '\\x00', 1)",

@@ -50,7 +50,10 @@ async fn history_written_before_the_placement_fold_reads_the_same_after_it() {
     .await
     .unwrap();
 
-    etl_runtime::database::MIGRATOR.run(&pool).await.expect("the fold");
+    etl_runtime::database::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("the fold");
 
     let history = || async {
         sqlx::query_as::<_, (i64, String, Option<i64>, Option<i64>)>(

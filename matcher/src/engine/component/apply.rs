@@ -162,7 +162,9 @@ impl Component {
                 continue;
             };
             if d.is_link() {
-                graph.edges.push(edge(x, y, EdgeKind::Operator, "operator", 0.0));
+                graph
+                    .edges
+                    .push(edge(x, y, EdgeKind::Operator, "operator", 0.0));
             } else {
                 graph.keep_apart.insert((x.min(y), x.max(y)));
             }
@@ -173,7 +175,9 @@ impl Component {
             if let Some(p) = p.as_ref().filter(|p| self.locked.contains(p)) {
                 // A lone member still marks its cluster locked.
                 let first = *first_of_locked.entry(*p).or_insert(n);
-                graph.edges.push(edge(first, n, EdgeKind::Locked, "locked", 0.0));
+                graph
+                    .edges
+                    .push(edge(first, n, EdgeKind::Locked, "locked", 0.0));
             }
         }
         for p in &self.links {
@@ -187,7 +191,9 @@ impl Component {
             graph.links.evidence.insert(key, p);
             graph.links.adjacent[x].push(key);
             graph.links.adjacent[y].push(key);
-            graph.edges.push(edge(x, y, EdgeKind::Rule, &p.rule, p.score));
+            graph
+                .edges
+                .push(edge(x, y, EdgeKind::Rule, &p.rule, p.score));
         }
         graph
     }
@@ -245,7 +251,14 @@ impl Component {
         for r in &self.leaving {
             if let Some(&old) = self.person_of.get(r) {
                 close.push(r.clone());
-                audit.push("record_removed", Some(old), Some(r), None, None, Value::Null);
+                audit.push(
+                    "record_removed",
+                    Some(old),
+                    Some(r),
+                    None,
+                    None,
+                    Value::Null,
+                );
                 applied.removed += 1;
             }
         }

@@ -25,7 +25,10 @@ impl Fixture {
     pub async fn new() -> Fixture {
         let db = testkit::fresh_database().await;
         let pool = testkit::pool(&db).await;
-        etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
+        etl_runtime::database::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrations");
         let store = Store::new(pool.clone(), "TEST");
         Fixture {
             db,
