@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 
 use super::index::{key_hashes, BlockIndex, Undo};
 use super::pairing::{pair_up, Computed, Paired, Ready, LOUD_BATCH};
-use super::par::par_map;
+use crate::par::par_map;
 use super::phases::Phases;
 use super::setup::Setup;
 use super::types::Rec;

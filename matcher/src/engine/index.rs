@@ -4,7 +4,7 @@
 //! It replaces the `match_keys` table, whose ~5 rows per record with two
 //! index entries each were most of a batch's writes and of a full
 //! re-match's index builds. Only one instance matches at a time (the
-//! transaction-scoped [`super::lock::MATCH_LOCK`]), so only that instance needs
+//! transaction-scoped [`crate::lock::MATCH_LOCK`]), so only that instance needs
 //! the index; it builds it from `source_records` when it first takes the
 //! lock, and keeps it equal to the database by:
 //!
@@ -42,7 +42,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use futures::TryStreamExt;
 use sqlx::PgConnection;
 
-use super::par::par_map;
+use crate::par::par_map;
 use super::types::Rec;
 use crate::features::{Features, SourceRow};
 

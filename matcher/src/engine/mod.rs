@@ -38,10 +38,8 @@ mod ahead;
 mod component;
 mod incremental;
 pub mod index;
-mod lock;
 mod pairing;
-mod par;
-pub use par::par_map;
+pub use crate::par::par_map;
 mod phases;
 pub mod quarantine;
 mod rematch;
@@ -66,7 +64,7 @@ pub use setup::{Scoring, Setup};
 pub use types::{Applied, PairRow, Rec};
 pub use write::audit_one;
 
-pub use lock::MATCH_LOCK;
+pub use crate::lock::MATCH_LOCK;
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -155,12 +153,12 @@ impl Engine {
 
     /// Takes the matcher lock for this transaction if it is free.
     pub async fn try_lock(tx: &mut PgConnection) -> sqlx::Result<bool> {
-        lock::try_lock(tx).await
+        crate::lock::try_lock(tx).await
     }
 
     /// Waits for the matcher lock for this transaction.
     pub async fn lock(tx: &mut PgConnection) -> sqlx::Result<()> {
-        lock::lock(tx).await
+        crate::lock::lock(tx).await
     }
 
     /// Claims up to `limit` change-feed rows and applies them in one

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgConnection;
 
 use super::index::{key_hashes, BlockIndex, Undo};
-use super::par::par_map;
+use crate::par::par_map;
 use super::phases::Phases;
 use super::rows::load_rows;
 use super::setup::Setup;

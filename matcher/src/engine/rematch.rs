@@ -9,8 +9,8 @@ use sqlx::{PgConnection, PgPool};
 
 use super::component::Component;
 use super::index::key_hashes;
-use super::lock::lock;
-use super::par::par_map;
+use crate::lock::lock;
+use crate::par::par_map;
 use super::phases::Phases;
 use super::setup::Setup;
 use super::types::{Applied, PairRow};

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::compare::{compare, Field, Levels, FIELDS};
 use super::params::{FieldParams, Frequencies, Model};
-use crate::engine::par_map;
+use crate::par::par_map;
 use crate::features::Features;
 
 /// How a model is trained.

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 pub const MATCH_LOCK: i64 = 0x6D61_7463_6865_7201;
 
 /// Takes the matcher lock for this transaction if it is free.
-pub(super) async fn try_lock(tx: &mut PgConnection) -> sqlx::Result<bool> {
+pub(crate) async fn try_lock(tx: &mut PgConnection) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(MATCH_LOCK)
         .fetch_one(tx)
@@ -16,7 +16,7 @@ pub(super) async fn try_lock(tx: &mut PgConnection) -> sqlx::Result<bool> {
 }
 
 /// Waits for the matcher lock for this transaction.
-pub(super) async fn lock(tx: &mut PgConnection) -> sqlx::Result<()> {
+pub(crate) async fn lock(tx: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MATCH_LOCK)
         .execute(tx)
