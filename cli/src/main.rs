@@ -10,6 +10,7 @@ mod brake;
 mod db;
 mod dlq;
 mod evaluate;
+mod events;
 mod import;
 mod model;
 mod persons;
@@ -100,6 +101,10 @@ enum Command {
     /// Who viewed personal data through `etl` (the schema owner only).
     #[command(subcommand)]
     AccessLog(access_log::AccessLogCommand),
+    /// Person events (the matcher's identity changes on the bus): publish a
+    /// range again for a consumer that lost its state.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +116,9 @@ pub struct Settings {
     pub log: etl_runtime::telemetry::LogSettings,
     /// Matching settings (weights, thresholds), for `rematch` and decisions.
     pub matcher: matcher::settings::MatcherSettings,
+    /// The matcher's `[events]`: `etl events replay` publishes to its
+    /// stream and subjects (point it at the matcher's file).
+    pub events: matcher::settings::EventsSettings,
     /// The loader's settings: `etl replay` judges records by the same
     /// `[loader.limits]` as the loader (point it at the loader's file).
     pub loader: loader::settings::LoaderSettings,
@@ -167,6 +175,7 @@ impl Default for Settings {
             database: Default::default(),
             stream: Default::default(),
             matcher: Default::default(),
+            events: Default::default(),
             loader: Default::default(),
             extractor: Default::default(),
             qms: Default::default(),
@@ -203,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Model(c) => model::run(&settings, c).await,
         Command::Migrate => migrate(&settings).await,
         Command::AccessLog(c) => access_log::run(&settings, c).await,
+        Command::Events(c) => events::run(&settings, c).await,
     }
 }
 

@@ -117,6 +117,11 @@ BEGIN
             -- (migrations/20261206300001_match_models.sql)
             ('etl_matcher', 'match_models',          'INSERT'),
             ('etl_matcher', 'match_model_frequencies', 'INSERT'),
+            -- person events: written with each change, published by the
+            -- relay (its cursor), pruned after the retention
+            -- (migrations/20261206600001_person_events.sql)
+            ('etl_matcher', 'person_events',         'INSERT, DELETE'),
+            ('etl_matcher', 'person_event_relay',    'UPDATE'),
             -- operator (`etl persons …`): a decision is applied at once in
             -- the operator's process, recomputing the persons it touches
             -- (matcher/src/operator.rs), so the matcher's person-side
@@ -128,6 +133,7 @@ BEGIN
             ('etl_operator', 'review_items',         'INSERT, UPDATE, DELETE'),
             ('etl_operator', 'match_decisions',      'INSERT, UPDATE'),
             ('etl_operator', 'match_audit_events',   'INSERT'),
+            ('etl_operator', 'person_events',        'INSERT'),
             ('etl_operator', 'dead_letters',         'UPDATE'),
             ('etl_operator', 'record_changes',       'INSERT'),
             -- `etl sources register`: the loader accepts only registered

@@ -1,6 +1,7 @@
 //! Gauges of what operators watch in PostgreSQL, refreshed by the matcher
 //! every [`EVERY`]: the matcher's backlog (changes loaded, not yet matched),
-//! open review items and open dead letters by reason code. Counts only:
+//! open review items, person events not yet published and open dead
+//! letters by reason code. Counts only:
 //! labels are fixed reason codes, never personal data.
 //!
 //! Every instance refreshes them (a standby too), so they are there while
@@ -46,6 +47,15 @@ pub async fn refresh(pool: &PgPool, codes: &mut BTreeSet<String>) -> sqlx::Resul
             .fetch_one(pool)
             .await?;
     metrics::gauge!("matcher_review_items_open").set(reviews as f64);
+    // Person events the relay has not published yet (a range of the
+    // primary key).
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM person_events
+         WHERE event_id > (SELECT published_up_to FROM person_event_relay)",
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics::gauge!("matcher_person_events_pending").set(events as f64);
     let open: Vec<(String, i64)> = sqlx::query_as(
         "SELECT reason_code, count(*) FROM dead_letters WHERE status = 'open' GROUP BY 1",
     )

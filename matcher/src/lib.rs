@@ -12,6 +12,9 @@
 //! * [`operator`]: operator decisions (link, keep apart, lock, resolve, why).
 //! * [`evaluate`]: scores the persons against a known truth.
 //! * [`service`]: the LISTEN/NOTIFY + poll loop and its shutdown.
+//! * [`events`]: the relay that publishes person events to NATS, and their
+//!   replay.
+//! * [`leader`]: one instance at a time (a session-level advisory lock).
 //! * [`gauges`]: backlog, open review items and open dead letters for
 //!   `/metrics`, read from PostgreSQL every 15 s.
 
@@ -22,7 +25,9 @@ pub mod cluster;
 pub mod engine;
 pub mod evaluate;
 pub mod features;
+pub mod events;
 pub mod gauges;
+pub mod leader;
 mod lock;
 pub mod model;
 pub mod operator;

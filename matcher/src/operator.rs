@@ -5,12 +5,14 @@
 //! recomputed) in one transaction under the matcher lock, so it takes effect
 //! at once and every later re-match — incremental or full — honours it: the
 //! rules never override a decision. A newer decision on a pair revokes the
-//! older one (kept, with `revoked_at`).
+//! older one (kept, with `revoked_at`). The person events of a decision
+//! (`crate::engine::events`: the persons it changed; a lock's `locked` or
+//! `unlocked`) are written in the same transaction.
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::engine::{audit_one, Applied, Engine, Rec};
+use crate::engine::{audit_one, events, Applied, Engine, Rec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -168,14 +170,19 @@ pub async fn set_lock(
 ) -> Result<(), OperatorError> {
     let mut tx = pool.begin().await?;
     Engine::lock(&mut tx).await?;
-    let n = sqlx::query("UPDATE persons SET locked = $2, updated_at = now() WHERE person_id = $1")
+    let was: Option<bool> = sqlx::query_scalar("SELECT locked FROM persons WHERE person_id = $1")
+        .bind(person)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let was = was.ok_or(OperatorError::UnknownPerson(person))?;
+    sqlx::query("UPDATE persons SET locked = $2, updated_at = now() WHERE person_id = $1")
         .bind(person)
         .bind(locked)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(OperatorError::UnknownPerson(person));
+        .await?;
+    if was != locked {
+        let kind = if locked { "locked" } else { "unlocked" };
+        events::write(&mut tx, &[events::plain(kind, person)]).await?;
     }
     audit_one(
         &mut tx,

@@ -6,15 +6,18 @@
 //! Each batch is one transaction (see [`crate::engine`]); on SIGTERM the batch
 //! in hand is finished and committed, then the service exits. A kill -9 rolls
 //! the open transaction back: its change rows are claimed again at restart.
+//! The relay of person events ([`crate::events`]) runs beside the loop and
+//! stops with it.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Applied, Engine, Scoring, Setup};
+use crate::leader::Leadership;
 use crate::settings::ScoringKind;
 use crate::settings::Settings;
 use etl_runtime::database::is_transient;
@@ -102,9 +105,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut listener = listen(&pool).await;
     let mut failures = 0u32;
     let mut size = BatchSize::new(m.batch_size, m.max_batch_size);
-    let mut leader = Leadership::default();
+    let mut leader = Leadership::new(LEADER_LOCK, "matcher");
     etl_runtime::observe::watch_database(&pool);
     crate::gauges::spawn(&pool, &shutdown);
+    // The person events' relay: beside the matching loop, with its own
+    // connections and its own lock (`events`), stopped by the same token.
+    let relay = tokio::spawn(crate::events::relay(settings.clone(), shutdown.clone()));
     etl_runtime::observe::ready();
     tracing::info!("matcher started");
     while !shutdown.is_cancelled() {
@@ -116,7 +122,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
             continue;
         }
-        if std::mem::take(&mut leader.became) {
+        if leader.became() {
             // Build the index before the first change needs it.
             if let Err(error) = engine.prepare_index(&pool).await {
                 tracing::warn!(error = %describe(&error), "building the blocking index failed; the next batch retries");
@@ -168,6 +174,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     drop(listener);
     leader.release().await;
     pool.close().await;
+    if let Err(error) = relay.await {
+        tracing::warn!(%error, "the person event relay ended abnormally");
+    }
     Ok(total)
 }
 
@@ -195,62 +204,6 @@ fn record_batch(applied: &Applied, took: Duration) {
 /// Correctness does not depend on it: every batch still takes `MATCH_LOCK`
 /// and checks the index generation.
 pub const LEADER_LOCK: i64 = crate::engine::MATCH_LOCK + 1;
-
-#[derive(Default)]
-struct Leadership {
-    /// The connection that holds (or tries to take) the lock.
-    conn: Option<PgConnection>,
-    leading: bool,
-    /// Became the active instance since the last look.
-    became: bool,
-}
-
-impl Leadership {
-    /// Whether this instance is the active one: keeps the lock while its
-    /// connection is alive, else tries to take it.
-    async fn hold(&mut self, pool: &PgPool) -> bool {
-        if self.conn.is_none() {
-            self.conn = PgConnection::connect_with(&pool.connect_options())
-                .await
-                .ok();
-        }
-        let Some(conn) = &mut self.conn else {
-            return false;
-        };
-        let alive = if self.leading {
-            conn.ping().await.map(|()| true)
-        } else {
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(LEADER_LOCK)
-                .fetch_one(&mut *conn)
-                .await
-        };
-        match alive {
-            Ok(leading) => {
-                if leading && !self.leading {
-                    tracing::info!("this instance is the active one");
-                    self.became = true;
-                }
-                self.leading = leading;
-            }
-            Err(error) => {
-                if self.leading {
-                    tracing::warn!(error = %describe(&error), "lost the connection holding the leader lock");
-                }
-                self.conn = None;
-                self.leading = false;
-            }
-        }
-        self.leading
-    }
-
-    async fn release(&mut self) {
-        self.leading = false;
-        if let Some(conn) = self.conn.take() {
-            let _ = conn.close().await;
-        }
-    }
-}
 
 /// How many changes the next batch claims: `batch_size` while the feed is
 /// quiet; after each full batch (a backlog) four times more, up to

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use etl_runtime::backoff::Backoff;
 use etl_runtime::database::DatabaseSettings;
+use etl_runtime::nats::NatsSettings;
 use etl_runtime::observe::HttpSettings;
 use etl_runtime::shutdown::ShutdownSettings;
 use etl_runtime::telemetry::LogSettings;
@@ -18,6 +19,12 @@ use crate::rules::Weights;
 pub struct Settings {
     pub database: DatabaseSettings,
     pub matcher: MatcherSettings,
+    /// Person events on the bus (the relay in the matcher service).
+    pub events: EventsSettings,
+    /// The NATS server the relay publishes person events to (see
+    /// runtime/README.md; the matcher's user may publish `persons.>`:
+    /// deploy/nats/users.conf).
+    pub nats: NatsSettings,
     pub log: LogSettings,
     /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
     pub http: HttpSettings,
@@ -93,6 +100,67 @@ impl Default for MatcherSettings {
             scoring: ScoringKind::default(),
             weights: Weights::default(),
             model: Thresholds::default(),
+        }
+    }
+}
+
+/// `[events]`: the relay that publishes the person events the matcher
+/// writes with every change (`person_events`) to NATS, subject
+/// `<subject_prefix>.<kind>`, one stream of their own
+/// (matcher/README.md, "Person events").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EventsSettings {
+    /// Publish the events (the shipped deploy/config/matcher.toml turns it
+    /// on; it needs the matcher's NATS user, deploy/nats/users.conf). Off:
+    /// they are still written with every change and pruned after
+    /// `retention`, but nothing reaches the bus.
+    pub enabled: bool,
+    /// The stream of person events (created if missing; an existing one is
+    /// used as is).
+    pub stream: String,
+    /// Subjects are `<subject_prefix>.<kind>` (`persons.created`, …).
+    pub subject_prefix: String,
+    /// Copies of the stream in a NATS cluster: 3 on a three-node cluster, 1
+    /// on a single server (like `stream.replicas` of the other services).
+    pub replicas: usize,
+    /// How long the stream keeps events for consumers that catch up.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How long the server remembers event ids: an event published again
+    /// within it (the relay restarted before it recorded the ack) is
+    /// dropped, so it reaches consumers once.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long published events stay in PostgreSQL for `etl events
+    /// replay` (the relay deletes older ones).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Events read and published per round (their acks awaited together).
+    pub batch_size: i64,
+    /// How often the relay looks for events when no notification came.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Delays after a failed publish or database read.
+    pub retry: Backoff,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        EventsSettings {
+            enabled: false,
+            stream: "PERSONS".into(),
+            subject_prefix: "persons".into(),
+            replicas: 1,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            duplicate_window: Duration::from_secs(10 * 60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            batch_size: 1_000,
+            poll_interval: Duration::from_secs(1),
+            retry: Backoff {
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
         }
     }
 }

@@ -68,6 +68,9 @@ pub fn local_postgres() -> DatabaseSettings {
 /// Whether a name made by [`unique`] belongs to a process that has exited.
 /// Only names exactly of the form `<prefix>_<pid>_<n>_<nanos>` qualify.
 fn left_behind(name: &str, prefix: &str) -> bool {
+    // A test's second stream is named after its first (`<name>_persons`:
+    // the matcher's person events).
+    let name = name.strip_suffix("_persons").unwrap_or(name);
     let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')) else {
         return false;
     };
@@ -184,6 +187,30 @@ pub async fn publish_all(
         publisher.send(&envelope).await.expect("publish");
     }
     publisher.settle().await.expect("publish acks").stored as usize
+}
+
+/// Every message of `stream`, in stream order (an ordered consumer; the
+/// count is the stream's when the call starts).
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<jetstream::Message> {
+    use futures::StreamExt;
+    let mut stream = js.get_stream(stream).await.expect("the stream");
+    let n = stream.info().await.expect("stream info").state.messages as usize;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("an ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .expect("the stream's messages within 30 s");
+        out.push(next.expect("more messages").expect("a message"));
+    }
+    out
 }
 
 /// Publishes raw bytes on a subject (for poison messages).

@@ -5,6 +5,12 @@
 //!   backlog, and does a full re-match agree? (`BENCH_QUALITY_PERSONS`,
 //!   default 67,000 persons ≈ 100,000 records; 0 skips it.)
 //!
+//! * [`events`]: are the person events of a load on the bus exactly once,
+//!   in commit order, and how long after the matcher's commit?
+//!   (`BENCH_EVENTS=N`, in a fresh database of its own; skipped by
+//!   default: `BENCH_QUALITY_PERSONS=0 BENCH_RECORDS=0 BENCH_EVENTS=N` runs
+//!   it alone.)
+//!
 //! The others run on one table of `BENCH_RECORDS` (default 1,000,000; 0
 //! skips them all) generated records, loaded through the loader's store:
 //!
@@ -41,6 +47,7 @@
 
 mod backlog;
 mod concurrent;
+mod events;
 mod floor;
 mod index;
 mod latency;
@@ -67,6 +74,11 @@ async fn main() {
     let persons = env_u64("BENCH_QUALITY_PERSONS", 67_000);
     if persons > 0 {
         quality::run(&bench, persons).await;
+    }
+
+    let events = env_u64("BENCH_EVENTS", 0) as usize;
+    if events > 0 {
+        events::run(&bench, events).await;
     }
 
     let n = env_u64("BENCH_RECORDS", 1_000_000);

@@ -25,7 +25,8 @@
 //!   after a bulk COPY.
 //! * Shared: [`component`] (from pairs to persons: load the state of a set
 //!   of records, cluster, assign person ids, write the difference),
-//!   [`write`] (COPY of the rows both paths write), [`index`] (the blocking
+//!   [`write`] (COPY of the rows both paths write), [`events`] (the
+//!   person events of an application, written with it), [`index`] (the blocking
 //!   index, in the active instance's memory, kept equal to the database by
 //!   the generation in `match_state`).
 //! * Leaves: [`setup`] (how a pair is decided: a pure function of two
@@ -36,6 +37,7 @@
 
 mod ahead;
 mod component;
+pub mod events;
 mod incremental;
 pub mod index;
 mod pairing;

@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 use super::types::{PairRow, Rec};
 
 /// From this many rows on, COPY.
-const COPY_FROM: usize = 1_000;
+pub(super) const COPY_FROM: usize = 1_000;
 
 /// A column's type, as the UNNEST path binds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

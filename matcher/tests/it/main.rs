@@ -5,6 +5,7 @@ mod common;
 mod docs;
 mod document_types;
 mod endpoints;
+mod events;
 mod failover;
 mod gauges;
 mod matching;

@@ -19,7 +19,7 @@
 
 mod binaries;
 mod fleet;
-mod privacy;
+pub mod privacy;
 mod run;
 mod sources;
 mod verify;

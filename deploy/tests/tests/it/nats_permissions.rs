@@ -1,7 +1,8 @@
 //! deploy/nats/nats-server.conf and users.conf loaded by a real nats-server
 //! of the test's own: each service's user can do its job with the services'
 //! default names, and nothing beyond it (no cross-source publish, no publish
-//! by the loader, no reading of another user's replies).
+//! by the loader, the matcher's person events only, no reading of another
+//! user's replies).
 
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ use testkit::nats::TempNats;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const USERS: [(&str, &str); 4] = [
+const USERS: [(&str, &str); 5] = [
     ("qms-extractor", "NATS_QMS_EXTRACTOR_PASSWORD"),
     (
         "infoclinica-extractor",
         "NATS_INFOCLINICA_EXTRACTOR_PASSWORD",
     ),
     ("loader", "NATS_LOADER_PASSWORD"),
+    ("matcher", "NATS_MATCHER_PASSWORD"),
     ("etl", "NATS_ETL_PASSWORD"),
 ];
 
@@ -108,6 +110,30 @@ async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
         .unwrap()
         .state
         .messages
+}
+
+/// The matcher creates its stream and publishes person events, and
+/// nothing else: no record, no other stream.
+#[tokio::test]
+async fn matcher_publishes_person_events_only() {
+    let nats = start_server();
+    let (matcher, mut errors) = connect(&nats, "matcher").await;
+    let js = jetstream::new(matcher.clone());
+    let events = matcher::settings::EventsSettings::default();
+    js.get_or_create_stream(matcher::events::stream_config(&events))
+        .await
+        .expect("the matcher may create its stream");
+    js.publish("persons.created", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("the matcher publishes persons.created");
+    assert_eq!(stream_messages(&js, "PERSONS").await, 1);
+    matcher
+        .publish("patients.qms", "forged".into())
+        .await
+        .unwrap();
+    expect_violation(&mut errors, "patients.qms").await;
 }
 
 #[tokio::test]

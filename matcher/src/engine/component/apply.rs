@@ -1,13 +1,14 @@
 //! Applying a component: the graph of its links and decisions clustered,
 //! person ids assigned (stable: a person keeps the records it had where it
-//! can), and the difference written — memberships, persons, review items
-//! and the audit rows.
+//! can), and the difference written — memberships, persons, person
+//! events, review items and the audit rows.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use super::super::events;
 use super::super::phases::Phases;
 use super::super::setup::Setup;
 use super::super::types::{ordered, split, Applied, PairRow, Rec};
@@ -287,7 +288,16 @@ impl Component {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(())
+        // Person events, in this transaction.
+        let kept: HashSet<i64> = placement.person_for.values().copied().collect();
+        let changed = events::of_application(
+            &open,
+            &self.leaving,
+            &self.person_of,
+            &placement.created,
+            &kept,
+        );
+        events::write(tx, &changed).await
     }
 
     /// The live records whose person changes: the memberships to close

@@ -1,0 +1,281 @@
+//! Person events: what an application changed, person by person, written to
+//! the outbox `person_events` in the application's transaction (the relay,
+//! `crate::events`, publishes them). Derived from the moves the application
+//! wrote, so an application that moves nothing (a re-match of a current
+//! state) writes no event. Ids and sources only: no personal data.
+//!
+//! Per person, from the records it gained (`joined`: each with the person it
+//! came from, if any) and lost (`left`: each with the person it went to,
+//! none for a deleted record):
+//! * a person created here: `created` (its records; `other_person_id` the
+//!   one person they all came from, if so);
+//! * a person that lost records and keeps some: `split` when some went to a
+//!   person created here (`other_person_id` the lowest such), else
+//!   `records_left` (`other_person_id` the one person they all went to, if
+//!   so);
+//! * a person that lost all its records: `merged_into` when its live
+//!   records all went to one person (`other_person_id`), else `retired`;
+//! * a person that existed and gained records: `records_joined`.
+//!
+//! `created` events come first, so that a consumer reading a `split` or a
+//! `merged_into` already knows the other person; then by person id.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+
+use super::types::Rec;
+use super::write::{CopyIn, Placed, COPY_FROM};
+
+/// One record's move in an application: its person before and after (none:
+/// it had none / it was deleted).
+struct Move<'a> {
+    rec: &'a Rec,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonEvent {
+    pub kind: &'static str,
+    pub person_id: i64,
+    pub other_person_id: Option<i64>,
+    pub records: Value,
+}
+
+/// The events of an application that placed `open` and removed `leaving`
+/// (records deleted or gone; `person_of`: their persons before), with
+/// `created` and `kept` as in [`derive`].
+pub(super) fn of_application(
+    open: &[Placed<'_>],
+    leaving: &[Rec],
+    person_of: &HashMap<Rec, i64>,
+    created: &HashSet<i64>,
+    kept: &HashSet<i64>,
+) -> Vec<PersonEvent> {
+    let placed = open.iter().map(|p| Move {
+        rec: &p.rec,
+        from: p.old,
+        to: Some(p.person),
+    });
+    let removed = leaving.iter().filter_map(|r| {
+        Some(Move {
+            rec: r,
+            from: Some(*person_of.get(r)?),
+            to: None,
+        })
+    });
+    derive(&placed.chain(removed).collect::<Vec<_>>(), created, kept)
+}
+
+/// The events of one application: `moves` (records whose person changed),
+/// `created` (persons created by it) and `kept` (persons holding records
+/// after it).
+fn derive(
+    moves: &[Move<'_>],
+    created: &HashSet<i64>,
+    kept: &HashSet<i64>,
+) -> Vec<PersonEvent> {
+    // person -> (record, the other person)
+    let mut joined: BTreeMap<i64, Vec<(&Rec, Option<i64>)>> = BTreeMap::new();
+    let mut left: BTreeMap<i64, Vec<(&Rec, Option<i64>)>> = BTreeMap::new();
+    for m in moves.iter().filter(|m| m.from != m.to) {
+        if let Some(to) = m.to {
+            joined.entry(to).or_default().push((m.rec, m.from));
+        }
+        if let Some(from) = m.from {
+            left.entry(from).or_default().push((m.rec, m.to));
+        }
+    }
+    let mut events = Vec::new();
+    for (&person, records) in joined.iter().filter(|(p, _)| created.contains(*p)) {
+        events.push(event("created", person, single(records), records, "from_person_id"));
+    }
+    let persons: BTreeSet<i64> = joined.keys().chain(left.keys()).copied().collect();
+    for person in persons.into_iter().filter(|p| !created.contains(p)) {
+        if let Some(records) = left.get(&person) {
+            let kind_other = if kept.contains(&person) {
+                let split_off = records
+                    .iter()
+                    .filter_map(|r| r.1)
+                    .filter(|p| created.contains(p))
+                    .min();
+                match split_off {
+                    Some(new) => ("split", Some(new)),
+                    None => ("records_left", single(records)),
+                }
+            } else {
+                let to: BTreeSet<i64> = records.iter().filter_map(|r| r.1).collect();
+                match (to.len(), to.first()) {
+                    (1, Some(&into)) => ("merged_into", Some(into)),
+                    _ => ("retired", None),
+                }
+            };
+            events.push(event(kind_other.0, person, kind_other.1, records, "to_person_id"));
+        }
+        if let Some(records) = joined.get(&person) {
+            events.push(event("records_joined", person, single(records), records, "from_person_id"));
+        }
+    }
+    events
+}
+
+/// The one person all `records` came from (or went to), if there is one.
+fn single(records: &[(&Rec, Option<i64>)]) -> Option<i64> {
+    let first = records.first()?.1?;
+    records
+        .iter()
+        .all(|r| r.1 == Some(first))
+        .then_some(first)
+}
+
+fn event(
+    kind: &'static str,
+    person_id: i64,
+    other_person_id: Option<i64>,
+    records: &[(&Rec, Option<i64>)],
+    other_field: &str,
+) -> PersonEvent {
+    let mut sorted: Vec<&(&Rec, Option<i64>)> = records.iter().collect();
+    sorted.sort_by(|x, y| x.0.cmp(y.0));
+    let records = sorted
+        .into_iter()
+        .map(|(rec, other)| json!({"source": rec.0, "source_id": rec.1, other_field: other}))
+        .collect();
+    PersonEvent {
+        kind,
+        person_id,
+        other_person_id,
+        records,
+    }
+}
+
+/// An event without records (`locked`, `unlocked`).
+pub fn plain(kind: &'static str, person_id: i64) -> PersonEvent {
+    PersonEvent {
+        kind,
+        person_id,
+        other_person_id: None,
+        records: Value::Array(Vec::new()),
+    }
+}
+
+/// Writes `events` to the outbox, in order (their ids follow it): one
+/// `INSERT … UNNEST` for a few, COPY for many (a re-match's).
+pub async fn write(conn: &mut PgConnection, events: &[PersonEvent]) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if events.len() < COPY_FROM {
+        let kind: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        let person: Vec<i64> = events.iter().map(|e| e.person_id).collect();
+        let other: Vec<Option<i64>> = events.iter().map(|e| e.other_person_id).collect();
+        let records: Vec<String> = events.iter().map(|e| e.records.to_string()).collect();
+        // WITH ORDINALITY + ORDER BY: the ids are drawn in the given order.
+        sqlx::query(
+            "INSERT INTO person_events (kind, person_id, other_person_id, records)
+             SELECT k, p, o, r::jsonb FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[])
+                 WITH ORDINALITY AS t(k, p, o, r, n) ORDER BY n",
+        )
+        .bind(&kind)
+        .bind(&person)
+        .bind(&other)
+        .bind(&records)
+        .execute(conn)
+        .await?;
+        return Ok(());
+    }
+    let mut copy = CopyIn::start(
+        conn,
+        "person_events (kind, person_id, other_person_id, records)",
+    )
+    .await?;
+    for e in events {
+        copy.text(e.kind)
+            .num(e.person_id)
+            .opt_num(e.other_person_id)
+            .text(&e.records.to_string())
+            .end_row()
+            .await?;
+    }
+    copy.finish().await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> Rec {
+        ("qms".into(), id.into())
+    }
+
+    fn kinds(events: &[PersonEvent]) -> Vec<(&str, i64, Option<i64>)> {
+        events
+            .iter()
+            .map(|e| (e.kind, e.person_id, e.other_person_id))
+            .collect()
+    }
+
+    #[test]
+    fn a_merge_a_split_and_a_delete() {
+        let (a, b, c, d) = (rec("a"), rec("b"), rec("c"), rec("d"));
+        // 1 {a} merges into 2 {b}; 3 {c, d} splits: d to new person 9;
+        // 4 {e} loses its only record to a delete.
+        let e = rec("e");
+        let moves = [
+            Move { rec: &a, from: Some(1), to: Some(2) },
+            Move { rec: &b, from: Some(2), to: Some(2) },
+            Move { rec: &c, from: Some(3), to: Some(3) },
+            Move { rec: &d, from: Some(3), to: Some(9) },
+            Move { rec: &e, from: Some(4), to: None },
+        ];
+        let created = HashSet::from([9]);
+        let kept = HashSet::from([2, 3, 9]);
+        let events = derive(&moves, &created, &kept);
+        assert_eq!(
+            kinds(&events),
+            [
+                ("created", 9, Some(3)),
+                ("merged_into", 1, Some(2)),
+                ("records_joined", 2, Some(1)),
+                ("split", 3, Some(9)),
+                ("retired", 4, None),
+            ]
+        );
+        assert_eq!(
+            events[1].records,
+            json!([{"source": "qms", "source_id": "a", "to_person_id": 2}])
+        );
+        assert_eq!(
+            events[0].records,
+            json!([{"source": "qms", "source_id": "d", "from_person_id": 3}])
+        );
+    }
+
+    #[test]
+    fn nothing_moved_nothing_emitted() {
+        let a = rec("a");
+        let moves = [Move { rec: &a, from: Some(1), to: Some(1) }];
+        assert!(derive(&moves, &HashSet::new(), &HashSet::from([1])).is_empty());
+    }
+
+    #[test]
+    fn a_new_record_joins_and_a_moved_one_leaves() {
+        let (a, b) = (rec("a"), rec("b"));
+        let moves = [
+            Move { rec: &a, from: None, to: Some(5) },
+            Move { rec: &b, from: Some(5), to: Some(6) },
+        ];
+        let events = derive(&moves, &HashSet::new(), &HashSet::from([5, 6]));
+        assert_eq!(
+            kinds(&events),
+            [
+                ("records_left", 5, Some(6)),
+                ("records_joined", 5, None),
+                ("records_joined", 6, Some(5)),
+            ]
+        );
+    }
+}
