@@ -29,13 +29,17 @@ CREATE TABLE person_events (
     -- person the records came from or went to.
     other_person_id bigint,
     -- The records involved: [{"source", "source_id", "from_person_id" or
-    -- "to_person_id"}], ids only.
-    records         jsonb NOT NULL DEFAULT '[]',
+    -- "to_person_id"}], ids only. `json`, not `jsonb`: stored as written
+    -- and published as stored, never queried inside.
+    records         json NOT NULL DEFAULT '[]',
     -- When the row was written (the end of its transaction's work, just
     -- before the commit): not `now()`, which is the transaction's start.
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE INDEX person_events_created_at ON person_events (created_at);
+-- For the pruning and `etl events replay --from-time`: rows are appended
+-- in time order, so a BRIN index (a few pages, next to nothing per row)
+-- finds a time's rows.
+CREATE INDEX person_events_created_at ON person_events USING brin (created_at);
 
 -- How far the relay has published: every event up to this id is on the
 -- bus (acknowledged by the stream). One row.

@@ -18,7 +18,11 @@ pub enum EventsCommand {
 #[derive(clap::Args)]
 pub struct ReplayArgs {
     /// First event id to publish again.
-    #[arg(long, required_unless_present = "from_time", conflicts_with = "from_time")]
+    #[arg(
+        long,
+        required_unless_present = "from_time",
+        conflicts_with = "from_time"
+    )]
     from_id: Option<i64>,
     /// Last event id (default: the last one the relay published).
     #[arg(long, requires = "from_id")]

@@ -135,7 +135,8 @@ async fn publish(
             Err(error) => {
                 unbroken = false;
                 failed.get_or_insert_with(|| {
-                    anyhow::Error::new(error).context("the stream did not acknowledge a person event")
+                    anyhow::Error::new(error)
+                        .context("the stream did not acknowledge a person event")
                 });
             }
         }
@@ -363,12 +364,13 @@ pub async fn replay(
     let (from, to) = match range {
         Range::Ids { from, to } => (from, to.unwrap_or(cursor).min(cursor)),
         Range::Since(at) => {
-            let first: Option<i64> =
-                sqlx::query_scalar("SELECT min(event_id) FROM person_events WHERE created_at >= $1")
-                    .bind(at)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(db)?;
+            let first: Option<i64> = sqlx::query_scalar(
+                "SELECT min(event_id) FROM person_events WHERE created_at >= $1",
+            )
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .map_err(db)?;
             (first.unwrap_or(i64::MAX), cursor)
         }
     };
@@ -396,7 +398,10 @@ pub async fn replay(
             return Err(error.context(format!(
                 "replayed {} events up to {:?}; run again from the next id",
                 out.events + acked as u64,
-                batch.get(acked.wrapping_sub(1)).map(|e| e.event_id).or(out.last)
+                batch
+                    .get(acked.wrapping_sub(1))
+                    .map(|e| e.event_id)
+                    .or(out.last)
             )));
         }
         out.first = out.first.or(Some(batch[0].event_id));

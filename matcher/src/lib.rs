@@ -24,8 +24,8 @@
 pub mod cluster;
 pub mod engine;
 pub mod evaluate;
-pub mod features;
 pub mod events;
+pub mod features;
 pub mod gauges;
 pub mod leader;
 mod lock;

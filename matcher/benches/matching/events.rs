@@ -65,7 +65,9 @@ pub async fn run(bench: &Bench, n: usize) {
     latencies_ms.sort_by(f64::total_cmp);
     let pct = |q: f64| latencies_ms[((latencies_ms.len() - 1) as f64 * q) as usize];
     println!(
-        "person events of a {}-record load (written in {:.1} s, matched and published {:.1} s after the start):          {} events in the outbox, {} on the bus, exactly once in commit order: {once};          matcher commit -> event on the bus p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "person events of a {}-record load (written in {:.1} s, matched and published {:.1} s after the start): \
+         {} events in the outbox, {} on the bus, exactly once in commit order: {once}; \
+         matcher commit -> event on the bus p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         records.len(),
         written.as_secs_f64(),
         done.as_secs_f64(),

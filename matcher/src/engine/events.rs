@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use sqlx::PgConnection;
 
 use super::types::Rec;
@@ -42,7 +42,8 @@ pub struct PersonEvent {
     pub kind: &'static str,
     pub person_id: i64,
     pub other_person_id: Option<i64>,
-    pub records: Value,
+    /// The records, as JSON.
+    pub records: String,
 }
 
 /// The events of an application that placed `open` and removed `leaving`
@@ -73,11 +74,7 @@ pub(super) fn of_application(
 /// The events of one application: `moves` (records whose person changed),
 /// `created` (persons created by it) and `kept` (persons holding records
 /// after it).
-fn derive(
-    moves: &[Move<'_>],
-    created: &HashSet<i64>,
-    kept: &HashSet<i64>,
-) -> Vec<PersonEvent> {
+fn derive(moves: &[Move<'_>], created: &HashSet<i64>, kept: &HashSet<i64>) -> Vec<PersonEvent> {
     // person -> (record, the other person)
     let mut joined: BTreeMap<i64, Vec<(&Rec, Option<i64>)>> = BTreeMap::new();
     let mut left: BTreeMap<i64, Vec<(&Rec, Option<i64>)>> = BTreeMap::new();
@@ -91,7 +88,13 @@ fn derive(
     }
     let mut events = Vec::new();
     for (&person, records) in joined.iter().filter(|(p, _)| created.contains(*p)) {
-        events.push(event("created", person, single(records), records, "from_person_id"));
+        events.push(event(
+            "created",
+            person,
+            single(records),
+            records,
+            Direction::Joined,
+        ));
     }
     let persons: BTreeSet<i64> = joined.keys().chain(left.keys()).copied().collect();
     for person in persons.into_iter().filter(|p| !created.contains(p)) {
@@ -113,10 +116,22 @@ fn derive(
                     _ => ("retired", None),
                 }
             };
-            events.push(event(kind_other.0, person, kind_other.1, records, "to_person_id"));
+            events.push(event(
+                kind_other.0,
+                person,
+                kind_other.1,
+                records,
+                Direction::Left,
+            ));
         }
         if let Some(records) = joined.get(&person) {
-            events.push(event("records_joined", person, single(records), records, "from_person_id"));
+            events.push(event(
+                "records_joined",
+                person,
+                single(records),
+                records,
+                Direction::Joined,
+            ));
         }
     }
     events
@@ -125,10 +140,30 @@ fn derive(
 /// The one person all `records` came from (or went to), if there is one.
 fn single(records: &[(&Rec, Option<i64>)]) -> Option<i64> {
     let first = records.first()?.1?;
-    records
-        .iter()
-        .all(|r| r.1 == Some(first))
-        .then_some(first)
+    records.iter().all(|r| r.1 == Some(first)).then_some(first)
+}
+
+/// A record of an event that joined its person, and where from.
+#[derive(Serialize)]
+struct Joined<'a> {
+    source: &'a str,
+    source_id: &'a str,
+    from_person_id: Option<i64>,
+}
+
+/// A record of an event that left its person, and where to.
+#[derive(Serialize)]
+struct Left<'a> {
+    source: &'a str,
+    source_id: &'a str,
+    to_person_id: Option<i64>,
+}
+
+/// Which of the two a record of an event is.
+#[derive(Clone, Copy)]
+enum Direction {
+    Joined,
+    Left,
 }
 
 fn event(
@@ -136,14 +171,35 @@ fn event(
     person_id: i64,
     other_person_id: Option<i64>,
     records: &[(&Rec, Option<i64>)],
-    other_field: &str,
+    direction: Direction,
 ) -> PersonEvent {
     let mut sorted: Vec<&(&Rec, Option<i64>)> = records.iter().collect();
     sorted.sort_by(|x, y| x.0.cmp(y.0));
-    let records = sorted
-        .into_iter()
-        .map(|(rec, other)| json!({"source": rec.0, "source_id": rec.1, other_field: other}))
-        .collect();
+    // Serialized from borrowed fields: a re-match writes one event per
+    // person.
+    let records = match direction {
+        Direction::Joined => serde_json::to_string(
+            &sorted
+                .iter()
+                .map(|(rec, other)| Joined {
+                    source: &rec.0,
+                    source_id: &rec.1,
+                    from_person_id: *other,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Direction::Left => serde_json::to_string(
+            &sorted
+                .iter()
+                .map(|(rec, other)| Left {
+                    source: &rec.0,
+                    source_id: &rec.1,
+                    to_person_id: *other,
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    .expect("ids serialize");
     PersonEvent {
         kind,
         person_id,
@@ -158,7 +214,7 @@ pub fn plain(kind: &'static str, person_id: i64) -> PersonEvent {
         kind,
         person_id,
         other_person_id: None,
-        records: Value::Array(Vec::new()),
+        records: "[]".into(),
     }
 }
 
@@ -172,11 +228,11 @@ pub async fn write(conn: &mut PgConnection, events: &[PersonEvent]) -> sqlx::Res
         let kind: Vec<&str> = events.iter().map(|e| e.kind).collect();
         let person: Vec<i64> = events.iter().map(|e| e.person_id).collect();
         let other: Vec<Option<i64>> = events.iter().map(|e| e.other_person_id).collect();
-        let records: Vec<String> = events.iter().map(|e| e.records.to_string()).collect();
+        let records: Vec<&str> = events.iter().map(|e| e.records.as_str()).collect();
         // WITH ORDINALITY + ORDER BY: the ids are drawn in the given order.
         sqlx::query(
             "INSERT INTO person_events (kind, person_id, other_person_id, records)
-             SELECT k, p, o, r::jsonb FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[])
+             SELECT k, p, o, r::json FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[])
                  WITH ORDINALITY AS t(k, p, o, r, n) ORDER BY n",
         )
         .bind(&kind)
@@ -196,7 +252,7 @@ pub async fn write(conn: &mut PgConnection, events: &[PersonEvent]) -> sqlx::Res
         copy.text(e.kind)
             .num(e.person_id)
             .opt_num(e.other_person_id)
-            .text(&e.records.to_string())
+            .text(&e.records)
             .end_row()
             .await?;
     }
@@ -206,6 +262,11 @@ pub async fn write(conn: &mut PgConnection, events: &[PersonEvent]) -> sqlx::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    fn records(e: &PersonEvent) -> Value {
+        serde_json::from_str(&e.records).unwrap()
+    }
 
     fn rec(id: &str) -> Rec {
         ("qms".into(), id.into())
@@ -225,11 +286,31 @@ mod tests {
         // 4 {e} loses its only record to a delete.
         let e = rec("e");
         let moves = [
-            Move { rec: &a, from: Some(1), to: Some(2) },
-            Move { rec: &b, from: Some(2), to: Some(2) },
-            Move { rec: &c, from: Some(3), to: Some(3) },
-            Move { rec: &d, from: Some(3), to: Some(9) },
-            Move { rec: &e, from: Some(4), to: None },
+            Move {
+                rec: &a,
+                from: Some(1),
+                to: Some(2),
+            },
+            Move {
+                rec: &b,
+                from: Some(2),
+                to: Some(2),
+            },
+            Move {
+                rec: &c,
+                from: Some(3),
+                to: Some(3),
+            },
+            Move {
+                rec: &d,
+                from: Some(3),
+                to: Some(9),
+            },
+            Move {
+                rec: &e,
+                from: Some(4),
+                to: None,
+            },
         ];
         let created = HashSet::from([9]);
         let kept = HashSet::from([2, 3, 9]);
@@ -245,11 +326,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            events[1].records,
+            records(&events[1]),
             json!([{"source": "qms", "source_id": "a", "to_person_id": 2}])
         );
         assert_eq!(
-            events[0].records,
+            records(&events[0]),
             json!([{"source": "qms", "source_id": "d", "from_person_id": 3}])
         );
     }
@@ -257,7 +338,11 @@ mod tests {
     #[test]
     fn nothing_moved_nothing_emitted() {
         let a = rec("a");
-        let moves = [Move { rec: &a, from: Some(1), to: Some(1) }];
+        let moves = [Move {
+            rec: &a,
+            from: Some(1),
+            to: Some(1),
+        }];
         assert!(derive(&moves, &HashSet::new(), &HashSet::from([1])).is_empty());
     }
 
@@ -265,8 +350,16 @@ mod tests {
     fn a_new_record_joins_and_a_moved_one_leaves() {
         let (a, b) = (rec("a"), rec("b"));
         let moves = [
-            Move { rec: &a, from: None, to: Some(5) },
-            Move { rec: &b, from: Some(5), to: Some(6) },
+            Move {
+                rec: &a,
+                from: None,
+                to: Some(5),
+            },
+            Move {
+                rec: &b,
+                from: Some(5),
+                to: Some(6),
+            },
         ];
         let events = derive(&moves, &HashSet::new(), &HashSet::from([5, 6]));
         assert_eq!(

@@ -84,16 +84,23 @@ async fn events_of_joins_splits_merges_locks_and_deletes() {
 
     // A second record of the same person joins it.
     let mut seen = last_event(&f).await;
-    f.write(vec![("infoclinica", "a2", Some(same.clone()))]).await;
+    f.write(vec![("infoclinica", "a2", Some(same.clone()))])
+        .await;
     f.drain().await;
-    assert_eq!(kinds(&outbox(&f, seen).await), [("records_joined", p, None)]);
+    assert_eq!(
+        kinds(&outbox(&f, seen).await),
+        [("records_joined", p, None)]
+    );
 
     // An operator keeps them apart: a new person split off.
     seen = last_event(&f).await;
     matcher::operator::decide(&f.engine, &f.pool, "keep_apart", &a, &a2, "tester", None)
         .await
         .unwrap();
-    let (pa, pa2) = (f.person("qms", "a").await, f.person("infoclinica", "a2").await);
+    let (pa, pa2) = (
+        f.person("qms", "a").await,
+        f.person("infoclinica", "a2").await,
+    );
     let q = if pa == Some(p) { pa2 } else { pa }.unwrap();
     assert_ne!(q, p);
     assert_eq!(
@@ -307,7 +314,10 @@ async fn the_relay_publishes_every_change_once_in_order_and_replays_a_range() {
     )
     .await
     .unwrap();
-    assert_eq!((replayed.events, replayed.first, replayed.last), (20, Some(5), Some(24)));
+    assert_eq!(
+        (replayed.events, replayed.first, replayed.last),
+        (20, Some(5), Some(24))
+    );
     let again = received(&js, &settings.events).await;
     let replays: Vec<&Received> = again.iter().filter(|m| m.replay.is_some()).collect();
     assert_eq!(
@@ -370,7 +380,10 @@ async fn events_exactly_once_across_kill_9_of_the_matcher_and_of_the_relay() {
     assert!(f.count("SELECT count(*) FROM record_changes").await > 0);
     let mut second = testkit::ChildProcess::spawn(bin, &[], &env);
     wait_published(&f, "the load to be matched and published").await;
-    assert!(second.terminate(Duration::from_secs(20)).expect("exits").success());
+    assert!(second
+        .terminate(Duration::from_secs(20))
+        .expect("exits")
+        .success());
 
     // 2. A backlog of events (matched with the relay off), then the relay
     //    killed half-way through it.
@@ -384,11 +397,16 @@ async fn events_exactly_once_across_kill_9_of_the_matcher_and_of_the_relay() {
             .collect(),
     )
     .await;
-    testkit::wait_until(Duration::from_secs(60), "the deletes to be matched", || async {
-        f.count("SELECT count(*) FROM record_changes").await == 0
-    })
+    testkit::wait_until(
+        Duration::from_secs(60),
+        "the deletes to be matched",
+        || async { f.count("SELECT count(*) FROM record_changes").await == 0 },
+    )
     .await;
-    assert!(third.terminate(Duration::from_secs(20)).expect("exits").success());
+    assert!(third
+        .terminate(Duration::from_secs(20))
+        .expect("exits")
+        .success());
     let (from, to) = (published_up_to(&f).await, last_event(&f).await);
     assert!(to - from > 500, "a backlog of events: {from}..{to}");
     let mut slow = env.clone();
@@ -402,7 +420,10 @@ async fn events_exactly_once_across_kill_9_of_the_matcher_and_of_the_relay() {
     assert!(published_up_to(&f).await < to, "killed before the end");
     let mut fifth = testkit::ChildProcess::spawn(bin, &[], &env);
     wait_published(&f, "the rest to be published").await;
-    assert!(fifth.terminate(Duration::from_secs(20)).expect("exits").success());
+    assert!(fifth
+        .terminate(Duration::from_secs(20))
+        .expect("exits")
+        .success());
 
     let bus = received(&js, &settings).await;
     assert_published_exactly_once(&f, &bus, &settings).await;
