@@ -5,6 +5,7 @@ mod common;
 mod dlq;
 mod docs;
 mod evaluate_sets;
+mod events;
 mod ops;
 mod persons;
 mod replay;
