@@ -281,6 +281,7 @@ async fn the_shipped_nats_config_serves_tls() {
             [
                 "NATS_QMS_EXTRACTOR_PASSWORD",
                 "NATS_INFOCLINICA_EXTRACTOR_PASSWORD",
+                "NATS_MATCHER_PASSWORD",
                 "NATS_ETL_PASSWORD",
             ]
             .map(|var| (var, "unused")),
