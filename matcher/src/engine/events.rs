@@ -26,7 +26,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use super::types::Rec;
-use super::write::{CopyIn, Placed, COPY_FROM};
+use super::write::{self, Placed};
 
 /// One record's move in an application: its person before and after (none:
 /// it had none / it was deleted).
@@ -221,42 +221,13 @@ pub fn plain(kind: &'static str, person_id: i64) -> PersonEvent {
 /// Writes `events` to the outbox, in order (their ids follow it): one
 /// `INSERT … UNNEST` for a few, COPY for many (a re-match's).
 pub async fn write(conn: &mut PgConnection, events: &[PersonEvent]) -> sqlx::Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    if events.len() < COPY_FROM {
-        let kind: Vec<&str> = events.iter().map(|e| e.kind).collect();
-        let person: Vec<i64> = events.iter().map(|e| e.person_id).collect();
-        let other: Vec<Option<i64>> = events.iter().map(|e| e.other_person_id).collect();
-        let records: Vec<&str> = events.iter().map(|e| e.records.as_str()).collect();
-        // WITH ORDINALITY + ORDER BY: the ids are drawn in the given order.
-        sqlx::query(
-            "INSERT INTO person_events (kind, person_id, other_person_id, records)
-             SELECT k, p, o, r::json FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[])
-                 WITH ORDINALITY AS t(k, p, o, r, n) ORDER BY n",
-        )
-        .bind(&kind)
-        .bind(&person)
-        .bind(&other)
-        .bind(&records)
-        .execute(conn)
-        .await?;
-        return Ok(());
-    }
-    let mut copy = CopyIn::start(
-        conn,
-        "person_events (kind, person_id, other_person_id, records)",
-    )
-    .await?;
-    for e in events {
-        copy.text(e.kind)
-            .num(e.person_id)
-            .opt_num(e.other_person_id)
-            .text(&e.records)
-            .end_row()
-            .await?;
-    }
-    copy.finish().await.map(drop)
+    write::rows(conn, &write::PERSON_EVENTS, events, |e, row| {
+        row.text(e.kind);
+        row.int(e.person_id);
+        row.opt_int(e.other_person_id);
+        row.json_text(&e.records);
+    })
+    .await
 }
 
 #[cfg(test)]

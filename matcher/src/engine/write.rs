@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 use super::types::{PairRow, Rec};
 
 /// From this many rows on, COPY.
-pub(super) const COPY_FROM: usize = 1_000;
+const COPY_FROM: usize = 1_000;
 
 /// A column's type, as the UNNEST path binds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub(super) enum Type {
     Bool,
     /// Sent as text, cast by the server.
     Jsonb,
+    /// JSON already serialized, stored as `json` (as written).
+    Json,
 }
 
 /// A table written by [`rows`]: its columns in the order a row gives its
@@ -95,6 +97,18 @@ const AUDIT: Table = Table {
     ],
 };
 
+/// The outbox of person events (`engine::events`); the id and the time are
+/// the table's defaults.
+pub(super) const PERSON_EVENTS: Table = Table {
+    name: "person_events",
+    columns: &[
+        ("kind", Type::Text),
+        ("person_id", Type::Int8),
+        ("other_person_id", Type::Int8),
+        ("records", Type::Json),
+    ],
+};
+
 impl Table {
     fn names(&self) -> String {
         let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
@@ -111,7 +125,7 @@ impl Table {
             .enumerate()
             .map(|(n, (_, ty))| {
                 let element = match ty {
-                    Type::Text | Type::Jsonb => "text",
+                    Type::Text | Type::Jsonb | Type::Json => "text",
                     Type::Int8 => "int8",
                     Type::Float4 => "float4",
                     Type::Bool => "bool",
@@ -124,6 +138,7 @@ impl Table {
             .iter()
             .map(|(name, ty)| match ty {
                 Type::Jsonb => format!("{name}::jsonb"),
+                Type::Json => format!("{name}::json"),
                 _ => name.to_string(),
             })
             .collect();
@@ -159,6 +174,8 @@ pub(super) trait Cells<'r> {
     fn opt_float(&mut self, v: Option<f32>);
     fn bool(&mut self, v: bool);
     fn json(&mut self, v: &Value);
+    /// JSON already serialized (a [`Type::Json`] column).
+    fn json_text(&mut self, v: &'r str);
 
     fn text(&mut self, v: &'r str) {
         self.opt_text(Some(v));
@@ -208,6 +225,7 @@ enum Array<'r> {
     Float4(Vec<Option<f32>>),
     Bool(Vec<bool>),
     Jsonb(Vec<String>),
+    Json(Vec<&'r str>),
 }
 
 struct Arrays<'r> {
@@ -228,6 +246,7 @@ impl<'r> Arrays<'r> {
                 Type::Float4 => Array::Float4(Vec::with_capacity(rows)),
                 Type::Bool => Array::Bool(Vec::with_capacity(rows)),
                 Type::Jsonb => Array::Jsonb(Vec::with_capacity(rows)),
+                Type::Json => Array::Json(Vec::with_capacity(rows)),
             })
             .collect();
         Arrays {
@@ -264,6 +283,7 @@ impl<'r> Arrays<'r> {
                 Array::Float4(v) => query.bind(v),
                 Array::Bool(v) => query.bind(v),
                 Array::Jsonb(v) => query.bind(v),
+                Array::Json(v) => query.bind(v),
             };
         }
         query.execute(conn).await.map(drop)
@@ -298,6 +318,12 @@ impl<'r> Cells<'r> for Arrays<'r> {
     fn json(&mut self, v: &Value) {
         if let Array::Jsonb(c) = self.column(Type::Jsonb) {
             c.push(v.to_string());
+        }
+    }
+
+    fn json_text(&mut self, v: &'r str) {
+        if let Array::Json(c) = self.column(Type::Json) {
+            c.push(v);
         }
     }
 }
@@ -419,6 +445,11 @@ impl<'r> Cells<'r> for CopyIn<'_> {
     fn json(&mut self, v: &Value) {
         self.cell(Type::Jsonb);
         self.escaped(&v.to_string());
+    }
+
+    fn json_text(&mut self, v: &'r str) {
+        self.cell(Type::Json);
+        self.escaped(v);
     }
 }
 
