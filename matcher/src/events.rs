@@ -39,8 +39,8 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::lock::MATCH_LOCK;
 use crate::leader::Leadership;
+use crate::lock::MATCH_LOCK;
 use crate::settings::{EventsSettings, Settings};
 use etl_runtime::database::describe;
 

@@ -20,7 +20,10 @@ pub async fn run(bench: &Bench, n: usize) {
     for (key, value) in [
         ("ETL__EVENTS__ENABLED", "true".to_string()),
         ("ETL__EVENTS__STREAM", events_stream.clone()),
-        ("ETL__EVENTS__SUBJECT_PREFIX", format!("{}-persons", stream.subject_prefix)),
+        (
+            "ETL__EVENTS__SUBJECT_PREFIX",
+            format!("{}-persons", stream.subject_prefix),
+        ),
     ] {
         env.push((key.into(), value));
     }
@@ -30,7 +33,12 @@ pub async fn run(bench: &Bench, n: usize) {
     let written = started.elapsed();
     let count = |sql: &'static str| {
         let pool = pool.clone();
-        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
     };
     loop {
         let published = count("SELECT published_up_to FROM person_event_relay").await;
@@ -60,8 +68,7 @@ pub async fn run(bench: &Bench, n: usize) {
         let at = at.timestamp_nanos_opt().unwrap();
         latencies_ms.push((stored - at) as f64 / 1e6);
     }
-    let once = ids.len() == outbox.len()
-        && ids.iter().zip(&outbox).all(|(id, row)| *id == row.0);
+    let once = ids.len() == outbox.len() && ids.iter().zip(&outbox).all(|(id, row)| *id == row.0);
     latencies_ms.sort_by(f64::total_cmp);
     let pct = |q: f64| latencies_ms[((latencies_ms.len() - 1) as f64 * q) as usize];
     println!(
