@@ -207,7 +207,10 @@ impl DatabaseSettings {
             // refused, no such database) is safe to show.
             let mut conn = sqlx::PgConnection::connect_with(&options)
                 .await
-                .map_err(|e| anyhow::anyhow!("{host}:{port}: {e}"))?;
+                .map_err(|e| match e {
+                    sqlx::Error::Database(db) => anyhow::anyhow!("{host}:{port}: {}", db.message()),
+                    other => anyhow::anyhow!("{host}:{port}: {other}"),
+                })?;
             let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
                 .fetch_one(&mut conn)
                 .await

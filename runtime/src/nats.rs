@@ -145,11 +145,12 @@ impl NatsSettings {
             .iter()
             .map(|s| format!("{}:{}", s.host(), s.port()))
             .collect();
-        let client = self.connect_once("check-config").await?;
-        let js = async_nats::jetstream::new(client);
-        js.query_account()
+        let client = self
+            .connect_once("check-config")
             .await
-            .map_err(|e| anyhow::anyhow!("JetStream does not answer: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", servers.join(",")))?;
+        let js = async_nats::jetstream::new(client);
+        // A server without JetStream answers this with an error too.
         let stream = match js.get_stream(stream).await {
             Ok(mut s) => {
                 let messages = s.info().await?.state.messages;
@@ -160,7 +161,7 @@ impl NatsSettings {
             {
                 format!("stream {stream} does not exist yet (an extractor creates it)")
             }
-            Err(e) => anyhow::bail!("stream {stream}: {e}"),
+            Err(e) => anyhow::bail!("JetStream, stream {stream}: {e}"),
         };
         Ok(format!("{}: JetStream answers; {stream}", servers.join(",")))
     }

@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use etl_runtime::brake::{Brake, Decision};
+use etl_runtime::progress::{Progress, Unit};
 use proto::bus::{DuplicateMode, Publisher};
 use rsfbclient::prelude::*;
 use rsfbclient::RawValue;
@@ -102,6 +103,8 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
     if !send_deletes {
         summary.withheld = gone;
     }
+    // Shown once a pass takes more than one batch.
+    let mut progress: Option<Progress> = None;
     loop {
         let batch = crate::retry!(sync, "read change log", read_changes(sync, send_deletes))?;
         if batch.is_empty() {
@@ -133,7 +136,19 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
         if !full {
             break;
         }
+        if progress.is_none() {
+            let left = crate::retry!(sync, "count changes", unprocessed(sync))?;
+            progress = Some(Progress::start(
+                format!("delta pass of {}", sync.name()),
+                Unit::Items("changes"),
+                Some(summary.changes + left),
+            ));
+        }
+        if let Some(progress) = &progress {
+            progress.set(summary.changes);
+        }
     }
+    drop(progress);
     if decision == Decision::SendReleased {
         crate::retry!(sync, "deletion brake", async {
             brake.released_sent().await.map_err(SyncError::from)
@@ -214,7 +229,7 @@ async fn count_gone(sync: &mut DbSync) -> Result<u64, SyncError> {
 /// How many rows the patients table has: the base of the brake's share.
 /// Counted (a full scan) only when a pass has deletions, and then at most
 /// every [`RECOUNT`] per table.
-async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
+pub(crate) async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
     // Per server, database and table (not per configured name: tests in one
     // process reuse names), across restarts of the database's sync.
     type Counts = std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>;
@@ -233,6 +248,15 @@ async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
         .unwrap()
         .insert(id, (std::time::Instant::now(), rows));
     Ok(rows)
+}
+
+/// Unprocessed rows of the change log.
+async fn unprocessed(sync: &mut DbSync) -> Result<u64, SyncError> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE PROCESSED = 'N'",
+        sync.db.changelog.table
+    );
+    count(sync, sql).await
 }
 
 /// How long a count of the patients table serves the brake's share.
