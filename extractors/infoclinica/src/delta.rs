@@ -229,7 +229,7 @@ async fn count_gone(sync: &mut DbSync) -> Result<u64, SyncError> {
 /// How many rows the patients table has: the base of the brake's share.
 /// Counted (a full scan) only when a pass has deletions, and then at most
 /// every [`RECOUNT`] per table.
-pub(crate) async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
+async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
     // Per server, database and table (not per configured name: tests in one
     // process reuse names), across restarts of the database's sync.
     type Counts = std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>;
@@ -242,12 +242,19 @@ pub(crate) async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
             return Ok(*rows);
         }
     }
-    let rows = count(sync, format!("SELECT COUNT(*) FROM {}", db.table.name)).await?;
+    let rows = count_table(sync).await?;
     counts
         .lock()
         .unwrap()
         .insert(id, (std::time::Instant::now(), rows));
     Ok(rows)
+}
+
+/// Rows of the patients table now (the initial load's progress total; the
+/// brake's share goes through [`table_rows`]' cache).
+pub(crate) async fn count_table(sync: &mut DbSync) -> Result<u64, SyncError> {
+    let sql = format!("SELECT COUNT(*) FROM {}", sync.db.table.name);
+    count(sync, sql).await
 }
 
 /// Unprocessed rows of the change log.

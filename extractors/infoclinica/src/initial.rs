@@ -140,7 +140,7 @@ pub async fn run(sync: &mut DbSync, start: Start) -> Result<LoadSummary, SyncErr
 /// Progress of the load out of the table's rows (counted once), from the
 /// rows a resumed load had published.
 async fn start_progress(sync: &mut DbSync) -> Result<Progress, SyncError> {
-    let total = crate::retry!(sync, "count rows", crate::delta::table_rows(sync))?;
+    let total = crate::retry!(sync, "count rows", crate::delta::count_table(sync))?;
     let progress = Progress::start(
         format!("initial load of {}", sync.name()),
         Unit::Items("rows"),
