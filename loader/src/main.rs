@@ -65,7 +65,9 @@ async fn check_config(path: Option<&Path>) -> ! {
         checks
             .run(
                 "postgresql",
-                settings.database.check(Some(&loader::store::MIGRATOR)),
+                settings
+                    .database
+                    .check(Some(&etl_runtime::database::MIGRATOR)),
             )
             .await;
     }

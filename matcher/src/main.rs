@@ -78,7 +78,12 @@ async fn check_config(path: Option<&Path>) -> ! {
     let mut checks = Checks::new();
     if let Some(settings) = etl_runtime::check::settings::<matcher::Settings>(&mut checks, path) {
         checks
-            .run("postgresql", settings.database.check(Some(&matcher::MIGRATOR)))
+            .run(
+                "postgresql",
+                settings
+                    .database
+                    .check(Some(&etl_runtime::database::MIGRATOR)),
+            )
             .await;
     }
     checks.exit()

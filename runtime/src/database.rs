@@ -195,7 +195,10 @@ impl DatabaseSettings {
     /// answer), says which is the primary, and with `migrator` whether the
     /// schema is this version's (behind is a failure unless `migrate` is
     /// set: the service would wait for `etl migrate`).
-    pub async fn check(&self, migrator: Option<&sqlx::migrate::Migrator>) -> anyhow::Result<String> {
+    pub async fn check(
+        &self,
+        migrator: Option<&sqlx::migrate::Migrator>,
+    ) -> anyhow::Result<String> {
         use sqlx::Connection as _;
         let mut found = Vec::new();
         let mut primary = None;
@@ -205,12 +208,15 @@ impl DatabaseSettings {
                 .database(&self.database_name);
             // At login no record is involved: the server's message (login
             // refused, no such database) is safe to show.
-            let mut conn = sqlx::PgConnection::connect_with(&options)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(db) => anyhow::anyhow!("{host}:{port}: {}", db.message()),
-                    other => anyhow::anyhow!("{host}:{port}: {other}"),
-                })?;
+            let mut conn =
+                sqlx::PgConnection::connect_with(&options)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::Error::Database(db) => {
+                            anyhow::anyhow!("{host}:{port}: {}", db.message())
+                        }
+                        other => anyhow::anyhow!("{host}:{port}: {other}"),
+                    })?;
             let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
                 .fetch_one(&mut conn)
                 .await
@@ -235,8 +241,9 @@ impl DatabaseSettings {
                 .await?;
             match prepare_schema(&pool, migrator, false).await {
                 Ok(()) => summary.push_str("; schema up to date"),
-                Err(SchemaError::Behind { pending }) if self.migrate => summary
-                    .push_str(&format!("; {pending} migration(s) to apply at start (migrate = true)")),
+                Err(SchemaError::Behind { pending }) if self.migrate => summary.push_str(&format!(
+                    "; {pending} migration(s) to apply at start (migrate = true)"
+                )),
                 Err(e) => anyhow::bail!("{summary}: {e}"),
             }
             pool.close().await;
@@ -337,7 +344,8 @@ pub async fn wait_for_schema(
         Ok(()) => Ok(true),
         Err(crate::retry::GaveUp::Stopped) => Ok(false),
         Err(crate::retry::GaveUp::Permanent(error)) => Err(error),
-    }}
+    }
+}
 
 /// A database error without values: SQLSTATE, constraint, table — what may
 /// go into a log line or an error message (a driver's own message can quote

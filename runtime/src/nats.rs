@@ -156,14 +156,18 @@ impl NatsSettings {
                 let messages = s.info().await?.state.messages;
                 format!("stream {stream} holds {messages} messages")
             }
-            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
                 if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
             {
                 format!("stream {stream} does not exist yet (an extractor creates it)")
             }
             Err(e) => anyhow::bail!("JetStream, stream {stream}: {e}"),
         };
-        Ok(format!("{}: JetStream answers; {stream}", servers.join(",")))
+        Ok(format!(
+            "{}: JetStream answers; {stream}",
+            servers.join(",")
+        ))
     }
 
     /// The prefix of this client's inboxes: `inbox_prefix`, else

@@ -119,7 +119,8 @@ impl Progress {
 
     /// The total became known or changed.
     pub fn set_total(&self, total: Option<u64>) {
-        self.total.store(total.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        self.total
+            .store(total.unwrap_or(UNKNOWN), Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_style(style(self.unit, total.is_some()));
             bar.set_length(total.unwrap_or(0));
@@ -261,7 +262,11 @@ impl Drop for Progress {
 fn style(unit: Unit, known_total: bool) -> ProgressStyle {
     let (pos, len, rate) = match unit {
         Unit::Items(_) => ("{human_pos}", "{human_len}", "{per_sec}"),
-        Unit::Bytes => ("{binary_bytes}", "{binary_total_bytes}", "{binary_bytes_per_sec}"),
+        Unit::Bytes => (
+            "{binary_bytes}",
+            "{binary_total_bytes}",
+            "{binary_bytes_per_sec}",
+        ),
         Unit::Time => ("", "", ""),
     };
     let template = if unit == Unit::Time {
@@ -317,7 +322,10 @@ mod tests {
         assert!(rate > 0.0 && rate <= 250.0 / 0.05, "{rate}");
         // 750 left at the rate so far: about three times the time taken.
         let eta = p.eta().unwrap().as_secs_f64();
-        assert!((eta - 3.0 * taken).abs() < 0.1 * taken + 0.01, "{eta} {taken}");
+        assert!(
+            (eta - 3.0 * taken).abs() < 0.1 * taken + 0.01,
+            "{eta} {taken}"
+        );
         p.set_total(None);
         assert_eq!(p.eta(), None);
         p.finish();
@@ -384,13 +392,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(30));
             p.tick();
         });
-        assert!(logs.contains("progress task=re-match elapsed_s=0"), "{logs}");
+        assert!(
+            logs.contains("progress task=re-match elapsed_s=0"),
+            "{logs}"
+        );
         // The heartbeat ticks from a thread of its own.
         let p = Arc::new(Progress::lines("re-match", Unit::Time, None).every(Duration::ZERO));
         let before = *p.last_line.lock().unwrap();
         let beat = p.heartbeat();
         std::thread::sleep(Duration::from_millis(250));
         drop(beat);
-        assert!(*p.last_line.lock().unwrap() > before, "a line was due and written");
+        assert!(
+            *p.last_line.lock().unwrap() > before,
+            "a line was due and written"
+        );
     }
 }

@@ -439,7 +439,10 @@ async fn a_misspelled_setting_stops_the_loader_naming_it() {
         "{stderr}"
     );
     assert!(stderr.contains("`database.pasword`"), "{stderr}");
-    assert!(!stderr.contains("qms"), "another service's section: {stderr}");
+    assert!(
+        !stderr.contains("qms"),
+        "another service's section: {stderr}"
+    );
     for value in ["s3cret-value", "elsewhere"] {
         assert!(!stderr.contains(value), "{value} in {stderr}");
     }
@@ -456,14 +459,20 @@ async fn check_config_reaches_nats_and_postgresql() {
     assert!(out.contains("ok    settings"), "{out}");
     assert!(out.contains("ok    nats"), "{out}");
     assert!(
-        out.contains(&format!("ok    postgresql               database {}", db.database_name)),
+        out.contains(&format!(
+            "ok    postgresql               database {}",
+            db.database_name
+        )),
         "{out}"
     );
     assert!(out.contains("configuration OK: 3 checks passed"), "{out}");
 
     // A database that does not exist, a NATS server that is not there.
     let mut bad = env.clone();
-    bad.push(("ETL__DATABASE__DATABASE_NAME".into(), "no_such_db_check".into()));
+    bad.push((
+        "ETL__DATABASE__DATABASE_NAME".into(),
+        "no_such_db_check".into(),
+    ));
     bad.push(("ETL__NATS__URL".into(), "nats://127.0.0.1:1".into()));
     let (status, out, _) = run_loader(&bad, &["--check-config"]);
     assert_eq!(status, 1, "{out}");
@@ -472,7 +481,10 @@ async fn check_config_reaches_nats_and_postgresql() {
         out.contains("FAIL  postgresql") && out.contains("no_such_db_check"),
         "{out}"
     );
-    assert!(out.contains("configuration NOT OK: 2 of 3 checks failed"), "{out}");
+    assert!(
+        out.contains("configuration NOT OK: 2 of 3 checks failed"),
+        "{out}"
+    );
 
     // An unknown key: nothing else can be checked.
     let mut typo = env;

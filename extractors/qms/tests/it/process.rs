@@ -365,7 +365,11 @@ async fn check_config_reaches_nats_and_the_export() {
         "{out}"
     );
     let mut bad = env.clone();
-    let url = f.settings.qms.url.replace("qms_export_pat", "no_such_export");
+    let url = f
+        .settings
+        .qms
+        .url
+        .replace("qms_export_pat", "no_such_export");
     bad.push(("ETL__QMS__URL".into(), url));
     let (status, out) = check(bad).await;
     assert_eq!(status, Some(1), "{out}");

@@ -59,8 +59,14 @@ async fn check_config_and_permanent_errors_of_one_shot_runs() {
     let started = Instant::now();
     let (status, _, err) = run(&no_column, &["--initial-load"]);
     assert_eq!(status, 1, "{err}");
-    assert!(err.contains("NO_SUCH_SNILS") && err.contains("does not exist"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(30), "stopped at once");
+    assert!(
+        err.contains("NO_SUCH_SNILS") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped at once"
+    );
 
     // A wrong password: the check fails, a one-shot delta pass stops.
     let wrong = variant(&good, "wrong.toml", "\"etl_test\"", "\"wrong-password\"");
@@ -71,7 +77,10 @@ async fn check_config_and_permanent_errors_of_one_shot_runs() {
     let (status, _, err) = run(&wrong, &["--delta-sync"]);
     assert_eq!(status, 1, "{err}");
     assert!(err.contains("refused the login"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(30), "stopped at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped at once"
+    );
     for text in [&out, &err] {
         assert!(!text.contains("wrong-password"), "{text}");
     }
@@ -80,7 +89,10 @@ async fn check_config_and_permanent_errors_of_one_shot_runs() {
     let typo = variant(&good, "typo.toml", "page_size = 100", "page_sise = 100");
     let (status, out, _) = run(&typo, &["--check-config"]);
     assert_eq!(status, 1, "{out}");
-    assert!(out.contains("FAIL  settings") && out.contains("`extractor.page_sise`"), "{out}");
+    assert!(
+        out.contains("FAIL  settings") && out.contains("`extractor.page_sise`"),
+        "{out}"
+    );
     let (status, _, err) = run(&typo, &["--initial-load"]);
     assert_eq!(status, 1, "{err}");
     assert!(err.contains("`extractor.page_sise`"), "{err}");
