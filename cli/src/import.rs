@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use async_nats::jetstream;
 use chrono::Utc;
+use etl_runtime::progress::{Progress, Unit};
 use proto::bus::{self, DuplicateMode};
 use proto::{Envelope, PatientRecord};
 use serde::{Deserialize, Serialize};
@@ -85,8 +86,11 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()>
         bus::Publisher::with_mode(&js, &settings.stream, 2048, DuplicateMode::Republish);
     let now = Utc::now();
     let (mut sent, mut rejected) = (0u64, 0u64);
+    let size = file.metadata().map(|m| m.len()).ok();
+    let progress = Progress::start("import", Unit::Bytes, size);
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line?;
+        progress.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {
             continue;
         }
@@ -94,12 +98,14 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()>
         let parsed: Line = match serde_json::from_str(&line) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!(
-                    "line {}: not a record ({} at column {})",
-                    n + 1,
-                    e.classify_str(),
-                    e.column()
-                );
+                progress.suspend(|| {
+                    eprintln!(
+                        "line {}: not a record ({} at column {})",
+                        n + 1,
+                        e.classify_str(),
+                        e.column()
+                    )
+                });
                 rejected += 1;
                 continue;
             }
@@ -111,10 +117,12 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()>
                 Envelope::upsert(&args.source, parsed.source_id, version, now, record)
             }
             _ => {
-                eprintln!(
-                    "line {}: op must be upsert (with a record) or delete",
-                    n + 1
-                );
+                progress.suspend(|| {
+                    eprintln!(
+                        "line {}: op must be upsert (with a record) or delete",
+                        n + 1
+                    )
+                });
                 rejected += 1;
                 continue;
             }
@@ -124,6 +132,7 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()>
     }
     let published = publisher.settle().await?;
     client.flush().await?;
+    progress.finish();
     println!(
         "imported {sent} records from {} as source {} ({} stored, {} duplicates dropped, {rejected} lines rejected)",
         args.file.display(),

@@ -33,9 +33,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Operate the medical ETL bus.
 ///
-/// Settings come from the optional TOML file (same sections as the services:
-/// [nats], [database], [stream]) and `ETL__<SECTION>__<KEY>` environment
-/// variables.
+/// Settings come from the optional TOML file (any service's: the same
+/// sections, [nats], [database], [stream] …) and `ETL__<SECTION>__<KEY>`
+/// environment variables; an unknown key is an error naming it.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -107,6 +107,9 @@ enum Command {
     Events(events::EventsCommand),
 }
 
+/// Every section of every service: `etl` reads any service's file (and
+/// the environment of any service) as strictly as the service does, and
+/// uses the sections it needs.
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -122,50 +125,18 @@ pub struct Settings {
     /// The loader's settings: `etl replay` judges records by the same
     /// `[loader.limits]` as the loader (point it at the loader's file).
     pub loader: loader::settings::LoaderSettings,
-    /// From the Infoclinica extractor's `[extractor]`: `etl status` shows
-    /// the checkpoints of its `checkpoint_bucket`.
-    pub extractor: ExtractorSettings,
-    /// From the qMS extractor's `[qms]`: `etl status` counts the rejects of
-    /// its `rejects.stream`.
-    pub qms: QmsSettings,
-}
-
-/// The part of the Infoclinica extractor's `[extractor]` that `etl` reads.
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-pub struct ExtractorSettings {
-    /// KV bucket of the extractor's checkpoints.
-    pub checkpoint_bucket: String,
-}
-
-impl Default for ExtractorSettings {
-    fn default() -> Self {
-        ExtractorSettings {
-            checkpoint_bucket: "infoclinica_checkpoints".into(),
-        }
-    }
-}
-
-/// The part of the qMS extractor's `[qms]` that `etl` reads.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct QmsSettings {
-    pub rejects: QmsRejects,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-pub struct QmsRejects {
-    /// Stream of the qMS extractor's rejects.
-    pub stream: String,
-}
-
-impl Default for QmsRejects {
-    fn default() -> Self {
-        QmsRejects {
-            stream: "QMS_REJECTS".into(),
-        }
-    }
+    /// The Infoclinica extractor's: `etl status` shows the checkpoints of
+    /// its `checkpoint_bucket`.
+    pub extractor: infoclinica_extractor::settings::ExtractorSettings,
+    /// The Infoclinica extractor's databases (not used by `etl`).
+    pub databases: Vec<infoclinica_extractor::settings::DatabaseSettings>,
+    /// The qMS extractor's: `etl status` counts the rejects of its
+    /// `rejects.stream`.
+    pub qms: qms_extractor::settings::QmsSettings,
+    /// The services' own (not used by `etl`).
+    pub http: etl_runtime::observe::HttpSettings,
+    pub shutdown: etl_runtime::shutdown::ShutdownSettings,
+    pub telemetry: etl_runtime::telemetry::TelemetrySettings,
 }
 
 impl Default for Settings {
@@ -178,10 +149,16 @@ impl Default for Settings {
             events: Default::default(),
             loader: Default::default(),
             extractor: Default::default(),
+            databases: Default::default(),
             qms: Default::default(),
-            // A command-line tool speaks through its output; logs only warn.
+            http: Default::default(),
+            shutdown: Default::default(),
+            telemetry: Default::default(),
+            // A command-line tool speaks through its output; logs only warn,
+            // but the progress lines of long commands run without a
+            // terminal (cron) show.
             log: etl_runtime::telemetry::LogSettings {
-                level: "warn".into(),
+                level: "warn,etl_runtime::progress=info".into(),
                 ..Default::default()
             },
         }
@@ -191,8 +168,10 @@ impl Default for Settings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    etl_runtime::telemetry::init(&settings.log);
+    let loaded = etl_runtime::settings::load_reporting::<Settings>(args.config.as_deref())?;
+    etl_runtime::telemetry::init(&loaded.settings.log);
+    loaded.log_skipped();
+    let settings = loaded.settings;
     match args.command {
         Command::Status(a) => status::run(&settings, a).await,
         Command::Brake(c) => brake::run(&settings, c).await,
@@ -233,4 +212,38 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         applied.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use etl_runtime::settings::{sections, SUITE_SECTIONS};
+
+    /// `etl` has every section of the suite, and the suite's list names
+    /// every section of every service.
+    #[test]
+    fn the_suites_sections_are_etls() {
+        let mut etl = sections::<super::Settings>().to_vec();
+        etl.sort_unstable();
+        assert_eq!(etl, SUITE_SECTIONS);
+        let services = [
+            sections::<loader::Settings>(),
+            sections::<matcher::Settings>(),
+            sections::<qms_extractor::Settings>(),
+            sections::<infoclinica_extractor::Settings>(),
+        ];
+        for section in services.concat() {
+            assert!(SUITE_SECTIONS.contains(&section), "{section}");
+        }
+    }
+
+    /// `etl -c <any service's file>` reads it.
+    #[test]
+    fn etl_reads_every_example_configuration() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            etl_runtime::settings::load::<super::Settings>(Some(&path))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
 }

@@ -3,6 +3,10 @@
 //! model version and makes it the one in use, then re-matches every record
 //! under it through the matcher's normal (audited) path.
 
+use std::sync::Arc;
+
+use etl_runtime::progress::{Progress, Unit};
+
 use crate::Settings;
 
 #[derive(clap::Subcommand)]
@@ -44,18 +48,24 @@ pub async fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<()> {
                 max_block_size: settings.matcher.max_block_size.max(2) as usize,
                 ..Default::default()
             };
+            let bar = Arc::new(Progress::start("model training", Unit::Time, None));
+            let beat = bar.heartbeat();
             let mut progress = |line: String| {
-                println!("[{:>6.1} s] {line}", started.elapsed().as_secs_f64());
+                bar.suspend(|| println!("[{:>6.1} s] {line}", started.elapsed().as_secs_f64()));
             };
             let version =
-                matcher::model::store::train_and_store(&pool, &options, &mut progress).await?;
+                matcher::model::store::train_and_store(&pool, &options, &mut progress).await;
+            drop(beat);
+            drop(bar);
+            let version = version?;
             if settings.matcher.scoring != matcher::settings::ScoringKind::Model {
                 println!("note: matcher.scoring is not \"model\": the matcher keeps scoring by the rules");
             }
             if !args.no_rematch {
-                progress(format!(
-                    "re-matching every record under model version {version}"
-                ));
+                println!(
+                    "[{:>6.1} s] re-matching every record under model version {version}",
+                    started.elapsed().as_secs_f64()
+                );
                 crate::persons::rematch(settings).await?;
             }
         }

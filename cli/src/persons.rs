@@ -242,7 +242,16 @@ async fn show(pool: &PgPool, person: i64, show_personal_data: bool) -> anyhow::R
 pub async fn rematch(settings: &Settings) -> anyhow::Result<()> {
     let pool = crate::db::connect(settings).await?;
     let started = std::time::Instant::now();
-    let applied = engine(settings).rematch_all(&pool).await?;
+    let progress = std::sync::Arc::new(etl_runtime::progress::Progress::start(
+        "re-match",
+        etl_runtime::progress::Unit::Time,
+        None,
+    ));
+    let beat = progress.heartbeat();
+    let applied = engine(settings).rematch_all(&pool).await;
+    drop(beat);
+    drop(progress);
+    let applied = applied?;
     println!(
         "full re-match of {} records in {:.1} s: {} moved, {} persons created, {} retired, {} review items opened, {} closed",
         applied.records,

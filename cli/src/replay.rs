@@ -5,10 +5,9 @@
 //! unique per stream sequence and record index. Batch messages are read
 //! record by record, as the loader reads them.
 
-use std::io::Write;
-
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
+use etl_runtime::progress::{Progress, Unit};
 use futures::StreamExt;
 use loader::batch::{self, Verdict};
 use loader::store::{Store, Written};
@@ -107,6 +106,11 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let mut pending_records = 0;
     let mut total = Written::default();
     let mut seen = 0u64;
+    let progress = Progress::start(
+        "replay",
+        Unit::Items("messages"),
+        Some(end.saturating_sub(first) + 1),
+    );
     loop {
         let Some(message) = messages.next().await else {
             break;
@@ -141,8 +145,8 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
             total += write(&store, &pending).await?;
             pending.clear();
             pending_records = 0;
-            eprint!("\rreplayed {seen} messages, up to sequence {seq} of {end}   ");
-            let _ = std::io::stderr().flush();
+            // Positions in the stream: with --source, others are skipped.
+            progress.set(seq.saturating_sub(first) + 1);
         }
         if done {
             break;
@@ -151,8 +155,9 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     if !pending.is_empty() {
         total += write(&store, &pending).await?;
     }
+    progress.finish();
     eprintln!(
-        "\nreplay done: {seen} messages; {} inserted, {} updated, {} deleted, {} unchanged, {} dead letters",
+        "replay done: {seen} messages; {} inserted, {} updated, {} deleted, {} unchanged, {} dead letters",
         total.inserted, total.updated, total.deleted, total.unchanged, total.dead_lettered
     );
     Ok(())
@@ -192,7 +197,7 @@ async fn write(store: &Store, examined: &[Examined]) -> anyhow::Result<Written> 
         Ok(written) => Ok(written),
         Err(error) if !etl_runtime::database::is_transient(&error) => {
             eprintln!(
-                "\nPostgreSQL rejected a batch ({}); writing its records one by one",
+                "PostgreSQL rejected a batch ({}); writing its records one by one",
                 loader::split::database_reason(&error)
             );
             let mut total = Written::default();

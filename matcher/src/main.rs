@@ -1,6 +1,7 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use etl_runtime::check::Checks;
 
 /// mimalloc rather than glibc's malloc: a batch of a backlog allocates and
 /// frees millions of small strings and map entries, and glibc spent about
@@ -26,14 +27,28 @@ struct Args {
     /// change), then exit.
     #[arg(long)]
     rematch: bool,
+    /// Check the configuration and exit: the settings (unknown keys
+    /// refused), PostgreSQL and its schema; one line per check, status 0
+    /// if all passed, 1 if not.
+    #[arg(long, conflicts_with = "rematch")]
+    check_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings: matcher::Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    let telemetry =
-        etl_runtime::telemetry::init_with_traces(&settings.log, &settings.telemetry, "matcher")?;
+    if args.check_config {
+        check_config(args.config.as_deref()).await;
+    }
+    let loaded =
+        etl_runtime::settings::load_reporting::<matcher::Settings>(args.config.as_deref())?;
+    let telemetry = etl_runtime::telemetry::init_with_traces(
+        &loaded.settings.log,
+        &loaded.settings.telemetry,
+        "matcher",
+    )?;
+    loaded.log_skipped();
+    let settings = loaded.settings;
     if args.rematch {
         let applied = matcher::service::rematch(&settings).await;
         telemetry.shutdown(settings.shutdown.deadline).await;
@@ -57,4 +72,19 @@ async fn main() -> anyhow::Result<()> {
         "matcher stopped"
     );
     Ok(())
+}
+
+async fn check_config(path: Option<&Path>) -> ! {
+    let mut checks = Checks::new();
+    if let Some(settings) = etl_runtime::check::settings::<matcher::Settings>(&mut checks, path) {
+        checks
+            .run(
+                "postgresql",
+                settings
+                    .database
+                    .check(Some(&etl_runtime::database::MIGRATOR)),
+            )
+            .await;
+    }
+    checks.exit()
 }

@@ -190,6 +190,68 @@ impl DatabaseSettings {
     }
 }
 
+impl DatabaseSettings {
+    /// `--check-config`: logs in to every server of `host` (each must
+    /// answer), says which is the primary, and with `migrator` whether the
+    /// schema is this version's (behind is a failure unless `migrate` is
+    /// set: the service would wait for `etl migrate`).
+    pub async fn check(
+        &self,
+        migrator: Option<&sqlx::migrate::Migrator>,
+    ) -> anyhow::Result<String> {
+        use sqlx::Connection as _;
+        let mut found = Vec::new();
+        let mut primary = None;
+        for (host, port) in self.hosts() {
+            let options = self
+                .server_options(&host, port)
+                .database(&self.database_name);
+            // At login no record is involved: the server's message (login
+            // refused, no such database) is safe to show.
+            let mut conn =
+                sqlx::PgConnection::connect_with(&options)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::Error::Database(db) => {
+                            anyhow::anyhow!("{host}:{port}: {}", db.message())
+                        }
+                        other => anyhow::anyhow!("{host}:{port}: {other}"),
+                    })?;
+            let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| anyhow::anyhow!("{host}:{port}: {}", describe(&e)))?;
+            let _ = conn.close().await;
+            found.push(format!(
+                "{host}:{port} ({})",
+                if standby { "standby" } else { "accepts writes" }
+            ));
+            if !standby && primary.is_none() {
+                primary = Some(options);
+            }
+        }
+        if self.target_session_attrs == TargetSessionAttrs::ReadWrite && primary.is_none() {
+            anyhow::bail!("no server of {} accepts writes", self.host);
+        }
+        let mut summary = format!("database {} on {}", self.database_name, found.join(", "));
+        if let (Some(migrator), Some(options)) = (migrator, primary) {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await?;
+            match prepare_schema(&pool, migrator, false).await {
+                Ok(()) => summary.push_str("; schema up to date"),
+                Err(SchemaError::Behind { pending }) if self.migrate => summary.push_str(&format!(
+                    "; {pending} migration(s) to apply at start (migrate = true)"
+                )),
+                Err(e) => anyhow::bail!("{summary}: {e}"),
+            }
+            pool.close().await;
+        }
+        Ok(summary)
+    }
+}
+
 /// `host[:port]` (an IPv6 address in brackets when it has a port).
 fn split_port(entry: &str, default: u16) -> (String, u16) {
     if let Some((host, port)) = entry.rsplit_once(':') {
@@ -282,7 +344,8 @@ pub async fn wait_for_schema(
         Ok(()) => Ok(true),
         Err(crate::retry::GaveUp::Stopped) => Ok(false),
         Err(crate::retry::GaveUp::Permanent(error)) => Err(error),
-    }}
+    }
+}
 
 /// A database error without values: SQLSTATE, constraint, table — what may
 /// go into a log line or an error message (a driver's own message can quote

@@ -1,15 +1,18 @@
 //! What every service of the bus shares: layered [`settings`], connections
 //! to [`nats`] and the [`database`], [`tls`] for every client, [`telemetry`]
 //! (logs), [`backoff`] and the one [`retry`] loop, graceful [`shutdown`],
-//! the deletion [`brake`],
-//! and [`observe`] (metrics, health, readiness, systemd).
+//! the deletion [`brake`], [`observe`] (metrics, health, readiness,
+//! systemd), [`progress`] of long work and [`check`]s of the configured
+//! servers (`--check-config`).
 
 pub mod backoff;
 pub mod brake;
+pub mod check;
 pub mod checkpoint;
 pub mod database;
 pub mod nats;
 pub mod observe;
+pub mod progress;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

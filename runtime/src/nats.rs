@@ -68,10 +68,23 @@ impl NatsSettings {
     /// Connects, retrying the initial connection in the background: a service
     /// started before NATS waits for it instead of crash-looping.
     pub async fn connect(&self, client_name: &str) -> anyhow::Result<async_nats::Client> {
+        self.connect_with(client_name, true).await
+    }
+
+    /// Connects once: an unreachable server or a refused login is an error
+    /// at once (`--check-config`).
+    pub async fn connect_once(&self, client_name: &str) -> anyhow::Result<async_nats::Client> {
+        self.connect_with(client_name, false).await
+    }
+
+    async fn connect_with(
+        &self,
+        client_name: &str,
+        retry: bool,
+    ) -> anyhow::Result<async_nats::Client> {
         let mut options = async_nats::ConnectOptions::new()
             .name(client_name)
             .custom_inbox_prefix(self.inbox_prefix()?)
-            .retry_on_initial_connect()
             .request_timeout(Some(self.request_timeout))
             .event_callback(|event| async move {
                 match event {
@@ -85,6 +98,9 @@ impl NatsSettings {
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
+        if retry {
+            options = options.retry_on_initial_connect();
+        }
         if let Some(path) = &self.creds_file {
             options = options.credentials_file(path).await?;
         }
@@ -116,6 +132,42 @@ impl NatsSettings {
                     .map_err(|e| anyhow::anyhow!("nats.url {u:?}: {e}"))
             })
             .collect()
+    }
+
+    /// `--check-config`: connects once, checks that JetStream answers and
+    /// says whether `stream` exists (the extractors create it on their
+    /// first start, so its absence is no failure).
+    pub async fn check(&self, stream: &str) -> anyhow::Result<String> {
+        use async_nats::jetstream::context::GetStreamErrorKind;
+        use async_nats::jetstream::ErrorCode;
+        let servers: Vec<String> = self
+            .servers()?
+            .iter()
+            .map(|s| format!("{}:{}", s.host(), s.port()))
+            .collect();
+        let client = self
+            .connect_once("check-config")
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", servers.join(",")))?;
+        let js = async_nats::jetstream::new(client);
+        // A server without JetStream answers this with an error too.
+        let stream = match js.get_stream(stream).await {
+            Ok(mut s) => {
+                let messages = s.info().await?.state.messages;
+                format!("stream {stream} holds {messages} messages")
+            }
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                format!("stream {stream} does not exist yet (an extractor creates it)")
+            }
+            Err(e) => anyhow::bail!("JetStream, stream {stream}: {e}"),
+        };
+        Ok(format!(
+            "{}: JetStream answers; {stream}",
+            servers.join(",")
+        ))
     }
 
     /// The prefix of this client's inboxes: `inbox_prefix`, else

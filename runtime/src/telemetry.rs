@@ -42,6 +42,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `tracing` filter, e.g. `info` or `loader=debug,info`; `RUST_LOG` wins.
     pub level: String,
+    /// Time between two progress lines of long work (an initial load, a
+    /// large delta pass, an export download) when stderr is not a
+    /// terminal; on a terminal a progress bar shows instead.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
 }
 
 impl Default for LogSettings {
@@ -49,6 +54,7 @@ impl Default for LogSettings {
         LogSettings {
             format: LogFormat::Human,
             level: "info".into(),
+            progress_interval: crate::progress::DEFAULT_EVERY,
         }
     }
 }
@@ -257,19 +263,20 @@ fn ours(target: &str) -> bool {
 
 /// `false` if a global subscriber was already installed.
 fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>) -> bool {
+    crate::progress::set_default_every(settings.progress_interval);
     use std::io::IsTerminal;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let ansi = std::io::stderr().is_terminal();
     let logs = match settings.format {
         LogFormat::Human => fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(crate::progress::log_writer)
             .with_ansi(ansi)
             .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
-            .with_writer(std::io::stderr)
+            .with_writer(crate::progress::log_writer)
             .with_ansi(ansi)
             .boxed(),
     };

@@ -45,8 +45,16 @@ async fn a_rejected_batch_is_split_and_traces_are_kept() {
     .execute(&pool)
     .await
     .unwrap();
-    let progress = etl(&["replay", "--from-seq", "1"]);
+    // Without a terminal the replay's progress comes as log lines.
+    let config = std::env::temp_dir().join(format!("etl-replay-{}.toml", stream.name));
+    std::fs::write(&config, "[log]\nprogress_interval = \"1ms\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let progress = etl(&["-c", config, "replay", "--from-seq", "1"]);
     assert!(progress.contains("one by one"), "{progress}");
+    assert!(
+        progress.contains("progress task=replay done=10 total=10"),
+        "{progress}"
+    );
 
     assert_eq!(testkit::count_records(&pool).await, 9);
     let dead: Vec<(String, String)> =

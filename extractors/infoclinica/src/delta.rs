@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use etl_runtime::brake::{Brake, Decision};
+use etl_runtime::progress::{Progress, Unit};
 use proto::bus::{DuplicateMode, Publisher};
 use rsfbclient::prelude::*;
 use rsfbclient::RawValue;
@@ -102,6 +103,8 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
     if !send_deletes {
         summary.withheld = gone;
     }
+    // Shown once a pass takes more than one batch.
+    let mut progress: Option<Progress> = None;
     loop {
         let batch = crate::retry!(sync, "read change log", read_changes(sync, send_deletes))?;
         if batch.is_empty() {
@@ -133,7 +136,19 @@ pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
         if !full {
             break;
         }
+        if progress.is_none() {
+            let left = crate::retry!(sync, "count changes", unprocessed(sync))?;
+            progress = Some(Progress::start(
+                format!("delta pass of {}", sync.name()),
+                Unit::Items("changes"),
+                Some(summary.changes + left),
+            ));
+        }
+        if let Some(progress) = &progress {
+            progress.set(summary.changes);
+        }
     }
+    drop(progress);
     if decision == Decision::SendReleased {
         crate::retry!(sync, "deletion brake", async {
             brake.released_sent().await.map_err(SyncError::from)
@@ -227,12 +242,28 @@ async fn table_rows(sync: &mut DbSync) -> Result<u64, SyncError> {
             return Ok(*rows);
         }
     }
-    let rows = count(sync, format!("SELECT COUNT(*) FROM {}", db.table.name)).await?;
+    let rows = count_table(sync).await?;
     counts
         .lock()
         .unwrap()
         .insert(id, (std::time::Instant::now(), rows));
     Ok(rows)
+}
+
+/// Rows of the patients table now (the initial load's progress total; the
+/// brake's share goes through [`table_rows`]' cache).
+pub(crate) async fn count_table(sync: &mut DbSync) -> Result<u64, SyncError> {
+    let sql = format!("SELECT COUNT(*) FROM {}", sync.db.table.name);
+    count(sync, sql).await
+}
+
+/// Unprocessed rows of the change log.
+async fn unprocessed(sync: &mut DbSync) -> Result<u64, SyncError> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE PROCESSED = 'N'",
+        sync.db.changelog.table
+    );
+    count(sync, sql).await
 }
 
 /// How long a count of the patients table serves the brake's share.

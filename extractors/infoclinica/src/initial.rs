@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use etl_runtime::progress::{Progress, Unit};
 use proto::batch::{BatchBuilder, BatchLimits, Encoded};
 use proto::bus::Publisher;
 use rsfbclient::RawValue;
@@ -104,17 +105,19 @@ pub async fn run(sync: &mut DbSync, start: Start) -> Result<LoadSummary, SyncErr
     tracing::info!(database = %sync.name(), after_pcode = after, resume, "initial load starts");
     let started = std::time::Instant::now();
     let mut summary = LoadSummary::default();
+    let progress = start_progress(sync).await?;
     let mut attempt = 0;
     loop {
-        match attempt_load(sync, &mut summary).await {
+        match attempt_load(sync, &mut summary, &progress).await {
             Ok(()) => break,
-            Err(e) if e.is_transient() => {
+            Err(e) if sync.retries(&e) => {
                 attempt += 1;
                 sync.pause(attempt, &e, "initial load").await?;
             }
             Err(e) => return Err(e),
         }
     }
+    progress.finish();
     if let Some(load) = sync.checkpoint.state.initial.as_mut() {
         load.done = true;
         load.finished_at = Some(Utc::now());
@@ -134,6 +137,23 @@ pub async fn run(sync: &mut DbSync, start: Start) -> Result<LoadSummary, SyncErr
     Ok(summary)
 }
 
+/// Progress of the load out of the table's rows (counted once), from the
+/// rows a resumed load had published.
+async fn start_progress(sync: &mut DbSync) -> Result<Progress, SyncError> {
+    let total = crate::retry!(sync, "count rows", crate::delta::count_table(sync))?;
+    let progress = Progress::start(
+        format!("initial load of {}", sync.name()),
+        Unit::Items("rows"),
+        Some(total),
+    );
+    progress.set(loaded_rows(sync));
+    Ok(progress)
+}
+
+fn loaded_rows(sync: &DbSync) -> u64 {
+    sync.checkpoint.state.initial.as_ref().map_or(0, |l| l.rows)
+}
+
 fn load_position(sync: &DbSync) -> i64 {
     sync.checkpoint
         .state
@@ -144,7 +164,11 @@ fn load_position(sync: &DbSync) -> i64 {
 
 /// One attempt: from the checkpoint to the end of the table, or to the
 /// first failure (after checkpointing every page that was acknowledged).
-async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<(), SyncError> {
+async fn attempt_load(
+    sync: &mut DbSync,
+    summary: &mut LoadSummary,
+    progress: &Progress,
+) -> Result<(), SyncError> {
     let after = load_position(sync);
     // Reader thread → encoder thread → this task, two pages in each channel.
     let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(2);
@@ -220,6 +244,7 @@ async fn attempt_load(sync: &mut DbSync, summary: &mut LoadSummary) -> Result<()
         // before the next page is taken, and checkpointed.
         let published = publisher.settle_all_but(this_page).await?;
         checkpoint_acked(sync, &mut pending, published, summary).await?;
+        progress.set(loaded_rows(sync));
     };
     drop(rx);
     // Whatever happened, what was sent and acknowledged is checkpointed.

@@ -10,11 +10,14 @@
 //! * [`reconcile`]: delta sync without triggers (key and row-version scan).
 //! * [`state`]: the checkpoint of each database and the version clock.
 //! * [`sample`]: a sample database for the demo, tests and benchmark.
+//! * [`check`]: `--check-config`'s check of each database's tables and
+//!   columns.
 //!
 //! [`run`] starts one task per configured database; each has its own
 //! connection, checkpoint and clock, and retries its own failures with
 //! backoff, so one branch being down never stops the others.
 
+pub mod check;
 pub mod delta;
 pub mod firebird;
 pub mod initial;
@@ -193,6 +196,7 @@ async fn run_database(
             checkpoint,
             shutdown.clone(),
         );
+        sync.one_shot = mode != Mode::Daemon;
         let passes = summary.passes;
         let result = run_mode(&mut sync, mode, &mut summary).await;
         last_version = sync.clock.last();

@@ -1,6 +1,7 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use etl_runtime::check::Checks;
 use infoclinica_extractor::{Mode, Settings};
 
 /// mimalloc instead of glibc's malloc: an initial load maps, serializes and
@@ -40,6 +41,12 @@ struct Args {
     /// if the deletion brake holds deletions).
     #[arg(long)]
     reconcile: bool,
+    /// Check the configuration and exit: the settings (unknown keys
+    /// refused), NATS and the stream, and per database the login, the
+    /// patients table, every mapped column and the change log; one line per
+    /// check, status 0 if all passed, 1 if not.
+    #[arg(long, conflicts_with_all = ["initial_load", "delta_sync", "reconcile"])]
+    check_config: bool,
     /// Only this configured database (by name).
     #[arg(long, global = true)]
     database: Option<String>,
@@ -98,12 +105,17 @@ fn main() -> anyhow::Result<()> {
 
 async fn run_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings: Settings = etl_runtime::settings::load(args.config.as_deref())?;
+    if args.check_config {
+        check_config(args.config.as_deref(), args.database.as_deref()).await;
+    }
+    let loaded = etl_runtime::settings::load_reporting::<Settings>(args.config.as_deref())?;
     let telemetry = etl_runtime::telemetry::init_with_traces(
-        &settings.log,
-        &settings.telemetry,
+        &loaded.settings.log,
+        &loaded.settings.telemetry,
         "infoclinica-extractor",
     )?;
+    loaded.log_skipped();
+    let mut settings = loaded.settings;
     if let Some(name) = &args.database {
         settings.databases.retain(|d| &d.name == name);
         anyhow::ensure!(
@@ -180,4 +192,28 @@ async fn run_main() -> anyhow::Result<()> {
         std::process::exit(3);
     }
     Ok(())
+}
+
+async fn check_config(path: Option<&Path>, only: Option<&str>) -> ! {
+    let mut checks = Checks::new();
+    if let Some(mut settings) = etl_runtime::check::settings::<Settings>(&mut checks, path) {
+        if let Some(name) = only {
+            settings.databases.retain(|d| d.name == name);
+        }
+        let valid = settings.validate();
+        let usable = valid.is_ok();
+        let found = valid.map(|()| format!("{} database(s)", settings.databases.len()));
+        checks.record("extractor settings", found.map_err(|e| e.to_string()));
+        checks
+            .run("nats", settings.nats.check(&settings.stream.name))
+            .await;
+        // Names go into SQL text only once validated.
+        if usable {
+            for db in &settings.databases {
+                let found = infoclinica_extractor::check::database(db, &settings.extractor);
+                checks.run(format!("database {}", db.name), found).await;
+            }
+        }
+    }
+    checks.exit()
 }

@@ -401,29 +401,37 @@ impl Settings {
 }
 
 impl DatabaseSettings {
+    /// The columns of `table.name` this database's mapping reads, in the
+    /// order of the settings (`version_column` included when set).
+    pub fn mapped_columns(&self) -> Vec<&str> {
+        let t = &self.table;
+        let mut all: Vec<&str> = vec![
+            &t.pcode,
+            &t.filial,
+            &t.last_name,
+            &t.first_name,
+            &t.middle_name,
+            &t.birth_date,
+            &t.document_type,
+            &t.document_series,
+            &t.document_number,
+            &t.email,
+        ];
+        all.extend(t.phones.iter().map(String::as_str));
+        all.extend(
+            [&t.login, &t.snils, &t.oms_policy, &t.version_column]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+        all
+    }
+
     fn validate_identifiers(&self) -> Result<(), InvalidSettings> {
         let t = &self.table;
-        let mut all: Vec<(&'static str, &str)> = vec![
-            ("table", &t.name),
-            ("column", &t.pcode),
-            ("column", &t.filial),
-            ("column", &t.last_name),
-            ("column", &t.first_name),
-            ("column", &t.middle_name),
-            ("column", &t.birth_date),
-            ("column", &t.document_type),
-            ("column", &t.document_series),
-            ("column", &t.document_number),
-            ("column", &t.email),
-            ("table", &self.changelog.table),
-        ];
-        all.extend(t.phones.iter().map(|p| ("column", p.as_str())));
-        for c in [&t.login, &t.snils, &t.oms_policy, &t.version_column]
-            .into_iter()
-            .flatten()
-        {
-            all.push(("column", c));
-        }
+        let mut all: Vec<(&'static str, &str)> =
+            vec![("table", &t.name), ("table", &self.changelog.table)];
+        all.extend(self.mapped_columns().into_iter().map(|c| ("column", c)));
         for (what, name) in all {
             if !is_identifier(name) {
                 return Err(InvalidSettings::Identifier {

@@ -82,6 +82,9 @@ pub struct DbSync {
     pub snapshot: Option<crate::state::Snapshot>,
     /// Failed attempts so far (each followed by a backoff).
     pub failures: u64,
+    /// A one-shot run (`--initial-load`, `--delta-sync`, `--reconcile`):
+    /// see [`DbSync::retries`].
+    pub one_shot: bool,
 }
 
 impl DbSync {
@@ -105,7 +108,18 @@ impl DbSync {
             shutdown,
             snapshot: None,
             failures: 0,
+            one_shot: false,
         }
+    }
+
+    /// Whether a failed step is tried again after a backoff: a transient
+    /// failure is, but a one-shot run (cron, an operator at a terminal)
+    /// stops at a refused login with a clear message rather than wait for a
+    /// password to change by itself. The daemon retries it (the login may
+    /// be fixed on the server while it runs).
+    pub fn retries(&self, error: &SyncError) -> bool {
+        error.is_transient()
+            && !(self.one_shot && matches!(error, SyncError::Source(SourceError::LoginRefused)))
     }
 
     pub fn name(&self) -> &str {
@@ -264,7 +278,7 @@ macro_rules! retry {
                     $sync.step_succeeded();
                     break Ok(value);
                 }
-                Err(e) if e.is_transient() => {
+                Err(e) if $sync.retries(&e) => {
                     attempt += 1;
                     if let Err(stop) = $sync.pause(attempt, &e, $what).await {
                         break Err(stop);

@@ -8,7 +8,7 @@
 //! never buffers it).
 
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -144,7 +144,12 @@ pub async fn fetch(
 
     let mut response = response;
     let mut first = true;
-    let mut progress = Progress::new(settings.progress_interval);
+    let progress = etl_runtime::progress::Progress::start(
+        "qMS export download",
+        etl_runtime::progress::Unit::Bytes,
+        response.content_length(),
+    )
+    .every(settings.progress_interval);
     let download: Result<(), AttemptError> = async {
         loop {
             let chunk = tokio::time::timeout(read_timeout, response.chunk())
@@ -154,7 +159,7 @@ pub async fn fetch(
                 })?
                 .map_err(|e| AttemptError::Transient(describe(&e)))?;
             let Some(chunk) = chunk else { return Ok(()) };
-            progress.add(chunk.len());
+            progress.inc(chunk.len() as u64);
             if first {
                 if let Some(&b) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
                     first = false;
@@ -179,6 +184,42 @@ pub async fn fetch(
     Ok(parsed.export)
 }
 
+/// `--check-config`: asks for the export and reads the answer's status and
+/// headers only (the body is left unread). Names the server, not the URL
+/// (it may carry credentials).
+pub async fn check_url(http: &reqwest::Client, settings: &QmsSettings) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(&settings.url)
+        .map_err(|e| anyhow::anyhow!("qms.url is not a URL: {e}"))?;
+    let server = format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or("?"),
+        url.port_or_known_default().unwrap_or(0)
+    );
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{server}: {}", describe(&e)))?;
+    let status = response.status();
+    anyhow::ensure!(status == StatusCode::OK, "{server}: HTTP status {status}");
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    anyhow::ensure!(
+        !content_type.to_ascii_lowercase().contains("html"),
+        "{server}: answers with {content_type}, not an export"
+    );
+    let length = match response.content_length() {
+        Some(n) => format!("{n} bytes"),
+        None => "length not given".into(),
+    };
+    Ok(format!("{server}: HTTP 200, {content_type}, {length}"))
+}
+
 /// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3); a date
 /// in the past means now.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -193,44 +234,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let ahead = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(ahead.to_std().unwrap_or(Duration::ZERO))
-}
-
-/// Progress lines of a long download: bytes so far and the mean rate, at
-/// most once per interval (an operator watching an eight-minute export
-/// sees it move).
-struct Progress {
-    started: Instant,
-    logged: Instant,
-    every: Duration,
-    bytes: u64,
-}
-
-impl Progress {
-    fn new(every: Duration) -> Progress {
-        let now = Instant::now();
-        Progress {
-            started: now,
-            logged: now,
-            every,
-            bytes: 0,
-        }
-    }
-
-    fn add(&mut self, bytes: usize) {
-        self.bytes += bytes as u64;
-        if self.logged.elapsed() < self.every {
-            return;
-        }
-        self.logged = Instant::now();
-        let elapsed = self.started.elapsed();
-        let rate = self.bytes as f64 / elapsed.as_secs_f64().max(0.001);
-        tracing::info!(
-            bytes = self.bytes,
-            elapsed = ?elapsed,
-            rate = format!("{:.2} MB/s", rate / 1e6),
-            "export download in progress"
-        );
-    }
 }
 
 /// reqwest's error text without the URL (it may carry credentials).

@@ -1,7 +1,8 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use qms_extractor::{Mode, RunOptions};
+use etl_runtime::check::Checks;
+use qms_extractor::{Extractor, Mode, RunOptions, Settings};
 
 /// Reads qMS's full patient export over HTTP and publishes what changed
 /// (and deletions) to the NATS JetStream bus.
@@ -30,17 +31,27 @@ struct Args {
     /// the stream or the database was recreated).
     #[arg(long)]
     reset_state: bool,
+    /// Check the configuration and exit: the settings (unknown keys
+    /// refused), NATS and the stream, the qMS export URL (status and
+    /// headers only); one line per check, status 0 if all passed, 1 if not.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings: qms_extractor::Settings = etl_runtime::settings::load(args.config.as_deref())?;
+    if args.check_config {
+        check_config(args.config.as_deref()).await;
+    }
+    let loaded = etl_runtime::settings::load_reporting::<Settings>(args.config.as_deref())?;
     let telemetry = etl_runtime::telemetry::init_with_traces(
-        &settings.log,
-        &settings.telemetry,
+        &loaded.settings.log,
+        &loaded.settings.telemetry,
         "qms-extractor",
     )?;
+    loaded.log_skipped();
+    let settings = loaded.settings;
     let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
     etl_runtime::observe::start(&settings.http, &shutdown).await?;
     let mode = if args.no_daemon {
@@ -72,4 +83,28 @@ async fn main() -> anyhow::Result<()> {
         }
         Ok(_) => Ok(()),
     }
+}
+
+async fn check_config(path: Option<&Path>) -> ! {
+    let mut checks = Checks::new();
+    if let Some(settings) = etl_runtime::check::settings::<Settings>(&mut checks, path) {
+        let valid = Extractor::check(&settings).map(|_| {
+            format!(
+                "source {}, encoding {}",
+                settings.qms.source, settings.qms.encoding
+            )
+        });
+        checks.record("qms settings", valid.map_err(|e| e.to_string()));
+        checks
+            .run("nats", settings.nats.check(&settings.stream.name))
+            .await;
+        match Extractor::http_client(&settings) {
+            Ok(http) => {
+                let url = qms_extractor::export::check_url(&http, &settings.qms);
+                checks.run("qms export", url).await;
+            }
+            Err(e) => checks.record("qms export", Err(e.to_string())),
+        }
+    }
+    checks.exit()
 }

@@ -79,8 +79,9 @@ pub struct QmsSettings {
     /// is cut to this, so a wrong header cannot stop syncs for days.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
-    /// While an export downloads, a progress line (bytes so far, rate) is
-    /// logged at most this often.
+    /// While an export downloads, a progress line (bytes so far, rate, and
+    /// the time left when qMS sends the length) is logged at most this
+    /// often; on a terminal a progress bar shows instead.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
     /// Longest physical line kept, in bytes. A longer line is not buffered:

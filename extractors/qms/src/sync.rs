@@ -85,6 +85,14 @@ impl Extractor {
             .ok_or_else(|| anyhow::anyhow!("unknown qms.encoding {:?}", settings.qms.encoding))
     }
 
+    /// The HTTP client of the downloads (qMS's CA, connect timeout).
+    pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
+        etl_runtime::tls::http_client(settings.qms.ca_file.as_deref())?
+            .connect_timeout(settings.qms.connect_timeout)
+            .build()
+            .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))
+    }
+
     /// Connects to the bus, ensures the streams and state buckets exist.
     pub async fn connect(settings: Settings) -> anyhow::Result<Extractor> {
         let decoder = Self::check(&settings)?;
@@ -109,10 +117,7 @@ impl Extractor {
         .await
         .map_err(|e| anyhow::anyhow!("creating rejects stream {}: {e}", r.stream))?;
         let store = StateStore::open(&js, &settings.qms.state).await?;
-        let http = etl_runtime::tls::http_client(settings.qms.ca_file.as_deref())?
-            .connect_timeout(settings.qms.connect_timeout)
-            .build()
-            .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
+        let http = Self::http_client(&settings)?;
         Ok(Extractor {
             settings,
             js,

@@ -405,3 +405,94 @@ async fn each_dead_letter_is_logged_once_with_identifiers_and_reason_only() {
         assert!(!logs.contains(value), "{value:?} in the logs: {logs}");
     }
 }
+
+/// The loader binary run to its end with `env` and `args`: exit status,
+/// stdout, stderr.
+fn run_loader(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loader"))
+        .args(args)
+        .envs(env.iter().cloned())
+        .output()
+        .expect("run the loader");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A misspelled variable stops the loader at start with a message naming
+/// the setting and the variable, never a value; a variable of another
+/// service's section (a shared environment) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelled_setting_stops_the_loader_naming_it() {
+    let db = testkit::local_postgres();
+    let stream = testkit::unique_stream();
+    let mut env = testkit::service_env(&db, &stream);
+    env.push(("ETL__DATABASE__DATABSE_NAME".into(), "elsewhere".into()));
+    env.push(("ETL__DATABASE__PASWORD".into(), "s3cret-value".into()));
+    env.push(("ETL__QMS__URL".into(), "http://qms.example".into()));
+    let (status, _, stderr) = run_loader(&env, &[]);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("`database.databse_name` (environment: ETL__DATABASE__DATABSE_NAME)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`database.pasword`"), "{stderr}");
+    assert!(
+        !stderr.contains("qms"),
+        "another service's section: {stderr}"
+    );
+    for value in ["s3cret-value", "elsewhere"] {
+        assert!(!stderr.contains(value), "{value} in {stderr}");
+    }
+}
+
+/// `loader --check-config`: the settings, NATS and PostgreSQL, one line
+/// each, exit status 0 when all pass and 1 when one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reaches_nats_and_postgresql() {
+    let Fixture { db, stream, .. } = Fixture::new().await;
+    let env = testkit::service_env(&db, &stream);
+    let (status, out, err) = run_loader(&env, &["--check-config"]);
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(out.contains("ok    settings"), "{out}");
+    assert!(out.contains("ok    nats"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    postgresql               database {}",
+            db.database_name
+        )),
+        "{out}"
+    );
+    assert!(out.contains("configuration OK: 3 checks passed"), "{out}");
+
+    // A database that does not exist, a NATS server that is not there.
+    let mut bad = env.clone();
+    bad.push((
+        "ETL__DATABASE__DATABASE_NAME".into(),
+        "no_such_db_check".into(),
+    ));
+    bad.push(("ETL__NATS__URL".into(), "nats://127.0.0.1:1".into()));
+    let (status, out, _) = run_loader(&bad, &["--check-config"]);
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("FAIL  nats"), "{out}");
+    assert!(
+        out.contains("FAIL  postgresql") && out.contains("no_such_db_check"),
+        "{out}"
+    );
+    assert!(
+        out.contains("configuration NOT OK: 2 of 3 checks failed"),
+        "{out}"
+    );
+
+    // An unknown key: nothing else can be checked.
+    let mut typo = env;
+    typo.push(("ETL__LOADER__BATCH_SISE".into(), "10".into()));
+    let (status, out, _) = run_loader(&typo, &["--check-config"]);
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.contains("FAIL  settings") && out.contains("`loader.batch_sise`"),
+        "{out}"
+    );
+}

@@ -281,9 +281,9 @@ fn dockerfile_builds_every_binary() {
     }
 }
 
-/// The example configurations load into the services' settings, and say
-/// what the defaults are (traces off, the shutdown deadline, readiness
-/// check limit).
+/// The example configurations load into the services' settings (unknown
+/// keys are refused), and say what the defaults are (traces off, the
+/// shutdown deadline, readiness check limit).
 #[test]
 fn example_configurations_load_with_the_defaults() {
     let config = |name: &str| deploy_dir().join("config").join(name);
@@ -294,6 +294,10 @@ fn example_configurations_load_with_the_defaults() {
     let qms: qms_extractor::Settings =
         etl_runtime::settings::load(Some(&config("qms-extractor.toml")))
             .expect("qms-extractor.toml");
+    let infoclinica: infoclinica_extractor::Settings =
+        etl_runtime::settings::load(Some(&config("infoclinica-extractor.toml")))
+            .expect("infoclinica-extractor.toml");
+    infoclinica.validate().expect("infoclinica-extractor.toml");
     let defaults = etl_runtime::telemetry::TelemetrySettings::default();
     for (name, telemetry, shutdown, http) in [
         ("loader", &loader.telemetry, &loader.shutdown, &loader.http),

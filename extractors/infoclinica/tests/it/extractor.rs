@@ -2,6 +2,7 @@
 //! PostgreSQL (through the real loader, in process).
 
 use crate::common;
+mod check;
 mod recovery;
 
 use std::time::Duration;
@@ -357,13 +358,14 @@ async fn firebird_cut_during_a_pass_then_back() {
     wait_for_state(&fx.pool, &fb.expected(&[])).await;
     assert!(fx.checkpoint("branch").await.unwrap().initial.unwrap().done);
 
-    // A refused login: retried with backoff until shutdown, no crash.
+    // A refused login: the daemon retries it with backoff until shutdown,
+    // no crash (a one-shot run stops: tests/check).
     let mut wrong = fb.settings.clone();
     wrong.password = secrecy::SecretString::from("wrong-password");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(infoclinica_extractor::run(
         fx.settings(&wrong),
-        Mode::DeltaOnce,
+        Mode::Daemon,
         shutdown.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -413,6 +415,7 @@ async fn kill_9_mid_initial_load_then_restart() {
     drop(proxy);
 
     let second_config = config(3050);
+    // Without a terminal, progress comes as log lines (one per page here).
     let mut child = testkit::ChildProcess::spawn(
         bin,
         &[
@@ -420,7 +423,7 @@ async fn kill_9_mid_initial_load_then_restart() {
             second_config.to_str().unwrap(),
             "--initial-load",
         ],
-        &[],
+        &[("ETL__LOG__PROGRESS_INTERVAL".into(), "1ms".into())],
     );
     testkit::wait_until(Duration::from_secs(90), "the restarted load to end", || {
         let running = child.is_running();
@@ -430,6 +433,10 @@ async fn kill_9_mid_initial_load_then_restart() {
     let logs = child.logs();
     assert!(logs.contains("initial load finished"), "{logs}");
     assert!(logs.contains("resume=true"), "it resumed: {logs}");
+    assert!(
+        logs.contains("progress task=initial load of branch") && logs.contains("total=4000"),
+        "progress lines: {logs}"
+    );
     wait_for_state(&fx.pool, &fb.expected(&[])).await;
     let inserts: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM record_changes WHERE source = 'infoclinica' AND op = 'insert'",

@@ -265,7 +265,8 @@ async fn daemon_readiness_follows_nats() {
     f.stop().await;
 }
 
-/// A slow download logs its progress (bytes, rate) while it lasts.
+/// A slow download logs its progress (bytes, rate) while it lasts: without
+/// a terminal, a line per `qms.progress_interval`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_download_logs_its_progress() {
     let f = Fixture::with_sim(qms_sim::Config {
@@ -281,9 +282,12 @@ async fn a_slow_download_logs_its_progress() {
     let mut child = extractor(&env);
     wait_exit(&mut child).await;
     let logs = child.logs();
-    let progress = logs.matches("export download in progress").count();
+    let progress = logs.matches("progress task=qMS export download").count();
     assert!(progress >= 2, "{logs}");
-    assert!(logs.contains("MB/s"), "{logs}");
+    assert!(
+        logs.contains("unit=\"bytes\"") && logs.contains("per_second="),
+        "{logs}"
+    );
     f.stop().await;
 }
 
@@ -332,5 +336,46 @@ async fn no_daemon_exits_3_while_the_brake_holds() {
     assert!(holds().await.is_empty());
     f.wait_for_state(&expected(&f.sim.clean_export(), &gone))
         .await;
+    f.stop().await;
+}
+
+/// `qms-extractor --check-config`: the settings, NATS and the export URL
+/// (status and headers only), exit status 1 when one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reaches_nats_and_the_export() {
+    let f = Fixture::new(100).await;
+    let env = env(&f);
+    let check = |env: Vec<(String, String)>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_qms-extractor"))
+            .arg("--check-config")
+            .envs(env)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (status, out) = check(env.clone()).await;
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("ok    nats"), "{out}");
+    assert!(
+        out.contains("ok    qms export") && out.contains("HTTP 200"),
+        "{out}"
+    );
+    let mut bad = env.clone();
+    let url = f
+        .settings
+        .qms
+        .url
+        .replace("qms_export_pat", "no_such_export");
+    bad.push(("ETL__QMS__URL".into(), url));
+    let (status, out) = check(bad).await;
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  qms export") && out.contains("HTTP status 404"),
+        "{out}"
+    );
     f.stop().await;
 }
