@@ -6,9 +6,11 @@
 //! Each set gets a fresh database of its own on the configured server
 //! (`<database>_eval_<set>`, dropped first if a run left it behind, and
 //! dropped again afterwards unless `--keep`): the migrations, the records
-//! written by the loader's write path (`loader::store::Store`), one full
-//! re-match by the matcher's engine with the configured `[matcher]`
-//! settings, then the evaluation against the set's truth
+//! written by the loader's write path (`loader::store::Store`); with
+//! `matcher.scoring = "model"` a model trained on them and stored as the
+//! version in use (`etl model train`'s code path, as an installation does
+//! after its initial load); one full re-match by the matcher's engine with
+//! the configured `[matcher]` settings, then the evaluation against the set's truth
 //! (`matcher::evaluate`). The configured database itself is never touched.
 //! The role needs the right to create databases (a development server's
 //! `postgres`; no service role has it).
@@ -51,6 +53,9 @@ pub struct EvaluateSetsArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// Random pairs for u: `etl model train`'s default.
+const TRAIN_RANDOM_PAIRS: usize = 2_000_000;
 
 /// One set's records and their truth.
 struct Set {
@@ -158,6 +163,21 @@ async fn load_match_evaluate(
 ) -> anyhow::Result<Report> {
     etl_runtime::database::MIGRATOR.run(pool).await?;
     load(&Store::new(pool.clone(), "EVALUATE"), &set.records).await?;
+    if settings.matcher.scoring == matcher::settings::ScoringKind::Model {
+        // As an installation does after its initial load: `etl model
+        // train` stores a model version trained on the records, and the
+        // re-match below (what the command runs next) uses it.
+        let options = crate::model::train_options(settings, TRAIN_RANDOM_PAIRS);
+        let started = Instant::now();
+        let mut progress = |line: String| {
+            eprintln!(
+                "{}: [{:>6.1} s] {line}",
+                set.name,
+                started.elapsed().as_secs_f64()
+            );
+        };
+        matcher::model::store::train_and_store(pool, &options, &mut progress).await?;
+    }
     let engine = matcher::service::engine(&matcher::Settings {
         matcher: settings.matcher.clone(),
         ..Default::default()

@@ -38,16 +38,22 @@ pub struct ShowArgs {
     version: Option<i64>,
 }
 
+/// How `etl model train` trains (also `etl evaluate-sets`, which follows
+/// an installation's path): `random_pairs` for u, the matcher's block size.
+pub fn train_options(settings: &Settings, random_pairs: usize) -> matcher::model::train::Options {
+    matcher::model::train::Options {
+        random_pairs,
+        max_block_size: settings.matcher.max_block_size.max(2) as usize,
+        ..Default::default()
+    }
+}
+
 pub async fn run(settings: &Settings, cmd: ModelCommand) -> anyhow::Result<()> {
     let pool = crate::db::connect(settings).await?;
     match cmd {
         ModelCommand::Train(args) => {
             let started = std::time::Instant::now();
-            let options = matcher::model::train::Options {
-                random_pairs: args.random_pairs,
-                max_block_size: settings.matcher.max_block_size.max(2) as usize,
-                ..Default::default()
-            };
+            let options = train_options(settings, args.random_pairs);
             let bar = Arc::new(Progress::start("model training", Unit::Time, None));
             let beat = bar.heartbeat();
             let mut progress = |line: String| {

@@ -49,7 +49,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
             mut thresholds,
         } => {
             if let Some(bits) = std::env::var("BITS").ok().and_then(|b| b.parse().ok()) {
-                thresholds.uncorroborated_name_bits = bits;
+                thresholds.uncorroborated_margin_bits = bits;
             }
             Scoring::Model { model, thresholds }
         }
@@ -69,6 +69,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
     let pairing = std::time::Instant::now();
     let mut seen = HashSet::new();
     let mut missed: HashMap<String, u64> = HashMap::new();
+    let mut margins: std::collections::BTreeMap<String, u64> = Default::default();
     let (mut edges, mut reviews) = (Vec::new(), Vec::new());
     for members in blocks.values().filter(|m| m.len() >= 2 && m.len() <= 100) {
         for (x, &i) in members.iter().enumerate() {
@@ -84,6 +85,22 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                             let why = matcher::model::params::guard(&nodes[i], &nodes[j], &levels)
                                 .unwrap_or("below");
                             *missed.entry(why.to_string()).or_default() += 1;
+                            if std::env::var("GUARDED").is_ok_and(|g| g == why) {
+                                let show = |f: &Features| {
+                                    (
+                                        f.last.clone(),
+                                        f.first.clone(),
+                                        f.middle.clone(),
+                                        f.birth,
+                                        f.docs.len(),
+                                    )
+                                };
+                                println!(
+                                    "guarded {why}: {:?} | {:?}",
+                                    show(&nodes[i]),
+                                    show(&nodes[j])
+                                );
+                            }
                             if why == "below" && std::env::var("BELOW").is_ok() {
                                 println!(
                                     "below {:.1} {:?}",
@@ -95,6 +112,21 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                     }
                     continue;
                 };
+                if p.evidence.get("blocked_by").and_then(|v| v.as_str())
+                    == Some("uncorroborated_namesake")
+                {
+                    let f = p.evidence["fields"].as_object().expect("fields");
+                    let bits: f64 = f
+                        .iter()
+                        .filter(|(k, _)| *k != "birth_date")
+                        .filter_map(|(_, v)| v["weight"].as_f64())
+                        .sum::<f64>()
+                        - (nodes.len() as f64).log2();
+                    let bucket = (bits / 2.0).floor() * 2.0;
+                    *margins
+                        .entry(format!("{}{bucket}", if same { "T" } else { "F" }))
+                        .or_default() += 1;
+                }
                 if same && p.decision != Decision::Link {
                     let mut why = p
                         .evidence
@@ -158,6 +190,9 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
         seen.len(),
         pairing.elapsed().as_secs_f64()
     );
+    if !margins.is_empty() {
+        println!("uncorroborated pairs by margin (T: one person, F: two): {margins:?}");
+    }
     if !missed.is_empty() {
         println!("missed true pairs: {missed:?}");
     }

@@ -5,8 +5,8 @@
 //! look-alike letters read as Cyrillic (also in words written entirely in
 //! look-alikes, such as `CEMEHOB`, which the shared normalization leaves
 //! Latin because it cannot know). Identifiers are used only when their
-//! normalization found them valid: an invalid SNILS, OMS number or document
-//! never links anything.
+//! normalization found them valid (a SNILS or OMS number is checked again
+//! here): an invalid SNILS, OMS number or document never links anything.
 
 use chrono::{Datelike, NaiveDate};
 use proto::normalize::fold_lookalikes_to_cyrillic;
@@ -201,11 +201,12 @@ impl Features {
                 _ => None,
             },
             docs,
-            snils: row.snils.clone().filter(|_| row.snils_valid == Some(true)),
-            oms: row
-                .oms_policy
-                .clone()
-                .filter(|_| row.oms_policy_valid == Some(true)),
+            snils: checked(&row.snils, row.snils_valid, proto::normalize::snils),
+            oms: checked(
+                &row.oms_policy,
+                row.oms_policy_valid,
+                proto::normalize::oms_policy,
+            ),
             phones,
             emails,
         }
@@ -213,7 +214,8 @@ impl Features {
 
     /// The blocking keys: every record that could match this one shares at
     /// least one of them (identifiers; surname part and birth date; first
-    /// name, patronymic and birth date, for surname typos; phone; e-mail).
+    /// name, patronymic and birth date, for surname typos; the two
+    /// initials and birth date; phone; e-mail).
     /// Birth dates are keyed as year + the smaller and larger of day and
     /// month, so that a day/month swap keeps the key.
     pub fn keys(&self) -> Vec<String> {
@@ -243,6 +245,15 @@ impl Features {
                     self.middle.as_deref().unwrap_or("")
                 ));
             }
+            // The initials of first name and surname, in either order,
+            // with the birth date: a pair with typos in both names, or
+            // with first name and surname exchanged, and an identifier
+            // typed differently shares no other key.
+            let initial = |n: &Option<String>| n.as_deref().and_then(|n| n.chars().next());
+            if let (Some(x), Some(y)) = (initial(&self.first), initial(&self.last)) {
+                let (x, y) = if x <= y { (x, y) } else { (y, x) };
+                keys.push(format!("i:{x}{y}|{bk}"));
+            }
         }
         for p in &self.phones {
             keys.push(format!("p:{p}"));
@@ -254,6 +265,20 @@ impl Features {
         keys.dedup();
         keys
     }
+}
+
+/// An identifier the loader found valid and that is valid by `normalize`
+/// here too (its checksum): a value stored valid by hand or by a bug never
+/// links anything.
+fn checked(
+    value: &Option<String>,
+    valid: Option<bool>,
+    normalize: fn(&str) -> Option<proto::normalize::Checked>,
+) -> Option<String> {
+    let value = value.as_ref().filter(|_| valid == Some(true))?;
+    normalize(value)
+        .filter(|c| c.is_valid() && c.value == *value)
+        .map(|c| c.value)
 }
 
 /// A name part as compared: look-alikes folded, lowercase, `ё` as `е`.

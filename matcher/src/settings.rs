@@ -65,9 +65,17 @@ pub struct MatcherSettings {
     pub max_block_size: i64,
     /// Delays after a transient failure (PostgreSQL down).
     pub retry: Backoff,
-    /// How pairs are scored: `rules` (the fixed rules and `weights`) or
-    /// `model` (the Fellegi–Sunter model trained by `etl model train`, the
-    /// shipped priors until then, with the thresholds in `model`).
+    /// How pairs are scored: `model` (the default: the Fellegi–Sunter
+    /// model, with the thresholds in `model`) or `rules` (the fixed rules
+    /// and `weights`). The model learns from the records: until its first
+    /// training the matcher uses the priors shipped in the code, which
+    /// link only pairs that share an identifier, phone or e-mail and send
+    /// pairs known by names and birth date alone to review. On a fresh
+    /// installation run the initial load, let the matcher drain it, then
+    /// `etl model train` (as the matcher's role): it stores the model
+    /// learned from every record as the version in use and re-matches
+    /// every record under it through the normal, audited path. Train again
+    /// when the records have grown or changed much (a new source).
     pub scoring: ScoringKind,
     /// Weights and thresholds of the scored rule (`scoring = "rules"`).
     pub weights: Weights,
@@ -79,8 +87,8 @@ pub struct MatcherSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoringKind {
-    #[default]
     Rules,
+    #[default]
     Model,
 }
 

@@ -94,8 +94,9 @@ pub type Levels = [Option<u8>; 11];
 /// The comparison levels of two records.
 pub fn compare(a: &Features, b: &Features) -> Levels {
     let mut l: Levels = [None; 11];
-    l[Field::LastName.index()] = last_name(a, b);
-    l[Field::FirstName.index()] = given_name(a.first.as_deref(), b.first.as_deref());
+    let (last, first) = names(a, b);
+    l[Field::LastName.index()] = last;
+    l[Field::FirstName.index()] = first;
     l[Field::MiddleName.index()] = given_name(a.middle.as_deref(), b.middle.as_deref());
     l[Field::BirthDate.index()] = birth_date(a.birth, b.birth);
     l[Field::Sex.index()] = match (a.sex, b.sex) {
@@ -115,6 +116,12 @@ pub fn compare(a: &Features, b: &Features) -> Levels {
 /// four letters or more: Анна and Инна are two names), 3 for two edits in
 /// names of six or more that are also close by Jaro–Winkler, else 4.
 fn edits(a: &str, b: &str) -> u8 {
+    // A space or hyphen typed into a name (`soph ie`) or left out of a
+    // double one is one edit, however many it took.
+    let joined = |x: &str| x.replace([' ', '-'], "");
+    if joined(a) == joined(b) {
+        return 2;
+    }
     let len = a.chars().count().min(b.chars().count());
     match strsim::damerau_levenshtein(a, b) {
         1 if len >= 4 => 2,
@@ -177,6 +184,33 @@ fn last_name(a: &Features, b: &Features) -> Option<u8> {
         return Some(1);
     }
     Some(edits(x, y))
+}
+
+/// The levels of surname and first name; when first name and surname
+/// were typed into each other's fields on one side (each equal or one edit
+/// from the other side's opposite field, and the fields as typed not that
+/// close), the levels of the exchanged fields.
+fn names(a: &Features, b: &Features) -> (Option<u8>, Option<u8>) {
+    let direct = (
+        last_name(a, b),
+        given_name(a.first.as_deref(), b.first.as_deref()),
+    );
+    let (Some(al), Some(af), Some(bl), Some(bf)) = (
+        a.last.as_deref(),
+        a.first.as_deref(),
+        b.last.as_deref(),
+        b.first.as_deref(),
+    ) else {
+        return direct;
+    };
+    let close = |x: &str, y: &str| if x == y { 0 } else { edits(x, y) };
+    let crossed = (close(al, bf), close(af, bl));
+    let far = |l: Option<u8>| l.is_some_and(|l| l >= 2);
+    if far(direct.0) && far(direct.1) && crossed.0 <= 2 && crossed.1 <= 2 {
+        (Some(crossed.0), Some(crossed.1))
+    } else {
+        direct
+    }
 }
 
 /// Equal; day and month exchanged; a typo (one of year, month, day
@@ -270,23 +304,28 @@ fn other_document(a: &Features, b: &Features) -> Option<u8> {
     best
 }
 
-/// The twin pattern: a birth date that is the same or close, a surname
-/// that is the same or close, first names that differ, and the same
-/// patronymic (or, where a side has none, the same sex). Twins (and
+/// The twin pattern: a birth date that is the same or close, first names
+/// that differ, and the same patronymic (or, where a side has none, the
+/// same sex). Twins (and
 /// siblings born close together, recorded with one family phone) share
 /// everything but the first name, often even documents numbered one after
 /// the other, which is why the independence of the fields does not hold
 /// for them.
 pub fn twins(a: &Features, b: &Features, levels: &Levels) -> bool {
     let at = |f: Field| levels[f.index()];
-    // Short first names one letter apart are mostly two names (Анна,
-    // Жанна; Алена, Елена; Галина, Алина): for twins, as different as any.
+    // Short first names one letter apart at their start are mostly two
+    // names (Анна, Жанна; Алена, Елена; Галина, Алина): for twins, as
+    // different as any. Inside a name (Мария, Мбрия) it is a typo.
     let short = |x: &Option<String>| x.as_deref().map_or(0, |n| n.chars().count()) < 7;
+    let start = |x: &Option<String>| x.as_deref().and_then(|n| n.chars().next());
     let first_differs = at(Field::FirstName) == Some(Field::FirstName.differs())
-        || (at(Field::FirstName) == Some(2) && (short(&a.first) || short(&b.first)));
+        || (at(Field::FirstName) == Some(2)
+            && (short(&a.first) || short(&b.first))
+            && start(&a.first) != start(&b.first));
+    // The surname is not asked for: one that differs too (typed wrong on
+    // both sides, or another family name) is no sign of one person.
     at(Field::BirthDate).is_some()
         && first_differs
-        && at(Field::LastName).is_some_and(|l| l != Field::LastName.differs())
         && match at(Field::MiddleName) {
             Some(level) => level != Field::MiddleName.differs(),
             None => at(Field::Sex) == Some(0),

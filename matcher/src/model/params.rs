@@ -36,8 +36,7 @@ pub struct Model {
     /// `None` for the shipped priors (no model trained yet).
     #[serde(skip)]
     pub version: Option<i64>,
-    /// Prior probability that a candidate pair (two records sharing a
-    /// blocking key) is one person.
+    /// Prior probability that two records taken at random are one person.
     pub lambda: f64,
     /// Per field, in the order of [`FIELDS`].
     pub fields: Vec<FieldParams>,
@@ -57,11 +56,13 @@ pub struct Thresholds {
     pub review_probability: f64,
     /// A pair that agrees on names and birth date but shares no
     /// identifier, phone or e-mail (two namesakes look exactly like that)
-    /// is linked only if its names are rare: their contributions, adjusted
-    /// by the names' frequencies, add up to at least this many bits; else
-    /// it is a review item. With the shipped priors (no frequencies) no
-    /// name reaches it.
-    pub uncorroborated_name_bits: f64,
+    /// is linked only if its names are rare among the records the model
+    /// was trained on: their contributions, adjusted by the names'
+    /// frequencies, less the contributions of fields that differ, exceed
+    /// log2 of the number of those records by at least this many bits (so that another person with the same names and
+    /// birth date among them is unlikely); else it is a review item. With
+    /// the shipped priors (no frequencies) no pair qualifies.
+    pub uncorroborated_margin_bits: f64,
 }
 
 impl Default for Thresholds {
@@ -69,7 +70,7 @@ impl Default for Thresholds {
         Thresholds {
             link_probability: 0.9999,
             review_probability: 0.9,
-            uncorroborated_name_bits: 36.0,
+            uncorroborated_margin_bits: 8.0,
         }
     }
 }
@@ -111,7 +112,9 @@ impl Model {
         };
         Model {
             version: None,
-            lambda: 0.01,
+            // About one other record of the same person per record in a
+            // million.
+            lambda: 1e-6,
             fields: vec![
                 p(
                     &[0.88, 0.03, 0.05, 0.01, 0.03],
@@ -191,6 +194,13 @@ impl Model {
         }
     }
 
+    /// Whether the names of a pair are rare enough to link it on names and
+    /// birth date alone.
+    fn rare_names(&self, s: &Scored, t: &Thresholds) -> bool {
+        let records = self.frequencies.records;
+        records > 0 && name_bits(s) >= (records as f64).log2() + t.uncorroborated_margin_bits
+    }
+
     /// The decision on a pair. Guards first, each a near-certain sign of
     /// two people: two different valid SNILS; birth dates that are neither
     /// equal, swapped nor one component apart; the twin pattern (same birth
@@ -213,7 +223,7 @@ impl Model {
         }
         let mut blocked_by = None;
         let decision = if scored.probability >= t.link_probability {
-            if corroborated(&scored.levels) || name_bits(&scored) >= t.uncorroborated_name_bits {
+            if corroborated(&scored.levels) || self.rare_names(&scored, t) {
                 Decision::Link
             } else {
                 blocked_by = Some("uncorroborated_namesake");
@@ -267,10 +277,13 @@ fn corroborated(levels: &Levels) -> bool {
         || at(Field::Email) == Some(0)
 }
 
-/// The names' contributions (bits).
+/// What a pair without corroboration has besides its birth date: the
+/// names' contributions (bits) less whatever contradicts them (an
+/// identifier of one type that differs, no phone in common, another sex).
 fn name_bits(s: &Scored) -> f64 {
-    [Field::LastName, Field::FirstName, Field::MiddleName]
+    FIELDS
         .iter()
+        .filter(|&&f| f != Field::BirthDate)
         .filter_map(|f| s.contributions[f.index()])
         .sum()
 }

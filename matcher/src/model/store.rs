@@ -127,7 +127,9 @@ pub async fn train_and_store(
         .bind(MATCH_LOCK)
         .execute(&mut *tx)
         .await?;
-    let start = load_active(&mut tx).await?;
+    // EM starts from the shipped priors, never from the model in use: the
+    // same records give the same model, whatever was trained before.
+    let start = Model::priors();
     progress("reading records".into());
     let rows = sqlx::query(concat!(
         "SELECT ",
@@ -163,7 +165,7 @@ pub fn show(model: &Model) -> String {
     let _ = writeln!(out, "model: {version}");
     let _ = writeln!(
         out,
-        "prior (candidate pair is one person): {:.6} ({:+.2} bits)",
+        "prior (two records taken at random are one person): {:.3e} ({:+.2} bits)",
         model.lambda,
         (model.lambda / (1.0 - model.lambda)).log2()
     );

@@ -5,10 +5,12 @@
 //!
 //! A field used to choose the pairs of an EM pass agrees on almost all of
 //! them, so that pass cannot estimate its m. Two passes: pairs sharing an
-//! identifier, a phone or an e-mail estimate the names, birth date and sex;
+//! identifier (not a phone or e-mail, which households share) estimate the
+//! names, birth date and sex;
 //! pairs sharing a surname or first name and patronymic with the birth date
 //! estimate the identifiers, phone and e-mail. The prior is then estimated
-//! on all blocked pairs with m and u fixed.
+//! with m and u fixed on all the pairs the matcher compares (sharing any
+//! blocking key).
 
 use std::collections::{HashMap, HashSet};
 
@@ -64,6 +66,9 @@ pub fn train(
 ) -> Trained {
     let mut model = start.clone();
     model.version = None;
+    // EM on blocked pairs, most of which are matches, starts from an even
+    // prior; the model's own prior is set at the end.
+    model.lambda = 0.5;
     model.frequencies = frequencies(records);
     progress(format!(
         "{} records; name frequencies counted",
@@ -76,11 +81,10 @@ pub fn train(
     progress(format!(
         "u estimated from {random_pairs} random record pairs"
     ));
-    let by_ids = blocked(
-        records,
-        &["d:", "s:", "o:", "p:", "e:"],
-        options.max_block_size,
-    );
+    // Identifiers proper: a phone or e-mail is shared by a household,
+    // whose members would teach EM that different names are common in
+    // one person's records.
+    let by_ids = blocked(records, &["d:", "s:", "o:"], options.max_block_size);
     let by_names = blocked(records, &["n:", "f:"], options.max_block_size);
     let mut iterations = [0; 3];
     let name_fields = [
@@ -107,20 +111,29 @@ pub fn train(
             "EM on {} pairs sharing {}: m of {what} in {its} iterations",
             pairs.len(),
             if names {
-                "an identifier, phone or e-mail"
+                "an identifier"
             } else {
                 "names and birth date"
             }
         ));
     }
-    let all: HashSet<(u32, u32)> = by_ids.union(&by_names).copied().collect();
+    // The prior is that of two records taken at random: the matches EM
+    // expects among the pairs the matcher compares (those sharing any
+    // blocking key; the others are taken as two people) over all possible
+    // pairs. Blocking picks pairs for their agreeing fields, which the
+    // weights already count: a prior of the compared pairs would count
+    // that agreement twice.
+    let all = blocked(records, &[""], options.max_block_size);
     let patterns = patterns(records, &all);
     let (fitted, its) = em(&patterns, &model, false, options);
-    model.lambda = fitted.lambda;
+    let n = records.len() as f64;
+    let possible = (n * (n - 1.0) / 2.0).max(1.0);
+    model.lambda = (fitted.lambda * all.len() as f64 / possible).clamp(1e-12, 0.5);
     iterations[2] = its;
     progress(format!(
-        "prior {:.6} from {} blocked pairs in {its} iterations",
+        "prior {:.3e} ({:.0} matches expected among {} blocked pairs, in {its} iterations)",
         model.lambda,
+        fitted.lambda * all.len() as f64,
         all.len()
     ));
     Trained {

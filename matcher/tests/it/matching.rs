@@ -840,7 +840,7 @@ async fn a_rematch_by_another_process_makes_the_instance_rebuild_its_index() {
     b_becomes_someone_else(&f).await;
     // Another process re-matches: it consumes b's change, which this
     // instance's index has not seen (b is still under its old keys there).
-    let other = matcher::service::engine(&matcher::Settings::default());
+    let other = matcher::service::engine(&rules_settings());
     other.rematch_all(&f.pool).await.unwrap();
     assert_eq!(f.count("SELECT count(*) FROM record_changes").await, 0);
     // A new record of b's new person must find b.
@@ -857,7 +857,7 @@ async fn a_standby_taking_over_rebuilds_its_index() {
     let f = Fixture::new().await;
     b_becomes_someone_else(&f).await;
     // The other instance applies b's change (this one is standing by)...
-    let other = matcher::service::engine(&matcher::Settings::default());
+    let other = matcher::service::engine(&rules_settings());
     f.drain_with(&other).await;
     // ...then this one takes over again: its index is a generation behind.
     f.write(vec![("infoclinica", "a", Some(other_adult()))])
@@ -908,7 +908,7 @@ async fn a_failed_batch_leaves_the_index_equal_to_the_database() {
     fail_batches(&f, false).await;
     // Only a's change now (b's is applied by another instance): this
     // instance's index must not keep what the failed batch did.
-    let other = matcher::service::engine(&matcher::Settings::default());
+    let other = matcher::service::engine(&rules_settings());
     other.process_batch(&f.pool, 1).await.unwrap().unwrap();
     f.drain().await;
     assert!(f.same(("qms", "b"), ("infoclinica", "a")).await);

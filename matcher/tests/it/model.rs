@@ -43,8 +43,9 @@ fn rows(records: &[synth::truth::TruthRecord]) -> Vec<(&str, &str, Option<proto:
         .collect()
 }
 
-/// After a training, the incremental batches (which reload the model with
-/// their blocking index) give the persons a full re-match gives; every
+/// After a training and its re-match, the incremental batches (which
+/// reload the model with their blocking index) give the persons a full
+/// re-match gives; every
 /// pair stores its probability and each field's contribution.
 #[tokio::test]
 async fn incremental_matching_equals_a_full_rematch_under_a_trained_model() {
@@ -54,6 +55,9 @@ async fn incremental_matching_equals_a_full_rematch_under_a_trained_model() {
     f.write(rows(first)).await;
     f.drain().await;
     let version = train(&f).await;
+    // As `etl model train` does: the records matched under the priors are
+    // re-matched under the model.
+    f.engine.rematch_all(&f.pool).await.unwrap();
     f.write(rows(second)).await;
     f.drain().await;
     match f.engine.setup().scoring {
@@ -175,4 +179,62 @@ async fn retraining_changes_persons_only_through_the_audited_path() {
     train(&f).await;
     assert_eq!(f.partition().await, persons);
     f.assert_equals_a_rematch().await;
+}
+
+/// A SNILS that fails its checksum links nothing, even when the record
+/// (the message, or a hand edit of the stored row) says it is valid: two
+/// different people sharing it and a birth date stay apart, under the
+/// shipped priors and under a trained model.
+#[tokio::test]
+async fn a_bad_snils_claimed_valid_links_nothing() {
+    let f = model_fixture().await;
+    let claimed = |first: &str, middle: &str| {
+        let mut r = adult();
+        r.first_name = Some(first.into());
+        r.middle_name = Some(middle.into());
+        r.snils = Some(proto::Checked::valid("11223344596"));
+        r
+    };
+    f.write(vec![
+        ("qms", "a", Some(claimed("Иван", "Петрович"))),
+        ("infoclinica", "b", Some(claimed("Олег", "Сидорович"))),
+    ])
+    .await;
+    f.write(rows(&truth(53, 60))).await;
+    // Whatever the loader made of the claim, the stored row says valid.
+    sqlx::query("UPDATE source_records SET snils_valid = true WHERE source_id IN ('a', 'b')")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    f.drain().await;
+    assert!(!f.same(("qms", "a"), ("infoclinica", "b")).await);
+    train(&f).await;
+    f.engine.rematch_all(&f.pool).await.unwrap();
+    assert!(!f.same(("qms", "a"), ("infoclinica", "b")).await);
+    let conflicts = f
+        .count("SELECT count(*) FROM match_pairs WHERE rule = 'snils'")
+        .await;
+    assert_eq!(conflicts, 0, "the bad SNILS is no evidence at all");
+}
+
+/// Two trainings on the same records in PostgreSQL store the same model
+/// (EM converges to one answer from the same data), and it makes sense:
+/// an exact birth date is strong evidence, a different one against.
+#[tokio::test]
+async fn training_twice_on_the_same_records_stores_the_same_model() {
+    let f = model_fixture().await;
+    f.write(rows(&truth(59, 400))).await;
+    f.drain().await;
+    let (first, second) = (train(&f).await, train(&f).await);
+    assert_ne!(first, second, "each training is a version of its own");
+    let mut conn = f.pool.acquire().await.unwrap();
+    let mut a = matcher::model::store::load(&mut conn, first).await.unwrap();
+    let b = matcher::model::store::load(&mut conn, second)
+        .await
+        .unwrap();
+    a.version = b.version;
+    assert_eq!(a, b);
+    let birth = &a.fields[matcher::model::Field::BirthDate.index()];
+    assert!((birth.m[0] / birth.u[0]).log2() > 8.0);
+    assert!((birth.m[3] / birth.u[3]).log2() < -3.0);
 }

@@ -83,7 +83,10 @@ async fn end_to_end_through_the_bus_and_the_loader() {
 
 #[tokio::test]
 async fn kill_9_in_the_middle_of_a_batch_then_restart() {
-    let f = Fixture::new().await;
+    let mut f = Fixture::new().await;
+    // The binary's default scoring (the model, shipped priors), compared
+    // with a re-match by the same.
+    f.engine = matcher::service::engine(&matcher::Settings::default());
     let records = truth(9, 3000);
     f.write(
         records
@@ -192,10 +195,7 @@ async fn a_rematch_alongside_the_service_then_a_standby_takes_over() {
     matcher::Engine::lock(&mut hold).await.unwrap();
     f.write(vec![("qms", "b", Some(other_adult()))]).await;
     let rematch = {
-        let (engine, pool) = (
-            matcher::service::engine(&matcher::Settings::default()),
-            f.pool.clone(),
-        );
+        let (engine, pool) = (matcher::service::engine(&rules_settings()), f.pool.clone());
         tokio::spawn(async move { engine.rematch_all(&pool).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;

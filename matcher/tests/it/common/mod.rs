@@ -37,8 +37,10 @@ impl Fixture {
             engine: {
                 // Every full batch reads the next one ahead (the service
                 // does from 2,000 changes on): the tests with more than
-                // one batch of changes go through it.
-                let mut e = matcher::service::engine(&matcher::Settings::default());
+                // one batch of changes go through it. The fixed rules,
+                // which most tests describe (`scoring = "rules"`; the
+                // model's tests use their own fixture).
+                let mut e = matcher::service::engine(&rules_settings());
                 e.read_ahead_from = 1;
                 e
             },
@@ -49,7 +51,7 @@ impl Fixture {
     pub fn settings(&self) -> matcher::Settings {
         let mut s = matcher::Settings {
             database: self.db.clone(),
-            ..Default::default()
+            ..rules_settings()
         };
         s.matcher.poll_interval = std::time::Duration::from_millis(200);
         s
@@ -143,6 +145,13 @@ impl Fixture {
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
+}
+
+/// The default settings with `scoring = "rules"`.
+pub fn rules_settings() -> matcher::Settings {
+    let mut settings = matcher::Settings::default();
+    settings.matcher.scoring = matcher::settings::ScoringKind::Rules;
+    settings
 }
 
 /// A plain adult: Иванов Пётр Сергеевич, 1990-05-03, no identifiers.
