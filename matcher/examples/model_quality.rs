@@ -127,6 +127,9 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                         .entry(format!("{}{bucket}", if same { "T" } else { "F" }))
                         .or_default() += 1;
                 }
+                if same && p.decision != Decision::Link && std::env::var("REVIEWS").is_ok() {
+                    println!("review {}", p.evidence);
+                }
                 if same && p.decision != Decision::Link {
                     let mut why = p
                         .evidence
