@@ -5,7 +5,7 @@
 //! * **Subjects** `<events.subject_prefix>.<kind>` (`persons.created`, …) in
 //!   a stream of their own (`events.stream`, `PERSONS`). The payload is JSON:
 //!   `event_id`, `kind`, `person_id`, `other_person_id`, `records`, `at`
-//!   (matcher/README.md, "Person events"). Ids and sources only.
+//!   (matcher/EVENTS.md). Ids and sources only.
 //! * **Order.** Events are published in `event_id` order, which is commit
 //!   order: every writer of `person_events` holds the matcher lock
 //!   (`engine::MATCH_LOCK`; the table's trigger takes it for a writer that
