@@ -2,8 +2,9 @@
 //! migrations/20261206200001_personal_data_access.sql). Every command that
 //! prints personal data does so only with `--show-personal-data`, and first
 //! records the view here: who (the database user, which the server sets,
-//! and the OS user), when, and what by identifiers only (a person id,
-//! `source:source_id`, a dead letter id), never a value. If the row cannot
+//! and the OS user; the API client for the identity service), when, and
+//! what by identifiers only (a person id, `source:source_id`, a dead letter
+//! id), never a value. If the row cannot
 //! be written, nothing is shown. `etl access-log list` shows the log to the
 //! schema owner (the only role that may read it).
 
@@ -13,30 +14,23 @@ use sqlx::PgPool;
 
 use crate::Settings;
 
-/// One view of personal data, before it is printed.
-pub struct View {
-    /// The command, e.g. `persons show`.
-    pub command: &'static str,
-    /// What is viewed, by identifier: `person 123`, `dead letter 45`.
-    pub subject: String,
-    /// The records shown, as `source:source_id`.
-    pub records: Vec<String>,
+pub use etl_runtime::access_log::View;
+use etl_runtime::access_log::is_denied;
+
+/// A view by `etl` (no API client).
+pub fn view(command: &str, subject: String, records: Vec<String>) -> View {
+    View {
+        command: command.to_string(),
+        subject,
+        records,
+        client: None,
+    }
 }
 
 /// Writes the view to the access log; an error means nothing may be shown.
 pub async fn record(pool: &PgPool, view: &View) -> anyhow::Result<()> {
-    let written = sqlx::query(
-        "INSERT INTO personal_data_access (os_user, command, subject, records)
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(os_user())
-    .bind(view.command)
-    .bind(&view.subject)
-    .bind(&view.records)
-    .execute(pool)
-    .await;
-    match written {
-        Ok(_) => Ok(()),
+    match etl_runtime::access_log::record(pool, view).await {
+        Ok(()) => Ok(()),
         Err(e) => anyhow::bail!(
             "the view could not be recorded in the personal-data access log ({}{}), so nothing \
              is shown",
@@ -49,19 +43,6 @@ pub async fn record(pool: &PgPool, view: &View) -> anyhow::Result<()> {
             }
         ),
     }
-}
-
-/// The operating-system user running `etl`, as its environment names it;
-/// control characters dropped (it is printed by `etl access-log list`).
-pub fn os_user() -> String {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    name.chars().filter(|c| !c.is_control()).take(64).collect()
-}
-
-fn is_denied(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("42501"))
 }
 
 #[derive(clap::Subcommand)]
@@ -92,6 +73,8 @@ pub struct Access {
     pub command: String,
     pub subject: String,
     pub records: Vec<String>,
+    /// The identity service's API client, for its views.
+    pub client: Option<String>,
 }
 
 pub async fn run(settings: &Settings, command: AccessLogCommand) -> anyhow::Result<()> {
@@ -104,7 +87,7 @@ pub async fn run(settings: &Settings, command: AccessLogCommand) -> anyhow::Resu
     } = command;
     let rows: Vec<Access> = sqlx::query_as(
         "SELECT id, at, db_user, os_user, host(client_addr) AS client_addr, command, subject,
-                records
+                records, client
          FROM personal_data_access
          WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::text IS NULL OR $2 = ANY(records))
          ORDER BY id DESC LIMIT $3",
@@ -132,11 +115,15 @@ pub async fn run(settings: &Settings, command: AccessLogCommand) -> anyhow::Resu
     }
     for a in &rows {
         println!(
-            "{:>6} {} db user {} os user {} from {}: {} {} — records {}",
+            "{:>6} {} db user {} os user {}{} from {}: {} {} — records {}",
             a.id,
             a.at.to_rfc3339(),
             a.db_user.escape_debug(),
             a.os_user.escape_debug(),
+            a.client
+                .as_deref()
+                .map(|c| format!(" client {}", c.escape_debug()))
+                .unwrap_or_default(),
             a.client_addr.as_deref().unwrap_or("local socket"),
             a.command.escape_debug(),
             a.subject.escape_debug(),

@@ -368,11 +368,7 @@ fn dead_letter_view(row: &DeadLetterRow) -> crate::access_log::View {
         (Some(source), Some(id)) => vec![format!("{source}:{id}")],
         _ => Vec::new(),
     };
-    crate::access_log::View {
-        command: "dlq show",
-        subject: format!("dead letter {}", row.id),
-        records,
-    }
+    crate::access_log::view("dlq show", format!("dead letter {}", row.id), records)
 }
 
 /// The access-log entry of `dlq qms-rejects show --show-personal-data`:
@@ -382,11 +378,11 @@ fn reject_view(stream: &str, seq: u64, headers: &async_nats::HeaderMap) -> crate
         .get("Qms-His-Number")
         .map(|his| vec![format!("qms:{}", his.as_str())])
         .unwrap_or_default();
-    crate::access_log::View {
-        command: "dlq qms-rejects show",
-        subject: format!("reject {seq} of {stream}"),
+    crate::access_log::view(
+        "dlq qms-rejects show",
+        format!("reject {seq} of {stream}"),
         records,
-    }
+    )
 }
 
 fn reject_reason(headers: &async_nats::HeaderMap) -> String {

@@ -11,6 +11,7 @@ mod db;
 mod dlq;
 mod evaluate;
 mod events;
+mod identity;
 mod import;
 mod model;
 mod persons;
@@ -98,13 +99,17 @@ enum Command {
     /// The matcher's learned model: train it on the records, show it.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Who viewed personal data through `etl` (the schema owner only).
+    /// Who viewed personal data through `etl` or the identity service (the
+    /// schema owner only).
     #[command(subcommand)]
     AccessLog(access_log::AccessLogCommand),
     /// Person events (the matcher's identity changes on the bus): publish a
     /// range again for a consumer that lost its state.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// The identity service: its API clients.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
 }
 
 /// Every section of every service: `etl` reads any service's file (and
@@ -192,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&settings).await,
         Command::AccessLog(c) => access_log::run(&settings, c).await,
         Command::Events(c) => events::run(&settings, c).await,
+        Command::Identity(c) => identity::run(&settings, c).await,
     }
 }
 

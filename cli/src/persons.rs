@@ -222,11 +222,7 @@ async fn show(pool: &PgPool, person: i64, show_personal_data: bool) -> anyhow::R
         );
         return Ok(());
     }
-    let view = crate::access_log::View {
-        command: "persons show",
-        subject: format!("person {person}"),
-        records,
-    };
+    let view = crate::access_log::view("persons show", format!("person {person}"), records);
     crate::access_log::record(pool, &view).await?;
     let golden: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT to_jsonb(g) FROM person_golden g WHERE person_id = $1")

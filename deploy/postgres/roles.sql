@@ -32,6 +32,10 @@
 --                 review items, decisions, audit (append only), source
 --                 priority, and consumes record_changes; reads source_records;
 --                 adds dead letters (changes it cannot match).
+--   etl_identity  the identity service (identity/): reads persons and
+--                 records, applies decisions over HTTP (the operator's
+--                 person-side writes), reads its API clients, appends to
+--                 the access log.
 --   etl_readonly  reporting: SELECT only (not the access log).
 --
 -- `etl rematch` (a full re-match) runs as etl_matcher; `etl replay` as
@@ -53,7 +57,7 @@ DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['etl_owner', 'etl_loader', 'etl_matcher', 'etl_readonly', 'etl_operator'] LOOP
+    FOREACH r IN ARRAY ARRAY['etl_owner', 'etl_loader', 'etl_matcher', 'etl_readonly', 'etl_operator', 'etl_identity'] LOOP
         BEGIN
             EXECUTE format('CREATE ROLE %I LOGIN', r);
         EXCEPTION
@@ -61,7 +65,7 @@ BEGIN
             WHEN duplicate_object OR unique_violation THEN NULL;
         END;
     END LOOP;
-    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO etl_owner, etl_loader, etl_matcher, etl_readonly, etl_operator',
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO etl_owner, etl_loader, etl_matcher, etl_readonly, etl_operator, etl_identity',
                    current_database());
     EXECUTE format('GRANT CREATE ON DATABASE %I TO etl_owner', current_database());
 END
@@ -71,19 +75,19 @@ $roles$;
 -- versions granted CREATE to PUBLIC).
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO etl_owner;
-GRANT USAGE ON SCHEMA public TO etl_loader, etl_matcher, etl_readonly, etl_operator;
+GRANT USAGE ON SCHEMA public TO etl_loader, etl_matcher, etl_readonly, etl_operator, etl_identity;
 -- Earlier versions granted it (the services migrated at start).
-REVOKE CREATE ON SCHEMA public FROM etl_loader, etl_matcher, etl_operator;
+REVOKE CREATE ON SCHEMA public FROM etl_loader, etl_matcher, etl_operator, etl_identity;
 
 -- Tables etl_owner creates later (the migrations): readable by every role.
 ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public
-    GRANT SELECT ON TABLES TO etl_loader, etl_matcher, etl_readonly, etl_operator;
+    GRANT SELECT ON TABLES TO etl_loader, etl_matcher, etl_readonly, etl_operator, etl_identity;
 ALTER DEFAULT PRIVILEGES FOR ROLE etl_owner IN SCHEMA public
-    GRANT USAGE, SELECT ON SEQUENCES TO etl_loader, etl_matcher, etl_operator;
+    GRANT USAGE, SELECT ON SEQUENCES TO etl_loader, etl_matcher, etl_operator, etl_identity;
 
 -- What exists now (tables made before the roles, or by another role).
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO etl_loader, etl_matcher, etl_readonly, etl_operator;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO etl_loader, etl_matcher, etl_operator;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO etl_loader, etl_matcher, etl_readonly, etl_operator, etl_identity;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO etl_loader, etl_matcher, etl_operator, etl_identity;
 
 -- Writes, table by table, for the tables that exist (none before the
 -- migrations ran).
@@ -140,7 +144,19 @@ BEGIN
             -- sources and never adds one itself.
             ('etl_operator', 'sources',              'INSERT'),
             -- migrations/20261206200001_personal_data_access.sql
-            ('etl_operator', 'personal_data_access', 'INSERT')
+            ('etl_operator', 'personal_data_access', 'INSERT'),
+            -- `etl identity client add|revoke` (migrations/20261206213001_identity.sql)
+            ('etl_operator', 'identity_clients',     'INSERT, UPDATE'),
+            -- identity service: decisions over HTTP, the same person-side
+            -- writes as the operator's (identity/src/decisions.rs), and the
+            -- access log
+            ('etl_identity', 'persons',              'INSERT, UPDATE'),
+            ('etl_identity', 'person_memberships',   'INSERT, UPDATE'),
+            ('etl_identity', 'match_pairs',          'INSERT, UPDATE, DELETE'),
+            ('etl_identity', 'review_items',         'INSERT, UPDATE, DELETE'),
+            ('etl_identity', 'match_decisions',      'INSERT, UPDATE'),
+            ('etl_identity', 'match_audit_events',   'INSERT'),
+            ('etl_identity', 'personal_data_access', 'INSERT')
         ) AS t(role, tbl, privileges)
     LOOP
         IF to_regclass(format('public.%I', g.tbl)) IS NOT NULL THEN
@@ -166,7 +182,7 @@ DO $access_log$
 BEGIN
     IF to_regclass('public.personal_data_access') IS NOT NULL THEN
         REVOKE SELECT ON public.personal_data_access
-            FROM PUBLIC, etl_loader, etl_matcher, etl_readonly, etl_operator;
+            FROM PUBLIC, etl_loader, etl_matcher, etl_readonly, etl_operator, etl_identity;
     END IF;
 END
 $access_log$;

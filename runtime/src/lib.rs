@@ -2,9 +2,10 @@
 //! to [`nats`] and the [`database`], [`tls`] for every client, [`telemetry`]
 //! (logs), [`backoff`] and the one [`retry`] loop, graceful [`shutdown`],
 //! the deletion [`brake`], [`observe`] (metrics, health, readiness,
-//! systemd), [`progress`] of long work and [`check`]s of the configured
-//! servers (`--check-config`).
+//! systemd), [`progress`] of long work, [`check`]s of the configured
+//! servers (`--check-config`), and the personal-data [`access_log`].
 
+pub mod access_log;
 pub mod backoff;
 pub mod brake;
 pub mod check;

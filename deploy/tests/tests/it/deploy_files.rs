@@ -8,9 +8,10 @@ use std::process::Command;
 
 use deploy_tests::{deploy_dir, tool_available};
 
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 6] = [
     "etl-loader@.service",
     "etl-matcher.service",
+    "etl-identity.service",
     "etl-qms-extractor.service",
     "etl-infoclinica-extractor.service",
     "etl.target",
@@ -204,6 +205,7 @@ fn compose_file_passes_compose_config() {
         "qms-extractor",
         "infoclinica-extractor",
         "matcher",
+        "identity",
         "loader",
     ] {
         assert!(
@@ -291,6 +293,8 @@ fn example_configurations_load_with_the_defaults() {
         etl_runtime::settings::load(Some(&config("loader.toml"))).expect("loader.toml");
     let matcher: matcher::Settings =
         etl_runtime::settings::load(Some(&config("matcher.toml"))).expect("matcher.toml");
+    let identity: identity::Settings =
+        etl_runtime::settings::load(Some(&config("identity.toml"))).expect("identity.toml");
     let qms: qms_extractor::Settings =
         etl_runtime::settings::load(Some(&config("qms-extractor.toml")))
             .expect("qms-extractor.toml");
@@ -306,6 +310,12 @@ fn example_configurations_load_with_the_defaults() {
             &matcher.telemetry,
             &matcher.shutdown,
             &matcher.http,
+        ),
+        (
+            "identity",
+            &identity.telemetry,
+            &identity.shutdown,
+            &identity.http,
         ),
         ("qms-extractor", &qms.telemetry, &qms.shutdown, &qms.http),
     ] {

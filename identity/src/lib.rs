@@ -1,0 +1,97 @@
+//! The identity service: the patient index other systems ask.
+//!
+//! * [`api`]: the JSON API under `/v1` (persons, cross-references,
+//!   identifiers, `$match`, review items) and [`decisions`] over HTTP.
+//! * [`fhir`]: FHIR R4 `Patient` read, search by identifier, `$match`.
+//! * [`auth`]: API keys and JWTs, scopes, per-client rates; [`clients`]
+//!   manages the API keys (`etl identity client …`).
+//! * [`store`]: reads of the matcher's tables; [`matching`]: candidates and
+//!   scores by the matcher's own features, blocking keys and model;
+//!   [`identifiers`]: identifiers normalized as on load, FHIR systems.
+//! * [`problem`]: RFC 9457 problem documents; [`body`]: bodies and query
+//!   strings read without echoing values.
+//! * [`server`]: state, authentication and access log around every route;
+//!   [`tls`]: HTTPS; [`openapi`]: the OpenAPI document.
+
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod clients;
+pub mod decisions;
+pub mod fhir;
+pub mod identifiers;
+pub mod matching;
+pub mod openapi;
+pub mod problem;
+pub mod server;
+pub mod settings;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+/// Connects (waiting while PostgreSQL is down or the schema not migrated),
+/// binds the API and serves it until `shutdown`. Gives the bound address
+/// and the serving task (done when the server has stopped); `None` if
+/// shut down while waiting.
+pub async fn start(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let pool = settings.database.pool();
+    if !etl_runtime::database::wait_for_schema(
+        &pool,
+        &matcher::MIGRATOR,
+        settings.database.migrate,
+        &settings.matcher.retry,
+        &shutdown,
+    )
+    .await
+    .context("preparing the database schema")?
+    {
+        return Ok(None);
+    }
+    etl_runtime::observe::watch_database(&pool);
+    let tls = match (&settings.api.tls_cert_file, &settings.api.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("api.tls_cert_file and api.tls_key_file go together"),
+    };
+    let listen = settings.api.listen;
+    let app = Arc::new(server::App::new(pool, settings)?);
+    server::spawn_housekeeping(app.clone(), shutdown.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the API address {listen}"))?;
+    let addr = listener.local_addr()?;
+    let router = server::router(app);
+    let stop = shutdown.clone();
+    let https = tls.is_some();
+    let task = match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "API server failed");
+                }
+            })
+        }
+        None => tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "API server failed");
+            }
+        }),
+    };
+    etl_runtime::observe::ready();
+    tracing::info!(%addr, https, "identity API listening");
+    Ok(Some((addr, task)))
+}

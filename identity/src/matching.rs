@@ -1,0 +1,453 @@
+//! `$match`: the persons a set of demographics may belong to, with the
+//! model's probability and each field's contribution, best first. Nothing
+//! is written.
+//!
+//! The query is read as the loader reads a record (`proto::normalize`,
+//! `loader::validity`), reduced to the matcher's features
+//! (`matcher::features`), and its candidates are the live records that
+//! share one of its blocking keys, exactly as the matcher would find them if
+//! the query were loaded as a record: identifier keys through the index of
+//! `identity_keys(…)`, name keys (which need the matcher's name folding)
+//! among the records of the same birth date or its day/month swap; a key
+//! held by more records than `matcher.max_block_size` (the query counted)
+//! is not used. Each pair is scored by the model in use
+//! (`matcher::model`) and decided by the matcher's own setup (rules or
+//! model, as `[matcher] scoring` says); a person's score is its best
+//! record's.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, NaiveDate};
+use matcher::engine::{Scoring, Setup};
+use matcher::features::{decode_row, Features, SourceRow};
+use matcher::model::{Model, FIELDS};
+use proto::normalize::{self, Checked};
+use proto::{Email, EmailKind, IdentityDocument, PatientRecord, Phone, Sex};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::RwLock;
+
+use crate::identifiers::document_type;
+use crate::problem::Problem;
+
+/// How often the model version in use is checked.
+const MODEL_CHECK: Duration = Duration::from_secs(5);
+
+/// Demographics to match (all optional; at least one field).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Demographics {
+    pub last_name: Option<String>,
+    pub first_name: Option<String>,
+    /// Patronymic.
+    pub middle_name: Option<String>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub birth_date: Option<NaiveDate>,
+    /// `M` or `F` (also `male`, `female`); anything else is unknown.
+    pub sex: Option<String>,
+    pub snils: Option<String>,
+    pub oms_policy: Option<String>,
+    #[serde(default)]
+    pub documents: Vec<DocumentIn>,
+    #[serde(default)]
+    pub phones: Vec<String>,
+    #[serde(default)]
+    pub emails: Vec<String>,
+}
+
+/// An identity document of a query.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentIn {
+    /// Canonical type code (`passport`, `birth_certificate`, …) or number.
+    #[serde(rename = "type")]
+    pub doc_type: String,
+    pub series: Option<String>,
+    pub number: String,
+}
+
+fn checked(field: &str, value: Option<Checked>) -> Result<Option<Checked>, Problem> {
+    match value {
+        Some(c) if !c.is_valid() => Err(Problem::bad_request(
+            "invalid-identifier",
+            format!(
+                "{field} is not valid ({})",
+                c.problem.map_or("bad_format", |p| p.code())
+            ),
+        )
+        .with("field", field)),
+        other => Ok(other),
+    }
+}
+
+impl Demographics {
+    /// The query as a record, normalized as the loader normalizes; an
+    /// identifier that is not valid is a problem (it could match nothing).
+    pub fn record(&self) -> Result<PatientRecord, Problem> {
+        let mut documents = Vec::new();
+        for (n, d) in self.documents.iter().enumerate() {
+            let t = document_type(&d.doc_type)?;
+            let doc: Option<IdentityDocument> =
+                normalize::document(t, None, d.series.as_deref(), Some(&d.number));
+            match doc {
+                Some(doc) if doc.problem.is_none() => documents.push(doc),
+                _ => {
+                    return Err(Problem::bad_request(
+                        "invalid-identifier",
+                        format!("documents[{n}] does not fit its type's format"),
+                    )
+                    .with("field", format!("documents[{n}]")))
+                }
+            }
+        }
+        let mut phones = Vec::new();
+        for (n, p) in self.phones.iter().enumerate() {
+            let number = checked(&format!("phones[{n}]"), normalize::phone(p))?;
+            phones.extend(number.map(|number| Phone {
+                number,
+                preferred: false,
+            }));
+        }
+        let mut emails = Vec::new();
+        for (n, e) in self.emails.iter().enumerate() {
+            let address = checked(&format!("emails[{n}]"), normalize::email(e))?;
+            emails.extend(address.map(|address| Email {
+                address,
+                kind: EmailKind::Contact,
+            }));
+        }
+        let sex = match self.sex.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("m" | "male") => Some(Sex::Male),
+            Some("f" | "female") => Some(Sex::Female),
+            Some(_) => Some(Sex::Unknown),
+            None => None,
+        };
+        let record = PatientRecord {
+            last_name: self.last_name.as_deref().and_then(normalize::name),
+            first_name: self.first_name.as_deref().and_then(normalize::name),
+            middle_name: self.middle_name.as_deref().and_then(normalize::name),
+            birth_date: self.birth_date,
+            sex,
+            documents,
+            snils: checked("snils", self.snils.as_deref().and_then(normalize::snils))?,
+            oms_policy: checked(
+                "oms_policy",
+                self.oms_policy.as_deref().and_then(normalize::oms_policy),
+            )?,
+            phones,
+            emails,
+            ..Default::default()
+        };
+        if record == PatientRecord::default() {
+            return Err(Problem::bad_request(
+                "empty-query",
+                "give at least one field to match on",
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// The setup deciding pairs and the model scoring them, as the matcher has
+/// them now (reloaded when `match_state.model_version` changes).
+pub struct Scorer {
+    base: Setup,
+    current: RwLock<Current>,
+}
+
+struct Current {
+    setup: Arc<Setup>,
+    model: Arc<Model>,
+    version: Option<i64>,
+    checked: Instant,
+}
+
+impl Scorer {
+    pub fn new(base: Setup) -> Scorer {
+        Scorer {
+            current: RwLock::new(Current {
+                setup: Arc::new(base.clone()),
+                model: Arc::new(Model::priors()),
+                version: None,
+                // Checked on first use.
+                checked: Instant::now() - MODEL_CHECK * 2,
+            }),
+            base,
+        }
+    }
+
+    /// The setup and model in use.
+    pub async fn get(&self, pool: &PgPool) -> sqlx::Result<(Arc<Setup>, Arc<Model>)> {
+        {
+            let c = self.current.read().await;
+            if c.checked.elapsed() < MODEL_CHECK {
+                return Ok((c.setup.clone(), c.model.clone()));
+            }
+        }
+        let mut c = self.current.write().await;
+        if c.checked.elapsed() >= MODEL_CHECK {
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT model_version FROM match_state")
+                    .fetch_one(pool)
+                    .await?;
+            if version != c.version || c.model.version != version {
+                let mut conn = pool.acquire().await?;
+                let model = matcher::model::store::load_active(&mut conn).await?;
+                let mut setup = self.base.clone();
+                if let Scoring::Model { model: m, .. } = &mut setup.scoring {
+                    *m = Arc::new(model.clone());
+                }
+                c.setup = Arc::new(setup);
+                c.model = Arc::new(model);
+                c.version = version;
+            }
+            c.checked = Instant::now();
+        }
+        Ok((c.setup.clone(), c.model.clone()))
+    }
+
+    /// The link probability above which a candidate is certain.
+    pub fn link_probability(&self) -> Option<f64> {
+        match &self.base.scoring {
+            Scoring::Model { thresholds, .. } => Some(thresholds.link_probability),
+            Scoring::Rules(_) => None,
+        }
+    }
+}
+
+/// One field's part in a candidate's score.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldContribution {
+    /// The comparison level (`exact`, `one_edit`, `differs`, …).
+    pub level: &'static str,
+    /// Bits added to the match weight (negative: against).
+    pub weight: f64,
+}
+
+/// A candidate person.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Candidate {
+    pub person_id: i64,
+    /// The model's probability that the query is this person (its best
+    /// record's).
+    pub probability: f64,
+    /// log2 of the odds.
+    pub weight: f64,
+    /// What the matcher would do with the pair: `link`, `review`,
+    /// `conflict` or `none`.
+    pub decision: &'static str,
+    /// The guard that keeps the pair apart, if one does.
+    pub blocked_by: Option<String>,
+    /// FHIR match grade: `certain` (link), `probable` (review), `possible`,
+    /// `certainly-not` (a guard or conflict).
+    pub grade: &'static str,
+    /// The person's record that scored best.
+    pub source: String,
+    pub source_id: String,
+    /// Each compared field (missing ones are absent).
+    pub fields: BTreeMap<&'static str, FieldContribution>,
+}
+
+/// The query's candidate persons, best first, at most `limit`.
+pub async fn candidates(
+    pool: &PgPool,
+    scorer: &Scorer,
+    query: &PatientRecord,
+    max_birth_date_block: i64,
+    limit: usize,
+) -> Result<(Vec<Candidate>, Option<i64>), Problem> {
+    let (setup, model) = scorer.get(pool).await?;
+    let row = SourceRow::of_record("", "", query);
+    let me = Features::of(&row);
+    let rows = blocked(pool, &me, setup.max_block_size, max_birth_date_block).await?;
+    let recs: Vec<(String, String)> = rows
+        .iter()
+        .map(|f| (f.source.clone(), f.source_id.clone()))
+        .collect();
+    let person_of: HashMap<(String, String), i64> = crate::store::persons_of(pool, &recs)
+        .await?
+        .into_iter()
+        .map(|(s, i, p)| ((s, i), p))
+        .collect();
+    let mut best: HashMap<i64, Candidate> = HashMap::new();
+    for f in &rows {
+        let Some(&person) = person_of.get(&(f.source.clone(), f.source_id.clone())) else {
+            continue;
+        };
+        let c = score(&setup, &model, &me, f, person);
+        let better = best.get(&person).is_none_or(|b| {
+            (c.probability, c.weight) > (b.probability, b.weight)
+        });
+        if better {
+            best.insert(person, c);
+        }
+    }
+    let mut list: Vec<Candidate> = best.into_values().collect();
+    list.sort_by(|a, b| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then(b.weight.total_cmp(&a.weight))
+            .then(a.person_id.cmp(&b.person_id))
+    });
+    list.truncate(limit);
+    Ok((list, model.version))
+}
+
+fn score(setup: &Setup, model: &Model, me: &Features, other: &Features, person: i64) -> Candidate {
+    let scored = model.score(me, other);
+    let outcome = setup.evaluate(me, other);
+    let blocked_by = outcome
+        .as_ref()
+        .and_then(|o| o.evidence.get("blocked_by"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let decision = outcome.as_ref().map_or("none", |o| o.decision.as_str());
+    let guarded = matcher::model::params::guard(me, other, &scored.levels).is_some();
+    let grade = match decision {
+        "link" => "certain",
+        "review" => "probable",
+        _ if guarded || decision == "conflict" => "certainly-not",
+        _ => "possible",
+    };
+    let mut fields = BTreeMap::new();
+    for field in FIELDS {
+        if let (Some(level), Some(w)) = (
+            scored.levels[field.index()],
+            scored.contributions[field.index()],
+        ) {
+            fields.insert(
+                field.name(),
+                FieldContribution {
+                    level: field.levels()[level as usize],
+                    weight: (w * 100.0).round() / 100.0,
+                },
+            );
+        }
+    }
+    Candidate {
+        person_id: person,
+        probability: scored.probability,
+        weight: (scored.weight * 100.0).round() / 100.0,
+        decision,
+        blocked_by,
+        grade,
+        source: other.source.clone(),
+        source_id: other.source_id.clone(),
+        fields,
+    }
+}
+
+/// The live records sharing a usable blocking key with `me`.
+async fn blocked(
+    pool: &PgPool,
+    me: &Features,
+    max_block_size: i64,
+    max_birth_date_block: i64,
+) -> sqlx::Result<Vec<Features>> {
+    let keys = me.keys();
+    // A key is usable when its holders, the query included, are at most
+    // `max_block_size`.
+    let room = (max_block_size - 1).max(0);
+    let (name_keys, id_keys): (Vec<&String>, Vec<&String>) = keys
+        .iter()
+        .partition(|k| k.starts_with("n:") || k.starts_with("f:"));
+    let mut found: HashMap<(String, String), Features> = HashMap::new();
+    let mut unusable: HashSet<String> = HashSet::new();
+    for key in id_keys {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            matcher::row_columns!(),
+            " FROM source_records
+             WHERE identity_keys(documents, snils, snils_valid, oms_policy, oms_policy_valid,
+                                 phones, emails) @> ARRAY[$1::text]
+               AND deleted_at IS NULL LIMIT $2"
+        ))
+        .bind(key)
+        .bind(room + 1)
+        .fetch_all(pool)
+        .await?;
+        if rows.len() as i64 > room {
+            unusable.insert(key.clone());
+            continue;
+        }
+        for f in rows.iter().filter_map(decode_row).map(|r| Features::of(&r)) {
+            found.insert((f.source.clone(), f.source_id.clone()), f);
+        }
+    }
+    if let (Some(birth), false) = (me.birth, name_keys.is_empty()) {
+        for f in same_birth(pool, birth, max_birth_date_block).await? {
+            let holds: HashSet<String> = f.keys().into_iter().collect();
+            if name_keys.iter().any(|k| holds.contains(*k)) {
+                found.insert((f.source.clone(), f.source_id.clone()), f);
+            }
+        }
+        // Name keys held by too many records are dropped afterwards: count
+        // the holders of each among what was read.
+        drop_crowded_name_keys(&mut found, me, &name_keys, unusable, room);
+    }
+    Ok(found.into_values().collect())
+}
+
+/// Removes the records found only through name keys whose blocks are too
+/// large.
+fn drop_crowded_name_keys(
+    found: &mut HashMap<(String, String), Features>,
+    me: &Features,
+    name_keys: &[&String],
+    mut unusable: HashSet<String>,
+    room: i64,
+) {
+    let all_keys: HashMap<(String, String), HashSet<String>> = found
+        .iter()
+        .map(|(r, f)| (r.clone(), f.keys().into_iter().collect()))
+        .collect();
+    let crowded: Vec<&String> = name_keys
+        .iter()
+        .copied()
+        .filter(|k| all_keys.values().filter(|ks| ks.contains(*k)).count() as i64 > room)
+        .collect();
+    if crowded.is_empty() {
+        return;
+    }
+    unusable.extend(crowded.into_iter().cloned());
+    let mine: HashSet<String> = me.keys().into_iter().collect();
+    found.retain(|r, _| {
+        all_keys[r]
+            .iter()
+            .any(|k| mine.contains(k) && !unusable.contains(k))
+    });
+}
+
+/// The live records born on `birth` or on its day/month swap; none when
+/// there are more than `limit` of them.
+async fn same_birth(pool: &PgPool, birth: NaiveDate, limit: i64) -> sqlx::Result<Vec<Features>> {
+    let mut dates = vec![birth];
+    if let Some(swap) = NaiveDate::from_ymd_opt(birth.year(), birth.day(), birth.month()) {
+        if swap != birth {
+            dates.push(swap);
+        }
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        matcher::row_columns!(),
+        " FROM source_records WHERE birth_date = ANY($1) AND deleted_at IS NULL LIMIT $2"
+    ))
+    .bind(&dates)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    if rows.len() as i64 > limit {
+        tracing::warn!(
+            records = rows.len(),
+            "a birth date held by too many records: names not used to find candidates"
+        );
+        return Ok(Vec::new());
+    }
+    Ok(rows
+        .iter()
+        .filter_map(decode_row)
+        .map(|r| Features::of(&r))
+        .collect())
+}
