@@ -162,7 +162,7 @@ impl Authenticator {
             .filter(|c| !c.is_empty())
             .ok_or_else(|| refused("the Authorization header is not `Bearer <credential>`"))?;
         let caller = if credential.matches('.').count() == 2 {
-            self.jwt(credential).map_err(|detail| refused(detail))?
+            self.jwt(credential).map_err(refused)?
         } else {
             self.api_key(credential)
                 .await

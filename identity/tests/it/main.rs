@@ -4,6 +4,7 @@
 //! the service running in-process on a free port.
 
 mod access;
+mod docs;
 mod fhir;
 mod lookup;
 mod matching;

@@ -36,8 +36,10 @@ impl Drop for Service {
 /// The settings the tests run the service with: scoring by the model (the
 /// shipped priors), so that `$match` and the matcher decide alike.
 pub fn settings(db: &DatabaseSettings) -> identity::Settings {
-    let mut s = identity::Settings::default();
-    s.database = db.clone();
+    let mut s = identity::Settings {
+        database: db.clone(),
+        ..Default::default()
+    };
     s.api.listen = ([127, 0, 0, 1], 0).into();
     s.matcher.scoring = matcher::settings::ScoringKind::Model;
     s.auth.jwt_keys = vec![identity::settings::JwtKey {
