@@ -253,6 +253,7 @@ async fn roles_have_least_privilege_and_the_services_work_with_them() {
         );
     }
     operator_decides_but_cannot_change_the_schema(&db).await;
+    identity_serves_as_its_role(&db).await;
 }
 
 /// etl_operator (people running `etl`): decisions applied at once, the
@@ -352,6 +353,83 @@ async fn operator_decides_but_cannot_change_the_schema(db: &DatabaseSettings) {
         .await
         .expect("the owner reads the access log");
     assert_eq!(logged, ["etl_operator"]);
+}
+
+/// The identity service as etl_identity: reads persons, writes the access
+/// log and decisions; reads neither the access log nor anything it may not.
+/// Its API clients are added as etl_operator (`etl identity client add`).
+async fn identity_serves_as_its_role(db: &DatabaseSettings) {
+    let operator = pool_as(db, "etl_operator").await;
+    let scopes: Vec<String> = ["ids:read", "personal:read", "decisions:write"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let key = identity::clients::add(&operator, "roles-test", &scopes)
+        .await
+        .expect("etl_operator adds an API client");
+    let settings = identity::Settings {
+        database: as_role(db, "etl_identity"),
+        api: identity::settings::ApiSettings {
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stop = CancellationToken::new();
+    let (addr, _) = identity::start(settings, stop.clone())
+        .await
+        .expect("identity starts as etl_identity")
+        .expect("not stopped");
+    let records: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT source, source_id, person_id FROM person_memberships WHERE valid_to IS NULL
+         ORDER BY source_id LIMIT 2",
+    )
+    .fetch_all(&operator)
+    .await
+    .unwrap();
+    let http = etl_runtime::tls::http_client(None).unwrap().build().unwrap();
+    let person = http
+        .get(format!("http://{addr}/v1/persons/{}", records[0].2))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(person.status(), 200, "{}", person.text().await.unwrap());
+    let link = serde_json::json!({
+        "a": {"source": records[0].0, "source_id": records[0].1},
+        "b": {"source": records[1].0, "source_id": records[1].1},
+    });
+    let linked = http
+        .post(format!("http://{addr}/v1/decisions/link"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(link.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), 200, "{}", linked.text().await.unwrap());
+    stop.cancel();
+    for sql in [
+        "SELECT count(*) FROM personal_data_access",
+        "UPDATE source_records SET last_name = 'x'",
+        "DELETE FROM match_decisions",
+        "UPDATE identity_clients SET scopes = '{}'",
+        "CREATE TABLE identity_scratch (x int)",
+    ] {
+        assert_eq!(
+            try_sql(db, "etl_identity", sql).await,
+            Err(DENIED.into()),
+            "etl_identity: {sql}"
+        );
+    }
+    let owner = pool_as(db, "etl_owner").await;
+    let views: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT db_user, client FROM personal_data_access WHERE client IS NOT NULL",
+    )
+    .fetch_all(&owner)
+    .await
+    .unwrap();
+    assert_eq!(views, [("etl_identity".to_string(), Some("roles-test".to_string()))]);
 }
 
 /// Services deployed with `database.migrate = false` and started before the
