@@ -47,7 +47,7 @@ async fn current(s: &Service, person: i64) -> i64 {
 #[tokio::test]
 async fn match_agrees_with_the_matcher_on_a_generated_set() {
     let s = Service::start().await;
-    let all = TruthGenerator::new(2026).with_clerks().records(1_500);
+    let all = TruthGenerator::new(2026).with_clerks().records(1_000);
     let (held, loaded): (Vec<_>, Vec<_>) = all.iter().enumerate().partition(|(n, _)| n % 10 == 0);
     let tuples = |v: &[(usize, &synth::truth::TruthRecord)]| {
         v.iter()
