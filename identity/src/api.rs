@@ -9,7 +9,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
-use crate::body::{JsonBody, QueryParams};
+use crate::body::{person_id, JsonBody, QueryParams};
 use crate::identifiers::Identifier;
 use crate::matching::{Candidate, Demographics};
 use crate::problem::Problem;
@@ -23,15 +23,6 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/identifiers", get(by_identifier))
         .route("/v1/match", post(match_demographics))
         .route("/v1/review-items", get(review_items))
-        .merge(crate::decisions::routes())
-}
-
-/// A person id from the path; a problem when it is not one.
-pub fn person_id(raw: &str) -> Result<i64, Problem> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| Problem::bad_request("invalid-person-id", "a person id is a positive integer"))
 }
 
 /// A person: its state, records, history and (with `personal:read`) its
@@ -60,19 +51,6 @@ pub struct MergedView {
     pub merged_into: i64,
     /// Every id after the asked one, ending with `merged_into`.
     pub chain: Vec<i64>,
-}
-
-/// A retired person's id as a problem (410): why, and where its records
-/// went if they went to several persons.
-pub fn retired(id: i64, successors: &[i64]) -> Problem {
-    let detail = if successors.is_empty() {
-        format!("person {id} is retired: its records were deleted")
-    } else {
-        format!("person {id} is retired: its records went to several persons")
-    };
-    Problem::new(StatusCode::GONE, "person-retired", "Person retired", detail)
-        .with("person_id", id)
-        .with("successors", successors.to_vec())
 }
 
 /// Reads a live person's view (records, history, golden if allowed and
@@ -149,7 +127,7 @@ pub async fn person(
             )
                 .into_response())
         }
-        Resolved::Retired { person, successors } => Err(retired(person.person_id, &successors)),
+        Resolved::Retired { person, successors } => Err(Problem::retired(person.person_id, &successors)),
         Resolved::Unknown => Err(Problem::not_found(format!("person {id} is not known"))),
     }
 }

@@ -11,9 +11,8 @@ use matcher::operator::{self, OperatorError};
 use matcher::Applied;
 use serde::{Deserialize, Serialize};
 
-use crate::api::person_id;
 use crate::auth::Scope;
-use crate::body::JsonBody;
+use crate::body::{person_id, JsonBody};
 use crate::problem::Problem;
 use crate::server::{Ctx, Shared};
 

@@ -194,7 +194,7 @@ async fn read(
 
 async fn read_inner(app: Shared, ctx: Ctx, raw: String) -> Result<Response, Problem> {
     ctx.caller.require(Scope::IdsRead)?;
-    let id = crate::api::person_id(&raw)?;
+    let id = crate::body::person_id(&raw)?;
     match store::resolve(&app.pool, id).await? {
         Resolved::Live(p) => Ok(ok(live_patient(&app, &ctx, p.person_id).await?)),
         Resolved::Merged { chain } => {
@@ -205,7 +205,7 @@ async fn read_inner(app: Shared, ctx: Ctx, raw: String) -> Result<Response, Prob
             Ok(ok(p))
         }
         Resolved::Retired { person, successors } => {
-            Err(crate::api::retired(person.person_id, &successors))
+            Err(Problem::retired(person.person_id, &successors))
         }
         Resolved::Unknown => Err(Problem::not_found(format!("Patient/{id} is not known"))),
     }

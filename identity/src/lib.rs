@@ -11,7 +11,8 @@
 //! * [`problem`]: RFC 9457 problem documents; [`body`]: bodies and query
 //!   strings read without echoing values.
 //! * [`server`]: state, authentication and access log around every route;
-//!   [`tls`]: HTTPS; [`openapi`]: the OpenAPI document.
+//!   [`routes`]: the router; [`tls`]: HTTPS; [`openapi`]: the OpenAPI
+//!   document.
 
 pub mod api;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod identifiers;
 pub mod matching;
 pub mod openapi;
 pub mod problem;
+pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -71,7 +73,7 @@ pub async fn start(
         .await
         .with_context(|| format!("binding the API address {listen}"))?;
     let addr = listener.local_addr()?;
-    let router = server::router(app);
+    let router = routes::router(app);
     let stop = shutdown.clone();
     let https = tls.is_some();
     let task = match tls {

@@ -94,6 +94,19 @@ impl Problem {
         }
     }
 
+    /// A retired person's id (410): why, and where its records went if
+    /// they went to several persons.
+    pub fn retired(id: i64, successors: &[i64]) -> Problem {
+        let detail = if successors.is_empty() {
+            format!("person {id} is retired: its records were deleted")
+        } else {
+            format!("person {id} is retired: its records went to several persons")
+        };
+        Problem::new(StatusCode::GONE, "person-retired", "Person retired", detail)
+            .with("person_id", id)
+            .with("successors", successors.to_vec())
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Problem {
         self.extensions.insert(key.into(), value.into());
         self

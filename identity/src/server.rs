@@ -5,11 +5,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use etl_runtime::access_log::{self, View};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::PgPool;
@@ -103,7 +102,7 @@ fn command_of(req: &Request) -> String {
 
 /// Authenticates every request, applies the client's rate, and leaves a
 /// refused request's only trace: its access-log line.
-async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let command = command_of(&req);
     let route = req
@@ -159,7 +158,7 @@ async fn log_refusal(app: &App, command: String, kind: &str, client: Option<Stri
     }
 }
 
-async fn not_found(req: Request) -> Response {
+pub async fn not_found(req: Request) -> Response {
     let p = Problem::not_found("no such resource");
     if req.uri().path().starts_with("/fhir") {
         p.fhir().into_response()
@@ -168,7 +167,7 @@ async fn not_found(req: Request) -> Response {
     }
 }
 
-async fn method_not_allowed() -> Response {
+pub async fn method_not_allowed() -> Response {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
@@ -176,19 +175,6 @@ async fn method_not_allowed() -> Response {
         "this resource does not accept that method",
     )
     .into_response()
-}
-
-/// Every route of the API.
-pub fn router(app: Shared) -> Router {
-    let limit = app.settings.api.max_body_bytes;
-    crate::api::routes()
-        .merge(crate::fhir::routes())
-        .merge(crate::openapi::routes())
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(app)
 }
 
 /// Periodic housekeeping: forget idle clients' rate buckets.
