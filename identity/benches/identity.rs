@@ -145,7 +145,7 @@ async fn main() {
     let match_rate = env("BENCH_MATCH_RATE", 100);
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    matcher::MIGRATOR.run(&pool).await.expect("migrations");
+    etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
 
     let started = Instant::now();
     let records = Arc::new(TruthGenerator::new(2026).records(persons));

@@ -50,7 +50,7 @@ pub async fn start(
     let pool = settings.database.pool();
     if !etl_runtime::database::wait_for_schema(
         &pool,
-        &matcher::MIGRATOR,
+        &etl_runtime::database::MIGRATOR,
         settings.database.migrate,
         &settings.matcher.retry,
         &shutdown,

@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 async fn the_binary_serves_https_reports_ready_and_stops_on_sigterm() {
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    matcher::MIGRATOR.run(&pool).await.unwrap();
+    etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
     let key = identity::clients::add(&pool, "ops", &["ids:read".to_string()])
         .await
         .unwrap();

@@ -70,7 +70,7 @@ impl Service {
     pub async fn start_with(tweak: impl FnOnce(&mut identity::Settings)) -> Service {
         let db = testkit::fresh_database().await;
         let pool = testkit::pool(&db).await;
-        matcher::MIGRATOR.run(&pool).await.expect("migrations");
+        etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
         let key = |name: &'static str, scopes: &'static [&'static str]| {
             let pool = pool.clone();
             async move {
