@@ -7,8 +7,9 @@
 //! (`matcher::features`), and its candidates are the live records that
 //! share one of its blocking keys, exactly as the matcher would find them if
 //! the query were loaded as a record: identifier keys through the index of
-//! `identity_keys(…)`, name keys (which need the matcher's name folding)
-//! among the records of the same birth date or its day/month swap; a key
+//! `identity_keys(…)`, the keys holding the birth date (names, initials:
+//! they need the matcher's name folding) among the records of the same
+//! birth date or its day/month swap; a key
 //! held by more records than `matcher.max_block_size` (the query counted)
 //! is not used. Each pair is scored by the model in use
 //! (`matcher::model`) and decided by the matcher's own setup (rules or
@@ -350,9 +351,13 @@ async fn blocked(
     // A key is usable when its holders, the query included, are at most
     // `max_block_size`.
     let room = (max_block_size - 1).max(0);
-    let (name_keys, id_keys): (Vec<&String>, Vec<&String>) = keys
+    // Identifier keys are the ones `identity_keys(…)` indexes; every other
+    // key (surname, first name and patronymic, initials) holds the birth
+    // key, so its holders are among the records of the birth date or its
+    // swap.
+    let (id_keys, name_keys): (Vec<&String>, Vec<&String>) = keys
         .iter()
-        .partition(|k| k.starts_with("n:") || k.starts_with("f:"));
+        .partition(|k| ["d:", "s:", "o:", "p:", "e:"].iter().any(|p| k.starts_with(p)));
     let mut found: HashMap<(String, String), Features> = HashMap::new();
     let mut unusable: HashSet<String> = HashSet::new();
     for key in id_keys {
