@@ -14,8 +14,8 @@ use sqlx::PgPool;
 
 use crate::Settings;
 
-pub use etl_runtime::access_log::View;
 use etl_runtime::access_log::is_denied;
+pub use etl_runtime::access_log::View;
 
 /// A view by `etl` (no API client).
 pub fn view(command: &str, subject: String, records: Vec<String>) -> View {

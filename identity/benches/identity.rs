@@ -145,17 +145,27 @@ async fn main() {
     let match_rate = env("BENCH_MATCH_RATE", 100);
     let db = testkit::fresh_database().await;
     let pool = testkit::pool(&db).await;
-    etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
+    etl_runtime::database::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrations");
 
     let started = Instant::now();
     let records = Arc::new(TruthGenerator::new(2026).records(persons));
     load(&Store::new(pool.clone(), "BENCH"), &records).await;
-    println!("{} records loaded in {:.1} s", records.len(), started.elapsed().as_secs_f64());
+    println!(
+        "{} records loaded in {:.1} s",
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     let engine = matcher::service::engine(&matcher::Settings::default());
     engine.rematch_all(&pool).await.expect("re-match");
     println!("matched in {:.1} s", started.elapsed().as_secs_f64());
-    sqlx::query("VACUUM ANALYZE").execute(&pool).await.expect("vacuum");
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
 
     let key = identity::clients::add(&pool, "bench", &["ids:read".to_string()])
         .await
@@ -175,7 +185,10 @@ async fn main() {
         ("ETL__DATABASE__HOST".to_string(), db.host.clone()),
         ("ETL__DATABASE__PORT".to_string(), db.port.to_string()),
         ("ETL__DATABASE__USERNAME".to_string(), db.username.clone()),
-        ("ETL__DATABASE__DATABASE_NAME".to_string(), db.database_name.clone()),
+        (
+            "ETL__DATABASE__DATABASE_NAME".to_string(),
+            db.database_name.clone(),
+        ),
         ("ETL__DATABASE__MAX_CONNECTIONS".to_string(), "16".into()),
     ]);
     let mut child = testkit::ChildProcess::spawn(env!("CARGO_BIN_EXE_identity"), &[], &env_vars);
@@ -186,8 +199,18 @@ async fn main() {
         .build()
         .unwrap();
     let ready = Instant::now();
-    while http.get(format!("{base}/v1/review-items")).bearer_auth(&key).send().await.is_err() {
-        assert!(ready.elapsed() < Duration::from_secs(60), "identity did not start:\n{}", child.logs());
+    while http
+        .get(format!("{base}/v1/review-items"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "identity did not start:\n{}",
+            child.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = child.pid() as u32;
@@ -198,10 +221,18 @@ async fn main() {
     let (h, k, r, b) = (http.clone(), key.clone(), records.clone(), base.clone());
     let (lat, failed) = run_at(lookup_rate, seconds, move |i| {
         let t = &r[pick(i) as usize];
-        let snils = t.record.snils.as_ref().filter(|c| c.is_valid() && i % 2 == 1);
+        let snils = t
+            .record
+            .snils
+            .as_ref()
+            .filter(|c| c.is_valid() && i % 2 == 1);
         let url = match snils {
             Some(s) => format!("{b}/v1/identifiers?snils={}", s.value),
-            None => format!("{b}/v1/records?source={}&source_id={}", t.source, t.source_id.replace('/', "%2F")),
+            None => format!(
+                "{b}/v1/records?source={}&source_id={}",
+                t.source,
+                t.source_id.replace('/', "%2F")
+            ),
         };
         h.get(url).bearer_auth(&k)
     })

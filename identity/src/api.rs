@@ -65,7 +65,11 @@ pub async fn person_view(
     let golden = golden_if_allowed(app, ctx, row.person_id, &records).await?;
     Ok(PersonView {
         person_id: row.person_id,
-        status: if row.retired_at.is_some() { "retired" } else { "active" },
+        status: if row.retired_at.is_some() {
+            "retired"
+        } else {
+            "active"
+        },
         locked: row.locked,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -89,7 +93,10 @@ async fn golden_if_allowed(
         .map(|m| format!("{}:{}", m.source, m.source_id))
         .collect();
     ctx.log_view(app, format!("person {person}"), shown).await?;
-    Ok(store::golden(&app.pool, &[person]).await?.into_iter().next())
+    Ok(store::golden(&app.pool, &[person])
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// `GET /v1/persons/{id}`: a person; a merged id answers 308 to the
@@ -127,7 +134,9 @@ pub async fn person(
             )
                 .into_response())
         }
-        Resolved::Retired { person, successors } => Err(Problem::retired(person.person_id, &successors)),
+        Resolved::Retired { person, successors } => {
+            Err(Problem::retired(person.person_id, &successors))
+        }
         Resolved::Unknown => Err(Problem::not_found(format!("person {id} is not known"))),
     }
 }
@@ -361,7 +370,9 @@ pub async fn match_demographics(
     JsonBody(req): JsonBody<MatchRequest>,
 ) -> Result<Json<MatchResponse>, Problem> {
     ctx.caller.require(Scope::IdsRead)?;
-    Ok(Json(run_match(&app, &ctx, &req.demographics, req.limit).await?))
+    Ok(Json(
+        run_match(&app, &ctx, &req.demographics, req.limit).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -157,7 +157,10 @@ impl Authenticator {
         let credential = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .ok_or_else(|| refused("the Authorization header is not `Bearer <credential>`"))?;

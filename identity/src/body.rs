@@ -11,10 +11,9 @@ use crate::problem::Problem;
 
 /// A person id from the path; a problem when it is not one.
 pub fn person_id(raw: &str) -> Result<i64, Problem> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| Problem::bad_request("invalid-person-id", "a person id is a positive integer"))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        Problem::bad_request("invalid-person-id", "a person id is a positive integer")
+    })
 }
 
 /// A JSON body (`application/json` or `application/fhir+json`); unknown

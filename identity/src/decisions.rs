@@ -188,7 +188,12 @@ pub struct LockState {
     pub locked: bool,
 }
 
-async fn set_lock(app: Shared, ctx: Ctx, raw: &str, locked: bool) -> Result<Json<LockState>, Problem> {
+async fn set_lock(
+    app: Shared,
+    ctx: Ctx,
+    raw: &str,
+    locked: bool,
+) -> Result<Json<LockState>, Problem> {
     ctx.caller.require(Scope::DecisionsWrite)?;
     let id = person_id(raw)?;
     operator::set_lock(&app.engine, &app.pool, id, locked, &ctx.caller.actor())
@@ -245,7 +250,10 @@ pub async fn resolve(
 ) -> Result<Json<DecisionOutcome>, Problem> {
     ctx.caller.require(Scope::DecisionsWrite)?;
     let item: i64 = raw.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
-        Problem::bad_request("invalid-review-item", "a review item id is a positive integer")
+        Problem::bad_request(
+            "invalid-review-item",
+            "a review item id is a positive integer",
+        )
     })?;
     let resolution = match r.resolution.as_str() {
         "link" => "link",
@@ -263,9 +271,15 @@ pub async fn resolve(
     .bind(item)
     .fetch_optional(&app.pool)
     .await?;
-    let applied = operator::resolve(&app.engine, &app.pool, item, resolution, &ctx.caller.actor())
-        .await
-        .map_err(problem)?;
+    let applied = operator::resolve(
+        &app.engine,
+        &app.pool,
+        item,
+        resolution,
+        &ctx.caller.actor(),
+    )
+    .await
+    .map_err(problem)?;
     let recs: Vec<(String, String)> = recs
         .map(|(a0, a1, b0, b1)| vec![(a0, a1), (b0, b1)])
         .unwrap_or_default();

@@ -99,7 +99,11 @@ fn personal_identifiers(g: &Golden) -> Vec<Value> {
     if let Some(o) = &g.oms_policy {
         out.push(json!({"system": identifiers::OMS_SYSTEM, "value": o}));
     }
-    let docs = g.documents.as_ref().map(|d| d.0.clone()).unwrap_or_default();
+    let docs = g
+        .documents
+        .as_ref()
+        .map(|d| d.0.clone())
+        .unwrap_or_default();
     for d in docs.as_array().into_iter().flatten() {
         if !d["problem"].is_null() {
             continue;
@@ -115,14 +119,19 @@ fn personal_identifiers(g: &Golden) -> Vec<Value> {
             Some(series) => format!("{series} {number}"),
             None => number.to_string(),
         };
-        out.push(json!({"system": format!("{}{code}", identifiers::DOCUMENT_SYSTEM_PREFIX),
-                        "value": value}));
+        out.push(
+            json!({"system": format!("{}{code}", identifiers::DOCUMENT_SYSTEM_PREFIX),
+                        "value": value}),
+        );
     }
     out
 }
 
 fn add_personal(p: &mut Value, g: &Golden) {
-    let given: Vec<&String> = [&g.first_name, &g.middle_name].into_iter().flatten().collect();
+    let given: Vec<&String> = [&g.first_name, &g.middle_name]
+        .into_iter()
+        .flatten()
+        .collect();
     if g.last_name.is_some() || !given.is_empty() {
         let mut name = json!({"use": "official"});
         if let Some(f) = &g.last_name {
@@ -177,7 +186,10 @@ async fn live_patient(app: &Shared, ctx: &Ctx, person: i64) -> Result<Value, Pro
             .map(|m| format!("{}:{}", m.source, m.source_id))
             .collect();
         ctx.log_view(app, format!("person {person}"), shown).await?;
-        store::golden(&app.pool, &[person]).await?.into_iter().next()
+        store::golden(&app.pool, &[person])
+            .await?
+            .into_iter()
+            .next()
     } else {
         None
     };
@@ -291,7 +303,10 @@ async fn match_patient(
 async fn match_inner(app: Shared, ctx: Ctx, params: Parameters) -> Result<Response, Problem> {
     ctx.caller.require(Scope::IdsRead)?;
     if params.resource_type != "Parameters" {
-        return Err(Problem::bad_request("invalid-body", "the body is a Parameters resource"));
+        return Err(Problem::bad_request(
+            "invalid-body",
+            "the body is a Parameters resource",
+        ));
     }
     let mut resource = None;
     let mut count = None;
@@ -309,8 +324,8 @@ async fn match_inner(app: Shared, ctx: Ctx, params: Parameters) -> Result<Respon
             }
         }
     }
-    let resource =
-        resource.ok_or_else(|| Problem::bad_request("invalid-body", "parameter resource is missing"))?;
+    let resource = resource
+        .ok_or_else(|| Problem::bad_request("invalid-body", "parameter resource is missing"))?;
     let demographics = demographics(&resource)?;
     let limit = count.map(|c| c.clamp(1, 1000) as usize);
     let found = crate::api::run_match(&app, &ctx, &demographics, limit).await?;
@@ -346,14 +361,15 @@ fn demographics(p: &Value) -> Result<Demographics, Problem> {
             "parameter resource is a Patient",
         ));
     }
-    let bad = |what: &str| Problem::bad_request("invalid-body", format!("Patient.{what} is malformed"));
+    let bad =
+        |what: &str| Problem::bad_request("invalid-body", format!("Patient.{what} is malformed"));
     let name = &p["name"][0];
     let text = |v: &Value| v.as_str().map(str::to_string);
     let given = name["given"].as_array().cloned().unwrap_or_default();
     let birth_date = match p["birthDate"].as_str() {
-        Some(b) => Some(
-            chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").map_err(|_| bad("birthDate"))?,
-        ),
+        Some(b) => {
+            Some(chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").map_err(|_| bad("birthDate"))?)
+        }
         None => None,
     };
     let mut d = Demographics {

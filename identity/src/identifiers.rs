@@ -30,7 +30,10 @@ pub enum Identifier {
         number: String,
     },
     /// A source record (FHIR only; the JSON API has `/v1/records`).
-    Record { source: String, source_id: String },
+    Record {
+        source: String,
+        source_id: String,
+    },
 }
 
 impl Identifier {
@@ -48,9 +51,7 @@ impl Identifier {
     /// a problem if it is not valid.
     pub fn key(&self) -> Result<String, Problem> {
         match self {
-            Identifier::Snils(raw) => {
-                Ok(format!("s:{}", valid("snils", normalize::snils(raw))?))
-            }
+            Identifier::Snils(raw) => Ok(format!("s:{}", valid("snils", normalize::snils(raw))?)),
             Identifier::Oms(raw) => Ok(format!(
                 "o:{}",
                 valid("oms_policy", normalize::oms_policy(raw))?
@@ -117,11 +118,10 @@ fn valid(field: &str, checked: Option<Checked>) -> Result<String, Problem> {
             ),
         )
         .with("field", field)),
-        None => Err(Problem::bad_request(
-            "invalid-identifier",
-            format!("{field} is empty"),
-        )
-        .with("field", field)),
+        None => Err(
+            Problem::bad_request("invalid-identifier", format!("{field} is empty"))
+                .with("field", field),
+        ),
     }
 }
 
@@ -129,7 +129,12 @@ fn valid(field: &str, checked: Option<Checked>) -> Result<String, Problem> {
 /// is refused (it never links anything).
 pub fn document_type(code: &str) -> Result<DocumentType, Problem> {
     let t = DocumentType::from_code(code)
-        .or_else(|| code.parse::<u16>().ok().map(DocumentType).filter(|t| t.is_known()))
+        .or_else(|| {
+            code.parse::<u16>()
+                .ok()
+                .map(DocumentType)
+                .filter(|t| t.is_known())
+        })
         .filter(|t| *t != DocumentType::UNKNOWN);
     t.ok_or_else(|| {
         Problem::bad_request(
@@ -151,10 +156,7 @@ pub fn document_key(code: &str, series: Option<&str>, number: &str) -> Result<St
     if let Some(p) = doc.problem {
         return Err(Problem::bad_request(
             "invalid-identifier",
-            format!(
-                "the document does not fit its type's format ({})",
-                p.code()
-            ),
+            format!("the document does not fit its type's format ({})", p.code()),
         )
         .with("field", "document"));
     }

@@ -80,14 +80,16 @@ pub async fn start(
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config)?;
             tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                let serve =
+                    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
                 if let Err(error) = serve.await {
                     tracing::error!(%error, "API server failed");
                 }
             })
         }
         None => tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "API server failed");
             }

@@ -189,10 +189,9 @@ impl Scorer {
         }
         let mut c = self.current.write().await;
         if c.checked.elapsed() >= MODEL_CHECK {
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT model_version FROM match_state")
-                    .fetch_one(pool)
-                    .await?;
+            let version: Option<i64> = sqlx::query_scalar("SELECT model_version FROM match_state")
+                .fetch_one(pool)
+                .await?;
             if version != c.version || c.model.version != version {
                 let mut conn = pool.acquire().await?;
                 let model = matcher::model::store::load_active(&mut conn).await?;
@@ -278,9 +277,9 @@ pub async fn candidates(
             continue;
         };
         let c = score(&setup, &model, &me, f, person);
-        let better = best.get(&person).is_none_or(|b| {
-            (c.probability, c.weight) > (b.probability, b.weight)
-        });
+        let better = best
+            .get(&person)
+            .is_none_or(|b| (c.probability, c.weight) > (b.probability, b.weight));
         if better {
             best.insert(person, c);
         }
@@ -355,9 +354,11 @@ async fn blocked(
     // key (surname, first name and patronymic, initials) holds the birth
     // key, so its holders are among the records of the birth date or its
     // swap.
-    let (id_keys, name_keys): (Vec<&String>, Vec<&String>) = keys
-        .iter()
-        .partition(|k| ["d:", "s:", "o:", "p:", "e:"].iter().any(|p| k.starts_with(p)));
+    let (id_keys, name_keys): (Vec<&String>, Vec<&String>) = keys.iter().partition(|k| {
+        ["d:", "s:", "o:", "p:", "e:"]
+            .iter()
+            .any(|p| k.starts_with(p))
+    });
     let mut found: HashMap<(String, String), Features> = HashMap::new();
     let mut unusable: HashSet<String> = HashSet::new();
     for key in id_keys {

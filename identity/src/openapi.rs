@@ -48,8 +48,5 @@ impl Modify for Bearer {
 }
 
 pub fn routes() -> Router<Shared> {
-    Router::new().route(
-        "/openapi.json",
-        get(|| async { Json(ApiDoc::openapi()) }),
-    )
+    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
 }

@@ -13,7 +13,10 @@ pub fn router(app: Shared) -> Router {
         .merge(crate::decisions::routes())
         .merge(crate::fhir::routes())
         .merge(crate::openapi::routes())
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            authenticate,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -30,7 +30,9 @@ pub enum Resolved {
     /// Retired because all its records went to one person (a merge),
     /// maybe through several merges: `chain` is every id after the asked
     /// one, ending with the live survivor.
-    Merged { chain: Vec<i64> },
+    Merged {
+        chain: Vec<i64>,
+    },
     /// Retired without one survivor: its records were deleted (no
     /// successors) or went to several persons (a split).
     Retired {

@@ -25,7 +25,10 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerCo
     let mut config = rustls::ServerConfig::builder_with_provider(etl_runtime::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs.into_iter().map(CertificateDer::into_owned).collect(), key)?;
+        .with_single_cert(
+            certs.into_iter().map(CertificateDer::into_owned).collect(),
+            key,
+        )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -37,7 +40,10 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<TlsListener> {
+    pub fn new(
+        listener: TcpListener,
+        config: rustls::ServerConfig,
+    ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, accepted) = mpsc::channel(64);

@@ -62,7 +62,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         Ok(()) => {}
         Err(GaveUp::Stopped) => return Ok(Summary::default()),
         Err(GaveUp::Permanent(error)) => {
-            anyhow::bail!("connecting to PostgreSQL: {}", etl_runtime::database::describe(&error))
+            anyhow::bail!(
+                "connecting to PostgreSQL: {}",
+                etl_runtime::database::describe(&error)
+            )
         }
     }
     if !etl_runtime::database::wait_for_schema(
@@ -125,7 +128,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 
     'consume: while !shutdown.is_cancelled() {
         // Every failure to bind is the bus being away: waited for.
-        let bound = retry("binding the NATS consumer", &loader.retry, &shutdown, |_| true, bind_consumer);
+        let bound = retry(
+            "binding the NATS consumer",
+            &loader.retry,
+            &shutdown,
+            |_| true,
+            bind_consumer,
+        );
         let Ok(consumer) = bound.await else {
             break;
         };

@@ -26,8 +26,8 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::naming;
 use crate::envelope::{self, DecodeError, Envelope};
+use crate::naming;
 use crate::record::PatientRecord;
 
 /// Header with the number of envelopes in a batch message (informational:

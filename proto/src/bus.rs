@@ -288,10 +288,7 @@ impl<'a> Publisher<'a> {
             .message_id(message.message_id)
             .header(trace::HEADER, self.traceparent().to_string().as_str());
         if is_batch {
-            publish = publish.header(
-                batch::RECORDS_HEADER,
-                message.records.to_string().as_str(),
-            );
+            publish = publish.header(batch::RECORDS_HEADER, message.records.to_string().as_str());
         }
         let ack = self
             .js

@@ -15,8 +15,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::doctype::DocumentType;
-use crate::normalize::{Checked, Problem};
 pub use crate::normalize::FieldIssue;
+use crate::normalize::{Checked, Problem};
 
 /// One patient as one source system knows them. No passwords, ever.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,4 +116,3 @@ impl EmailKind {
         EmailKind::Contact
     }
 }
-

@@ -93,12 +93,18 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let result = retry("test", &quick(), &CancellationToken::new(), |_| true, || async {
-            match calls.fetch_add(1, Ordering::SeqCst) {
-                0..=2 => Err("down"),
-                n => Ok(n),
-            }
-        })
+        let result = retry(
+            "test",
+            &quick(),
+            &CancellationToken::new(),
+            |_| true,
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0..=2 => Err("down"),
+                    n => Ok(n),
+                }
+            },
+        )
         .await;
         assert_eq!(result, Ok(3));
     }

@@ -124,7 +124,10 @@ fn alternatives(binary: &str, text: &str) -> Vec<Vec<String>> {
                 previous.iter().cloned().chain(words).collect()
             }
             Some(previous) => {
-                let chain = previous.iter().take_while(|w| looks_like_subcommand(w)).count();
+                let chain = previous
+                    .iter()
+                    .take_while(|w| looks_like_subcommand(w))
+                    .count();
                 let mut command: Vec<String> = previous[..chain.saturating_sub(1)].to_vec();
                 command.extend(words);
                 command
@@ -152,7 +155,10 @@ fn problems(binary: &Path, words: &[String]) -> Vec<String> {
         return vec!["`--help` fails".into()];
     };
     let mut problems = Vec::new();
-    for word in words.iter().take_while(|w| !w.starts_with('-') && !w.starts_with('[')) {
+    for word in words
+        .iter()
+        .take_while(|w| !w.starts_with('-') && !w.starts_with('['))
+    {
         let known = subcommands(helps.last().expect("a help"));
         let variants: Vec<&str> = word.split('|').collect();
         if !variants.iter().all(|v| known.contains(*v)) {
@@ -287,7 +293,10 @@ mod tests {
     fn alternatives_replace_the_last_subcommand_or_continue_the_command() {
         assert_eq!(
             alternatives("etl", "etl brake list | release SOURCE [DATABASE]   # note"),
-            vec![words(&["brake", "list"]), words(&["brake", "release", "SOURCE", "[DATABASE]"])]
+            vec![
+                words(&["brake", "list"]),
+                words(&["brake", "release", "SOURCE", "[DATABASE]"])
+            ]
         );
         assert_eq!(
             alternatives("etl", "etl replay --from-seq N | --from-time T"),
@@ -298,14 +307,20 @@ mod tests {
         );
         assert_eq!(
             alternatives("etl", "etl persons lock 123 / etl persons unlock 123"),
-            vec![words(&["persons", "lock", "123"]), words(&["persons", "unlock", "123"])]
+            vec![
+                words(&["persons", "lock", "123"]),
+                words(&["persons", "unlock", "123"])
+            ]
         );
     }
 
     #[test]
     fn a_value_ends_the_chain_an_alternative_replaces() {
         assert_eq!(
-            alternatives("etl", "etl generate-truth [--set febrl1] | evaluate --truth t.csv"),
+            alternatives(
+                "etl",
+                "etl generate-truth [--set febrl1] | evaluate --truth t.csv"
+            ),
             vec![
                 words(&["generate-truth", "[--set", "febrl1]"]),
                 words(&["evaluate", "--truth", "t.csv"])
@@ -335,7 +350,11 @@ mod tests {
             .iter()
             .map(|l| format!("{}:{}: {}", l.file.display(), l.line, l.text))
             .collect();
-        assert!(found.is_empty(), "history in the documents:\n{}", found.join("\n"));
+        assert!(
+            found.is_empty(),
+            "history in the documents:\n{}",
+            found.join("\n")
+        );
     }
 
     #[test]

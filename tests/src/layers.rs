@@ -147,7 +147,10 @@ mod tests {
     #[test]
     fn names_follow_crate_and_dollar_crate_only() {
         assert_eq!(
-            names_after("use crate::bus::{x}; $crate::sync::E; my_crate::no", "crate::"),
+            names_after(
+                "use crate::bus::{x}; $crate::sync::E; my_crate::no",
+                "crate::"
+            ),
             ["bus", "sync"]
         );
     }
@@ -162,6 +165,10 @@ mod tests {
                 failures.push(format!("{}: {}", src.display(), circle.join(" → ")));
             }
         }
-        assert!(failures.is_empty(), "import circles:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "import circles:\n{}",
+            failures.join("\n")
+        );
     }
 }

@@ -273,7 +273,11 @@ async fn qms_rejects_are_listed_shown_and_dropped() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(logged, [format!("reject {seq} of {rejects}")], "the view is logged");
+    assert_eq!(
+        logged,
+        [format!("reject {seq} of {rejects}")],
+        "the view is logged"
+    );
 
     etl(
         &db,

@@ -40,7 +40,6 @@ use crate::state::Snapshot;
 use crate::sync::{DbSync, SyncError};
 use etl_runtime::brake::Decision;
 
-
 /// One reconciliation pass.
 pub async fn pass(sync: &mut DbSync) -> Result<PassSummary, SyncError> {
     let started = std::time::Instant::now();

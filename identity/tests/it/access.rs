@@ -19,8 +19,30 @@ async fn counts(s: &Service) -> (i64, i64, i64) {
 async fn refused_requests_leave_only_their_access_log_line() {
     let s = Service::start().await;
     s.load(&[
-        rec("qms", "1", person("Иванов", "Иван", "Иванович", (1970, 7, 7), Some(123123123), None)),
-        rec("qms", "2", person("Сидоров", "Пётр", "Петрович", (1971, 8, 8), Some(321321321), None)),
+        rec(
+            "qms",
+            "1",
+            person(
+                "Иванов",
+                "Иван",
+                "Иванович",
+                (1970, 7, 7),
+                Some(123123123),
+                None,
+            ),
+        ),
+        rec(
+            "qms",
+            "2",
+            person(
+                "Сидоров",
+                "Пётр",
+                "Петрович",
+                (1971, 8, 8),
+                Some(321321321),
+                None,
+            ),
+        ),
     ])
     .await;
     s.match_pending().await;
@@ -28,7 +50,12 @@ async fn refused_requests_leave_only_their_access_log_line() {
     let before = counts(&s).await;
 
     // No credential, a wrong one, a revoked one.
-    let r = s.http.get(s.url(&format!("/v1/persons/{p}"))).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/v1/persons/{p}")))
+        .send()
+        .await
+        .unwrap();
     let (status, body, headers) = crate::support::read(r).await;
     assert_problem(status, &body, 401, &[]);
     assert!(headers.contains_key("www-authenticate"));
@@ -38,20 +65,32 @@ async fn refused_requests_leave_only_their_access_log_line() {
     let (status, _, _) = s.get(&s.reader, &format!("/v1/persons/{p}")).await;
     assert_eq!(status, 401);
     // A client without decisions:write tries to link and to lock.
-    let link = json!({"a": {"source": "qms", "source_id": "1"}, "b": {"source": "qms", "source_id": "2"}});
+    let link =
+        json!({"a": {"source": "qms", "source_id": "1"}, "b": {"source": "qms", "source_id": "2"}});
     let (status, body) = s.post(&s.viewer, "/v1/decisions/link", &link).await;
     assert_problem(status, &body, 403, &[]);
     assert_eq!(body["required_scope"], "decisions:write");
-    let (status, _) = s.post(&s.viewer, &format!("/v1/persons/{p}/lock"), &json!({})).await;
+    let (status, _) = s
+        .post(&s.viewer, &format!("/v1/persons/{p}/lock"), &json!({}))
+        .await;
     assert_eq!(status, 403);
     // FHIR refusals are OperationOutcomes.
-    let r = s.http.get(s.url(&format!("/fhir/Patient/{p}"))).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/fhir/Patient/{p}")))
+        .send()
+        .await
+        .unwrap();
     let (status, body, _) = crate::support::read(r).await;
     assert_eq!(status, 401);
     assert_eq!(body["resourceType"], "OperationOutcome");
     assert_eq!(body["issue"][0]["code"], "login");
 
-    assert_eq!(counts(&s).await, before, "a refused request changed something");
+    assert_eq!(
+        counts(&s).await,
+        before,
+        "a refused request changed something"
+    );
     let log = s.access_log().await;
     let lines: Vec<(Option<&str>, &str, &str)> = log
         .iter()
@@ -63,12 +102,36 @@ async fn refused_requests_leave_only_their_access_log_line() {
     assert_eq!(
         lines,
         [
-            (None, "identity GET /v1/persons/{id}", "refused: unauthenticated"),
-            (None, "identity GET /v1/persons/{id}", "refused: unauthenticated"),
-            (None, "identity GET /v1/persons/{id}", "refused: unauthenticated"),
-            (Some("viewer"), "identity POST /v1/decisions/link", "refused: forbidden"),
-            (Some("viewer"), "identity POST /v1/persons/{id}/lock", "refused: forbidden"),
-            (None, "identity GET /fhir/Patient/{id}", "refused: unauthenticated"),
+            (
+                None,
+                "identity GET /v1/persons/{id}",
+                "refused: unauthenticated"
+            ),
+            (
+                None,
+                "identity GET /v1/persons/{id}",
+                "refused: unauthenticated"
+            ),
+            (
+                None,
+                "identity GET /v1/persons/{id}",
+                "refused: unauthenticated"
+            ),
+            (
+                Some("viewer"),
+                "identity POST /v1/decisions/link",
+                "refused: forbidden"
+            ),
+            (
+                Some("viewer"),
+                "identity POST /v1/persons/{id}/lock",
+                "refused: forbidden"
+            ),
+            (
+                None,
+                "identity GET /fhir/Patient/{id}",
+                "refused: unauthenticated"
+            ),
         ]
     );
 }
@@ -76,15 +139,21 @@ async fn refused_requests_leave_only_their_access_log_line() {
 #[tokio::test]
 async fn jwt_bearer_tokens_carry_the_client_and_its_scopes() {
     let s = Service::start().await;
-    s.load(&[rec("qms", "1", person("Иванов", "Иван", "Иванович", (1970, 7, 7), None, None))])
-        .await;
+    s.load(&[rec(
+        "qms",
+        "1",
+        person("Иванов", "Иван", "Иванович", (1970, 7, 7), None, None),
+    )])
+    .await;
     s.match_pending().await;
     let p = s.person_of("qms", "1").await;
     let path = format!("/v1/persons/{p}");
     let (status, body, _) = s.get(&jwt("portal", "ids:read", 300), &path).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("golden").is_none());
-    let (status, body, _) = s.get(&jwt("portal", "ids:read personal:read", 300), &path).await;
+    let (status, body, _) = s
+        .get(&jwt("portal", "ids:read personal:read", 300), &path)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["golden"]["first_name"], "Иван");
     let log = s.access_log().await;

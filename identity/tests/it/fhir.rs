@@ -8,17 +8,24 @@ use crate::support::{person, rec, snils, Service};
 
 fn is_id(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
-        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
     })
 }
 
 fn is_uri(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.contains(':') && !s.contains(char::is_whitespace))
+    v.as_str()
+        .is_some_and(|s| s.contains(':') && !s.contains(char::is_whitespace))
 }
 
 fn check_identifier(i: &Value) {
     assert!(is_uri(&i["system"]), "Identifier.system: {i}");
-    assert!(i["value"].as_str().is_some_and(|v| !v.is_empty()), "Identifier.value: {i}");
+    assert!(
+        i["value"].as_str().is_some_and(|v| !v.is_empty()),
+        "Identifier.value: {i}"
+    );
     if let Some(u) = i.get("use") {
         assert!(["usual", "official", "temp", "secondary", "old"].contains(&u.as_str().unwrap()));
     }
@@ -27,7 +34,15 @@ fn check_identifier(i: &Value) {
 /// An R4 Patient as far as these elements go.
 pub fn check_patient(p: &Value) {
     let allowed = [
-        "resourceType", "id", "active", "identifier", "name", "gender", "birthDate", "telecom", "link",
+        "resourceType",
+        "id",
+        "active",
+        "identifier",
+        "name",
+        "gender",
+        "birthDate",
+        "telecom",
+        "link",
     ];
     for k in p.as_object().expect("Patient is an object").keys() {
         assert!(allowed.contains(&k.as_str()), "Patient.{k} unexpected");
@@ -56,7 +71,9 @@ pub fn check_patient(p: &Value) {
         assert!(t["value"].is_string());
     }
     for l in p["link"].as_array().into_iter().flatten() {
-        assert!(["replaced-by", "replaces", "refer", "seealso"].contains(&l["type"].as_str().unwrap()));
+        assert!(
+            ["replaced-by", "replaces", "refer", "seealso"].contains(&l["type"].as_str().unwrap())
+        );
         let other = &l["other"];
         assert!(
             other["reference"].is_string() || other["identifier"].is_object(),
@@ -88,14 +105,32 @@ pub fn check_bundle(b: &Value) -> Vec<Value> {
 
 async fn seeded() -> (Service, i64) {
     let s = Service::start().await;
-    let mut ivanov = person("Иванов", "Иван", "Петрович", (1980, 5, 17), Some(112233445), Some(("4506", "123456")));
+    let mut ivanov = person(
+        "Иванов",
+        "Иван",
+        "Петрович",
+        (1980, 5, 17),
+        Some(112233445),
+        Some(("4506", "123456")),
+    );
     ivanov.phones = vec![proto::Phone {
         number: proto::Checked::valid("+79123456789"),
         preferred: true,
     }];
     s.load(&[
         rec("qms", "41449/A22", ivanov),
-        rec("infoclinica", "1001", person("Иванов", "Иван", "Петрович", (1980, 5, 17), Some(112233445), None)),
+        rec(
+            "infoclinica",
+            "1001",
+            person(
+                "Иванов",
+                "Иван",
+                "Петрович",
+                (1980, 5, 17),
+                Some(112233445),
+                None,
+            ),
+        ),
     ])
     .await;
     s.match_pending().await;
@@ -110,11 +145,17 @@ async fn the_golden_patient_links_its_source_records() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["content-type"], "application/fhir+json");
     check_patient(&body);
-    assert!(body.get("name").is_none() && body.get("birthDate").is_none(), "ids only: {body}");
+    assert!(
+        body.get("name").is_none() && body.get("birthDate").is_none(),
+        "ids only: {body}"
+    );
     let links = body["link"].as_array().unwrap();
     assert_eq!(links.len(), 2);
     assert!(links.iter().all(|l| l["type"] == "seealso"));
-    assert_eq!(links[1]["other"]["identifier"]["system"], "urn:etl-bus:source:qms");
+    assert_eq!(
+        links[1]["other"]["identifier"]["system"],
+        "urn:etl-bus:source:qms"
+    );
     assert_eq!(links[1]["other"]["identifier"]["value"], "41449/A22");
 
     let (status, body, _) = s.get(&s.viewer, &format!("/fhir/Patient/{p}")).await;
@@ -131,7 +172,10 @@ async fn the_golden_patient_links_its_source_records() {
         .map(|i| i["system"].as_str().unwrap())
         .collect();
     assert!(systems.contains(&"urn:oid:1.2.643.100.3"), "{systems:?}");
-    assert!(systems.contains(&"urn:etl-bus:document:passport"), "{systems:?}");
+    assert!(
+        systems.contains(&"urn:etl-bus:document:passport"),
+        "{systems:?}"
+    );
     // As the loader stores it (proto::normalize::phone).
     assert_eq!(body["telecom"][0]["value"], "79123456789");
 }
@@ -144,7 +188,10 @@ async fn patients_are_searched_by_identifier() {
         "urn:etl-bus:document:passport|4506 123456".to_string(),
         "urn:etl-bus:source:infoclinica|1001".to_string(),
     ] {
-        let path = format!("/fhir/Patient?identifier={}", token.replace('|', "%7C").replace(' ', "%20"));
+        let path = format!(
+            "/fhir/Patient?identifier={}",
+            token.replace('|', "%7C").replace(' ', "%20")
+        );
         let (status, body, _) = s.get(&s.reader, &path).await;
         assert_eq!(status, 200, "{token}: {body}");
         let entries = check_bundle(&body);
@@ -152,7 +199,13 @@ async fn patients_are_searched_by_identifier() {
         assert_eq!(entries[0]["resource"]["id"], p.to_string());
     }
     let (status, body, _) = s
-        .get(&s.reader, &format!("/fhir/Patient?identifier=urn:oid:1.2.643.100.3%7C{}", snils(998877665)))
+        .get(
+            &s.reader,
+            &format!(
+                "/fhir/Patient?identifier=urn:oid:1.2.643.100.3%7C{}",
+                snils(998877665)
+            ),
+        )
         .await;
     assert_eq!(status, 200);
     assert!(check_bundle(&body).is_empty());
@@ -180,7 +233,10 @@ async fn patient_match_returns_graded_candidates() {
     assert_eq!(entries.len(), 1);
     let e = &entries[0];
     assert_eq!(e["resource"]["id"], p.to_string());
-    assert_eq!(e["search"]["extension"][0]["url"], "http://hl7.org/fhir/StructureDefinition/match-grade");
+    assert_eq!(
+        e["search"]["extension"][0]["url"],
+        "http://hl7.org/fhir/StructureDefinition/match-grade"
+    );
     assert_eq!(e["search"]["extension"][0]["valueCode"], "certain");
     assert!(e["search"]["score"].as_f64().unwrap() > 0.9999);
     // The JSON form: each field's contribution.
@@ -197,6 +253,9 @@ async fn patient_match_returns_graded_candidates() {
     assert_eq!(c["person_id"], p);
     assert_eq!(c["fields"]["last_name"]["level"], "exact");
     assert!(c["fields"]["birth_date"]["weight"].as_f64().unwrap() > 0.0);
-    assert!(c["fields"].get("snils").is_none(), "a field the query lacks is no evidence");
+    assert!(
+        c["fields"].get("snils").is_none(),
+        "a field the query lacks is no evidence"
+    );
     assert!(body.get("golden").is_none());
 }

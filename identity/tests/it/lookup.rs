@@ -12,17 +12,38 @@ async fn seeded() -> (Service, i64, i64) {
         rec(
             "qms",
             "41449/A22",
-            person("Иванов", "Иван", "Петрович", (1980, 5, 17), Some(112233445), Some(("4506", "123456"))),
+            person(
+                "Иванов",
+                "Иван",
+                "Петрович",
+                (1980, 5, 17),
+                Some(112233445),
+                Some(("4506", "123456")),
+            ),
         ),
         rec(
             "infoclinica",
             "1001",
-            person("Иванов", "Иван", "Петрович", (1980, 5, 17), Some(112233445), None),
+            person(
+                "Иванов",
+                "Иван",
+                "Петрович",
+                (1980, 5, 17),
+                Some(112233445),
+                None,
+            ),
         ),
         rec(
             "infoclinica",
             "1002",
-            person("Петрова", "Анна", "Сергеевна", (1975, 1, 2), Some(223344556), None),
+            person(
+                "Петрова",
+                "Анна",
+                "Сергеевна",
+                (1975, 1, 2),
+                Some(223344556),
+                None,
+            ),
         ),
     ])
     .await;
@@ -39,7 +60,13 @@ fn records(v: &Value) -> Vec<String> {
         .as_array()
         .expect("records")
         .iter()
-        .map(|r| format!("{}:{}", r["source"].as_str().unwrap(), r["source_id"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["source"].as_str().unwrap(),
+                r["source_id"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -54,12 +81,18 @@ async fn person_by_id_gives_ids_without_personal_scope_and_logs_personal_views()
     assert!(body["records"][0]["since"].is_string());
     assert!(body.get("golden").is_none(), "ids only: {body}");
     let text = body.to_string();
-    assert!(!text.contains("Иванов") && !text.contains("112233445"), "{text}");
+    assert!(
+        !text.contains("Иванов") && !text.contains("112233445"),
+        "{text}"
+    );
     // The history: both placements, by the matcher.
     let placements = body["history"]["placements"].as_array().unwrap();
     assert_eq!(placements.len(), 2);
     assert!(placements.iter().all(|p| p["actor"] == "matcher"));
-    assert!(s.access_log().await.is_empty(), "an ids-only read is not a view of personal data");
+    assert!(
+        s.access_log().await.is_empty(),
+        "an ids-only read is not a view of personal data"
+    );
 
     let (status, body, _) = s.get(&s.viewer, &format!("/v1/persons/{ivanov}")).await;
     assert_eq!(status, 200);
@@ -87,7 +120,9 @@ async fn a_record_answers_with_its_person_and_every_record_of_it() {
     assert_eq!(records(&body), ["infoclinica:1001", "qms:41449/A22"]);
     assert!(body.get("golden").is_none());
 
-    let (status, body, _) = s.get(&s.reader, "/v1/records?source=qms&source_id=nope").await;
+    let (status, body, _) = s
+        .get(&s.reader, "/v1/records?source=qms&source_id=nope")
+        .await;
     crate::support::assert_problem(status, &body, 404, &[]);
 }
 
@@ -98,24 +133,36 @@ async fn identifiers_are_normalized_as_on_load() {
     // The clerk's layout `112-233-445 95`.
     let typed = format!("{}-{}-{} {}", &raw[0..3], &raw[3..6], &raw[6..9], &raw[9..]);
     let (status, body, _) = s
-        .get(&s.reader, &format!("/v1/identifiers?snils={}", typed.replace(' ', "+")))
+        .get(
+            &s.reader,
+            &format!("/v1/identifiers?snils={}", typed.replace(' ', "+")),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["persons"], serde_json::json!([ivanov]));
     assert_eq!(body["records"].as_array().unwrap().len(), 2);
 
     let (status, body, _) = s
-        .get(&s.reader, "/v1/identifiers?document_type=passport&series=45+06&number=123456")
+        .get(
+            &s.reader,
+            "/v1/identifiers?document_type=passport&series=45+06&number=123456",
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["persons"], serde_json::json!([ivanov]));
     let (_, body, _) = s
-        .get(&s.reader, &format!("/v1/identifiers?snils={}", snils(223344556)))
+        .get(
+            &s.reader,
+            &format!("/v1/identifiers?snils={}", snils(223344556)),
+        )
         .await;
     assert_eq!(body["persons"], serde_json::json!([petrova]));
     // Nobody holds it: an empty answer, not an error.
     let (status, body, _) = s
-        .get(&s.reader, &format!("/v1/identifiers?snils={}", snils(998877665)))
+        .get(
+            &s.reader,
+            &format!("/v1/identifiers?snils={}", snils(998877665)),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["persons"], serde_json::json!([]));
@@ -127,10 +174,19 @@ async fn identifiers_are_normalized_as_on_load() {
     assert!(log.iter().all(|l| !format!("{l:?}").contains("112233445")));
 
     // A SNILS failing its checksum is refused, without being echoed.
-    let bad = format!("{}{}", &raw[..9], if &raw[9..] == "00" { "01" } else { "00" });
-    let (status, body, _) = s.get(&s.reader, &format!("/v1/identifiers?snils={bad}")).await;
+    let bad = format!(
+        "{}{}",
+        &raw[..9],
+        if &raw[9..] == "00" { "01" } else { "00" }
+    );
+    let (status, body, _) = s
+        .get(&s.reader, &format!("/v1/identifiers?snils={bad}"))
+        .await;
     crate::support::assert_problem(status, &body, 400, &[&bad]);
-    assert!(body["detail"].as_str().unwrap().contains("bad_checksum"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("bad_checksum"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

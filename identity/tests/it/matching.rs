@@ -13,7 +13,8 @@ use crate::support::Service;
 fn demographics(record: &PatientRecord) -> Value {
     let mut r = record.clone();
     loader::validity::recompute(&mut r);
-    let valid = |c: &Option<proto::Checked>| c.as_ref().filter(|c| c.is_valid()).map(|c| c.value.clone());
+    let valid =
+        |c: &Option<proto::Checked>| c.as_ref().filter(|c| c.is_valid()).map(|c| c.value.clone());
     let documents: Vec<Value> = r
         .documents
         .iter()
@@ -68,12 +69,19 @@ async fn match_agrees_with_the_matcher_on_a_generated_set() {
     let mut asked = Vec::new();
     for (_, t) in &held {
         let (status, body) = s
-            .post(&s.reader, "/v1/match", &json!({"demographics": demographics(&t.record), "limit": 5}))
+            .post(
+                &s.reader,
+                "/v1/match",
+                &json!({"demographics": demographics(&t.record), "limit": 5}),
+            )
             .await;
         assert_eq!(status, 200, "{}:{}: {body}", t.source, t.source_id);
         let candidates = body["candidates"].as_array().unwrap().clone();
         for pair in candidates.windows(2) {
-            assert!(pair[0]["probability"].as_f64() >= pair[1]["probability"].as_f64(), "best first");
+            assert!(
+                pair[0]["probability"].as_f64() >= pair[1]["probability"].as_f64(),
+                "best first"
+            );
         }
         asked.push((*t, candidates));
     }
@@ -94,13 +102,19 @@ async fn match_agrees_with_the_matcher_on_a_generated_set() {
         if assigned == expected {
             agree += 1;
         } else {
-            disagree.push(format!("{}:{} top {} matcher {assigned}", t.source, t.source_id, expected));
+            disagree.push(format!(
+                "{}:{} top {} matcher {assigned}",
+                t.source, t.source_id, expected
+            ));
         }
     }
     eprintln!(
         "held-out records: {}; ranked first as a link and so assigned: {agree}; not linked: {unlinked}",
         asked.len()
     );
-    assert!(disagree.is_empty(), "$match and the matcher disagree: {disagree:?}");
+    assert!(
+        disagree.is_empty(),
+        "$match and the matcher disagree: {disagree:?}"
+    );
     assert!(agree >= 50, "too few links to compare: {agree}");
 }

@@ -10,24 +10,55 @@ async fn bad_input_gets_problem_documents() {
     let s = Service::start().await;
     // Unknown fields, at the top and inside.
     let (status, body) = s
-        .post(&s.reader, "/v1/match", &json!({"demographics": {"last_name": "Иванов"}, "limt": 3}))
+        .post(
+            &s.reader,
+            "/v1/match",
+            &json!({"demographics": {"last_name": "Иванов"}, "limt": 3}),
+        )
         .await;
     assert_problem(status, &body, 422, &["Иванов"]);
-    assert!(body["detail"].as_str().unwrap().contains("unknown field `limt`"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `limt`"),
+        "{body}"
+    );
     let (status, body) = s
-        .post(&s.reader, "/v1/match", &json!({"demographics": {"surname": "Иванов"}}))
+        .post(
+            &s.reader,
+            "/v1/match",
+            &json!({"demographics": {"surname": "Иванов"}}),
+        )
         .await;
     assert_problem(status, &body, 422, &["Иванов"]);
-    assert!(body["detail"].as_str().unwrap().contains("`surname`"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("`surname`"),
+        "{body}"
+    );
     // A value of the wrong type is named by its path, not quoted.
     let (status, body) = s
-        .post(&s.reader, "/v1/match", &json!({"demographics": {"birth_date": "17 мая 1980 Иванов"}}))
+        .post(
+            &s.reader,
+            "/v1/match",
+            &json!({"demographics": {"birth_date": "17 мая 1980 Иванов"}}),
+        )
         .await;
     assert_problem(status, &body, 422, &["Иванов", "мая"]);
-    assert!(body["detail"].as_str().unwrap().contains("demographics.birth_date"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("demographics.birth_date"),
+        "{body}"
+    );
     // Malformed identifiers.
     let (status, body) = s
-        .post(&s.reader, "/v1/match", &json!({"demographics": {"snils": "123-456-789 00"}}))
+        .post(
+            &s.reader,
+            "/v1/match",
+            &json!({"demographics": {"snils": "123-456-789 00"}}),
+        )
         .await;
     assert_problem(status, &body, 400, &["123-456-789"]);
     let (status, body) = s
@@ -76,9 +107,13 @@ async fn bad_input_gets_problem_documents() {
     assert_problem(status, &body, 400, &[]);
     let (status, body, _) = s.get(&s.reader, "/v1/persons/-1").await;
     assert_problem(status, &body, 400, &[]);
-    let (status, body, _) = s.get(&s.reader, "/v1/identifiers?snils=1&name=Иванов").await;
+    let (status, body, _) = s
+        .get(&s.reader, "/v1/identifiers?snils=1&name=Иванов")
+        .await;
     assert_problem(status, &body, 400, &["Иванов"]);
-    let (status, body, _) = s.get(&s.reader, "/v1/identifiers?document_type=visa&number=1").await;
+    let (status, body, _) = s
+        .get(&s.reader, "/v1/identifiers?document_type=visa&number=1")
+        .await;
     assert_problem(status, &body, 400, &[]);
     let (status, body, _) = s.get(&s.reader, "/v1/identifiers").await;
     assert_problem(status, &body, 400, &[]);
@@ -86,11 +121,21 @@ async fn bad_input_gets_problem_documents() {
     assert_problem(status, &body, 400, &[]);
     let (status, body, _) = s.get(&s.reader, "/v1/nothing-here").await;
     assert_problem(status, &body, 404, &[]);
-    let r = s.http.delete(s.url("/v1/match")).bearer_auth(&s.reader).send().await.unwrap();
+    let r = s
+        .http
+        .delete(s.url("/v1/match"))
+        .bearer_auth(&s.reader)
+        .send()
+        .await
+        .unwrap();
     let (status, body, _) = crate::support::read(r).await;
     assert_problem(status, &body, 405, &[]);
     let (status, body) = s
-        .post(&s.writer, "/v1/review-items/12/resolve", &json!({"resolution": "merge"}))
+        .post(
+            &s.writer,
+            "/v1/review-items/12/resolve",
+            &json!({"resolution": "merge"}),
+        )
         .await;
     assert_problem(status, &body, 400, &[]);
     let (status, body) = s
@@ -109,7 +154,11 @@ async fn bad_input_gets_problem_documents() {
     assert_eq!(status, 400);
     assert_eq!(body["issue"][0]["code"], "invalid");
     let (status, body) = s
-        .post(&s.reader, "/fhir/Patient/$match", &json!({"resourceType": "Patient"}))
+        .post(
+            &s.reader,
+            "/fhir/Patient/$match",
+            &json!({"resourceType": "Patient"}),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["resourceType"], "OperationOutcome");
@@ -135,7 +184,10 @@ async fn the_openapi_document_describes_every_json_route() {
         "/v1/persons/{id}/unlock",
         "/v1/review-items/{id}/resolve",
     ] {
-        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["PersonView"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

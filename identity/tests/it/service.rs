@@ -53,7 +53,10 @@ async fn the_binary_serves_https_reports_ready_and_stops_on_sigterm() {
         .expect("HTTPS request");
     assert_eq!(r.status(), 200);
     // Plain HTTP to the TLS port gets nothing.
-    let plain = etl_runtime::tls::http_client(None).unwrap().build().unwrap();
+    let plain = etl_runtime::tls::http_client(None)
+        .unwrap()
+        .build()
+        .unwrap();
     let r = plain
         .get(format!("http://127.0.0.1:{api}/v1/review-items"))
         .bearer_auth(&key)
@@ -61,7 +64,12 @@ async fn the_binary_serves_https_reports_ready_and_stops_on_sigterm() {
         .send()
         .await;
     assert!(r.is_err() || r.unwrap().status() != 200);
-    testkit::wait_for_metric(ops_addr, "identity_request_seconds", Duration::from_secs(10)).await;
+    testkit::wait_for_metric(
+        ops_addr,
+        "identity_request_seconds",
+        Duration::from_secs(10),
+    )
+    .await;
 
     let status = child.terminate(Duration::from_secs(30)).expect("stopped");
     assert!(status.success(), "{status:?}\n{}", child.logs());

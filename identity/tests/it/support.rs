@@ -70,7 +70,10 @@ impl Service {
     pub async fn start_with(tweak: impl FnOnce(&mut identity::Settings)) -> Service {
         let db = testkit::fresh_database().await;
         let pool = testkit::pool(&db).await;
-        etl_runtime::database::MIGRATOR.run(&pool).await.expect("migrations");
+        etl_runtime::database::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrations");
         let key = |name: &'static str, scopes: &'static [&'static str]| {
             let pool = pool.clone();
             async move {
@@ -217,10 +220,12 @@ impl Service {
 
     /// Access-log lines: (client, command, subject, records).
     pub async fn access_log(&self) -> Vec<(Option<String>, String, String, Vec<String>)> {
-        sqlx::query_as("SELECT client, command, subject, records FROM personal_data_access ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .expect("access log")
+        sqlx::query_as(
+            "SELECT client, command, subject, records FROM personal_data_access ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("access log")
     }
 }
 
@@ -252,7 +257,11 @@ pub fn person(
         first_name: Some(first.into()),
         middle_name: Some(middle.into()),
         birth_date: NaiveDate::from_ymd_opt(birth.0, birth.1, birth.2),
-        sex: Some(if middle.ends_with("на") { Sex::Female } else { Sex::Male }),
+        sex: Some(if middle.ends_with("на") {
+            Sex::Female
+        } else {
+            Sex::Male
+        }),
         snils: snils_number.map(|n| Checked::valid(snils(n))),
         documents: passport
             .map(|(series, number)| {

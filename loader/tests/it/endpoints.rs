@@ -17,7 +17,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_answer_and_readiness_follows_nats_and_postgres() {
-    if testkit::run_in_own_process("endpoints::endpoints_answer_and_readiness_follows_nats_and_postgres") {
+    if testkit::run_in_own_process(
+        "endpoints::endpoints_answer_and_readiness_follows_nats_and_postgres",
+    ) {
         return;
     }
     let mut nats = TempNats::start();

@@ -1,8 +1,8 @@
 //! The crate's integration tests, one binary: each module is one area,
 //! each test on its own database, stream and consumer names.
 
-mod common;
 mod cluster;
+mod common;
 mod docs;
 mod endpoints;
 mod load;

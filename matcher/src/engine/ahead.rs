@@ -37,11 +37,11 @@ use tokio::task::JoinHandle;
 
 use super::index::{key_hashes, BlockIndex, Undo};
 use super::pairing::{pair_up, Computed, Paired, Ready, LOUD_BATCH};
-use crate::par::par_map;
 use super::phases::Phases;
 use super::setup::Setup;
 use super::types::Rec;
 use crate::features::{decode_row, Features};
+use crate::par::par_map;
 
 /// One record as the read-ahead saw it.
 struct Seen {

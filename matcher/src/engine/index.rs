@@ -42,9 +42,9 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use futures::TryStreamExt;
 use sqlx::PgConnection;
 
-use crate::par::par_map;
 use super::types::Rec;
 use crate::features::{Features, SourceRow};
+use crate::par::par_map;
 
 /// A blocking key's hash: SipHash-1-3 with fixed keys (`DefaultHasher::new`
 /// is deterministic within a build: the service and a re-match run by the

@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgConnection;
 
 use super::index::{key_hashes, BlockIndex, Undo};
-use crate::par::par_map;
 use super::phases::Phases;
 use super::rows::load_rows;
 use super::setup::Setup;
 use super::types::{PairRow, Rec};
 use crate::features::{Features, SourceRow};
+use crate::par::par_map;
 
 /// Batches of at least this many records log their phases at `info`.
 pub(crate) const LOUD_BATCH: usize = 5_000;

@@ -9,13 +9,13 @@ use sqlx::{PgConnection, PgPool};
 
 use super::component::Component;
 use super::index::key_hashes;
-use crate::lock::lock;
-use crate::par::par_map;
 use super::phases::Phases;
 use super::setup::Setup;
 use super::types::{Applied, PairRow};
 use super::write;
 use crate::features::{Features, SourceRow};
+use crate::lock::lock;
+use crate::par::par_map;
 
 /// Recomputes everything from `source_records`: the same result as
 /// applying every change incrementally. Claims (deletes) the change-feed

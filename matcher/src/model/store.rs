@@ -9,9 +9,9 @@ use sqlx::{PgConnection, PgPool};
 use super::compare::FIELDS;
 use super::params::{Frequencies, Model};
 use super::train::{self, Options, Trained};
+use crate::features::{decode_row, Features};
 use crate::lock::MATCH_LOCK;
 use crate::par::par_map;
-use crate::features::{decode_row, Features};
 
 /// The model in use: the version `match_state` names, or the shipped
 /// priors before the first training.

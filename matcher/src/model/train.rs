@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::compare::{compare, Field, Levels, FIELDS};
 use super::params::{FieldParams, Frequencies, Model};
-use crate::par::par_map;
 use crate::features::Features;
+use crate::par::par_map;
 
 /// How a model is trained.
 #[derive(Debug, Clone)]

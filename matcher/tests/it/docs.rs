@@ -3,6 +3,7 @@
 
 #[test]
 fn documented_commands_exist() {
-    let checked = testkit::docs::check_documented_commands("matcher", env!("CARGO_BIN_EXE_matcher"));
+    let checked =
+        testkit::docs::check_documented_commands("matcher", env!("CARGO_BIN_EXE_matcher"));
     assert!(checked > 0, "the documents show no `matcher` command");
 }

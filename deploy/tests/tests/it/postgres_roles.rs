@@ -387,7 +387,10 @@ async fn identity_serves_as_its_role(db: &DatabaseSettings) {
     .fetch_all(&operator)
     .await
     .unwrap();
-    let http = etl_runtime::tls::http_client(None).unwrap().build().unwrap();
+    let http = etl_runtime::tls::http_client(None)
+        .unwrap()
+        .build()
+        .unwrap();
     let person = http
         .get(format!("http://{addr}/v1/persons/{}", records[0].2))
         .bearer_auth(&key)
@@ -423,13 +426,15 @@ async fn identity_serves_as_its_role(db: &DatabaseSettings) {
         );
     }
     let owner = pool_as(db, "etl_owner").await;
-    let views: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT db_user, client FROM personal_data_access WHERE client IS NOT NULL",
-    )
-    .fetch_all(&owner)
-    .await
-    .unwrap();
-    assert_eq!(views, [("etl_identity".to_string(), Some("roles-test".to_string()))]);
+    let views: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT db_user, client FROM personal_data_access WHERE client IS NOT NULL")
+            .fetch_all(&owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        views,
+        [("etl_identity".to_string(), Some("roles-test".to_string()))]
+    );
 }
 
 /// Services deployed with `database.migrate = false` and started before the

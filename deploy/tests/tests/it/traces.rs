@@ -14,7 +14,9 @@ const RECORDS: u64 = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_set_by_the_extractor_is_seen_by_the_loader_and_the_matcher() {
-    if testkit::run_in_own_process("traces::a_trace_set_by_the_extractor_is_seen_by_the_loader_and_the_matcher") {
+    if testkit::run_in_own_process(
+        "traces::a_trace_set_by_the_extractor_is_seen_by_the_loader_and_the_matcher",
+    ) {
         return;
     }
     let collector = Collector::start().await;

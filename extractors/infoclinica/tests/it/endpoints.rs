@@ -18,7 +18,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_answer_and_readiness_follows_firebird_and_nats() {
-    if testkit::run_in_own_process("endpoints::endpoints_answer_and_readiness_follows_firebird_and_nats") {
+    if testkit::run_in_own_process(
+        "endpoints::endpoints_answer_and_readiness_follows_firebird_and_nats",
+    ) {
         return;
     }
     testkit::abort_if_still_running("endpoints", Duration::from_secs(300));

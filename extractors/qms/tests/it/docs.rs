@@ -3,6 +3,9 @@
 
 #[test]
 fn documented_commands_exist() {
-    let checked = testkit::docs::check_documented_commands("qms-extractor", env!("CARGO_BIN_EXE_qms-extractor"));
+    let checked = testkit::docs::check_documented_commands(
+        "qms-extractor",
+        env!("CARGO_BIN_EXE_qms-extractor"),
+    );
     assert!(checked > 0, "the documents show no `qms-extractor` command");
 }
