@@ -138,6 +138,9 @@ pub struct Settings {
     /// The qMS extractor's: `etl status` counts the rejects of its
     /// `rejects.stream`.
     pub qms: qms_extractor::settings::QmsSettings,
+    /// The identity service's API and authentication (not used by `etl`).
+    pub api: ::identity::settings::ApiSettings,
+    pub auth: ::identity::settings::AuthSettings,
     /// The services' own (not used by `etl`).
     pub http: etl_runtime::observe::HttpSettings,
     pub shutdown: etl_runtime::shutdown::ShutdownSettings,
@@ -156,6 +159,8 @@ impl Default for Settings {
             extractor: Default::default(),
             databases: Default::default(),
             qms: Default::default(),
+            api: Default::default(),
+            auth: Default::default(),
             http: Default::default(),
             shutdown: Default::default(),
             telemetry: Default::default(),
@@ -236,6 +241,7 @@ mod tests {
             sections::<matcher::Settings>(),
             sections::<qms_extractor::Settings>(),
             sections::<infoclinica_extractor::Settings>(),
+            sections::<::identity::Settings>(),
         ];
         for section in services.concat() {
             assert!(SUITE_SECTIONS.contains(&section), "{section}");

@@ -1,6 +1,7 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use etl_runtime::check::Checks;
 
 /// The patient index other systems ask: persons by id, record or
 /// identifier, cross-references, `$match`, decisions; JSON under `/v1`,
@@ -15,14 +16,28 @@ struct Args {
     /// Configuration file (TOML); see deploy/config/identity.toml.
     #[arg(long, short, env = "ETL_CONFIG")]
     config: Option<PathBuf>,
+    /// Check the configuration and exit: the settings (unknown keys
+    /// refused), PostgreSQL and its schema; one line per check, status 0
+    /// if all passed, 1 if not.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings: identity::Settings = etl_runtime::settings::load(args.config.as_deref())?;
-    let telemetry =
-        etl_runtime::telemetry::init_with_traces(&settings.log, &settings.telemetry, "identity")?;
+    if args.check_config {
+        check_config(args.config.as_deref()).await;
+    }
+    let loaded =
+        etl_runtime::settings::load_reporting::<identity::Settings>(args.config.as_deref())?;
+    let telemetry = etl_runtime::telemetry::init_with_traces(
+        &loaded.settings.log,
+        &loaded.settings.telemetry,
+        "identity",
+    )?;
+    loaded.log_skipped();
+    let settings = loaded.settings;
     let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
     etl_runtime::observe::start(&settings.http, &shutdown).await?;
     let shutdown_settings = settings.shutdown.clone();
@@ -41,4 +56,19 @@ async fn main() -> anyhow::Result<()> {
     result?;
     tracing::info!("identity stopped");
     Ok(())
+}
+
+async fn check_config(path: Option<&Path>) -> ! {
+    let mut checks = Checks::new();
+    if let Some(settings) = etl_runtime::check::settings::<identity::Settings>(&mut checks, path) {
+        checks
+            .run(
+                "postgresql",
+                settings
+                    .database
+                    .check(Some(&etl_runtime::database::MIGRATOR)),
+            )
+            .await;
+    }
+    checks.exit()
 }

@@ -26,6 +26,8 @@ pub const ENV_PREFIX: &str = "ETL";
 /// `etl`'s settings have all of them (a test keeps this list and the
 /// services' settings in step).
 pub const SUITE_SECTIONS: &[&str] = &[
+    "api",
+    "auth",
     "database",
     "databases",
     "events",

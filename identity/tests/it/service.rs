@@ -76,3 +76,45 @@ async fn the_binary_serves_https_reports_ready_and_stops_on_sigterm() {
     let logs = child.logs();
     assert!(!logs.contains(&key), "the key is in the logs");
 }
+
+/// `identity --check-config`: the settings and PostgreSQL with its schema,
+/// one line each; status 0 when both pass, 1 for a database that is not
+/// there or a misspelled setting.
+#[test]
+fn check_config_reaches_postgresql_and_refuses_a_typo() {
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            let db = testkit::fresh_database().await;
+            let pool = testkit::pool(&db).await;
+            etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
+            db
+        });
+    let env = [
+        ("ETL__DATABASE__HOST", db.host.clone()),
+        ("ETL__DATABASE__PORT", db.port.to_string()),
+        ("ETL__DATABASE__USERNAME", db.username.clone()),
+        ("ETL__DATABASE__DATABASE_NAME", db.database_name.clone()),
+    ];
+    let run = |extra: &[(&str, &str)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_identity"))
+            .arg("--check-config")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), out)
+    };
+    let (status, out) = run(&[]);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("ok    settings") && out.contains("ok    postgresql"), "{out}");
+
+    let (status, out) = run(&[("ETL__DATABASE__DATABASE_NAME", "no_such_db_identity")]);
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("FAIL  postgresql"), "{out}");
+
+    let (status, out) = run(&[("ETL__API__LISTN", "127.0.0.1:1")]);
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("listn") && out.contains("api"), "{out}");
+}
