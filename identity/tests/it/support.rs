@@ -41,6 +41,9 @@ pub fn settings(db: &DatabaseSettings) -> identity::Settings {
         ..Default::default()
     };
     s.api.listen = ([127, 0, 0, 1], 0).into();
+    // Tests send requests back to back; the rate limit has its own test.
+    s.auth.rate_per_second = 100_000;
+    s.auth.burst = 100_000;
     s.matcher.scoring = matcher::settings::ScoringKind::Model;
     s.auth.jwt_keys = vec![identity::settings::JwtKey {
         kid: None,
