@@ -6,6 +6,7 @@ mod dlq;
 mod docs;
 mod evaluate_sets;
 mod events;
+mod identity_clients;
 mod ops;
 mod persons;
 mod replay;

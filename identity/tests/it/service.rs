@@ -82,14 +82,12 @@ async fn the_binary_serves_https_reports_ready_and_stops_on_sigterm() {
 /// there or a misspelled setting.
 #[test]
 fn check_config_reaches_postgresql_and_refuses_a_typo() {
-    let db = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async {
-            let db = testkit::fresh_database().await;
-            let pool = testkit::pool(&db).await;
-            etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
-            db
-        });
+    let db = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = testkit::fresh_database().await;
+        let pool = testkit::pool(&db).await;
+        etl_runtime::database::MIGRATOR.run(&pool).await.unwrap();
+        db
+    });
     let env = [
         ("ETL__DATABASE__HOST", db.host.clone()),
         ("ETL__DATABASE__PORT", db.port.to_string()),
@@ -108,7 +106,10 @@ fn check_config_reaches_postgresql_and_refuses_a_typo() {
     };
     let (status, out) = run(&[]);
     assert_eq!(status, Some(0), "{out}");
-    assert!(out.contains("ok    settings") && out.contains("ok    postgresql"), "{out}");
+    assert!(
+        out.contains("ok    settings") && out.contains("ok    postgresql"),
+        "{out}"
+    );
 
     let (status, out) = run(&[("ETL__DATABASE__DATABASE_NAME", "no_such_db_identity")]);
     assert_eq!(status, Some(1), "{out}");

@@ -36,8 +36,8 @@
 //!   slowest batch? (`BENCH_MASS_DELETE=N`; skipped by default; last: it
 //!   empties the table.)
 //!
-//! `BENCH_SCORING=model` runs every section with `matcher.scoring =
-//! "model"` (the default is `rules`).
+//! Every section runs with the default scoring (the model);
+//! `BENCH_SCORING=rules` runs them with `matcher.scoring = "rules"`.
 //!
 //! Phase timings (`phase` log lines) are printed for the re-matches and for
 //! batches of 5,000 records or more; `RUST_LOG=matcher=debug` shows them

@@ -18,8 +18,8 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The matcher as every section runs it: default settings with the
-/// scoring of `BENCH_SCORING` (`rules`, the default, or `model`).
+/// The matcher as every section runs it: default settings (the model's
+/// scoring), or the scoring `BENCH_SCORING` names (`model` or `rules`).
 #[derive(Clone)]
 pub struct Bench {
     pub settings: matcher::Settings,
@@ -31,7 +31,8 @@ impl Bench {
         let mut settings = matcher::Settings::default();
         settings.matcher.scoring = match std::env::var("BENCH_SCORING").as_deref() {
             Ok("model") => ScoringKind::Model,
-            Ok("rules") | Err(_) => ScoringKind::Rules,
+            Ok("rules") => ScoringKind::Rules,
+            Err(_) => settings.matcher.scoring,
             Ok(other) => panic!("BENCH_SCORING={other}: `rules` or `model`"),
         };
         let engine = matcher::service::engine(&settings);
