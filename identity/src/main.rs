@@ -1,7 +1,7 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
-use etl_runtime::check::Checks;
+use etl_runtime::{check, service};
 
 /// The patient index other systems ask: persons by id, record or
 /// identifier, cross-references, `$match`, decisions; JSON under `/v1`,
@@ -27,48 +27,16 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.check_config {
-        check_config(args.config.as_deref()).await;
+        check::database_service::<identity::Settings>(args.config.as_deref(), |s| &s.database)
+            .await;
     }
-    let loaded =
-        etl_runtime::settings::load_reporting::<identity::Settings>(args.config.as_deref())?;
-    let telemetry = etl_runtime::telemetry::init_with_traces(
-        &loaded.settings.log,
-        &loaded.settings.telemetry,
-        "identity",
-    )?;
-    loaded.log_skipped();
-    let settings = loaded.settings;
-    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
-    etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let shutdown_settings = settings.shutdown.clone();
-    let served = identity::start(settings, shutdown.clone()).await;
-    let result = match served {
-        Ok(Some((_, task))) => {
-            let _ = task.await;
-            Ok(())
-        }
+    let started = service::start::<identity::Settings>("identity", args.config.as_deref()).await?;
+    let served = match identity::start(started.settings, started.shutdown).await {
+        Ok(Some((_, task))) => task.await.map_err(anyhow::Error::from),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
-    telemetry
-        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
-        .await;
-    result?;
+    started.finisher.finish(served).await?;
     tracing::info!("identity stopped");
     Ok(())
-}
-
-async fn check_config(path: Option<&Path>) -> ! {
-    let mut checks = Checks::new();
-    if let Some(settings) = etl_runtime::check::settings::<identity::Settings>(&mut checks, path) {
-        checks
-            .run(
-                "postgresql",
-                settings
-                    .database
-                    .check(Some(&etl_runtime::database::MIGRATOR)),
-            )
-            .await;
-    }
-    checks.exit()
 }

@@ -34,6 +34,9 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
 }
 
+// The common sections, for the start-up every service shares.
+etl_runtime::service_settings!(Settings);
+
 /// `[api]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use etl_runtime::check::Checks;
+use etl_runtime::service;
 
 /// Loads patient records from the NATS JetStream bus into PostgreSQL.
 ///
@@ -27,22 +28,9 @@ async fn main() -> anyhow::Result<()> {
     if args.check_config {
         check_config(args.config.as_deref()).await;
     }
-    let loaded = etl_runtime::settings::load_reporting::<loader::Settings>(args.config.as_deref())?;
-    let telemetry = etl_runtime::telemetry::init_with_traces(
-        &loaded.settings.log,
-        &loaded.settings.telemetry,
-        "loader",
-    )?;
-    loaded.log_skipped();
-    let settings = loaded.settings;
-    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
-    etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let shutdown_settings = settings.shutdown.clone();
-    let summary = loader::run(settings, shutdown).await;
-    telemetry
-        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
-        .await;
-    let summary = summary?;
+    let started = service::start::<loader::Settings>("loader", args.config.as_deref()).await?;
+    let summary = loader::run(started.settings, started.shutdown).await;
+    let summary = started.finisher.finish(summary).await?;
     tracing::info!(
         inserted = summary.written.inserted,
         updated = summary.written.updated,
@@ -62,14 +50,7 @@ async fn check_config(path: Option<&Path>) -> ! {
         checks
             .run("nats", settings.nats.check(&settings.stream.name))
             .await;
-        checks
-            .run(
-                "postgresql",
-                settings
-                    .database
-                    .check(Some(&etl_runtime::database::MIGRATOR)),
-            )
-            .await;
+        checks.postgresql(&settings.database).await;
     }
     checks.exit()
 }

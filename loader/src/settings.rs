@@ -28,6 +28,9 @@ pub struct Settings {
     pub telemetry: etl_runtime::telemetry::TelemetrySettings,
 }
 
+// The common sections, for the start-up every service shares.
+etl_runtime::service_settings!(Settings);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LoaderSettings {

@@ -1,7 +1,7 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
-use etl_runtime::check::Checks;
+use etl_runtime::{check, service};
 
 /// mimalloc rather than glibc's malloc: a batch of a backlog allocates and
 /// frees millions of small strings and map entries, and glibc spent about
@@ -38,32 +38,17 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.check_config {
-        check_config(args.config.as_deref()).await;
+        check::database_service::<matcher::Settings>(args.config.as_deref(), |s| &s.database).await;
     }
-    let loaded =
-        etl_runtime::settings::load_reporting::<matcher::Settings>(args.config.as_deref())?;
-    let telemetry = etl_runtime::telemetry::init_with_traces(
-        &loaded.settings.log,
-        &loaded.settings.telemetry,
-        "matcher",
-    )?;
-    loaded.log_skipped();
-    let settings = loaded.settings;
+    let started = service::start::<matcher::Settings>("matcher", args.config.as_deref()).await?;
     if args.rematch {
-        let applied = matcher::service::rematch(&settings).await;
-        telemetry.shutdown(settings.shutdown.deadline).await;
-        let applied = applied?;
+        let applied = matcher::service::rematch(&started.settings).await;
+        let applied = started.finisher.finish(applied).await?;
         tracing::info!(?applied, "full re-match done");
         return Ok(());
     }
-    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
-    etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let shutdown_settings = settings.shutdown.clone();
-    let summary = matcher::run(settings, shutdown).await;
-    telemetry
-        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
-        .await;
-    let summary = summary?;
+    let summary = matcher::run(started.settings, started.shutdown).await;
+    let summary = started.finisher.finish(summary).await?;
     tracing::info!(
         changes = summary.changes,
         moved = summary.moved,
@@ -72,19 +57,4 @@ async fn main() -> anyhow::Result<()> {
         "matcher stopped"
     );
     Ok(())
-}
-
-async fn check_config(path: Option<&Path>) -> ! {
-    let mut checks = Checks::new();
-    if let Some(settings) = etl_runtime::check::settings::<matcher::Settings>(&mut checks, path) {
-        checks
-            .run(
-                "postgresql",
-                settings
-                    .database
-                    .check(Some(&etl_runtime::database::MIGRATOR)),
-            )
-            .await;
-    }
-    checks.exit()
 }

@@ -42,6 +42,13 @@ impl Checks {
         self.results.push(result);
     }
 
+    /// Checks PostgreSQL: reachable, and its schema at this build's
+    /// migrations.
+    pub async fn postgresql(&mut self, database: &crate::database::DatabaseSettings) {
+        let check = database.check(Some(&crate::database::MIGRATOR));
+        self.run("postgresql", check).await
+    }
+
     /// Runs check `name` (failed if it takes longer than [`TIMEOUT`]).
     pub async fn run<F, E>(&mut self, name: impl Into<String>, check: F)
     where
@@ -120,6 +127,19 @@ pub fn settings<T: DeserializeOwned>(checks: &mut Checks, path: Option<&Path>) -
             None
         }
     }
+}
+
+/// `--check-config` of a service whose only server is PostgreSQL: the
+/// settings, then the database `database_of` names; exits.
+pub async fn database_service<T: DeserializeOwned>(
+    path: Option<&Path>,
+    database_of: fn(&T) -> &crate::database::DatabaseSettings,
+) -> ! {
+    let mut checks = Checks::new();
+    if let Some(settings) = self::settings::<T>(&mut checks, path) {
+        checks.postgresql(database_of(&settings)).await;
+    }
+    checks.exit()
 }
 
 #[cfg(test)]

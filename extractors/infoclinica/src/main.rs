@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use etl_runtime::check::Checks;
+use etl_runtime::service;
 use infoclinica_extractor::{Mode, Settings};
 
 /// mimalloc instead of glibc's malloc: an initial load maps, serializes and
@@ -108,67 +109,15 @@ async fn run_main() -> anyhow::Result<()> {
     if args.check_config {
         check_config(args.config.as_deref(), args.database.as_deref()).await;
     }
-    let loaded = etl_runtime::settings::load_reporting::<Settings>(args.config.as_deref())?;
-    let telemetry = etl_runtime::telemetry::init_with_traces(
-        &loaded.settings.log,
-        &loaded.settings.telemetry,
-        "infoclinica-extractor",
-    )?;
-    loaded.log_skipped();
-    let mut settings = loaded.settings;
-    if let Some(name) = &args.database {
-        settings.databases.retain(|d| &d.name == name);
-        anyhow::ensure!(
-            !settings.databases.is_empty(),
-            "no database named {name} is configured"
-        );
+    if let Some(command) = &args.command {
+        return sample(&args, command).await;
     }
-    if let Some(Command::CreateSampleDb(sample)) = &args.command {
-        let sample = (sample.count, sample.seed, sample.no_triggers);
-        settings.validate()?;
-        let db = settings.databases[0].clone();
-        let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || {
-            infoclinica_extractor::sample::create_sample(&db, sample.0, sample.1, !sample.2)
-        })
-        .await??;
-        tracing::info!(
-            database = %settings.databases[0].name,
-            count = sample.0,
-            seconds = started.elapsed().as_secs_f64(),
-            "sample database created"
-        );
-        return Ok(());
-    }
-    if let Some(Command::SampleChanges(c)) = args.command {
-        settings.validate()?;
-        let db = settings.databases[0].clone();
-        tokio::task::spawn_blocking(move || {
-            infoclinica_extractor::sample::change_sample(&db, c.updates, c.deletes, c.inserts)
-        })
-        .await??;
-        tracing::info!(database = %settings.databases[0].name, "sample changes committed");
-        return Ok(());
-    }
-    let mode = if args.initial_load && args.restart {
-        Mode::InitialLoadFromScratch
-    } else if args.initial_load {
-        Mode::InitialLoad
-    } else if args.delta_sync {
-        Mode::DeltaOnce
-    } else if args.reconcile {
-        Mode::ReconcileOnce
-    } else {
-        Mode::Daemon
-    };
-    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
-    etl_runtime::observe::start(&settings.http, &shutdown).await?;
-    let shutdown_settings = settings.shutdown.clone();
-    let summaries = infoclinica_extractor::run(settings, mode, shutdown).await;
-    telemetry
-        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
-        .await;
-    let summaries = summaries?;
+    let started =
+        service::start::<Settings>("infoclinica-extractor", args.config.as_deref()).await?;
+    let settings = only(started.settings, args.database.as_deref())?;
+    let mode = mode(&args);
+    let summaries = infoclinica_extractor::run(settings, mode, started.shutdown).await;
+    let summaries = started.finisher.finish(summaries).await?;
     let withheld: u64 = summaries.iter().map(|s| s.delta.withheld).sum();
     for s in summaries {
         tracing::info!(
@@ -190,6 +139,68 @@ async fn run_main() -> anyhow::Result<()> {
             "the deletion brake holds deletions; exiting with status 3"
         );
         std::process::exit(3);
+    }
+    Ok(())
+}
+
+/// The settings with only the database `--database` names, if it does.
+fn only(mut settings: Settings, database: Option<&str>) -> anyhow::Result<Settings> {
+    if let Some(name) = database {
+        settings.databases.retain(|d| d.name == name);
+        anyhow::ensure!(
+            !settings.databases.is_empty(),
+            "no database named {name} is configured"
+        );
+    }
+    Ok(settings)
+}
+
+fn mode(args: &Args) -> Mode {
+    if args.initial_load && args.restart {
+        Mode::InitialLoadFromScratch
+    } else if args.initial_load {
+        Mode::InitialLoad
+    } else if args.delta_sync {
+        Mode::DeltaOnce
+    } else if args.reconcile {
+        Mode::ReconcileOnce
+    } else {
+        Mode::Daemon
+    }
+}
+
+/// The sample-database commands: logs only, no metrics endpoint (a demo
+/// runs them beside a running extractor, whose port they would take).
+async fn sample(args: &Args, command: &Command) -> anyhow::Result<()> {
+    let settings = etl_runtime::settings::load::<Settings>(args.config.as_deref())?;
+    etl_runtime::telemetry::init(&settings.log);
+    let settings = only(settings, args.database.as_deref())?;
+    settings.validate()?;
+    let db = settings.databases[0].clone();
+    let name = db.name.clone();
+    match command {
+        Command::CreateSampleDb(sample) => {
+            let (count, seed, triggers) = (sample.count, sample.seed, !sample.no_triggers);
+            let started = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || {
+                infoclinica_extractor::sample::create_sample(&db, count, seed, triggers)
+            })
+            .await??;
+            tracing::info!(
+                database = %name,
+                count,
+                seconds = started.elapsed().as_secs_f64(),
+                "sample database created"
+            );
+        }
+        Command::SampleChanges(c) => {
+            let (updates, deletes, inserts) = (c.updates, c.deletes, c.inserts);
+            tokio::task::spawn_blocking(move || {
+                infoclinica_extractor::sample::change_sample(&db, updates, deletes, inserts)
+            })
+            .await??;
+            tracing::info!(database = %name, "sample changes committed");
+        }
     }
     Ok(())
 }

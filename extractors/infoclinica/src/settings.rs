@@ -35,6 +35,9 @@ pub struct Settings {
     pub databases: Vec<DatabaseSettings>,
 }
 
+// The common sections, for the start-up every service shares.
+etl_runtime::service_settings!(Settings);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ExtractorSettings {

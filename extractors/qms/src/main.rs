@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use etl_runtime::check::Checks;
+use etl_runtime::service;
 use qms_extractor::{Extractor, Mode, RunOptions, Settings};
 
 /// Reads qMS's full patient export over HTTP and publishes what changed
@@ -44,16 +45,7 @@ async fn main() -> anyhow::Result<()> {
     if args.check_config {
         check_config(args.config.as_deref()).await;
     }
-    let loaded = etl_runtime::settings::load_reporting::<Settings>(args.config.as_deref())?;
-    let telemetry = etl_runtime::telemetry::init_with_traces(
-        &loaded.settings.log,
-        &loaded.settings.telemetry,
-        "qms-extractor",
-    )?;
-    loaded.log_skipped();
-    let settings = loaded.settings;
-    let shutdown = etl_runtime::shutdown::on_signals_with_deadline(&settings.shutdown);
-    etl_runtime::observe::start(&settings.http, &shutdown).await?;
+    let started = service::start::<Settings>("qms-extractor", args.config.as_deref()).await?;
     let mode = if args.no_daemon {
         Mode::Once
     } else {
@@ -63,12 +55,8 @@ async fn main() -> anyhow::Result<()> {
         confirm_deletions: args.confirm_deletions,
         reset_state: args.reset_state,
     };
-    let shutdown_settings = settings.shutdown.clone();
-    let result = qms_extractor::run(settings, mode, options, shutdown).await;
-    telemetry
-        .shutdown(etl_runtime::shutdown::time_left(&shutdown_settings))
-        .await;
-    match result {
+    let result = qms_extractor::run(started.settings, mode, options, started.shutdown).await;
+    match started.finisher.finish(result).await {
         Err(e) => {
             tracing::error!(error = %e, "qms-extractor stopped");
             std::process::exit(1);
