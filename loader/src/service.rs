@@ -25,7 +25,7 @@ use crate::batch;
 use crate::settings::{LoaderSettings, Settings};
 use crate::store::{self, Store, Written};
 use etl_runtime::database::is_transient;
-use etl_runtime::retry::{retry, GaveUp};
+use etl_runtime::retry::retry;
 
 /// What a loader did in its life, reported at exit.
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,23 +50,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let store = Store::new(settings.database.pool(), &settings.stream.name);
 
     let pool = store.pool();
-    let connected = retry(
-        "connecting to PostgreSQL",
-        &loader.retry,
-        &shutdown,
-        etl_runtime::database::is_transient,
-        || async move { pool.acquire().await.map(drop) },
-    )
-    .await;
-    match connected {
-        Ok(()) => {}
-        Err(GaveUp::Stopped) => return Ok(Summary::default()),
-        Err(GaveUp::Permanent(error)) => {
-            anyhow::bail!(
-                "connecting to PostgreSQL: {}",
-                etl_runtime::database::describe(&error)
-            )
-        }
+    if !etl_runtime::database::wait_for_connection(pool, &loader.retry, &shutdown).await? {
+        return Ok(Summary::default());
     }
     if !etl_runtime::database::wait_for_schema(
         pool,

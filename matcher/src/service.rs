@@ -29,21 +29,9 @@ async fn prepare(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<PgPool>> {
     let pool = settings.database.pool();
-    let mut attempt = 0;
-    loop {
-        match pool.acquire().await {
-            Ok(_) => break,
-            Err(error) if is_transient(&error) => {
-                attempt += 1;
-                let delay = settings.matcher.retry.delay(attempt);
-                tracing::warn!(error = %describe(&error), ?delay, "PostgreSQL not reachable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-            Err(error) => return Err(anyhow::anyhow!(describe(&error))),
-        }
+    if !etl_runtime::database::wait_for_connection(&pool, &settings.matcher.retry, shutdown).await?
+    {
+        return Ok(None);
     }
     if !etl_runtime::database::wait_for_schema(
         &pool,

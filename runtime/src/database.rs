@@ -321,6 +321,33 @@ pub async fn prepare_schema(
     }
 }
 
+/// Waits until `pool` connects, retrying while the failure is transient
+/// (the server is down or starting), so that a service started before
+/// PostgreSQL waits instead of crash-looping. `Ok(false)`: shut down first.
+/// A permanent failure (bad password, unknown database) is returned
+/// described (no values).
+pub async fn wait_for_connection(
+    pool: &PgPool,
+    backoff: &crate::backoff::Backoff,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<bool> {
+    let connected = crate::retry::retry(
+        "connecting to PostgreSQL",
+        backoff,
+        shutdown,
+        is_transient,
+        || async move { pool.acquire().await.map(drop) },
+    )
+    .await;
+    match connected {
+        Ok(()) => Ok(true),
+        Err(crate::retry::GaveUp::Stopped) => Ok(false),
+        Err(crate::retry::GaveUp::Permanent(error)) => {
+            anyhow::bail!("connecting to PostgreSQL: {}", describe(&error))
+        }
+    }
+}
+
 /// [`prepare_schema`] until it succeeds, waiting with `backoff` while the
 /// failure is transient (server down, schema not migrated yet), so a service
 /// started before `etl migrate` waits instead of crash-looping. `Ok(false)`:

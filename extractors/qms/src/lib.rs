@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use settings::Settings;
 pub use sync::{Extractor, RunOptions, SyncError, SyncReport};
 
+use etl_runtime::retry::{retry, GaveUp};
 use etl_runtime::shutdown::Shutdown;
 
 /// How the process runs.
@@ -45,9 +46,8 @@ pub async fn run(
     let interval = settings.qms.interval;
     let backoff = settings.qms.retry_backoff;
     let failed_delay = settings.qms.failed_sync_delay.min(interval);
-    let extractor = tokio::select! {
-        e = connect(settings, mode) => e?,
-        _ = shutdown.cancelled() => return Ok(None),
+    let Some(extractor) = connect(settings, mode, &shutdown).await? else {
+        return Ok(None);
     };
     etl_runtime::observe::ready();
     if options.reset_state {
@@ -87,22 +87,22 @@ pub async fn run(
 /// Connects to the bus. A daemon never exits because NATS is down or slow
 /// to answer: it retries with backoff until it is back. Settings that can
 /// never work (bad source name, unknown encoding) stop it at once.
-async fn connect(settings: Settings, mode: Mode) -> anyhow::Result<Extractor> {
+async fn connect(
+    settings: Settings,
+    mode: Mode,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Extractor>> {
     Extractor::check(&settings)?;
     let backoff = settings.qms.retry_backoff;
-    let mut attempt = 0;
-    loop {
-        match Extractor::connect(settings.clone()).await {
-            Ok(extractor) => return Ok(extractor),
-            Err(e) if mode == Mode::Daemon => {
-                attempt += 1;
-                let delay = backoff.delay(attempt);
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the bus; retrying");
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let connected = retry(
+        "connecting to the bus",
+        &backoff,
+        shutdown,
+        |_| mode == Mode::Daemon,
+        || Extractor::connect(settings.clone()),
+    )
+    .await;
+    gave_up_when_stopped(connected)
 }
 
 /// `--reset-state`: a daemon retries while NATS is unreachable instead of
@@ -113,21 +113,23 @@ async fn reset_state(
     mode: Mode,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        match extractor.reset_state().await {
-            Ok(()) => return Ok(()),
-            Err(e) if mode == Mode::Daemon => {
-                attempt += 1;
-                let delay = backoff.delay(attempt);
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot reset the state; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {},
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
+    let reset = retry(
+        "resetting the state",
+        backoff,
+        shutdown,
+        |_| mode == Mode::Daemon,
+        || extractor.reset_state(),
+    )
+    .await;
+    gave_up_when_stopped(reset).map(|_| ())
+}
+
+/// The value, `None` if shutdown came first, or the permanent error.
+fn gave_up_when_stopped<T>(result: Result<T, GaveUp<anyhow::Error>>) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(GaveUp::Stopped) => Ok(None),
+        Err(GaveUp::Permanent(e)) => Err(e),
     }
 }
 
