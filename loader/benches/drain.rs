@@ -20,9 +20,6 @@
 //!   sends, `proto::batch`), to measure the loader's speed and memory with
 //!   batch messages.
 //! * `BENCH_TIMEOUT_SECS`: longest drain of one variant (default 1800).
-//! * `BENCH_PREPARE_SQL`: an experiment: SQL run on each fresh database after
-//!   the migrations (applied by the bench first) and before the loader
-//!   starts, e.g. `ALTER TABLE source_records DROP CONSTRAINT …`.
 //!
 //! The stream is published once; the database, stream and CSV file are
 //! removed at the end, also when a step fails. Prints a Markdown table (also
@@ -399,22 +396,6 @@ async fn drain(
     env.push(("ETL__LOG__LEVEL".into(), "warn".into()));
     env.push(("ETL__LOADER__CONSUMER".into(), consumer.into()));
     env.extend(variant.env.iter().cloned());
-    if let Some(sql) = std::env::var("BENCH_PREPARE_SQL")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-    {
-        // An experiment on the schema: migrate now (the loader then finds
-        // nothing to do), then change it.
-        etl_runtime::database::MIGRATOR
-            .run(&pool)
-            .await
-            .context("migrating before BENCH_PREPARE_SQL")?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(&pool)
-            .await
-            .context("BENCH_PREPARE_SQL")?;
-        eprintln!("  prepared the schema with: {sql}");
-    }
     let js_stream = js.get_stream(&stream.name).await?;
     let wal_before = wal_lsn(&pool).await;
     let cpu_before = CpuSnapshot::take(None);
@@ -620,14 +601,6 @@ fn report(
             "| {records} | {batch_records} | {publish_rate:.0} | {} | {:.1} | {rate:.0} | {:.1} | {:.1} | {ceiling_rate:.0} | {share:.1} % | {verdict} |",
             r.label, r.seconds, r.peak_rss_mib, ceiling.seconds,
         );
-    }
-    if let Ok(sql) = std::env::var("BENCH_PREPARE_SQL") {
-        if !sql.trim().is_empty() {
-            let _ = writeln!(
-                t,
-                "\nSchema changed before each loader run (experiment): `{sql}`"
-            );
-        }
     }
     let _ = writeln!(t, "\nTargets: loader ≥ {TARGET_SHARE:.0} % of the `\\copy` rate, peak RSS < {TARGET_RSS_MIB:.0} MiB.\n");
     let _ = writeln!(
