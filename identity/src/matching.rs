@@ -6,8 +6,8 @@
 //! `loader::validity`), reduced to the matcher's features
 //! (`matcher::features`), and its candidates are the live records that
 //! share one of its blocking keys, exactly as the matcher would find them if
-//! the query were loaded as a record: identifier keys through the index of
-//! `identity_keys(…)`, the keys holding the birth date (names, initials:
+//! the query were loaded as a record: identifier keys through the
+//! per-column indexes of identifiers (`store::key_lookup`), the keys holding the birth date (names, initials:
 //! they need the matcher's name folding) among the records of the same
 //! birth date or its day/month swap; a key
 //! held by more records than `matcher.max_block_size` (the query counted)
@@ -350,7 +350,7 @@ async fn blocked(
     // A key is usable when its holders, the query included, are at most
     // `max_block_size`.
     let room = (max_block_size - 1).max(0);
-    // Identifier keys are the ones `identity_keys(…)` indexes; every other
+    // Identifier keys are the ones `store::key_lookup` finds; every other
     // key (surname, first name and patronymic, initials) holds the birth
     // key, so its holders are among the records of the birth date or its
     // swap.
@@ -362,18 +362,21 @@ async fn blocked(
     let mut found: HashMap<(String, String), Features> = HashMap::new();
     let mut unusable: HashSet<String> = HashSet::new();
     for key in id_keys {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
+        let Some(lookup) = crate::store::key_lookup(key) else {
+            continue;
+        };
+        // Only fixed fragments are interpolated; every value is bound.
+        let sql = format!(
+            "SELECT {} FROM source_records WHERE {} LIMIT $2",
             matcher::row_columns!(),
-            " FROM source_records
-             WHERE identity_keys(documents, snils, snils_valid, oms_policy, oms_policy_valid,
-                                 phones, emails) @> ARRAY[$1::text]
-               AND deleted_at IS NULL LIMIT $2"
-        ))
-        .bind(key)
-        .bind(room + 1)
-        .fetch_all(pool)
-        .await?;
+            crate::store::holding_key(&lookup)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .bind(room + 1)
+            .bind(&lookup.value)
+            .fetch_all(pool)
+            .await?;
         if rows.len() as i64 > room {
             unusable.insert(key.clone());
             continue;

@@ -304,24 +304,79 @@ pub struct Holder {
     pub person_id: Option<i64>,
 }
 
+/// How the live records holding an identifier key (a blocking key such as
+/// `s:<snils>`, as `identity_keys(…)` names it) are found: a condition one
+/// of the per-column indexes answers (B-tree on valid SNILS and OMS,
+/// `jsonb_path_ops` GIN on documents, phones and e-mails) with its value
+/// bound as `$3`; the few rows it finds are then checked against the key
+/// itself (`identity_keys(…) @> ARRAY[$1]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyLookup {
+    /// An SQL condition on `source_records`' columns: one of a fixed set,
+    /// never built from input.
+    pub condition: &'static str,
+    /// `$3`: the identifier, or the JSON its array column contains.
+    pub value: String,
+}
+
+/// The indexed lookup of identifier `key`; `None` for a key that is no
+/// identifier (names, birth date).
+pub fn key_lookup(key: &str) -> Option<KeyLookup> {
+    let (kind, rest) = key.split_once(':')?;
+    let (condition, value) = match kind {
+        "s" => ("snils = $3 AND snils_valid", rest.to_string()),
+        "o" => ("oms_policy = $3 AND oms_policy_valid", rest.to_string()),
+        "d" => {
+            let (_, number) = rest.rsplit_once(':')?;
+            let contained = serde_json::json!([{ "number": number }]);
+            ("documents @> $3::jsonb", contained.to_string())
+        }
+        "p" => {
+            let contained = serde_json::json!([{ "number": { "value": rest } }]);
+            ("phones @> $3::jsonb", contained.to_string())
+        }
+        "e" => {
+            let contained = serde_json::json!([{ "address": { "value": rest } }]);
+            ("emails @> $3::jsonb", contained.to_string())
+        }
+        _ => return None,
+    };
+    Some(KeyLookup { condition, value })
+}
+
+/// The condition of the live records holding identifier key `$1` (see
+/// [`KeyLookup`]), for a query on `source_records`.
+pub fn holding_key(lookup: &KeyLookup) -> String {
+    format!(
+        "{} AND identity_keys(documents, snils, snils_valid, oms_policy, oms_policy_valid,
+                              phones, emails) @> ARRAY[$1::text]
+         AND deleted_at IS NULL",
+        lookup.condition
+    )
+}
+
 /// The live records whose identifiers include `key` (a blocking key such
-/// as `s:<snils>`), at most `limit`, through the index on
-/// `identity_keys(…)`.
+/// as `s:<snils>`), at most `limit`; none for a key that is no identifier.
 pub async fn holders(pool: &PgPool, key: &str, limit: i64) -> sqlx::Result<Vec<Holder>> {
-    sqlx::query_as(
+    let Some(lookup) = key_lookup(key) else {
+        return Ok(Vec::new());
+    };
+    // Only fixed fragments are interpolated; every value is bound.
+    let sql = format!(
         "SELECT r.source, r.source_id, m.person_id
          FROM source_records r
          LEFT JOIN person_memberships m ON m.source = r.source COLLATE \"C\"
               AND m.source_id = r.source_id COLLATE \"C\" AND m.valid_to IS NULL
-         WHERE identity_keys(r.documents, r.snils, r.snils_valid, r.oms_policy,
-                             r.oms_policy_valid, r.phones, r.emails) @> ARRAY[$1::text]
-           AND r.deleted_at IS NULL
+         WHERE {}
          ORDER BY r.source, r.source_id LIMIT $2",
-    )
-    .bind(key)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+        holding_key(&lookup)
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(key)
+        .bind(limit)
+        .bind(&lookup.value)
+        .fetch_all(pool)
+        .await
 }
 
 /// The current persons of `records`.
@@ -370,4 +425,46 @@ pub async fn open_reviews(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_identifier_key_has_its_indexed_condition() {
+        let lookup = |key: &str| key_lookup(key).map(|l| (l.condition, l.value));
+        assert_eq!(
+            lookup("s:11223344595"),
+            Some(("snils = $3 AND snils_valid", "11223344595".into()))
+        );
+        assert_eq!(
+            lookup("o:7700000000000001"),
+            Some((
+                "oms_policy = $3 AND oms_policy_valid",
+                "7700000000000001".into()
+            ))
+        );
+        assert_eq!(
+            lookup("d:14:4506:123456"),
+            Some(("documents @> $3::jsonb", r#"[{"number":"123456"}]"#.into()))
+        );
+        assert_eq!(
+            lookup("p:79251234567"),
+            Some((
+                "phones @> $3::jsonb",
+                r#"[{"number":{"value":"79251234567"}}]"#.into()
+            ))
+        );
+        assert_eq!(
+            lookup("e:a@b.ru"),
+            Some((
+                "emails @> $3::jsonb",
+                r#"[{"address":{"value":"a@b.ru"}}]"#.into()
+            ))
+        );
+        // Names and the birth date are no identifiers.
+        assert_eq!(lookup("n:ivanov:1980-01-01"), None);
+        assert_eq!(lookup("no key"), None);
+    }
 }
