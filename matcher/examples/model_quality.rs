@@ -251,19 +251,28 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let kind = args.get(1).map_or("trained", |s| s.as_str()).to_string();
     let persons: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    evaluate(
-        "generator",
-        synth::truth::TruthGenerator::new(2026).records(persons),
-        &kind,
-    );
-    evaluate(
-        "clerks",
-        synth::truth::TruthGenerator::new(2026)
-            .with_clerks()
-            .records(persons),
-        &kind,
-    );
+    // `SETS=febrl3,clerks` runs only those.
+    let wanted = std::env::var("SETS").unwrap_or_default();
+    let run = |name: &str| wanted.is_empty() || wanted.split(',').any(|w| w == name);
+    if run("generator") {
+        evaluate(
+            "generator",
+            synth::truth::TruthGenerator::new(2026).records(persons),
+            &kind,
+        );
+    }
+    if run("clerks") {
+        evaluate(
+            "clerks",
+            synth::truth::TruthGenerator::new(2026)
+                .with_clerks()
+                .records(persons),
+            &kind,
+        );
+    }
     for set in ["febrl1", "febrl2", "febrl3"] {
-        evaluate(set, synth::febrl::records(set).expect("a set"), &kind);
+        if run(set) {
+            evaluate(set, synth::febrl::records(set).expect("a set"), &kind);
+        }
     }
 }
