@@ -82,9 +82,38 @@ fn rule_rank(rule: &str) -> u8 {
     }
 }
 
-pub fn cluster(input: Input<'_>) -> Output {
-    let n = input.nodes.len();
-    let mut edges = input.edges;
+pub fn cluster(mut input: Input<'_>) -> Output {
+    let mut forest = Forest::new(input.nodes.len());
+    let mut refused = Vec::new();
+    for e in ordered(std::mem::take(&mut input.edges)) {
+        let (ra, rb) = (forest.find(e.a), forest.find(e.b));
+        if e.kind == EdgeKind::Locked {
+            forest.locked[ra] = true;
+            forest.locked[rb] = true;
+        }
+        if ra == rb {
+            continue;
+        }
+        if e.kind == EdgeKind::Rule {
+            match forest.refusal(&input, &e, ra, rb) {
+                Verdict::Unite => {}
+                Verdict::Refuse(r) => {
+                    refused.push(r);
+                    continue;
+                }
+                Verdict::KeepApart => continue,
+            }
+        }
+        forest.unite(ra, rb, e.kind == EdgeKind::Locked);
+    }
+    forest.output(refused)
+}
+
+/// The edges in the order they are applied: operator links, locked
+/// persons' members, then rule links by strength (document, SNILS, OMS,
+/// score high to low; ties by record keys), each pair once per kind,
+/// smaller node first.
+fn ordered(mut edges: Vec<Edge>) -> Vec<Edge> {
     for e in &mut edges {
         if e.a > e.b {
             std::mem::swap(&mut e.a, &mut e.b);
@@ -97,74 +126,88 @@ pub fn cluster(input: Input<'_>) -> Output {
             .then((x.a, x.b).cmp(&(y.a, y.b)))
     });
     edges.dedup_by(|x, y| x.a == y.a && x.b == y.b && x.kind == y.kind);
+    edges
+}
 
-    let mut parent: Vec<usize> = (0..n).collect();
-    let mut members: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
-    let mut locked = vec![false; n];
-    let mut refused = Vec::new();
+/// What becomes of a rule link between two clusters.
+enum Verdict {
+    Unite,
+    /// Refused: a review item.
+    Refuse(Refused),
+    /// An operator keeps the clusters apart: no review item.
+    KeepApart,
+}
 
-    fn find(parent: &mut [usize], mut x: usize) -> usize {
-        while parent[x] != x {
-            parent[x] = parent[parent[x]];
-            x = parent[x];
+/// The clusters so far: union–find with each root's members and whether it
+/// holds a locked person's members.
+struct Forest {
+    parent: Vec<usize>,
+    members: Vec<Vec<usize>>,
+    locked: Vec<bool>,
+}
+
+impl Forest {
+    fn new(n: usize) -> Forest {
+        Forest {
+            parent: (0..n).collect(),
+            members: (0..n).map(|i| vec![i]).collect(),
+            locked: vec![false; n],
+        }
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
         }
         x
     }
 
-    for e in edges {
-        let ra = find(&mut parent, e.a);
-        let rb = find(&mut parent, e.b);
-        if e.kind == EdgeKind::Locked {
-            locked[ra] = true;
-            locked[rb] = true;
+    /// Whether rule link `e` may unite the clusters of roots `ra` and `rb`.
+    fn refusal(&self, input: &Input<'_>, e: &Edge, ra: usize, rb: usize) -> Verdict {
+        let refuse = |reason| {
+            Verdict::Refuse(Refused {
+                a: e.a,
+                b: e.b,
+                reason,
+                rule: e.rule.clone(),
+                score: e.score,
+            })
+        };
+        if self.locked[ra] || self.locked[rb] {
+            return refuse("locked_person");
         }
-        if ra == rb {
-            continue;
+        match union_conflict(
+            input.nodes,
+            input.keep_apart,
+            input.guards,
+            &self.members[ra],
+            &self.members[rb],
+        ) {
+            None => Verdict::Unite,
+            Some("keep_apart") => Verdict::KeepApart,
+            Some(reason) => refuse(reason),
         }
-        if e.kind == EdgeKind::Rule {
-            if locked[ra] || locked[rb] {
-                refused.push(Refused {
-                    a: e.a,
-                    b: e.b,
-                    reason: "locked_person",
-                    rule: e.rule,
-                    score: e.score,
-                });
-                continue;
-            }
-            if let Some(reason) = union_conflict(
-                input.nodes,
-                input.keep_apart,
-                input.guards,
-                &members[ra],
-                &members[rb],
-            ) {
-                if reason != "keep_apart" {
-                    refused.push(Refused {
-                        a: e.a,
-                        b: e.b,
-                        reason,
-                        rule: e.rule,
-                        score: e.score,
-                    });
-                }
-                continue;
-            }
-        }
-        // Union: the smaller index is the representative.
-        let (keep, gone) = if ra < rb { (ra, rb) } else { (rb, ra) };
-        parent[gone] = keep;
-        let moved = std::mem::take(&mut members[gone]);
-        members[keep].extend(moved);
-        locked[keep] = locked[keep] || locked[gone] || e.kind == EdgeKind::Locked;
     }
 
-    let cluster_of: Vec<usize> = (0..n).map(|i| find(&mut parent, i)).collect();
-    let locked = (0..n).map(|i| locked[cluster_of[i]]).collect();
-    Output {
-        cluster_of,
-        locked,
-        refused,
+    /// Unites two roots: the smaller index is the representative.
+    fn unite(&mut self, ra: usize, rb: usize, locked: bool) {
+        let (keep, gone) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        self.parent[gone] = keep;
+        let moved = std::mem::take(&mut self.members[gone]);
+        self.members[keep].extend(moved);
+        self.locked[keep] = self.locked[keep] || self.locked[gone] || locked;
+    }
+
+    fn output(mut self, refused: Vec<Refused>) -> Output {
+        let n = self.parent.len();
+        let cluster_of: Vec<usize> = (0..n).map(|i| self.find(i)).collect();
+        let locked = (0..n).map(|i| self.locked[cluster_of[i]]).collect();
+        Output {
+            cluster_of,
+            locked,
+            refused,
+        }
     }
 }
 

@@ -164,125 +164,138 @@ pub struct PairOutcome {
 
 /// Compares two records.
 pub fn evaluate(a: &Features, b: &Features, w: &Weights) -> Option<PairOutcome> {
-    let last_name = compare_last(a, b, w.typo_similarity);
-    let first_name = compare_name(a.first.as_deref(), b.first.as_deref(), w.typo_similarity);
-    let middle_name = compare_name(a.middle.as_deref(), b.middle.as_deref(), w.typo_similarity);
-    let birth_date = compare_birth(a.birth, b.birth);
-    let sex = match (a.sex, b.sex) {
-        (Some(x), Some(y)) if x == y => Agreement::Exact,
-        (Some(_), Some(_)) => Agreement::Differs,
-        _ => Agreement::Missing,
-    };
-    let snils = compare_id(a.snils.as_deref(), b.snils.as_deref());
-    let oms = compare_id(a.oms.as_deref(), b.oms.as_deref());
-    let document = compare_docs(a, b);
-    let phone = compare_sets(&a.phones, &b.phones);
-    let email = compare_sets(&a.emails, &b.emails);
-    let mut evidence = Evidence {
-        last_name,
-        first_name,
-        middle_name,
-        birth_date,
-        sex,
-        document,
-        snils,
-        oms,
-        phone,
-        email,
-        blocked_by: None,
-    };
-
+    let evidence = compare_fields(a, b, w);
     let score = score(&evidence, w);
-
+    let identifier = identifier_rule(&evidence);
     // 1. Hard conflicts.
-    let conflict = if snils == Agreement::Differs {
+    if let Some(why) = hard_conflict(&evidence) {
+        // Only worth an operator's time when an identifier says otherwise.
+        return identifier.map(|rule| PairOutcome {
+            decision: Decision::Conflict,
+            rule,
+            score,
+            evidence: Evidence {
+                blocked_by: Some(why),
+                ..evidence
+            },
+        });
+    }
+    // 2. Identifier rules, each needing a compatible birth date and surname.
+    if let Some(rule) = identifier {
+        return Some(identifier_outcome(a, b, rule, score, evidence));
+    }
+    // 3. The scored rule.
+    scored_outcome(score, evidence, w)
+}
+
+/// Each field's agreement (no conflict decided yet).
+fn compare_fields(a: &Features, b: &Features, w: &Weights) -> Evidence {
+    Evidence {
+        last_name: compare_last(a, b, w.typo_similarity),
+        first_name: compare_name(a.first.as_deref(), b.first.as_deref(), w.typo_similarity),
+        middle_name: compare_name(a.middle.as_deref(), b.middle.as_deref(), w.typo_similarity),
+        birth_date: compare_birth(a.birth, b.birth),
+        sex: match (a.sex, b.sex) {
+            (Some(x), Some(y)) if x == y => Agreement::Exact,
+            (Some(_), Some(_)) => Agreement::Differs,
+            _ => Agreement::Missing,
+        },
+        document: compare_docs(a, b),
+        snils: compare_id(a.snils.as_deref(), b.snils.as_deref()),
+        oms: compare_id(a.oms.as_deref(), b.oms.as_deref()),
+        phone: compare_sets(&a.phones, &b.phones),
+        email: compare_sets(&a.emails, &b.emails),
+        blocked_by: None,
+    }
+}
+
+/// Two different valid SNILS, two different documents of one type (not a
+/// replacement), clearly different birth dates.
+fn hard_conflict(e: &Evidence) -> Option<&'static str> {
+    if e.snils == Agreement::Differs {
         Some("snils_differs")
-    } else if document == Agreement::Differs {
+    } else if e.document == Agreement::Differs {
         Some("document_differs")
-    } else if birth_date == Agreement::Differs {
+    } else if e.birth_date == Agreement::Differs {
         Some("birth_date_differs")
     } else {
         None
-    };
-    let identifier_rule = if document == Agreement::Exact {
+    }
+}
+
+/// The strongest identifier the pair shares, as the rule that links it.
+fn identifier_rule(e: &Evidence) -> Option<&'static str> {
+    if e.document == Agreement::Exact {
         Some("document")
-    } else if snils == Agreement::Exact {
+    } else if e.snils == Agreement::Exact {
         Some("snils")
-    } else if oms == Agreement::Exact {
+    } else if e.oms == Agreement::Exact {
         Some("oms")
     } else {
         None
-    };
-    if let Some(why) = conflict {
-        // Only worth an operator's time when an identifier says otherwise.
-        return identifier_rule.map(|rule| {
-            evidence.blocked_by = Some(why);
-            PairOutcome {
-                decision: Decision::Conflict,
-                rule,
-                score,
-                evidence,
-            }
-        });
     }
+}
 
-    // 2. Identifier rules, each needing a compatible birth date and surname.
-    if let Some(rule) = identifier_rule {
-        // With an identifier in common a surname only has to be a typo
-        // (two edits at most, whatever its length) or a half of the other.
-        let surname_ok = match last_name {
-            Agreement::Differs => match (a.last.as_deref(), b.last.as_deref()) {
-                (Some(x), Some(y)) => strsim::damerau_levenshtein(x, y) <= 2,
-                _ => true,
-            },
+/// A shared identifier links when both have a birth date and the surnames
+/// are compatible; otherwise it is a review item.
+fn identifier_outcome(
+    a: &Features,
+    b: &Features,
+    rule: &'static str,
+    score: f32,
+    mut evidence: Evidence,
+) -> PairOutcome {
+    // With an identifier in common a surname only has to be a typo
+    // (two edits at most, whatever its length) or a half of the other.
+    let surname_ok = match evidence.last_name {
+        Agreement::Differs => match (a.last.as_deref(), b.last.as_deref()) {
+            (Some(x), Some(y)) => strsim::damerau_levenshtein(x, y) <= 2,
             _ => true,
-        };
-        let birth_ok = birth_date != Agreement::Missing;
-        if surname_ok && birth_ok {
-            return Some(PairOutcome {
-                decision: Decision::Link,
-                rule,
-                score,
-                evidence,
-            });
-        }
+        },
+        _ => true,
+    };
+    let birth_ok = evidence.birth_date != Agreement::Missing;
+    let decision = if surname_ok && birth_ok {
+        Decision::Link
+    } else {
         evidence.blocked_by = Some(if surname_ok {
             "birth_date_missing"
         } else {
             "surname_differs"
         });
-        return Some(PairOutcome {
-            decision: Decision::Review,
-            rule,
-            score,
-            evidence,
-        });
+        Decision::Review
+    };
+    PairOutcome {
+        decision,
+        rule,
+        score,
+        evidence,
     }
+}
 
-    // 3. The scored rule.
-    if score >= w.link_threshold {
-        if document == Agreement::Replaced
-            && phone != Agreement::Exact
-            && email != Agreement::Exact
-            && oms != Agreement::Exact
+/// The scored rule: link at the link threshold (a replaced passport only
+/// with a shared phone, e-mail or OMS number), review at the review
+/// threshold, else nothing.
+fn scored_outcome(score: f32, mut evidence: Evidence, w: &Weights) -> Option<PairOutcome> {
+    let decision = if score >= w.link_threshold {
+        let e = &evidence;
+        if e.document == Agreement::Replaced
+            && e.phone != Agreement::Exact
+            && e.email != Agreement::Exact
+            && e.oms != Agreement::Exact
         {
             evidence.blocked_by = Some("replaced_passport_uncorroborated");
-            return Some(PairOutcome {
-                decision: Decision::Review,
-                rule: "score",
-                score,
-                evidence,
-            });
+            Decision::Review
+        } else {
+            Decision::Link
         }
-        return Some(PairOutcome {
-            decision: Decision::Link,
-            rule: "score",
-            score,
-            evidence,
-        });
-    }
-    (score >= w.review_threshold).then_some(PairOutcome {
-        decision: Decision::Review,
+    } else if score >= w.review_threshold {
+        Decision::Review
+    } else {
+        return None;
+    };
+    Some(PairOutcome {
+        decision,
         rule: "score",
         score,
         evidence,
