@@ -175,3 +175,24 @@ fn a_feminine_surname_form_is_not_a_typo() {
     let b = record("2", "петрова", "иван", "ильич");
     assert_eq!(compare(&a, &b)[Field::LastName.index()], Some(1));
 }
+
+/// Random record pairs hold matches too; u is estimated again without
+/// them, so an identifier shared by one person's many records is not
+/// taken for a common coincidence.
+#[test]
+fn u_leaves_out_the_matches_among_random_pairs() {
+    let truth = synth::febrl::records("febrl1").expect("febrl1");
+    let records: Vec<Features> = truth
+        .iter()
+        .map(|t| Features::of(&SourceRow::of_record(t.source, &t.source_id, &t.record)))
+        .collect();
+    let options = Options {
+        random_pairs: 200_000,
+        ..Options::default()
+    };
+    let trained = train::train(&records, &Model::priors(), &options, &mut |_| {});
+    // 500 true pairs among 499,500: about one random pair in 1,000 is one
+    // person; nearly all share their ID number, two people almost never.
+    let document = &trained.model.fields[Field::OtherDocument.index()];
+    assert!(document.u[0] < 1e-4, "u of an equal ID: {}", document.u[0]);
+}

@@ -66,26 +66,77 @@ pub fn train(
 ) -> Trained {
     let mut model = start.clone();
     model.version = None;
-    // EM on blocked pairs, most of which are matches, starts from an even
-    // prior; the model's own prior is set at the end.
-    model.lambda = 0.5;
     model.frequencies = frequencies(records);
     progress(format!(
         "{} records; name frequencies counted",
         records.len()
     ));
-    let (u, random_pairs) = random_u(records, start, options.random_pairs);
-    for (f, u) in model.fields.iter_mut().zip(u) {
-        f.u = u;
-    }
+    let random = random_patterns(records, options.random_pairs);
+    let random_pairs = random.iter().map(|(_, n)| *n as usize).sum();
+    set_u(&mut model, &random, start, None);
     progress(format!(
         "u estimated from {random_pairs} random record pairs"
     ));
-    // Identifiers proper: a phone or e-mail is shared by a household,
-    // whose members would teach EM that different names are common in
-    // one person's records.
-    let by_ids = blocked(records, &["d:", "s:", "o:"], options.max_block_size);
-    let by_names = blocked(records, &["n:", "f:"], options.max_block_size);
+    let blocked = Blocked::of(records, options.max_block_size);
+    fit(&mut model, &blocked, options, progress);
+    // Random pairs hold matches too (in a small set with many duplicates,
+    // one pair in 2,000), which makes an agreement on an identifier look
+    // hundreds of times likelier between two people than it is. Once m
+    // and the prior are known, u is estimated again from the random pairs,
+    // each weighted by the probability that it is two people, and m and
+    // the prior with it.
+    let lambda = model.lambda;
+    set_u(&mut model, &random, start, Some(lambda));
+    progress("u estimated again, the matches among the random pairs left out".into());
+    let iterations = fit(&mut model, &blocked, options, progress);
+    Trained {
+        model,
+        records: records.len(),
+        random_pairs,
+        blocked_pairs: blocked.pairs,
+        iterations,
+    }
+}
+
+/// The comparison patterns EM is run on.
+struct Blocked {
+    /// Pairs sharing a document, SNILS or OMS number (not a phone or
+    /// e-mail: a household's members would teach EM that names differ
+    /// within one person).
+    by_ids: Patterns,
+    /// Pairs sharing a surname, or first name and patronymic, with the
+    /// birth date.
+    by_names: Patterns,
+    /// Pairs sharing any blocking key: the pairs the matcher compares.
+    all: Patterns,
+    /// How many pairs `all` counts.
+    pairs: usize,
+}
+
+impl Blocked {
+    fn of(records: &[Features], max_block: usize) -> Blocked {
+        let all = blocked(records, &[""], max_block);
+        Blocked {
+            by_ids: patterns(records, &blocked(records, &["d:", "s:", "o:"], max_block)),
+            by_names: patterns(records, &blocked(records, &["n:", "f:"], max_block)),
+            pairs: all.len(),
+            all: patterns(records, &all),
+        }
+    }
+}
+
+/// m by EM with u fixed, in two passes so that no field is estimated on
+/// pairs chosen for agreeing on it, then the prior; gives each EM's
+/// iterations.
+fn fit(
+    model: &mut Model,
+    blocked: &Blocked,
+    options: &Options,
+    progress: &mut dyn FnMut(String),
+) -> [usize; 3] {
+    // EM on blocked pairs, most of which are matches, starts from an even
+    // prior; the model's own prior is set at the end.
+    model.lambda = 0.5;
     let mut iterations = [0; 3];
     let name_fields = [
         Field::LastName,
@@ -94,13 +145,12 @@ pub fn train(
         Field::BirthDate,
         Field::Sex,
     ];
-    let passes: [(&str, &HashSet<(u32, u32)>, bool); 2] = [
-        ("names, birth date, sex", &by_ids, true),
-        ("identifiers, phone, e-mail", &by_names, false),
+    let passes: [(&str, &Patterns, bool); 2] = [
+        ("names, birth date, sex", &blocked.by_ids, true),
+        ("identifiers, phone, e-mail", &blocked.by_names, false),
     ];
-    for (n, (what, pairs, names)) in passes.into_iter().enumerate() {
-        let patterns = patterns(records, pairs);
-        let (fitted, its) = em(&patterns, &model, true, options);
+    for (n, (what, patterns, names)) in passes.into_iter().enumerate() {
+        let (fitted, its) = em(patterns, model, true, options);
         iterations[n] = its;
         for field in FIELDS {
             if name_fields.contains(&field) == names && !patterns.is_empty() {
@@ -109,7 +159,7 @@ pub fn train(
         }
         progress(format!(
             "EM on {} pairs sharing {}: m of {what} in {its} iterations",
-            pairs.len(),
+            patterns.iter().map(|(_, c)| c).sum::<u64>(),
             if names {
                 "an identifier"
             } else {
@@ -123,26 +173,18 @@ pub fn train(
     // pairs. Blocking picks pairs for their agreeing fields, which the
     // weights already count: a prior of the compared pairs would count
     // that agreement twice.
-    let all = blocked(records, &[""], options.max_block_size);
-    let patterns = patterns(records, &all);
-    let (fitted, its) = em(&patterns, &model, false, options);
-    let n = records.len() as f64;
+    let (fitted, its) = em(&blocked.all, model, false, options);
+    let n = model.frequencies.records as f64;
     let possible = (n * (n - 1.0) / 2.0).max(1.0);
-    model.lambda = (fitted.lambda * all.len() as f64 / possible).clamp(1e-12, 0.5);
+    model.lambda = (fitted.lambda * blocked.pairs as f64 / possible).clamp(1e-12, 0.5);
     iterations[2] = its;
     progress(format!(
         "prior {:.3e} ({:.0} matches expected among {} blocked pairs, in {its} iterations)",
         model.lambda,
-        fitted.lambda * all.len() as f64,
-        all.len()
+        fitted.lambda * blocked.pairs as f64,
+        blocked.pairs
     ));
-    Trained {
-        model,
-        records: records.len(),
-        random_pairs,
-        blocked_pairs: all.len(),
-        iterations,
-    }
+    iterations
 }
 
 /// How many records hold each surname, first name and patronymic.
@@ -179,51 +221,75 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// u of every level from random pairs. A level no random pair showed keeps
-/// the smaller of its prior and one in the pairs that had the field.
-fn random_u(records: &[Features], start: &Model, wanted: usize) -> (Vec<Vec<f64>>, usize) {
+/// The comparison patterns of up to `wanted` random record pairs (a fixed
+/// seed).
+fn random_patterns(records: &[Features], wanted: usize) -> Patterns {
     let n = records.len();
     let possible = n.saturating_mul(n.saturating_sub(1)) / 2;
     let count = wanted.min(possible);
     let mut state = 0x006d_6174_6368_6572_u64;
-    let pairs: Vec<(u32, u32)> = (0..count)
-        .map(|_| {
-            let i = (splitmix(&mut state) % n as u64) as u32;
-            let mut j = (splitmix(&mut state) % (n as u64 - 1)) as u32;
-            if j >= i {
-                j += 1;
-            }
-            (i, j)
-        })
-        .collect();
-    let levels = par_map(&pairs, |&(i, j)| {
-        compare(&records[i as usize], &records[j as usize])
-    });
-    let mut counts: Vec<Vec<u64>> = FIELDS.iter().map(|f| vec![0; f.levels().len()]).collect();
-    for l in &levels {
+    let mut list = Vec::with_capacity(count);
+    for _ in 0..count {
+        let i = (splitmix(&mut state) % n as u64) as u32;
+        let mut j = (splitmix(&mut state) % (n as u64 - 1)) as u32;
+        if j >= i {
+            j += 1;
+        }
+        list.push((i, j));
+    }
+    count_patterns(records, &list)
+}
+
+/// u of every level from the random pairs' patterns. With a prior (the
+/// probability that two records taken at random are one person), each
+/// pair counts by the probability, under `model`, that it is two people;
+/// without, each counts fully. A level no pair showed keeps the smaller of
+/// its prior and one in the pairs that had the field.
+fn set_u(model: &mut Model, random: &Patterns, start: &Model, lambda: Option<f64>) {
+    let mut counts: Vec<Vec<f64>> = FIELDS.iter().map(|f| vec![0.0; f.levels().len()]).collect();
+    let mut present = vec![0.0; FIELDS.len()];
+    let prior = lambda.map(|l| (l / (1.0 - l)).ln());
+    for (levels, n) in random {
+        let two_people = match prior {
+            Some(prior) => 1.0 - posterior(model, prior, levels),
+            None => 1.0,
+        };
         for field in FIELDS {
-            if let Some(level) = l[field.index()] {
-                counts[field.index()][level as usize] += 1;
+            if let Some(level) = levels[field.index()] {
+                counts[field.index()][level as usize] += two_people * *n as f64;
+                present[field.index()] += *n as f64;
             }
         }
     }
-    let u = FIELDS
-        .iter()
-        .map(|f| {
-            let c = &counts[f.index()];
-            let present: u64 = c.iter().sum();
-            let prior = &start.fields[f.index()].u;
-            c.iter()
-                .enumerate()
-                .map(|(l, &k)| match (present, k) {
-                    (0, _) => prior[l],
-                    (p, 0) => prior[l].min(1.0 / p as f64),
-                    (p, k) => k as f64 / p as f64,
-                })
-                .collect()
-        })
-        .collect();
-    (u, count)
+    for field in FIELDS {
+        let (c, p) = (&counts[field.index()], present[field.index()]);
+        let total: f64 = c.iter().sum();
+        let prior = &start.fields[field.index()].u;
+        model.fields[field.index()].u = c
+            .iter()
+            .enumerate()
+            .map(|(l, &k)| {
+                if p == 0.0 {
+                    prior[l]
+                } else {
+                    (k / total).max(prior[l].min(1.0 / p))
+                }
+            })
+            .collect();
+    }
+}
+
+/// The probability that a pair with `levels` is one person, given the log
+/// prior odds (natural log).
+fn posterior(model: &Model, ln_prior_odds: f64, levels: &Levels) -> f64 {
+    let mut ln_odds = ln_prior_odds;
+    for field in FIELDS {
+        if let Some(l) = levels[field.index()] {
+            let p = &model.fields[field.index()];
+            ln_odds += (p.m[l as usize] / p.u[l as usize]).ln();
+        }
+    }
+    1.0 / (1.0 + (-ln_odds).exp())
 }
 
 /// The pairs of records sharing a key with one of `prefixes` (blocks of 2
@@ -257,7 +323,12 @@ fn blocked(records: &[Features], prefixes: &[&str], max_block: usize) -> HashSet
 fn patterns(records: &[Features], pairs: &HashSet<(u32, u32)>) -> Patterns {
     let mut list: Vec<(u32, u32)> = pairs.iter().copied().collect();
     list.sort_unstable();
-    let levels = par_map(&list, |&(i, j)| {
+    count_patterns(records, &list)
+}
+
+/// The comparison patterns of `list`, counted, in a fixed order.
+fn count_patterns(records: &[Features], list: &[(u32, u32)]) -> Patterns {
+    let levels = par_map(list, |&(i, j)| {
         compare(&records[i as usize], &records[j as usize])
     });
     let mut counts: HashMap<Levels, u64> = HashMap::new();
@@ -285,14 +356,7 @@ pub fn em(
         let (mut matched, mut total) = (0.0, 0.0);
         let prior = (model.lambda / (1.0 - model.lambda)).ln();
         for (levels, count) in patterns {
-            let mut ln_odds = prior;
-            for field in FIELDS {
-                if let Some(l) = levels[field.index()] {
-                    let p = &model.fields[field.index()];
-                    ln_odds += (p.m[l as usize] / p.u[l as usize]).ln();
-                }
-            }
-            let p = 1.0 / (1.0 + (-ln_odds).exp());
+            let p = posterior(&model, prior, levels);
             let c = *count as f64;
             matched += p * c;
             total += c;
