@@ -254,7 +254,8 @@ pub fn guard(a: &Features, b: &Features, levels: &Levels) -> Option<&'static str
     let at = |f: Field| levels[f.index()];
     if at(Field::Snils) == Some(Field::Snils.differs()) {
         Some("snils_differs")
-    } else if at(Field::BirthDate) == Some(Field::BirthDate.differs()) {
+    } else if at(Field::BirthDate) == Some(Field::BirthDate.differs()) && !same_named_holder(levels)
+    {
         Some("birth_date_differs")
     } else if at(Field::Passport) == Some(Field::Passport.differs()) {
         Some("passport_differs")
@@ -263,6 +264,24 @@ pub fn guard(a: &Features, b: &Features, levels: &Levels) -> Option<&'static str
     } else {
         None
     }
+}
+
+/// Whether two records with birth dates far apart may still be one person
+/// with a birth date typed wrong: they hold one identifier exactly
+/// (document, SNILS, OMS number) and agree on the names — surname and
+/// first name equal or a typo apart, the patronymic not different. A
+/// parent's document on a child's record comes with the child's first
+/// name (or, a son named after his father, another patronymic), so it
+/// stays a conflict. The model then weighs the birth date like any field:
+/// where birth dates of one person rarely differ, a different one still
+/// outweighs the rest.
+fn same_named_holder(levels: &Levels) -> bool {
+    let at = |f: Field| levels[f.index()];
+    let close = |f: Field| matches!(at(f), Some(l) if l < f.differs());
+    shared_identifier(levels).is_some()
+        && close(Field::LastName)
+        && close(Field::FirstName)
+        && at(Field::MiddleName) != Some(Field::MiddleName.differs())
 }
 
 /// Whether something besides names and birth date says "one person": an

@@ -176,6 +176,33 @@ fn a_feminine_surname_form_is_not_a_typo() {
     assert_eq!(compare(&a, &b)[Field::LastName.index()], Some(1));
 }
 
+/// Birth dates far apart are two people, unless the pair holds one
+/// identifier exactly and agrees on the names: then the birth date was
+/// typed wrong on one side and the model weighs it. A parent's document
+/// on a child's record (another first name, or a son named after his
+/// father with another patronymic) stays a conflict.
+#[test]
+fn a_wrong_birth_date_is_weighed_when_identifier_and_names_agree() {
+    use super::params::guard;
+    let mut a = record("1", "кузнецов", "иван", "петрович");
+    a.snils = Some("11223344595".into());
+    let mut b = a.clone();
+    b.source_id = "2".into();
+    b.birth = NaiveDate::from_ymd_opt(1957, 11, 3);
+    let blocked = |x: &Features, y: &Features| guard(x, y, &compare(x, y));
+    assert_eq!(blocked(&a, &b), None);
+    let mut child = b.clone();
+    child.first = Some("олег".into());
+    assert_eq!(blocked(&a, &child), Some("birth_date_differs"));
+    let mut son = b.clone();
+    son.middle = Some("иванович".into());
+    assert_eq!(blocked(&a, &son), Some("birth_date_differs"));
+    // Without the shared identifier it is a conflict, as before.
+    let mut unshared = b.clone();
+    unshared.snils = None;
+    assert_eq!(blocked(&a, &unshared), Some("birth_date_differs"));
+}
+
 /// Random record pairs hold matches too; u is estimated again without
 /// them, so an identifier shared by one person's many records is not
 /// taken for a common coincidence.
