@@ -8,6 +8,18 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::i18n::Lang;
+
+/// The signed-in steward of a request.
+#[derive(Debug, Clone)]
+pub struct Steward {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub csrf: String,
+    pub lang: Lang,
+}
+
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
+use crate::accounts::Steward;
 use crate::i18n::{Lang, Msg};
-use crate::session::Steward;
 use crate::BASE;
 
 /// A whole page: `title`, the steward's navigation (none on sign-in).

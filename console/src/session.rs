@@ -21,15 +21,7 @@ pub const LANG_COOKIE: &str = "console_lang";
 /// Largest form a page sends (a split names at most a few hundred records).
 pub const MAX_FORM_BYTES: usize = 256 * 1024;
 
-/// The signed-in steward of a request.
-#[derive(Debug, Clone)]
-pub struct Steward {
-    pub id: i64,
-    pub name: String,
-    pub role: Role,
-    pub csrf: String,
-    pub lang: Lang,
-}
+pub use crate::accounts::Steward;
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
