@@ -37,3 +37,7 @@ CREATE TABLE review_notes (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX review_notes_item ON review_notes (item_id);
+
+-- The console's queue lists open items most probable first, a page at a
+-- time, out of thousands.
+CREATE INDEX review_items_open_by_score ON review_items (score DESC, id) WHERE status = 'open';
