@@ -25,7 +25,7 @@ pub mod signin;
 
 use std::sync::Arc;
 
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -134,6 +134,14 @@ pub fn router(app: Shared) -> Router {
             get(|| async { asset("text/css", STYLE) }),
         )
         .merge(guarded)
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(app)
+}
+
+/// `outer` with the console under [`BASE`]: its pages, and `/console/`
+/// (what a steward types) leading to the queue.
+pub fn mount(outer: Router, app: Shared) -> Router {
+    outer.nest(BASE, router(app)).route(
+        &format!("{BASE}/"),
+        get(|| async { axum::response::Redirect::to(&format!("{BASE}/queue")) }),
+    )
 }

@@ -79,7 +79,7 @@ pub async fn start(
     let mut router = routes::router(app);
     if let Some(console) = console {
         // Its own guard (sessions, CSRF), not the API's keys.
-        router = router.nest(steward_console::BASE, steward_console::router(console));
+        router = steward_console::mount(router, console);
     }
     let stop = shutdown.clone();
     let https = tls.is_some();

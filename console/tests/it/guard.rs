@@ -58,6 +58,13 @@ async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
     let item = console.pairs[0].item;
     let resolve = console.url(&format!("/items/{item}/resolve"));
 
+    // `/console/` and `/console` lead to the queue.
+    for path in ["/", ""] {
+        let r = http.get(console.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/console/queue");
+    }
+
     // Signed out: to sign-in, for pages and for actions.
     for r in [
         http.get(console.url("/queue")).send().await.unwrap(),
