@@ -221,14 +221,18 @@ async fn a_steward_clears_the_queue_splits_a_merge_and_undoes_a_decision() {
         .for_element(Locator::Css("#golden"))
         .await
         .expect("person page");
-    let revoked = count(
-        &console,
-        &format!(
-            "SELECT count(*) FROM match_decisions WHERE id = {linked} AND revoked_at IS NOT NULL"
-        ),
-    )
-    .await;
-    assert_eq!(revoked, 1);
+    // The person page was already shown: wait for the decision itself.
+    let sql = format!(
+        "SELECT count(*) FROM match_decisions WHERE id = {linked} AND revoked_at IS NOT NULL"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&console, &sql).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "decision {linked} not revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let undone = count(&console, "SELECT count(*) FROM match_audit_events WHERE action = 'decision_revoked' AND actor = 'anna'").await;
     assert_eq!(undone, 1);
 
