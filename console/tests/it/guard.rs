@@ -68,10 +68,7 @@ async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
     // Signed out: to sign-in, for pages and for actions.
     for r in [
         http.get(console.url("/queue")).send().await.unwrap(),
-        http.get(console.url(&format!("/persons/1")))
-            .send()
-            .await
-            .unwrap(),
+        http.get(console.url("/persons/1")).send().await.unwrap(),
         http.post(&resolve)
             .form(&[("resolution", "link")])
             .send()
