@@ -5,6 +5,8 @@
 #   NATS        127.0.0.1:4222  with JetStream enabled (the bus)
 #   Firebird 3  127.0.0.1:3050  Srp user ETL_TEST/etl_test + a test database directory
 #                                (source of the Firebird extractor)
+#   chromium + chromedriver      the browser the steward console's tests drive
+#                                (Debian's chromium and chromium-driver)
 #
 # Target: Debian 12, run as root, possibly on a fresh CI machine without systemd.
 # Idempotent: when everything already runs it only probes the ports (plus one
@@ -533,6 +535,20 @@ ensure_firebird() {
     if ((VERIFY)); then fb_verify; fi
 }
 
+# ---------------------------------------------------------------------- browser
+
+# The steward console's tests (console/tests/it) drive a headless chromium
+# through chromedriver, which they start themselves on a free port.
+ensure_browser() {
+    local missing=()
+    pkg_installed chromium || missing+=(chromium)
+    pkg_installed chromium-driver || missing+=(chromium-driver)
+    if ((${#missing[@]})); then
+        apt_install "${missing[@]}"
+    fi
+    command -v chromedriver >/dev/null || die "chromedriver not found after installing chromium-driver"
+}
+
 # ---------------------------------------------------------------------- main
 
 main() {
@@ -551,6 +567,7 @@ main() {
     ensure_postgres
     ensure_nats
     ensure_firebird
+    ensure_browser
     # Optional: deploy-tests validates deploy/docker-compose.yml with it (and
     # says it skipped without it); a failed install is only a warning.
     command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 ||

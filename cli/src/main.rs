@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 mod access_log;
 mod brake;
+mod console;
 mod db;
 mod dlq;
 mod evaluate;
@@ -110,6 +111,9 @@ enum Command {
     /// The identity service: its API clients.
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
+    /// The steward console: its accounts.
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
 }
 
 /// Every section of every service: `etl` reads any service's file (and
@@ -141,6 +145,9 @@ pub struct Settings {
     /// The identity service's API and authentication (not used by `etl`).
     pub api: ::identity::settings::ApiSettings,
     pub auth: ::identity::settings::AuthSettings,
+    /// The identity service's steward console: `etl console user …`
+    /// manages its accounts; the rest is not used by `etl`.
+    pub console: steward_console::ConsoleSettings,
     /// The services' own (not used by `etl`).
     pub http: etl_runtime::observe::HttpSettings,
     pub shutdown: etl_runtime::shutdown::ShutdownSettings,
@@ -161,6 +168,7 @@ impl Default for Settings {
             qms: Default::default(),
             api: Default::default(),
             auth: Default::default(),
+            console: Default::default(),
             http: Default::default(),
             shutdown: Default::default(),
             telemetry: Default::default(),
@@ -203,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
         Command::AccessLog(c) => access_log::run(&settings, c).await,
         Command::Events(c) => events::run(&settings, c).await,
         Command::Identity(c) => identity::run(&settings, c).await,
+        Command::Console(c) => console::run(&settings, c).await,
     }
 }
 

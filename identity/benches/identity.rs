@@ -2,7 +2,8 @@
 //!
 //! 1. `BENCH_PERSONS` (default 1,000,000) truth-generator persons (about
 //!    1.5 records each) loaded through the loader's store into a fresh
-//!    database and matched by one full re-match (the matcher's engine);
+//!    database and matched by one full re-match (the matcher's engine;
+//!    testkit::index, shared with the steward console's benchmark);
 //! 2. the `identity` binary started as a process of its own (its settings:
 //!    the defaults, an API client added);
 //! 3. lookups at `BENCH_LOOKUP_RATE` (default 500) requests/s for
@@ -20,11 +21,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use loader::store::{LoadRow, Store};
-use proto::Envelope;
 use serde_json::{json, Value};
-use synth::truth::{TruthGenerator, TruthRecord};
+use synth::truth::TruthRecord;
 use tokio::sync::Mutex;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -32,30 +30,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn load(store: &Store, records: &[TruthRecord]) {
-    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
-    for (n, chunk) in records.chunks(5000).enumerate() {
-        let envelopes: Vec<Envelope> = chunk
-            .iter()
-            .map(|t| {
-                let mut r = t.record.clone();
-                loader::validity::recompute(&mut r);
-                Envelope::upsert(t.source, t.source_id.clone(), 1, at, r)
-            })
-            .collect();
-        let rows: Vec<LoadRow> = envelopes
-            .iter()
-            .enumerate()
-            .map(|(i, envelope)| LoadRow {
-                envelope,
-                stream_seq: (n * 5000 + i) as u64 + 1,
-                traceparent: None,
-            })
-            .collect();
-        store.write(&rows, &[]).await.expect("records written");
-    }
 }
 
 /// VmRSS and VmHWM of a process, MiB.
@@ -143,29 +117,8 @@ async fn main() {
     let seconds = env("BENCH_SECONDS", 30);
     let lookup_rate = env("BENCH_LOOKUP_RATE", 500);
     let match_rate = env("BENCH_MATCH_RATE", 100);
-    let db = testkit::fresh_database().await;
-    let pool = testkit::pool(&db).await;
-    etl_runtime::database::MIGRATOR
-        .run(&pool)
-        .await
-        .expect("migrations");
-
-    let started = Instant::now();
-    let records = Arc::new(TruthGenerator::new(2026).records(persons));
-    load(&Store::new(pool.clone(), "BENCH"), &records).await;
-    println!(
-        "{} records loaded in {:.1} s",
-        records.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let started = Instant::now();
-    let engine = matcher::service::engine(&matcher::Settings::default());
-    engine.rematch_all(&pool).await.expect("re-match");
-    println!("matched in {:.1} s", started.elapsed().as_secs_f64());
-    sqlx::query("VACUUM ANALYZE")
-        .execute(&pool)
-        .await
-        .expect("vacuum");
+    let (db, pool, records) = testkit::index::matched(persons, 2026).await;
+    let records = Arc::new(records);
 
     let key = identity::clients::add(&pool, "bench", &["ids:read".to_string()])
         .await

@@ -68,6 +68,10 @@ fn problem(e: OperatorError) -> Problem {
         OperatorError::SameRecord => {
             Problem::bad_request("same-record", "a record cannot be paired with itself")
         }
+        // Splits are the console's; the API does not offer them.
+        e @ (OperatorError::NotMember(..) | OperatorError::NothingToSplit) => {
+            Problem::bad_request("bad-split", e.to_string())
+        }
         OperatorError::Database(e) => Problem::internal(&e),
     }
 }

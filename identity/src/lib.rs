@@ -13,6 +13,8 @@
 //! * [`server`]: state, authentication and access log around every route;
 //!   [`routes`]: the router; [`tls`]: HTTPS; [`openapi`]: the OpenAPI
 //!   document.
+//! * The steward console (crate `steward-console`) is mounted under
+//!   `/console/` when `[console] enabled`.
 
 pub mod api;
 pub mod auth;
@@ -67,13 +69,18 @@ pub async fn start(
         _ => anyhow::bail!("api.tls_cert_file and api.tls_key_file go together"),
     };
     let listen = settings.api.listen;
+    let console = console(&pool, &settings, tls.is_some())?;
     let app = Arc::new(server::App::new(pool, settings)?);
     server::spawn_housekeeping(app.clone(), shutdown.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the API address {listen}"))?;
     let addr = listener.local_addr()?;
-    let router = routes::router(app);
+    let mut router = routes::router(app);
+    if let Some(console) = console {
+        // Its own guard (sessions, CSRF), not the API's keys.
+        router = steward_console::mount(router, console);
+    }
     let stop = shutdown.clone();
     let https = tls.is_some();
     let task = match tls {
@@ -98,4 +105,24 @@ pub async fn start(
     etl_runtime::observe::ready();
     tracing::info!(%addr, https, "identity API listening");
     Ok(Some((addr, task)))
+}
+
+/// The steward console when `[console] enabled`, deciding with the same
+/// matcher settings as the API.
+fn console(
+    pool: &sqlx::PgPool,
+    settings: &Settings,
+    https: bool,
+) -> anyhow::Result<Option<steward_console::Shared>> {
+    if !settings.console.enabled {
+        return Ok(None);
+    }
+    let engine = matcher::service::engine(&matcher::Settings {
+        matcher: settings.matcher.clone(),
+        ..Default::default()
+    });
+    let console =
+        steward_console::Console::new(pool.clone(), engine, settings.console.clone(), https)
+            .context("[console]")?;
+    Ok(Some(Arc::new(console)))
 }

@@ -27,6 +27,8 @@ pub struct Settings {
     /// `$match` and decisions agree with it. The other settings of the
     /// section are not used here.
     pub matcher: MatcherSettings,
+    /// The steward console under `/console/` (console/README.md).
+    pub console: steward_console::ConsoleSettings,
     pub log: LogSettings,
     /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
     pub http: HttpSettings,

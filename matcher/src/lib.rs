@@ -9,7 +9,10 @@
 //! * [`cluster`]: from pairwise links to persons, with the chaining guard.
 //! * [`engine`]: the PostgreSQL side: claim changes, recompute the affected
 //!   persons in one transaction, full re-match.
-//! * [`operator`]: operator decisions (link, keep apart, lock, resolve, why).
+//! * [`operator`]: operator decisions (link, keep apart, split, lock,
+//!   resolve, why).
+//! * [`reads`]: reads of persons, members, history, golden view and review
+//!   items for the services that show them.
 //! * [`evaluate`]: scores the persons against a known truth.
 //! * [`service`]: the LISTEN/NOTIFY + poll loop and its shutdown.
 //! * [`events`]: the relay that publishes person events to NATS, and their
@@ -32,6 +35,7 @@ mod lock;
 pub mod model;
 pub mod operator;
 mod par;
+pub mod reads;
 pub mod rules;
 pub mod service;
 pub mod settings;

@@ -22,6 +22,10 @@ pub enum OperatorError {
     UnknownPerson(i64),
     #[error("review item {0} is not open")]
     NotOpen(i64),
+    #[error("record {0}:{1} is not a current record of person {2}")]
+    NotMember(String, String, i64),
+    #[error("a split needs records that leave and records that stay")]
+    NothingToSplit,
     #[error("a record cannot be paired with itself")]
     SameRecord,
     #[error(transparent)]
@@ -84,8 +88,22 @@ async fn decide_in(
         return Err(OperatorError::SameRecord);
     }
     let (a, b) = ordered(a, b);
-    exists(tx, &a).await?;
-    exists(tx, &b).await?;
+    record_decision(tx, kind, &a, &b, actor, note).await?;
+    Ok(engine.recompute_persons(tx, &[a, b]).await?)
+}
+
+/// Writes a pair decision (revoking the pair's older one) and its audit
+/// line, without applying it. `a` < `b`.
+async fn record_decision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    kind: &str,
+    a: &Rec,
+    b: &Rec,
+    actor: &str,
+    note: Option<&str>,
+) -> Result<i64, OperatorError> {
+    exists(tx, a).await?;
+    exists(tx, b).await?;
     sqlx::query(
         "UPDATE match_decisions SET revoked_at = now() WHERE revoked_at IS NULL
          AND a_source = $1 AND a_source_id = $2 AND b_source = $3 AND b_source_id = $4",
@@ -114,12 +132,58 @@ async fn decide_in(
         actor,
         "decision",
         None,
-        Some(&a),
-        Some(&b),
+        Some(a),
+        Some(b),
         json!({"decision": id, "kind": kind}),
     )
     .await?;
-    Ok(engine.recompute_persons(tx, &[a, b]).await?)
+    Ok(id)
+}
+
+/// Splits a wrong merge: `leaving` (current records of `person`) leave it.
+/// One `keep_apart` decision per pair of a leaving and a staying record, all
+/// in one transaction, then the person recomputed: the leaving records form
+/// their own person(s) by the rules among themselves. Each decision can be
+/// revoked on its own. Gives the decisions written and what changed.
+pub async fn split(
+    engine: &Engine,
+    pool: &PgPool,
+    person: i64,
+    leaving: &[Rec],
+    actor: &str,
+) -> Result<(Vec<i64>, Applied), OperatorError> {
+    let mut tx = pool.begin().await?;
+    Engine::lock(&mut tx).await?;
+    let members: Vec<Rec> = sqlx::query_as(
+        "SELECT source, source_id FROM person_memberships
+         WHERE person_id = $1 AND valid_to IS NULL ORDER BY source, source_id",
+    )
+    .bind(person)
+    .fetch_all(&mut *tx)
+    .await?;
+    if members.is_empty() {
+        return Err(OperatorError::UnknownPerson(person));
+    }
+    for r in leaving {
+        if !members.contains(r) {
+            return Err(OperatorError::NotMember(r.0.clone(), r.1.clone(), person));
+        }
+    }
+    let staying: Vec<&Rec> = members.iter().filter(|r| !leaving.contains(r)).collect();
+    if leaving.is_empty() || staying.is_empty() {
+        return Err(OperatorError::NothingToSplit);
+    }
+    let note = format!("split of person {person}");
+    let mut ids = Vec::new();
+    for l in leaving {
+        for s in &staying {
+            let (a, b) = ordered(l, s);
+            ids.push(record_decision(&mut tx, "keep_apart", &a, &b, actor, Some(&note)).await?);
+        }
+    }
+    let applied = engine.recompute_persons(&mut tx, &members).await?;
+    tx.commit().await?;
+    Ok((ids, applied))
 }
 
 /// Revokes the active decision on a pair, if any, and re-applies the rules.

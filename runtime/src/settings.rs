@@ -28,6 +28,7 @@ pub const ENV_PREFIX: &str = "ETL";
 pub const SUITE_SECTIONS: &[&str] = &[
     "api",
     "auth",
+    "console",
     "database",
     "databases",
     "events",

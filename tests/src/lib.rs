@@ -17,6 +17,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub mod chaos;
 pub mod cpu;
 pub mod docs;
+pub mod index;
 pub mod layers;
 pub mod nats;
 pub mod otlp;

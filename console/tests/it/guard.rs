@@ -1,0 +1,132 @@
+//! The guard without a browser: a signed-out request goes to sign-in, a
+//! form without the CSRF token is refused, a viewer cannot decide, a wrong
+//! password signs nobody in.
+
+use crate::support::{Console, PASSWORD, STEWARD, VIEWER};
+
+fn client() -> reqwest::Client {
+    etl_runtime::tls::http_client(None)
+        .expect("client")
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Signs in; gives the session cookie (`name=value`) and the CSRF token
+/// the queue page carries.
+async fn session(console: &Console, name: &str) -> (String, String) {
+    let http = client();
+    let r = http
+        .post(console.url("/signin"))
+        .form(&[("name", name), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = http
+        .get(console.url("/queue"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    (cookie, page[at..at + 64].to_string())
+}
+
+async fn open_items(console: &Console) -> i64 {
+    let ids: Vec<i64> = console.pairs.iter().map(|p| p.item).collect();
+    sqlx::query_scalar("SELECT count(*) FROM review_items WHERE status = 'open' AND id = ANY($1)")
+        .bind(ids)
+        .fetch_one(&console.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
+    let console = Console::start().await;
+    let http = client();
+    let item = console.pairs[0].item;
+    let resolve = console.url(&format!("/items/{item}/resolve"));
+
+    // `/console/` and `/console` lead to the queue.
+    for path in ["/", ""] {
+        let r = http.get(console.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/console/queue");
+    }
+
+    // Signed out: to sign-in, for pages and for actions.
+    for r in [
+        http.get(console.url("/queue")).send().await.unwrap(),
+        http.get(console.url("/persons/1")).send().await.unwrap(),
+        http.post(&resolve)
+            .form(&[("resolution", "link")])
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/console/signin");
+    }
+    let wrong = http
+        .post(console.url("/signin"))
+        .form(&[("name", STEWARD), ("password", "not the password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+
+    // A forged form: the steward's cookie, no or a wrong CSRF token.
+    let (cookie, csrf) = session(&console, STEWARD).await;
+    for form in [
+        vec![("resolution", "link")],
+        vec![
+            ("resolution", "link"),
+            ("csrf", "0".repeat(64).leak() as &str),
+        ],
+    ] {
+        let r = http
+            .post(&resolve)
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    assert_eq!(open_items(&console).await, 3);
+
+    // A viewer, with its own valid token, cannot decide.
+    let (viewer_cookie, viewer_csrf) = session(&console, VIEWER).await;
+    let r = http
+        .post(&resolve)
+        .header("cookie", &viewer_cookie)
+        .form(&[("resolution", "link"), ("csrf", &viewer_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(open_items(&console).await, 3);
+
+    // The steward with the token decides.
+    let r = http
+        .post(&resolve)
+        .header("cookie", &cookie)
+        .form(&[("resolution", "keep_apart"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(open_items(&console).await, 2);
+}

@@ -1,0 +1,6 @@
+//! The steward console against real PostgreSQL and a real browser
+//! (Debian's chromium driven through chromedriver).
+
+mod browser;
+mod guard;
+mod support;
