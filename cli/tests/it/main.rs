@@ -2,6 +2,7 @@
 //! each test on its own database, stream and consumer names.
 
 mod common;
+mod console_users;
 mod dlq;
 mod docs;
 mod evaluate_sets;

@@ -36,3 +36,26 @@ fn succeeded(out: Output, args: &[&str]) -> Output {
     );
     out
 }
+
+/// Runs `etl args…` with `input` on its standard input, whatever its
+/// outcome (passwords are read from there, never from the command line).
+pub fn run_with_input(
+    db: &DatabaseSettings,
+    stream: &StreamSettings,
+    args: &[&str],
+    input: &str,
+) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
+        .args(args)
+        .envs(testkit::service_env(db, stream))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run etl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("input written");
+    drop(stdin);
+    child.wait_with_output().expect("etl ends")
+}
