@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use etl_runtime::database::DatabaseSettings;
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use matcher::evaluate::{Report, TruthRow};
 use proto::Envelope;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -205,16 +205,9 @@ async fn load(store: &Store, records: &[TruthRecord]) -> anyhow::Result<()> {
             .iter()
             .map(|t| Envelope::upsert(t.source, t.source_id.clone(), 1, at, t.record.clone()))
             .collect();
-        let rows: Vec<LoadRow> = envelopes
-            .iter()
-            .enumerate()
-            .map(|(i, envelope)| LoadRow {
-                envelope,
-                stream_seq: (n * 2000 + i) as u64 + 1,
-                traceparent: None,
-            })
-            .collect();
-        store.write(&rows, &[]).await?;
+        store
+            .write_envelopes(&envelopes, (n * 2000) as u64 + 1)
+            .await?;
     }
     Ok(())
 }

@@ -160,6 +160,27 @@ impl Store {
         Ok(unregistered)
     }
 
+    /// Writes `envelopes` in one transaction as messages of stream
+    /// sequences `first_seq`, `first_seq + 1`, …, without traceparents: for
+    /// loads that do not come through the bus (`etl evaluate-sets`, tests,
+    /// benchmarks).
+    pub async fn write_envelopes(
+        &self,
+        envelopes: &[Envelope],
+        first_seq: u64,
+    ) -> Result<Written, sqlx::Error> {
+        let rows: Vec<LoadRow> = envelopes
+            .iter()
+            .enumerate()
+            .map(|(i, envelope)| LoadRow {
+                envelope,
+                stream_seq: first_seq + i as u64,
+                traceparent: None,
+            })
+            .collect();
+        self.write(&rows, &[]).await
+    }
+
     /// Writes one batch in one transaction. `rows` must hold each record at
     /// most once (see [`crate::batch::newest_per_key`]) and only records of
     /// registered sources: this does not check ([`Store::write_examined`]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use etl_runtime::database::DatabaseSettings;
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use proto::Envelope;
 use sqlx::PgPool;
 use synth::truth::{TruthGenerator, TruthRecord};
@@ -53,15 +53,9 @@ pub async fn load(store: &Store, records: &[TruthRecord]) {
                 Envelope::upsert(t.source, t.source_id.clone(), 1, at, r)
             })
             .collect();
-        let rows: Vec<LoadRow> = envelopes
-            .iter()
-            .enumerate()
-            .map(|(i, envelope)| LoadRow {
-                envelope,
-                stream_seq: (n * 5000 + i) as u64 + 1,
-                traceparent: None,
-            })
-            .collect();
-        store.write(&rows, &[]).await.expect("records written");
+        store
+            .write_envelopes(&envelopes, (n * 5000) as u64 + 1)
+            .await
+            .expect("records written");
     }
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use proto::Envelope;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -118,17 +118,8 @@ async fn load_pairs(pool: &PgPool, settings: &identity::Settings) -> Vec<Pair> {
         envelopes.push(Envelope::upsert("infoclinica", b_id.clone(), 1, at, b));
         keys.push((("qms".to_string(), a_id), ("infoclinica".to_string(), b_id)));
     }
-    let rows: Vec<LoadRow> = envelopes
-        .iter()
-        .enumerate()
-        .map(|(n, envelope)| LoadRow {
-            envelope,
-            stream_seq: n as u64 + 1,
-            traceparent: None,
-        })
-        .collect();
     Store::new(pool.clone(), "IT")
-        .write(&rows, &[])
+        .write_envelopes(&envelopes, 1)
         .await
         .expect("records written");
     let engine = matcher::service::engine(&matcher::Settings {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use etl_runtime::database::DatabaseSettings;
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use matcher::Engine;
 use proto::normalize::{snils_checksum, Checked};
 use proto::{DocumentType, Envelope, IdentityDocument, PatientRecord, Sex};
@@ -159,16 +159,10 @@ impl Service {
                     Envelope::upsert(s.clone(), i.clone(), version, at, r)
                 })
                 .collect();
-            let rows: Vec<LoadRow> = envelopes
-                .iter()
-                .enumerate()
-                .map(|(n, envelope)| LoadRow {
-                    envelope,
-                    stream_seq: n as u64 + 1,
-                    traceparent: None,
-                })
-                .collect();
-            store.write(&rows, &[]).await.expect("records written");
+            store
+                .write_envelopes(&envelopes, 1)
+                .await
+                .expect("records written");
         }
     }
 
@@ -184,16 +178,10 @@ impl Service {
             .iter()
             .map(|(s, i)| Envelope::delete(*s, *i, version, at))
             .collect();
-        let rows: Vec<LoadRow> = envelopes
-            .iter()
-            .enumerate()
-            .map(|(n, envelope)| LoadRow {
-                envelope,
-                stream_seq: n as u64 + 1,
-                traceparent: None,
-            })
-            .collect();
-        store.write(&rows, &[]).await.expect("deletes written");
+        store
+            .write_envelopes(&envelopes, 1)
+            .await
+            .expect("deletes written");
     }
 
     /// Lets the matcher apply every pending change, as its service would.

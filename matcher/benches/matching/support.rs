@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use etl_runtime::database::DatabaseSettings;
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use matcher::settings::ScoringKind;
 use proto::Envelope;
 use sqlx::PgPool;
@@ -87,16 +87,7 @@ pub async fn write(store: &Store, envelopes: impl Iterator<Item = Envelope>) {
     let mut envelopes = envelopes.peekable();
     while envelopes.peek().is_some() {
         let chunk: Vec<Envelope> = envelopes.by_ref().take(2000).collect();
-        let rows: Vec<LoadRow> = chunk
-            .iter()
-            .enumerate()
-            .map(|(n, e)| LoadRow {
-                envelope: e,
-                stream_seq: n as u64,
-                traceparent: None,
-            })
-            .collect();
-        store.write(&rows, &[]).await.expect("write");
+        store.write_envelopes(&chunk, 0).await.expect("write");
     }
 }
 

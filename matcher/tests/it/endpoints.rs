@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use proto::{Envelope, PatientRecord};
 use testkit::postgres::TempCluster;
 use testkit::wait_ready;
@@ -21,16 +21,7 @@ async fn write(store: &Store, records: &[(&str, PatientRecord)]) {
         .iter()
         .map(|(id, r)| Envelope::upsert("qms", *id, 1, Utc::now(), r.clone()))
         .collect();
-    let rows: Vec<LoadRow> = envelopes
-        .iter()
-        .enumerate()
-        .map(|(n, envelope)| LoadRow {
-            envelope,
-            stream_seq: n as u64 + 1,
-            traceparent: None,
-        })
-        .collect();
-    store.write(&rows, &[]).await.expect("write");
+    store.write_envelopes(&envelopes, 1).await.expect("write");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

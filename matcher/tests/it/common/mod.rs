@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use etl_runtime::database::DatabaseSettings;
-use loader::store::{LoadRow, Store};
+use loader::store::Store;
 use matcher::engine::{Engine, Rec};
 use proto::{Checked, DocumentType, Envelope, IdentityDocument, PatientRecord, Phone, Sex};
 use sqlx::PgPool;
@@ -71,16 +71,7 @@ impl Fixture {
             })
             .collect();
         for chunk in envelopes.chunks(1000) {
-            let rows: Vec<LoadRow> = chunk
-                .iter()
-                .enumerate()
-                .map(|(n, e)| LoadRow {
-                    envelope: e,
-                    stream_seq: n as u64 + 1,
-                    traceparent: None,
-                })
-                .collect();
-            self.store.write(&rows, &[]).await.expect("write");
+            self.store.write_envelopes(chunk, 1).await.expect("write");
         }
     }
 
