@@ -11,6 +11,7 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use crate::i18n::{Lang, Msg};
+use crate::page::Decider;
 use crate::page::{self, frame, marked, weight_bar};
 use crate::records::{self, Item, Record, FIELDS};
 use crate::session::{field, fields, Steward};
@@ -203,13 +204,10 @@ async fn skip(
 
 async fn note(
     State(app): State<Shared>,
-    Extension(s): Extension<Steward>,
+    Decider(s): Decider,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
-    if !s.role.can_decide() {
-        return page::forbidden(s.lang, Msg::StewardsOnly);
-    }
     let f = fields(&body);
     let text = field(&f, "note").unwrap_or_default().trim();
     if !text.is_empty() {

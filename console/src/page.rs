@@ -1,6 +1,8 @@
 //! The frame of every page (header, navigation, language switch, sign-out)
 //! and the small pieces pages share: error pages, ages, bars, differences.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -178,5 +180,25 @@ mod tests {
         let m = super::marked("Иванова", "Иваново").into_string();
         assert_eq!(m, "Иванов<mark>а</mark>");
         assert_eq!(super::marked("abc", "abc").into_string(), "abc");
+    }
+}
+
+/// The signed-in account of a request that decides: any account that may
+/// not decide (a viewer) gets the "stewards only" page before the handler
+/// runs.
+pub struct Decider(pub Steward);
+
+impl<S: Send + Sync> FromRequestParts<S> for Decider {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let Some(s) = parts.extensions.get::<Steward>().cloned() else {
+            // The session layer puts the account in before every page.
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        if !s.role.can_decide() {
+            return Err(forbidden(s.lang, Msg::StewardsOnly));
+        }
+        Ok(Decider(s))
     }
 }

@@ -14,6 +14,7 @@ use matcher::reads::{self, History, Resolved};
 use maud::{html, Markup};
 
 use crate::i18n::{Lang, Msg};
+use crate::page::Decider;
 use crate::page::{self, frame};
 use crate::records::{self, Record, FIELDS};
 use crate::session::{field, fields, Steward};
@@ -281,13 +282,10 @@ fn timeline(l: Lang, s: &Steward, h: &History) -> Markup {
 
 async fn lock(
     State(app): State<Shared>,
-    Extension(s): Extension<Steward>,
+    Decider(s): Decider,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
-    if !s.role.can_decide() {
-        return page::forbidden(s.lang, Msg::StewardsOnly);
-    }
     let locked = field(&fields(&body), "locked") == Some("true");
     match operator::set_lock(&app.engine, &app.pool, id, locked, &s.name).await {
         Ok(()) => Redirect::to(&format!("{BASE}/persons/{id}")).into_response(),
@@ -314,13 +312,10 @@ fn leaving(f: &[(String, String)]) -> Vec<(String, String)> {
 /// stay, how many keep-apart decisions are recorded.
 async fn split_preview(
     State(app): State<Shared>,
-    Extension(s): Extension<Steward>,
+    Decider(s): Decider,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
-    if !s.role.can_decide() {
-        return page::forbidden(s.lang, Msg::StewardsOnly);
-    }
     let l = s.lang;
     let leave = leaving(&fields(&body));
     let recs = match viewed_records(&app, &s, id, "POST /console/persons/{id}/split/preview").await
@@ -356,13 +351,10 @@ async fn split_preview(
 
 async fn split(
     State(app): State<Shared>,
-    Extension(s): Extension<Steward>,
+    Decider(s): Decider,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
-    if !s.role.can_decide() {
-        return page::forbidden(s.lang, Msg::StewardsOnly);
-    }
     let leave = leaving(&fields(&body));
     match operator::split(&app.engine, &app.pool, id, &leave, &s.name).await {
         Ok((decisions, _)) => {
@@ -375,14 +367,7 @@ async fn split(
 
 /// Undoes a decision: revokes it (kept, with `revoked_at`) and lets the
 /// rules decide the pair again; back to the person of its first record.
-async fn undo(
-    State(app): State<Shared>,
-    Extension(s): Extension<Steward>,
-    Path(id): Path<i64>,
-) -> Response {
-    if !s.role.can_decide() {
-        return page::forbidden(s.lang, Msg::StewardsOnly);
-    }
+async fn undo(State(app): State<Shared>, Decider(s): Decider, Path(id): Path<i64>) -> Response {
     let d = match records::decision(&app.pool, id).await {
         Ok(Some(d)) if d.revoked_at.is_none() => d,
         Ok(_) => return page::not_found(s.lang),

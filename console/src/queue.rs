@@ -13,6 +13,7 @@ use matcher::operator::{self, OperatorError};
 use maud::{html, Markup};
 
 use crate::i18n::{Lang, Msg};
+use crate::page::Decider;
 use crate::page::{self, age, frame};
 use crate::records::{self, QueueFilter, QueueRow};
 use crate::session::{field, fields, Steward};
@@ -113,14 +114,11 @@ fn queue_row(l: Lang, s: &Steward, r: &QueueRow, current: bool) -> Markup {
 /// next open item.
 async fn resolve(
     State(app): State<Shared>,
-    Extension(s): Extension<Steward>,
+    Decider(s): Decider,
     headers: HeaderMap,
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
-    if !s.role.can_decide() {
-        return page::forbidden(s.lang, Msg::StewardsOnly);
-    }
     let f = fields(&body);
     let resolution = match field(&f, "resolution") {
         Some(r @ ("link" | "keep_apart")) => r.to_string(),
