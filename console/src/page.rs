@@ -173,16 +173,6 @@ fn common(x: &[char], y: &[char]) -> Vec<bool> {
     keep
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_typo_marks_the_changed_letter() {
-        let m = super::marked("Иванова", "Иваново").into_string();
-        assert_eq!(m, "Иванов<mark>а</mark>");
-        assert_eq!(super::marked("abc", "abc").into_string(), "abc");
-    }
-}
-
 /// The signed-in account of a request that decides: any account that may
 /// not decide (a viewer) gets the "stewards only" page before the handler
 /// runs.
@@ -200,5 +190,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Decider {
             return Err(forbidden(s.lang, Msg::StewardsOnly));
         }
         Ok(Decider(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_typo_marks_the_changed_letter() {
+        let m = super::marked("Иванова", "Иваново").into_string();
+        assert_eq!(m, "Иванов<mark>а</mark>");
+        assert_eq!(super::marked("abc", "abc").into_string(), "abc");
     }
 }
