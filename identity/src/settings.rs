@@ -7,37 +7,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use etl_runtime::database::DatabaseSettings;
-use etl_runtime::observe::HttpSettings;
-use etl_runtime::shutdown::ShutdownSettings;
-use etl_runtime::telemetry::{LogSettings, TelemetrySettings};
 use matcher::settings::MatcherSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub database: DatabaseSettings,
-    /// The API: address, TLS, body limit.
-    pub api: ApiSettings,
-    /// Who may call the API and how often.
-    pub auth: AuthSettings,
-    /// The matcher's settings that decide a pair (`scoring`, `weights`,
-    /// `model`, `max_block_size`): keep them equal to the matcher's, so that
-    /// `$match` and decisions agree with it. The other settings of the
-    /// section are not used here.
-    pub matcher: MatcherSettings,
-    /// The steward console under `/console/` (console/README.md).
-    pub console: steward_console::ConsoleSettings,
-    pub log: LogSettings,
-    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
-    pub http: HttpSettings,
-    pub shutdown: ShutdownSettings,
-    pub telemetry: TelemetrySettings,
+etl_runtime::service_settings! {
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    pub struct Settings {
+        pub database: DatabaseSettings,
+        /// The API: address, TLS, body limit.
+        pub api: ApiSettings,
+        /// Who may call the API and how often.
+        pub auth: AuthSettings,
+        /// The matcher's settings that decide a pair (`scoring`, `weights`,
+        /// `model`, `max_block_size`): keep them equal to the matcher's, so that
+        /// `$match` and decisions agree with it. The other settings of the
+        /// section are not used here.
+        pub matcher: MatcherSettings,
+        /// The steward console under `/console/` (console/README.md).
+        pub console: steward_console::ConsoleSettings,
+    }
 }
-
-// The common sections, for the start-up every service shares.
-etl_runtime::service_settings!(Settings);
 
 /// `[api]`.
 #[derive(Debug, Clone, Deserialize)]

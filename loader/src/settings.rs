@@ -6,30 +6,19 @@ use std::time::Duration;
 use etl_runtime::backoff::Backoff;
 use etl_runtime::database::DatabaseSettings;
 use etl_runtime::nats::NatsSettings;
-use etl_runtime::observe::HttpSettings;
-use etl_runtime::shutdown::ShutdownSettings;
-use etl_runtime::telemetry::LogSettings;
 use proto::bus::StreamSettings;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub nats: NatsSettings,
-    pub database: DatabaseSettings,
-    pub stream: StreamSettings,
-    pub loader: LoaderSettings,
-    pub log: LogSettings,
-    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
-    pub http: HttpSettings,
-    pub shutdown: ShutdownSettings,
-    /// OpenTelemetry traces over OTLP/HTTP (off unless `otlp_endpoint` is set;
-    /// see runtime/README.md).
-    pub telemetry: etl_runtime::telemetry::TelemetrySettings,
+etl_runtime::service_settings! {
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    pub struct Settings {
+        pub nats: NatsSettings,
+        pub database: DatabaseSettings,
+        pub stream: StreamSettings,
+        pub loader: LoaderSettings,
+    }
 }
-
-// The common sections, for the start-up every service shares.
-etl_runtime::service_settings!(Settings);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

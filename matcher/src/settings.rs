@@ -6,36 +6,25 @@ use std::time::Duration;
 use etl_runtime::backoff::Backoff;
 use etl_runtime::database::DatabaseSettings;
 use etl_runtime::nats::NatsSettings;
-use etl_runtime::observe::HttpSettings;
-use etl_runtime::shutdown::ShutdownSettings;
-use etl_runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
 use crate::model::Thresholds;
 use crate::rules::Weights;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub database: DatabaseSettings,
-    pub matcher: MatcherSettings,
-    /// Person events on the bus (the relay in the matcher service).
-    pub events: EventsSettings,
-    /// The NATS server the relay publishes person events to (see
-    /// runtime/README.md; the matcher's user may publish `persons.>`:
-    /// deploy/nats/users.conf).
-    pub nats: NatsSettings,
-    pub log: LogSettings,
-    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
-    pub http: HttpSettings,
-    pub shutdown: ShutdownSettings,
-    /// OpenTelemetry traces over OTLP/HTTP (off unless `otlp_endpoint` is set;
-    /// see runtime/README.md).
-    pub telemetry: etl_runtime::telemetry::TelemetrySettings,
+etl_runtime::service_settings! {
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    pub struct Settings {
+        pub database: DatabaseSettings,
+        pub matcher: MatcherSettings,
+        /// Person events on the bus (the relay in the matcher service).
+        pub events: EventsSettings,
+        /// The NATS server the relay publishes person events to (see
+        /// runtime/README.md; the matcher's user may publish `persons.>`:
+        /// deploy/nats/users.conf).
+        pub nats: NatsSettings,
+    }
 }
-
-// The common sections, for the start-up every service shares.
-etl_runtime::service_settings!(Settings);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

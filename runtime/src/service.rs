@@ -23,12 +23,36 @@ pub trait ServiceSettings: DeserializeOwned {
     fn http(&self) -> &HttpSettings;
 }
 
-/// Implements [`ServiceSettings`] for a settings struct whose common
-/// sections have the usual names (`log`, `telemetry`, `shutdown`, `http`).
+/// Declares a service's settings struct with the sections every service
+/// has — `log`, `http` (`/metrics`, `/healthz`, `/readyz`), `shutdown` and
+/// `telemetry` — after the service's own, and implements
+/// [`ServiceSettings`] for it. The common sections are written here once;
+/// they are plain fields (not a flattened struct), so the check that
+/// refuses unknown keys still sees every one of them.
 #[macro_export]
 macro_rules! service_settings {
-    ($settings:ty) => {
-        impl $crate::service::ServiceSettings for $settings {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident : $type:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$field_meta])* $field_vis $field: $type,)*
+            /// Logs: `format` (`human` or `json`), `level` (or `RUST_LOG`),
+            /// `progress_interval` (see runtime/README.md).
+            pub log: $crate::telemetry::LogSettings,
+            /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
+            pub http: $crate::observe::HttpSettings,
+            /// How long the service may take to stop after SIGTERM.
+            pub shutdown: $crate::shutdown::ShutdownSettings,
+            /// OpenTelemetry traces over OTLP/HTTP (off unless
+            /// `otlp_endpoint` is set; see runtime/README.md).
+            pub telemetry: $crate::telemetry::TelemetrySettings,
+        }
+
+        impl $crate::service::ServiceSettings for $name {
             fn log(&self) -> &$crate::telemetry::LogSettings {
                 &self.log
             }

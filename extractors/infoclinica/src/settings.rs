@@ -9,34 +9,23 @@ use std::time::Duration;
 
 use etl_runtime::backoff::Backoff;
 use etl_runtime::nats::NatsSettings;
-use etl_runtime::observe::HttpSettings;
-use etl_runtime::shutdown::ShutdownSettings;
-use etl_runtime::telemetry::LogSettings;
 use proto::bus::StreamSettings;
 use proto::DocumentTypeMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub nats: NatsSettings,
-    pub stream: StreamSettings,
-    pub log: LogSettings,
-    /// `/metrics`, `/healthz`, `/readyz` (see runtime/README.md).
-    pub http: HttpSettings,
-    pub shutdown: ShutdownSettings,
-    /// OpenTelemetry traces over OTLP/HTTP (off unless `otlp_endpoint` is set;
-    /// see runtime/README.md).
-    pub telemetry: etl_runtime::telemetry::TelemetrySettings,
-    pub extractor: ExtractorSettings,
-    /// The Infoclinica databases to read (one per branch, often). Each has
-    /// its own checkpoint, connection and mapping.
-    pub databases: Vec<DatabaseSettings>,
+etl_runtime::service_settings! {
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    pub struct Settings {
+        pub nats: NatsSettings,
+        pub stream: StreamSettings,
+        pub extractor: ExtractorSettings,
+        /// The Infoclinica databases to read (one per branch, often). Each has
+        /// its own checkpoint, connection and mapping.
+        pub databases: Vec<DatabaseSettings>,
+    }
 }
-
-// The common sections, for the start-up every service shares.
-etl_runtime::service_settings!(Settings);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
