@@ -148,7 +148,8 @@ impl Comparison {
             }
         }
         for k in chaos.iter().filter(|(_, r)| !r.deleted).map(|(k, _)| k) {
-            if !reference.get(k).is_some_and(|r| !r.deleted) {
+            // Live in the chaos run, but deleted or absent in the reference.
+            if reference.get(k).is_none_or(|r| r.deleted) {
                 c.not_deleted.push(key(k));
             }
         }
