@@ -143,7 +143,11 @@ catalog! {
     Undo => "Отменить", "Undo";
     ByRecord => "По записи источника", "By source record";
     ByIdentifier => "По СНИЛС или полису ОМС", "By SNILS or OMS policy";
-    ByName => "По фамилии и дате рождения", "By last name and birth date";
+    ByName => "По имени и дате рождения", "By name and birth date";
+    ByDocument => "По документу", "By identity document";
+    Series => "Серия", "Series";
+    Number => "Номер", "Number";
+    Grade => "Оценка", "Grade";
     Source => "Источник", "Source";
     SourceId => "Идентификатор в источнике", "Source id";
     NothingFound => "Ничего не найдено", "Nothing found";

@@ -49,6 +49,12 @@ pub struct Console {
     pub lang: Lang,
     /// Cookies get `Secure` when the service speaks TLS.
     pub https: bool,
+    /// Scores the search by name with the model in use, as the identity
+    /// service's `$match` does (`matcher::candidates`).
+    pub scorer: matcher::candidates::Scorer,
+    /// The most records of one birth date a search by name reads (the
+    /// identity service sets its `api.max_birth_date_block`).
+    pub max_birth_date_block: i64,
 }
 
 pub type Shared = Arc<Console>;
@@ -63,12 +69,15 @@ impl Console {
         let lang = Lang::parse(&settings.language)
             .ok_or_else(|| anyhow::anyhow!("console.language: use ru or en"))?;
         anyhow::ensure!(settings.page_size > 0, "console.page_size must be positive");
+        let scorer = matcher::candidates::Scorer::new(engine.setup());
         Ok(Console {
             pool,
             engine,
             settings,
             lang,
             https,
+            scorer,
+            max_birth_date_block: 20_000,
         })
     }
 

@@ -121,8 +121,10 @@ fn console(
         matcher: settings.matcher.clone(),
         ..Default::default()
     });
-    let console =
+    let mut console =
         steward_console::Console::new(pool.clone(), engine, settings.console.clone(), https)
             .context("[console]")?;
+    // The search by name reads the same birth-date blocks as `$match`.
+    console.max_birth_date_block = settings.api.max_birth_date_block;
     Ok(Some(Arc::new(console)))
 }

@@ -3,4 +3,6 @@
 
 mod browser;
 mod guard;
+mod overview;
+mod search;
 mod support;
