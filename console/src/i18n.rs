@@ -67,6 +67,9 @@ catalog! {
     SignIn => "Вход", "Sign in";
     SignOut => "Выйти", "Sign out";
     SignInFailed => "Неверное имя или пароль", "Wrong name or password";
+    SignInWith => "Войти через", "Sign in with";
+    ProviderUnavailable => "Поставщик входа недоступен, попробуйте позже", "The sign-in provider is unavailable; try again later";
+    SignInThrottled => "Слишком много неудачных попыток входа; попробуйте позже (минут:", "Too many failed sign-ins; try again later (minutes:";
     Name => "Имя", "Name";
     Password => "Пароль", "Password";
     Role => "Роль", "Role";

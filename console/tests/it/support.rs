@@ -43,6 +43,12 @@ impl Console {
     /// Records loaded and matched, three review items, a steward and a
     /// viewer, the service started with the console enabled.
     pub async fn start() -> Console {
+        Console::start_with(|_| {}).await
+    }
+
+    /// [`Console::start`] with the service's settings changed by
+    /// `configure` first.
+    pub async fn start_with(configure: impl FnOnce(&mut identity::Settings)) -> Console {
         let db = testkit::fresh_database().await;
         let pool = testkit::pool(&db).await;
         etl_runtime::database::MIGRATOR
@@ -56,6 +62,7 @@ impl Console {
         settings.api.listen = ([127, 0, 0, 1], 0).into();
         settings.matcher.scoring = matcher::settings::ScoringKind::Model;
         settings.console.enabled = true;
+        configure(&mut settings);
         let pairs = load_pairs(&pool, &settings).await;
         steward_console::accounts::add(&pool, STEWARD, "steward", PASSWORD)
             .await
@@ -269,7 +276,7 @@ impl Drop for Browser {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
         .local_addr()
