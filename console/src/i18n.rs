@@ -67,6 +67,9 @@ catalog! {
     SignIn => "Вход", "Sign in";
     SignOut => "Выйти", "Sign out";
     SignInFailed => "Неверное имя или пароль", "Wrong name or password";
+    SignInWith => "Войти через", "Sign in with";
+    ProviderUnavailable => "Поставщик входа недоступен, попробуйте позже", "The sign-in provider is unavailable; try again later";
+    SignInThrottled => "Слишком много неудачных попыток входа; попробуйте позже (минут:", "Too many failed sign-ins; try again later (minutes:";
     Name => "Имя", "Name";
     Password => "Пароль", "Password";
     Role => "Роль", "Role";
@@ -143,7 +146,11 @@ catalog! {
     Undo => "Отменить", "Undo";
     ByRecord => "По записи источника", "By source record";
     ByIdentifier => "По СНИЛС или полису ОМС", "By SNILS or OMS policy";
-    ByName => "По фамилии и дате рождения", "By last name and birth date";
+    ByName => "По имени и дате рождения", "By name and birth date";
+    ByDocument => "По документу", "By identity document";
+    Series => "Серия", "Series";
+    Number => "Номер", "Number";
+    Grade => "Оценка", "Grade";
     Source => "Источник", "Source";
     SourceId => "Идентификатор в источнике", "Source id";
     NothingFound => "Ничего не найдено", "Nothing found";

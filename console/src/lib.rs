@@ -5,7 +5,9 @@
 //! `/console/` when `[console] enabled = true`.
 //!
 //! * [`accounts`]: steward accounts (argon2 passwords, roles);
-//!   [`session`]: sessions, the sign-in guard and CSRF.
+//!   [`session`]: sessions, the sign-in guard and CSRF; [`throttle`]:
+//!   failed sign-ins counted per account name and client address;
+//!   [`oidc`]: sign-in through an OpenID Connect provider.
 //! * [`queue`], [`item`], [`person`], [`search`], [`overview`]: the pages;
 //!   [`records`]: the reads they need beyond `matcher::reads`.
 //! * [`page`]: the frame and shared pieces; [`i18n`]: Russian and English.
@@ -13,6 +15,7 @@
 pub mod accounts;
 pub mod i18n;
 pub mod item;
+pub mod oidc;
 pub mod overview;
 pub mod page;
 pub mod person;
@@ -22,6 +25,7 @@ pub mod search;
 pub mod session;
 pub mod settings;
 pub mod signin;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -49,6 +53,16 @@ pub struct Console {
     pub lang: Lang,
     /// Cookies get `Secure` when the service speaks TLS.
     pub https: bool,
+    /// Scores the search by name with the model in use, as the identity
+    /// service's `$match` does (`matcher::candidates`).
+    pub scorer: matcher::candidates::Scorer,
+    /// The most records of one birth date a search by name reads (the
+    /// identity service sets its `api.max_birth_date_block`).
+    pub max_birth_date_block: i64,
+    /// Failed sign-ins per account name and client address.
+    pub throttle: throttle::SignInThrottle,
+    /// Sign-in through an OpenID Connect provider, when configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 pub type Shared = Arc<Console>;
@@ -63,12 +77,27 @@ impl Console {
         let lang = Lang::parse(&settings.language)
             .ok_or_else(|| anyhow::anyhow!("console.language: use ru or en"))?;
         anyhow::ensure!(settings.page_size > 0, "console.page_size must be positive");
+        anyhow::ensure!(
+            settings.sign_in_failures_per_account > 0 && settings.sign_in_failures_per_address > 0,
+            "console.sign_in_failures_per_account and _per_address must be positive"
+        );
+        let throttle = throttle::SignInThrottle::new(
+            settings.sign_in_failures_per_account,
+            settings.sign_in_failures_per_address,
+            settings.sign_in_lockout,
+        );
+        let scorer = matcher::candidates::Scorer::new(engine.setup());
+        let oidc = settings.oidc.clone().map(oidc::Oidc::new).transpose()?;
         Ok(Console {
             pool,
             engine,
             settings,
             lang,
             https,
+            scorer,
+            max_birth_date_block: 20_000,
+            throttle,
+            oidc,
         })
     }
 

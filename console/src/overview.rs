@@ -91,20 +91,21 @@ async fn overview(State(app): State<Shared>, Extension(s): Extension<Steward>) -
         0.0
     };
     let body = html! {
+        // Ids on every figure: the tests read them.
         table #figures {
             tr { th { (l.t(Msg::Persons)) } td #persons { (f.persons) } }
-            tr { th { (l.t(Msg::CrossSystem)) } td { (f.cross_system) " (" (format!("{share:.1}")) "%)" } }
-            tr { th { (l.t(Msg::MatcherLag)) } td { (f.changes_waiting) @if let Some(secs) = f.oldest_change_secs { ", " (format!("{secs:.0}")) " s" } } }
-            tr { th { (l.t(Msg::DeadLetters)) } td { (f.dead_letters) } }
+            tr { th { (l.t(Msg::CrossSystem)) } td { span #cross-system { (f.cross_system) } " (" (format!("{share:.1}")) "%)" } }
+            tr { th { (l.t(Msg::MatcherLag)) } td { span #changes-waiting { (f.changes_waiting) } @if let Some(secs) = f.oldest_change_secs { ", " (format!("{secs:.0}")) " s" } } }
+            tr { th { (l.t(Msg::DeadLetters)) } td #dead-letters { (f.dead_letters) } }
         }
         h2 { (l.t(Msg::QueueOverTime)) }
-        table.chart {
-            @for d in &queue { tr { th { (d.day.format("%d.%m")) } td { (weight_bar(d.open as f64, max)) } td.num { (d.open) } } }
+        table.chart #queue-days {
+            @for d in &queue { tr data-day=(d.day) { th { (d.day.format("%d.%m")) } td { (weight_bar(d.open as f64, max)) } td.num { (d.open) } } }
         }
         h2 { (l.t(Msg::ResolvedPerDay)) }
         table #resolved {
             tr { th { (l.t(Msg::Day)) } th { (l.t(Msg::Steward)) } th { (l.t(Msg::Items)) } }
-            @for r in &resolved { tr { td { (r.day.format("%d.%m.%Y")) } td { (r.steward) } td.num { (r.items) } } }
+            @for r in &resolved { tr.resolved { td { (r.day.format("%d.%m.%Y")) } td.steward { (r.steward) } td.num { (r.items) } } }
         }
     };
     page::ok(frame(l, Some(&s), l.t(Msg::Overview), body))

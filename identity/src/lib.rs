@@ -36,6 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +77,8 @@ pub async fn start(
         .await
         .with_context(|| format!("binding the API address {listen}"))?;
     let addr = listener.local_addr()?;
+    // The peer address reaches the handlers as `ConnectInfo<SocketAddr>`
+    // (the console counts failed sign-ins per client address).
     let mut router = routes::router(app);
     if let Some(console) = console {
         // Its own guard (sessions, CSRF), not the API's keys.
@@ -85,18 +88,22 @@ pub async fn start(
     let https = tls.is_some();
     let task = match tls {
         Some(config) => {
-            let listener = tls::TlsListener::new(listener, config)?;
+            // `tap_io` (doing nothing) gives the TLS listener's connections
+            // the peer address as `ConnectInfo`, as a plain TCP listener's.
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
             tokio::spawn(async move {
                 let serve =
-                    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                    axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned());
                 if let Err(error) = serve.await {
                     tracing::error!(%error, "API server failed");
                 }
             })
         }
         None => tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
             let serve =
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "API server failed");
             }
@@ -121,8 +128,10 @@ fn console(
         matcher: settings.matcher.clone(),
         ..Default::default()
     });
-    let console =
+    let mut console =
         steward_console::Console::new(pool.clone(), engine, settings.console.clone(), https)
             .context("[console]")?;
+    // The search by name reads the same birth-date blocks as `$match`.
+    console.max_birth_date_block = settings.api.max_birth_date_block;
     Ok(Some(Arc::new(console)))
 }

@@ -2,6 +2,8 @@
 //! records belong to the same person — with evidence, review items, operator
 //! decisions and an audit log.
 //!
+//! * [`candidates`]: the persons a query record may belong to, scored by
+//!   the model in use (the identity service's `$match`, the console's search).
 //! * [`features`]: a record reduced to comparable forms, and its blocking keys.
 //! * [`rules`]: the pairwise rules (identifiers, conflicts, the scored rule).
 //! * [`model`]: the Fellegi–Sunter model learned from the data (comparison
@@ -24,6 +26,7 @@
 // Rows read with `query_as` are tuples of their columns.
 #![allow(clippy::type_complexity)]
 
+pub mod candidates;
 pub mod cluster;
 pub mod engine;
 pub mod evaluate;

@@ -2,45 +2,7 @@
 //! form without the CSRF token is refused, a viewer cannot decide, a wrong
 //! password signs nobody in.
 
-use crate::support::{Console, PASSWORD, STEWARD, VIEWER};
-
-fn client() -> reqwest::Client {
-    etl_runtime::tls::http_client(None)
-        .expect("client")
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
-/// Signs in; gives the session cookie (`name=value`) and the CSRF token
-/// the queue page carries.
-async fn session(console: &Console, name: &str) -> (String, String) {
-    let http = client();
-    let r = http
-        .post(console.url("/signin"))
-        .form(&[("name", name), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("sign-in");
-    assert_eq!(r.status(), 303);
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-    let cookie = set.split(';').next().unwrap().to_string();
-    let page = http
-        .get(console.url("/queue"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
-    (cookie, page[at..at + 64].to_string())
-}
+use crate::support::{client, Console, STEWARD, VIEWER};
 
 async fn open_items(console: &Console) -> i64 {
     let ids: Vec<i64> = console.pairs.iter().map(|p| p.item).collect();
@@ -88,7 +50,7 @@ async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
     assert!(wrong.headers().get("set-cookie").is_none());
 
     // A forged form: the steward's cookie, no or a wrong CSRF token.
-    let (cookie, csrf) = session(&console, STEWARD).await;
+    let (cookie, csrf) = console.session(STEWARD).await;
     for form in [
         vec![("resolution", "link")],
         vec![
@@ -108,7 +70,7 @@ async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
     assert_eq!(open_items(&console).await, 3);
 
     // A viewer, with its own valid token, cannot decide.
-    let (viewer_cookie, viewer_csrf) = session(&console, VIEWER).await;
+    let (viewer_cookie, viewer_csrf) = console.session(VIEWER).await;
     let r = http
         .post(&resolve)
         .header("cookie", &viewer_cookie)

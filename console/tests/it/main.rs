@@ -3,4 +3,8 @@
 
 mod browser;
 mod guard;
+mod oidc;
+mod overview;
+mod search;
 mod support;
+mod throttle;

@@ -22,6 +22,8 @@ pub struct Pair {
     pub item: i64,
     pub a: (String, String),
     pub b: (String, String),
+    /// Record `a` as loaded (its identifiers and names, for searches).
+    pub a_record: proto::PatientRecord,
 }
 
 pub struct Console {
@@ -41,6 +43,12 @@ impl Console {
     /// Records loaded and matched, three review items, a steward and a
     /// viewer, the service started with the console enabled.
     pub async fn start() -> Console {
+        Console::start_with(|_| {}).await
+    }
+
+    /// [`Console::start`] with the service's settings changed by
+    /// `configure` first.
+    pub async fn start_with(configure: impl FnOnce(&mut identity::Settings)) -> Console {
         let db = testkit::fresh_database().await;
         let pool = testkit::pool(&db).await;
         etl_runtime::database::MIGRATOR
@@ -54,6 +62,7 @@ impl Console {
         settings.api.listen = ([127, 0, 0, 1], 0).into();
         settings.matcher.scoring = matcher::settings::ScoringKind::Model;
         settings.console.enabled = true;
+        configure(&mut settings);
         let pairs = load_pairs(&pool, &settings).await;
         steward_console::accounts::add(&pool, STEWARD, "steward", PASSWORD)
             .await
@@ -72,6 +81,48 @@ impl Console {
             pairs,
             shutdown,
         }
+    }
+
+    /// Signs `name` in over HTTP; gives the session cookie (`name=value`)
+    /// and the CSRF token the queue page carries.
+    pub async fn session(&self, name: &str) -> (String, String) {
+        let http = client();
+        let r = http
+            .post(self.url("/signin"))
+            .form(&[("name", name), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("sign-in");
+        assert_eq!(r.status(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        let page = http
+            .get(self.url("/queue"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+        (cookie, page[at..at + 64].to_string())
+    }
+
+    /// A page by `GET` with a session cookie: status and text.
+    pub async fn get(&self, cookie: &str, path_and_query: &str) -> (u16, String) {
+        let r = client()
+            .get(self.url(path_and_query))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -99,6 +150,7 @@ async fn load_pairs(pool: &PgPool, settings: &identity::Settings) -> Vec<Pair> {
     let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     let mut envelopes = Vec::new();
     let mut keys = Vec::new();
+    let mut records = Vec::new();
     for (i, p) in generator.patients(0..3).enumerate() {
         let mut b = p.record.clone();
         if let Some(last) = b.last_name.as_mut() {
@@ -114,6 +166,7 @@ async fn load_pairs(pool: &PgPool, settings: &identity::Settings) -> Vec<Pair> {
         let mut a = p.record;
         loader::validity::recompute(&mut a);
         loader::validity::recompute(&mut b);
+        records.push(a.clone());
         envelopes.push(Envelope::upsert("qms", a_id.clone(), 1, at, a));
         envelopes.push(Envelope::upsert("infoclinica", b_id.clone(), 1, at, b));
         keys.push((("qms".to_string(), a_id), ("infoclinica".to_string(), b_id)));
@@ -140,7 +193,7 @@ async fn load_pairs(pool: &PgPool, settings: &identity::Settings) -> Vec<Pair> {
         .await
         .expect("queue emptied");
     let mut pairs = Vec::new();
-    for (n, (a, b)) in keys.into_iter().enumerate() {
+    for (n, ((a, b), a_record)) in keys.into_iter().zip(records).enumerate() {
         // A gray-zone item as the matcher writes them (its evidence names
         // levels and weights only).
         let evidence = serde_json::json!({
@@ -166,9 +219,47 @@ async fn load_pairs(pool: &PgPool, settings: &identity::Settings) -> Vec<Pair> {
         .fetch_one(pool)
         .await
         .expect("review item");
-        pairs.push(Pair { item, a, b });
+        pairs.push(Pair {
+            item,
+            a,
+            b,
+            a_record,
+        });
     }
     pairs
+}
+
+/// An HTTP client that does not follow redirects (the tests check them).
+pub fn client() -> reqwest::Client {
+    etl_runtime::tls::http_client(None)
+        .expect("client")
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The text of the first element `<tag … id="id" …>…</tag>` of `page`
+/// (tags inside removed), for figures the pages mark with ids.
+pub fn text_of(page: &str, id: &str) -> Option<String> {
+    let at = page.find(&format!("id=\"{id}\""))?;
+    let open = at + page[at..].find('>')? + 1;
+    let tag_start = page[..at].rfind('<')? + 1;
+    let tag: String = page[tag_start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let close = open + page[open..].find(&format!("</{tag}>"))?;
+    let mut text = String::new();
+    let mut inside = false;
+    for c in page[open..close].chars() {
+        match c {
+            '<' => inside = true,
+            '>' => inside = false,
+            c if !inside => text.push(c),
+            _ => {}
+        }
+    }
+    Some(text.trim().to_string())
 }
 
 /// A headless chromium driven through its own chromedriver on a free port;
@@ -185,7 +276,7 @@ impl Drop for Browser {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
         .local_addr()
