@@ -196,20 +196,31 @@ async fn load_match_evaluate(
     matcher::evaluate::evaluate(pool, &truth).await
 }
 
-/// Writes the records as the loader writes what it consumes (version 1,
-/// one fixed event time), in transactions of 2,000.
+/// Writes the records as the loader writes what it consumes, in
+/// transactions of 2,000.
 async fn load(store: &Store, records: &[TruthRecord]) -> anyhow::Result<()> {
-    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     for (n, chunk) in records.chunks(2000).enumerate() {
-        let envelopes: Vec<Envelope> = chunk
-            .iter()
-            .map(|t| Envelope::upsert(t.source, t.source_id.clone(), 1, at, t.record.clone()))
-            .collect();
         store
-            .write_envelopes(&envelopes, (n * 2000) as u64 + 1)
+            .write_envelopes(&envelopes(chunk), (n * 2000) as u64 + 1)
             .await?;
     }
     Ok(())
+}
+
+/// The records as the loader hands them to its store: version 1, one fixed
+/// event time, and each record's identifiers judged again by
+/// [`loader::validity::recompute`] as the loader does with every message,
+/// so that a set's own validity flags never decide what links.
+fn envelopes(records: &[TruthRecord]) -> Vec<Envelope> {
+    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    records
+        .iter()
+        .map(|t| {
+            let mut record = t.record.clone();
+            loader::validity::recompute(&mut record);
+            Envelope::upsert(t.source, t.source_id.clone(), 1, at, record)
+        })
+        .collect()
 }
 
 /// The table's header (Markdown, so that it can be pasted as it is).
@@ -237,4 +248,31 @@ pub fn row(set: &str, r: &Report) -> String {
         r.open_review_items,
         r.review_queue_percent
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::{Checked, PatientRecord};
+
+    use super::*;
+
+    #[test]
+    fn a_sets_validity_claims_are_judged_again_as_the_loader_does() {
+        let record = |snils: &str| TruthRecord {
+            source: "qms",
+            source_id: "1".into(),
+            person: "1".into(),
+            group: None,
+            record: PatientRecord {
+                snils: Some(Checked::valid(snils)),
+                ..Default::default()
+            },
+        };
+        // Checksum 95 is right for 112-233-445; 96 is not.
+        let written = envelopes(&[record("11223344595"), record("11223344596")]);
+        let snils = |e: &Envelope| e.record.as_ref().and_then(|r| r.snils.clone());
+        assert!(snils(&written[0]).is_some_and(|c| c.is_valid()));
+        assert!(snils(&written[1]).is_some_and(|c| !c.is_valid()));
+        assert_eq!(written[1].source_id, "1");
+    }
 }

@@ -69,6 +69,9 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
     let pairing = std::time::Instant::now();
     let mut seen = HashSet::new();
     let mut missed: HashMap<String, u64> = HashMap::new();
+    // Why each true pair was not linked, to count those left apart by the
+    // clustering too.
+    let mut reason: HashMap<(usize, usize), String> = HashMap::new();
     let mut margins: std::collections::BTreeMap<String, u64> = Default::default();
     let (mut edges, mut reviews) = (Vec::new(), Vec::new());
     for members in blocks.values().filter(|m| m.len() >= 2 && m.len() <= 100) {
@@ -85,6 +88,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                             let why = matcher::model::params::guard(&nodes[i], &nodes[j], &levels)
                                 .unwrap_or("below");
                             *missed.entry(why.to_string()).or_default() += 1;
+                            reason.insert((i, j), why.to_string());
                             if std::env::var("GUARDED").is_ok_and(|g| g == why) {
                                 let show = |f: &Features| {
                                     (
@@ -123,12 +127,28 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                         .sum::<f64>()
                         - (nodes.len() as f64).log2();
                     let bucket = (bits / 2.0).floor() * 2.0;
+                    if std::env::var("NAMESAKES").is_ok() {
+                        println!(
+                            "namesake rule {} margin {bits:.1}: {}",
+                            if same { "T" } else { "F" },
+                            p.evidence["fields"]
+                        );
+                    }
                     *margins
                         .entry(format!("{}{bucket}", if same { "T" } else { "F" }))
                         .or_default() += 1;
                 }
                 if same && p.decision != Decision::Link && std::env::var("REVIEWS").is_ok() {
-                    println!("review {}", p.evidence);
+                    println!(
+                        "review {} | {:?} {:?} {:?} | {:?} {:?} {:?}",
+                        p.evidence,
+                        nodes[i].last,
+                        nodes[i].first,
+                        nodes[i].birth,
+                        nodes[j].last,
+                        nodes[j].first,
+                        nodes[j].birth
+                    );
                 }
                 if same && p.decision != Decision::Link {
                     let mut why = p
@@ -145,6 +165,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                             .sum();
                         why = format!("{why}_{}", (bits / 4.0).floor() * 4.0);
                     }
+                    reason.insert((i, j), why.clone());
                     *missed.entry(why).or_default() += 1;
                 }
                 if std::env::var("SHOW").is_ok()
@@ -229,6 +250,31 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                 }
             }
         }
+    }
+    if std::env::var("MISSED").is_ok() {
+        // True pairs in different clusters, by why their own pair (if
+        // blocked) was not linked.
+        let mut apart: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut of_person: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (n, t) in truth.iter().enumerate() {
+            of_person.entry(&t.person).or_default().push(n);
+        }
+        for members in of_person.values() {
+            for (x, &i) in members.iter().enumerate() {
+                for &j in &members[x + 1..] {
+                    if c[i] != c[j] {
+                        let why = reason
+                            .get(&(i.min(j), i.max(j)))
+                            .or_else(|| reason.get(&(i, j)))
+                            .or_else(|| reason.get(&(j, i)))
+                            .cloned()
+                            .unwrap_or_else(|| "not_blocked".into());
+                        *apart.entry(why).or_default() += 1;
+                    }
+                }
+            }
+        }
+        println!("true pairs left in different clusters: {apart:?}");
     }
     let mut by_person: HashMap<&str, u64> = HashMap::new();
     for t in &truth {

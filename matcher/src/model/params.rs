@@ -19,15 +19,39 @@ pub struct FieldParams {
     pub u: Vec<f64>,
 }
 
-/// How often each name occurs among the records the model was trained on:
+/// How often each name occurs among the people the model was trained on:
 /// an exact agreement on a common name is weaker evidence than on a rare one.
+///
+/// A person's duplicate records would make their names look more common
+/// than they are (one person with six records counts like six people), so
+/// a name is counted once per distinct birth date among the records holding
+/// it: the records of one person agree on both (a record without a birth
+/// date counts on its own).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Frequencies {
-    /// Live records counted.
+    /// Live records counted (stored with the model version).
+    #[serde(skip)]
     pub records: u64,
     /// Per name field (`last_name`, `first_name`, `middle_name`): value →
-    /// records holding it.
+    /// the distinct birth dates among the records holding it.
+    #[serde(skip)]
     pub counts: HashMap<String, HashMap<String, u32>>,
+    /// Per name field, the sum of its counts: the people a value's count is
+    /// a share of. A field without a total (a model stored before totals
+    /// were kept) takes the records.
+    #[serde(default)]
+    pub totals: HashMap<String, u64>,
+}
+
+impl Frequencies {
+    /// The people `field`'s counts are a share of.
+    pub fn total(&self, field: Field) -> u64 {
+        self.totals
+            .get(field.name())
+            .copied()
+            .unwrap_or(self.records)
+            .max(1)
+    }
 }
 
 /// The Fellegi–Sunter model.
@@ -40,7 +64,9 @@ pub struct Model {
     pub lambda: f64,
     /// Per field, in the order of [`FIELDS`].
     pub fields: Vec<FieldParams>,
-    #[serde(skip)]
+    /// Name counts are stored in their own table; only the totals travel
+    /// with the parameters.
+    #[serde(default)]
     pub frequencies: Frequencies,
 }
 
@@ -145,16 +171,16 @@ impl Model {
     }
 
     /// The u of an exact agreement on a name `value`: its share of the
-    /// records (at least one record's), or the field's u for a value not
-    /// counted (one that arrived after training: no adjustment).
+    /// people counted (at least one person's), or the field's u for a value
+    /// not counted (one that arrived after training: no adjustment).
     fn exact_u(&self, field: Field, value: Option<&str>) -> f64 {
         let base = self.fields[field.index()].u[0];
         let (Some(value), Some(counts)) = (value, self.frequencies.counts.get(field.name())) else {
             return base;
         };
-        let records = self.frequencies.records.max(1) as f64;
+        let people = self.frequencies.total(field) as f64;
         match counts.get(value) {
-            Some(&n) => (n as f64 / records).max(1.0 / records),
+            Some(&n) => (n as f64 / people).max(1.0 / people),
             None => base,
         }
     }

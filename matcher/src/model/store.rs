@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use sqlx::{PgConnection, PgPool};
 
 use super::compare::FIELDS;
-use super::params::{Frequencies, Model};
+use super::params::Model;
 use super::train::{self, Options, Trained};
 use crate::features::{decode_row, Features};
 use crate::lock::MATCH_LOCK;
@@ -47,10 +47,9 @@ pub async fn load(conn: &mut PgConnection, version: i64) -> sqlx::Result<Model> 
         .bind(version)
         .fetch_one(&mut *conn)
         .await?;
-    let mut frequencies = Frequencies {
-        records: records as u64,
-        ..Default::default()
-    };
+    // The fields' totals came with the parameters.
+    let frequencies = &mut model.frequencies;
+    frequencies.records = records as u64;
     for (field, value, n) in rows {
         frequencies
             .counts
@@ -58,7 +57,6 @@ pub async fn load(conn: &mut PgConnection, version: i64) -> sqlx::Result<Model> 
             .or_default()
             .insert(value, n as u32);
     }
-    model.frequencies = frequencies;
     model.version = Some(version);
     Ok(model)
 }

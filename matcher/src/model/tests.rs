@@ -223,3 +223,67 @@ fn u_leaves_out_the_matches_among_random_pairs() {
     let document = &trained.model.fields[Field::OtherDocument.index()];
     assert!(document.u[0] < 1e-4, "u of an equal ID: {}", document.u[0]);
 }
+
+/// A person's duplicate records count as one holder of their names: a
+/// name is counted once per distinct birth date among its records, and a
+/// record without a birth date on its own.
+#[test]
+fn name_frequencies_count_people_not_duplicate_records() {
+    let mut records = vec![
+        record("1", "чайковский", "модест", "ильич"),
+        record("2", "чайковский", "модест", "ильич"),
+        record("3", "чайковский", "модест", "ильич"),
+        record("4", "иванов", "модест", "ильич"),
+    ];
+    let mut other = record("5", "иванов", "петр", "ильич");
+    other.birth = NaiveDate::from_ymd_opt(1990, 1, 2);
+    records.push(other);
+    for id in ["6", "7"] {
+        let mut undated = record(id, "иванов", "петр", "ильич");
+        undated.birth = None;
+        records.push(undated);
+    }
+    let f = train::frequencies(&records);
+    let count = |field: &str, value: &str| f.counts[field][value];
+    assert_eq!(f.records, 7);
+    assert_eq!(count("last_name", "чайковский"), 1);
+    assert_eq!(count("last_name", "иванов"), 4);
+    assert_eq!(count("first_name", "модест"), 1);
+    assert_eq!(count("first_name", "петр"), 3);
+    assert_eq!(count("middle_name", "ильич"), 4);
+    assert_eq!(f.total(Field::LastName), 5);
+    assert_eq!(f.total(Field::FirstName), 4);
+    assert_eq!(f.total(Field::MiddleName), 4);
+    // The share of a name is of the people counted for its field.
+    let mut model = Model::priors();
+    model.frequencies = f;
+    let a = record("1", "чайковский", "модест", "ильич");
+    let s = model.score(&a, &a.clone());
+    let m = model.fields[Field::LastName.index()].m[0];
+    let expected = (m / (1.0 / 5.0)).log2();
+    let got = s.contributions[Field::LastName.index()].unwrap();
+    assert!((got - expected).abs() < 1e-9, "{got} against {expected}");
+}
+
+/// The fields' totals are stored with the parameters (the counts have a
+/// table of their own); a model stored before totals were kept takes the
+/// records as every field's total.
+#[test]
+fn frequency_totals_travel_with_the_parameters() {
+    let mut model = Model::priors();
+    model.frequencies = train::frequencies(&[
+        record("1", "иванов", "петр", "ильич"),
+        record("2", "петров", "петр", "ильич"),
+    ]);
+    let params = serde_json::to_value(&model).unwrap();
+    assert!(!params.to_string().contains("иванов"));
+    let back: Model = serde_json::from_value(params.clone()).unwrap();
+    assert_eq!(back.frequencies.total(Field::LastName), 2);
+    assert_eq!(back.frequencies.total(Field::FirstName), 1);
+    assert!(back.frequencies.counts.is_empty());
+    let mut old = params;
+    old.as_object_mut().unwrap().remove("frequencies");
+    let mut old: Model = serde_json::from_value(old).unwrap();
+    old.frequencies.records = 40;
+    assert_eq!(old.frequencies.total(Field::FirstName), 40);
+}

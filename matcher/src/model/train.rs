@@ -187,27 +187,37 @@ fn fit(
     iterations
 }
 
-/// How many records hold each surname, first name and patronymic.
+/// How many people hold each surname, first name and patronymic: each
+/// value counted once per distinct birth date among the records holding it
+/// (see [`Frequencies`]), with each field's total.
 pub fn frequencies(records: &[Features]) -> Frequencies {
+    let mut seen: HashSet<(Field, &str, Option<chrono::NaiveDate>, usize)> = HashSet::new();
     let mut counts: HashMap<String, HashMap<String, u32>> = HashMap::new();
-    for r in records {
+    let mut totals: HashMap<String, u64> = HashMap::new();
+    for (n, r) in records.iter().enumerate() {
         for (field, value) in [
             (Field::LastName, &r.last),
             (Field::FirstName, &r.first),
             (Field::MiddleName, &r.middle),
         ] {
-            if let Some(v) = value {
-                *counts
-                    .entry(field.name().into())
-                    .or_default()
-                    .entry(v.clone())
-                    .or_default() += 1;
+            let Some(v) = value else { continue };
+            // Without a birth date the record is a person of its own.
+            let own = if r.birth.is_some() { 0 } else { n };
+            if !seen.insert((field, v.as_str(), r.birth, own)) {
+                continue;
             }
+            *counts
+                .entry(field.name().into())
+                .or_default()
+                .entry(v.clone())
+                .or_default() += 1;
+            *totals.entry(field.name().into()).or_default() += 1;
         }
     }
     Frequencies {
         records: records.len() as u64,
         counts,
+        totals,
     }
 }
 
