@@ -18,7 +18,8 @@ async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
     let console = Console::start().await;
     let http = client();
     let item = console.pairs[0].item;
-    let resolve = console.url(&format!("/items/{item}/resolve"));
+    let resolve_path = format!("/items/{item}/resolve");
+    let resolve = console.url(&resolve_path);
 
     // `/console/` and `/console` lead to the queue.
     for path in ["/", ""] {
@@ -58,37 +59,31 @@ async fn the_guard_refuses_the_signed_out_the_forged_and_the_viewer() {
             ("csrf", "0".repeat(64).leak() as &str),
         ],
     ] {
-        let r = http
-            .post(&resolve)
-            .header("cookie", &cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let r = console.post(&cookie, &resolve_path, &form).await;
         assert_eq!(r.status(), 403);
     }
     assert_eq!(open_items(&console).await, 3);
 
     // A viewer, with its own valid token, cannot decide.
     let (viewer_cookie, viewer_csrf) = console.session(VIEWER).await;
-    let r = http
-        .post(&resolve)
-        .header("cookie", &viewer_cookie)
-        .form(&[("resolution", "link"), ("csrf", &viewer_csrf)])
-        .send()
-        .await
-        .unwrap();
+    let r = console
+        .post(
+            &viewer_cookie,
+            &resolve_path,
+            &[("resolution", "link"), ("csrf", &viewer_csrf)],
+        )
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(open_items(&console).await, 3);
 
     // The steward with the token decides.
-    let r = http
-        .post(&resolve)
-        .header("cookie", &cookie)
-        .form(&[("resolution", "keep_apart"), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
+    let r = console
+        .post(
+            &cookie,
+            &resolve_path,
+            &[("resolution", "keep_apart"), ("csrf", &csrf)],
+        )
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(open_items(&console).await, 2);
 }

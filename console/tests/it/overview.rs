@@ -2,7 +2,7 @@
 //! today and yesterday by named stewards, dead letters and waiting changes
 //! seeded, persons and cross-system persons as the test's pairs give them.
 
-use crate::support::{client, text_of, Console, STEWARD, VIEWER};
+use crate::support::{text_of, Console, STEWARD, VIEWER};
 
 /// The open items the queue chart shows for `day` (`YYYY-MM-DD`).
 fn open_on(page: &str, day: &str) -> Option<i64> {
@@ -29,13 +29,13 @@ async fn the_overview_shows_the_seeded_figures() {
     let [p0, p1, _] = &console.pairs[..] else {
         panic!("three pairs")
     };
-    let r = client()
-        .post(console.url(&format!("/items/{}/resolve", p0.item)))
-        .header("cookie", &cookie)
-        .form(&[("resolution", "keep_apart"), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
+    let r = console
+        .post(
+            &cookie,
+            &format!("/items/{}/resolve", p0.item),
+            &[("resolution", "keep_apart"), ("csrf", &csrf)],
+        )
+        .await;
     assert_eq!(r.status(), 303);
     exec(
         &console,

@@ -100,17 +100,21 @@ impl Console {
             "{set}"
         );
         let cookie = set.split(';').next().unwrap().to_string();
-        let page = http
-            .get(self.url("/queue"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, page) = self.get(&cookie, "/queue").await;
         let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
         (cookie, page[at..at + 64].to_string())
+    }
+
+    /// A form sent by `POST` with a session cookie: the response, status
+    /// and headers to check.
+    pub async fn post(&self, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .form(form)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// A page by `GET` with a session cookie: status and text.
