@@ -3,7 +3,7 @@
 //! which writes such files from the truth generator, or from the public
 //! FEBRL1–3 sets, with their truth.
 //!
-//! The NDJSON form of a record (documented in matcher/README.md):
+//! The NDJSON form of a record (documented in matcher/EVALUATION.md):
 //!
 //! ```json
 //! {"source_id": "41449/A22", "op": "upsert", "version": 1,
