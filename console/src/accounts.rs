@@ -166,13 +166,7 @@ pub async fn disable(pool: &PgPool, name: &str) -> Result<(), AccountError> {
     .bind(name)
     .fetch_optional(&mut *tx)
     .await?;
-    let id = id.ok_or_else(|| AccountError::Unknown(name.into()))?;
-    sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
+    end_sessions(tx, id, name).await
 }
 
 /// Sets a new password and ends the account's sessions.
@@ -187,6 +181,17 @@ pub async fn set_password(pool: &PgPool, name: &str, password: &str) -> Result<(
     .bind(hash)
     .fetch_optional(&mut *tx)
     .await?;
+    end_sessions(tx, id, name).await
+}
+
+/// After an `UPDATE … RETURNING id` of an active account in `tx`: ends that
+/// account's sessions and commits, or reports `name` unknown (or disabled)
+/// when the update touched no row.
+async fn end_sessions(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Option<i64>,
+    name: &str,
+) -> Result<(), AccountError> {
     let id = id.ok_or_else(|| AccountError::Unknown(name.into()))?;
     sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
         .bind(id)
