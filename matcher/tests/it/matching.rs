@@ -647,6 +647,54 @@ async fn operator_decisions_override_rules_and_survive_rematches() {
     );
 }
 
+/// Two persons whose records are namesakes of each other pair by pair (four
+/// review pairs) are one question for a steward: one item, the strongest
+/// pair; kept apart, no item between them any more, also after a re-match.
+#[tokio::test]
+async fn one_review_item_per_pair_of_persons() {
+    let f = Fixture::new().await;
+    let namesake = || proto::PatientRecord {
+        last_name: Some("Зайцев".into()),
+        ..adult()
+    };
+    let by_passport = || with_passport(namesake(), "4510", "555555");
+    let by_snils = || with_snils(namesake(), &snils(222_333_444));
+    f.write(vec![
+        ("qms", "1", Some(by_passport())),
+        ("qms", "2", Some(by_passport())),
+        ("infoclinica", "1", Some(by_snils())),
+        ("infoclinica", "2", Some(by_snils())),
+    ])
+    .await;
+    f.drain().await;
+    assert!(f.same(("qms", "1"), ("qms", "2")).await);
+    assert!(f.same(("infoclinica", "1"), ("infoclinica", "2")).await);
+    assert!(!f.same(("qms", "1"), ("infoclinica", "1")).await);
+    let pairs = f
+        .count("SELECT count(*) FROM match_pairs WHERE decision = 'review'")
+        .await;
+    assert_eq!(pairs, 4, "every namesake pair is scored and kept");
+    let reviews = f.reviews().await;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    f.assert_equals_a_rematch().await;
+
+    let item: i64 = sqlx::query_scalar("SELECT id FROM review_items WHERE status = 'open'")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    matcher::operator::resolve(&f.engine, &f.pool, item, "keep_apart", "tester")
+        .await
+        .unwrap();
+    assert!(f.reviews().await.is_empty());
+    // A new namesake record of the second person brings no new question.
+    f.write(vec![("infoclinica", "3", Some(by_snils()))]).await;
+    f.drain().await;
+    assert!(f.same(("infoclinica", "1"), ("infoclinica", "3")).await);
+    assert!(!f.same(("qms", "1"), ("infoclinica", "3")).await);
+    assert!(f.reviews().await.is_empty());
+    f.assert_equals_a_rematch().await;
+}
+
 #[tokio::test]
 async fn incremental_matching_equals_a_full_rematch() {
     let f = Fixture::new().await;

@@ -422,16 +422,26 @@ impl Component {
         Ok(())
     }
 
-    /// The review items the component should have open: ambiguous and
-    /// conflicting pairs whose records are not in one person and that no
-    /// operator decided, plus the links the clustering refused.
+    /// The person of `r` after this application: its node's, or for a
+    /// record outside the component its current one.
+    fn final_person(&self, placement: &Placement<'_>, r: &Rec) -> Option<i64> {
+        match placement.nodes.of(r) {
+            Some(n) => Some(placement.person(n)),
+            None => self.person_of.get(r).copied(),
+        }
+    }
+
+    /// The review items the component should have open: one per pair of
+    /// persons (see [`Component::one_per_person_pair`]) out of the pairs
+    /// that ask whether two persons are one.
     fn wanted_items(&self, placement: &Placement<'_>) -> HashMap<(Rec, Rec), Wanted> {
-        let final_person = |r: &Rec| -> Option<i64> {
-            match placement.nodes.of(r) {
-                Some(n) => Some(placement.person(n)),
-                None => self.person_of.get(r).copied(),
-            }
-        };
+        self.one_per_person_pair(placement, self.pair_questions(placement))
+    }
+
+    /// Ambiguous and conflicting pairs whose records are not in one person
+    /// and that no operator decided, plus the links the clustering refused.
+    fn pair_questions(&self, placement: &Placement<'_>) -> HashMap<(Rec, Rec), Wanted> {
+        let final_person = |r: &Rec| self.final_person(placement, r);
         let leaving: HashSet<&Rec> = self.leaving.iter().collect();
         let live_or_outside = |r: &Rec| placement.nodes.of(r).is_some() || !leaving.contains(r);
         let mut wanted: HashMap<(Rec, Rec), Wanted> = HashMap::new();
@@ -481,6 +491,55 @@ impl Component {
         }
         wanted
     }
+
+    /// A steward answers "are these two persons one?" once, not once per
+    /// pair of their records: of the questions between two persons only the
+    /// strongest pair is an item (highest score, then the smaller pair, so
+    /// that every path picks the same one), and none once an operator has
+    /// kept two of their records apart (the clustering keeps the two
+    /// persons apart from then on). A pair with an end that has no person
+    /// stays an item of its own.
+    fn one_per_person_pair(
+        &self,
+        placement: &Placement<'_>,
+        questions: HashMap<(Rec, Rec), Wanted>,
+    ) -> HashMap<(Rec, Rec), Wanted> {
+        let persons_of = |a: &Rec, b: &Rec| -> Option<(i64, i64)> {
+            let (x, y) = (self.final_person(placement, a)?, self.final_person(placement, b)?);
+            Some((x.min(y), x.max(y)))
+        };
+        let kept_apart: HashSet<(i64, i64)> = self
+            .decisions
+            .iter()
+            .filter(|d| !d.is_link())
+            .filter_map(|d| persons_of(&d.a, &d.b))
+            .collect();
+        let mut items = HashMap::new();
+        let mut strongest: HashMap<(i64, i64), ((Rec, Rec), Wanted)> = HashMap::new();
+        for (pair, wanted) in questions {
+            let Some(persons) = persons_of(&pair.0, &pair.1) else {
+                items.insert(pair, wanted);
+                continue;
+            };
+            if kept_apart.contains(&persons) {
+                continue;
+            }
+            let weaker = |(held, w): &((Rec, Rec), Wanted)| {
+                stronger((&pair, wanted.score), (held, w.score))
+            };
+            if strongest.get(&persons).is_none_or(weaker) {
+                strongest.insert(persons, (pair, wanted));
+            }
+        }
+        items.extend(strongest.into_values());
+        items
+    }
+}
+
+/// Whether question `x` (a pair and its score) is stronger than `y`: a
+/// higher score, then the smaller pair.
+fn stronger(x: (&(Rec, Rec), f32), y: (&(Rec, Rec), f32)) -> bool {
+    x.1.total_cmp(&y.1).then_with(|| y.0.cmp(x.0)).is_gt()
 }
 
 fn edge(a: usize, b: usize, kind: EdgeKind, rule: &str, score: f32) -> Edge {

@@ -221,10 +221,12 @@ impl Walk {
         let (links, reviews): (Vec<PairRow>, Vec<PairRow>) = pairs
             .into_values()
             .partition(|p| p.decision == Decision::Link);
-        // Persons of review partners outside the set.
+        // Persons of review partners and of records kept apart from the
+        // set's, outside the set: review items are one per pair of persons.
         let mut partners: Vec<Rec> = reviews
             .iter()
             .flat_map(|p| [&p.a, &p.b])
+            .chain(decisions.values().flat_map(|d| [&d.a, &d.b]))
             .filter(|r| !placed.contains(*r))
             .cloned()
             .collect();
