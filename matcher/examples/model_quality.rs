@@ -33,9 +33,10 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
             let trained =
                 model::train::train(&nodes, &Model::priors(), &Default::default(), &mut |_| {});
             eprintln!(
-                "{name}: trained on {} records in {:.1} s",
+                "{name}: trained on {} records in {:.1} s; namesakes {:?}",
                 nodes.len(),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                trained.model.namesakes
             );
             Scoring::Model {
                 model: Arc::new(trained.model),

@@ -68,6 +68,54 @@ pub struct Model {
     /// with the parameters.
     #[serde(default)]
     pub frequencies: Frequencies,
+    /// Whether the records trained on hold namesakes; `None` for the
+    /// shipped priors (and a model stored before it was counted): the
+    /// namesake rule applies.
+    #[serde(default)]
+    pub namesakes: Option<Namesakes>,
+}
+
+/// What the training records say about namesakes: among the compared pairs
+/// that agree exactly on every name both records have (surname and first
+/// name at least) and on the birth date, those where both records hold a
+/// valid SNILS or an internal passport, and of these the ones that are two
+/// people beyond doubt (the SNILS differ, or the passports differ by more
+/// than a typo and are not a replacement).
+///
+/// Records of one person agree like that; two people do only where people
+/// with the same names and birth date exist among the records (or were put
+/// there on purpose). Where none is found, nothing tells a pair known by
+/// names and birth date alone from one person, and the model's probability
+/// decides it like any pair; where one is found, such a pair also needs
+/// rare names (the namesake rule, [`Thresholds::uncorroborated_margin_bits`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namesakes {
+    /// Pairs agreeing on names and birth date whose SNILS or internal
+    /// passports could be compared.
+    pub compared: u64,
+    /// Of those, pairs that are two people.
+    pub apart: u64,
+}
+
+impl Namesakes {
+    /// Counts `levels` (a compared pair's) if it agrees on names and birth
+    /// date and its SNILS or passports could be compared.
+    pub fn count(&mut self, levels: &Levels, pairs: u64) {
+        let at = |f: Field| levels[f.index()];
+        let exact = |f: Field| at(f) == Some(0);
+        let names = exact(Field::LastName)
+            && exact(Field::FirstName)
+            && matches!(at(Field::MiddleName), None | Some(0))
+            && exact(Field::BirthDate);
+        let (snils, passport) = (at(Field::Snils), at(Field::Passport));
+        if !names || (snils.is_none() && passport.is_none()) {
+            return;
+        }
+        self.compared += pairs;
+        if snils == Some(Field::Snils.differs()) || passport == Some(Field::Passport.differs()) {
+            self.apart += pairs;
+        }
+    }
 }
 
 /// Probability thresholds of the model's decision.
@@ -89,6 +137,21 @@ pub struct Thresholds {
     /// birth date among them is unlikely); else it is a review item. With
     /// the shipped priors (no frequencies) no pair qualifies.
     pub uncorroborated_margin_bits: f64,
+    /// When the namesake rule above applies: `"when_found"` (the default)
+    /// where the records trained on hold people with the same names and
+    /// birth date (two such records whose valid SNILS or internal passports
+    /// differ: see `etl model show`), else the pair's probability decides;
+    /// `"always"` on every model.
+    pub namesake_rule: NamesakeRule,
+}
+
+/// When the namesake rule applies (see [`Thresholds::namesake_rule`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamesakeRule {
+    #[default]
+    WhenFound,
+    Always,
 }
 
 impl Default for Thresholds {
@@ -97,6 +160,7 @@ impl Default for Thresholds {
             link_probability: 0.9999,
             review_probability: 0.9,
             uncorroborated_margin_bits: 8.0,
+            namesake_rule: NamesakeRule::WhenFound,
         }
     }
 }
@@ -167,6 +231,7 @@ impl Model {
                 p(&[0.6, 0.4], &[0.00001, 0.99999]),
             ],
             frequencies: Frequencies::default(),
+            namesakes: None,
         }
     }
 
@@ -220,6 +285,15 @@ impl Model {
         }
     }
 
+    /// Whether a pair known by names and birth date alone may link: when
+    /// the records trained on hold no namesakes, or when its names are rare
+    /// enough.
+    fn may_link_uncorroborated(&self, s: &Scored, t: &Thresholds) -> bool {
+        let no_namesakes = t.namesake_rule == NamesakeRule::WhenFound
+            && self.namesakes.is_some_and(|n| n.apart == 0);
+        no_namesakes || self.rare_names(s, t)
+    }
+
     /// Whether the names of a pair are rare enough to link it on names and
     /// birth date alone.
     fn rare_names(&self, s: &Scored, t: &Thresholds) -> bool {
@@ -249,7 +323,7 @@ impl Model {
         }
         let mut blocked_by = None;
         let decision = if scored.probability >= t.link_probability {
-            if corroborated(&scored.levels) || self.rare_names(&scored, t) {
+            if corroborated(&scored.levels) || self.may_link_uncorroborated(&scored, t) {
                 Decision::Link
             } else {
                 blocked_by = Some("uncorroborated_namesake");

@@ -178,6 +178,7 @@ pub fn show(model: &Model) -> String {
             .map(|c| c.len())
             .sum::<usize>()
     );
+    let _ = writeln!(out, "namesakes: {}", namesake_line(model));
     let _ = writeln!(
         out,
         "{:<16} {:<22} {:>10} {:>12} {:>9}",
@@ -198,4 +199,21 @@ pub fn show(model: &Model) -> String {
         }
     }
     out
+}
+
+/// Whether the namesake rule applies, and why.
+fn namesake_line(model: &Model) -> String {
+    match model.namesakes {
+        None => "not counted; pairs known by names and birth date alone need rare names".into(),
+        Some(n) if n.apart == 0 => format!(
+            "none among {} pairs agreeing on names and birth date with comparable SNILS or passports; \
+             pairs known by names and birth date alone are decided by their probability",
+            n.compared
+        ),
+        Some(n) => format!(
+            "{} of {} pairs agreeing on names and birth date with comparable SNILS or passports are two people; \
+             pairs known by names and birth date alone need rare names",
+            n.apart, n.compared
+        ),
+    }
 }

@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 
 use super::compare::{compare, Field};
-use super::params::{Frequencies, Model, Thresholds};
+use super::params::{Frequencies, Model, NamesakeRule, Namesakes, Thresholds};
 use super::train::{self, Options};
 use crate::features::{Doc, Features, SourceRow};
 use crate::rules::Decision;
@@ -103,6 +103,80 @@ fn term_frequency_separates_a_rare_from_a_common_namesake_pair() {
     assert_eq!(rare.decision, Decision::Link);
     let common = model.decide(&common.0, &common.1, &t);
     assert_ne!(common.map(|o| o.decision), Some(Decision::Link));
+}
+
+/// Where the records show people with the same names and birth date (two
+/// valid SNILS that differ), a pair known by names and birth date alone
+/// needs rare names; where they show none, its probability decides; the
+/// shipped priors (nothing counted) keep the rule.
+#[test]
+fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
+    let mut model = Model::priors();
+    let mut frequencies = Frequencies {
+        records: 100_000,
+        ..Default::default()
+    };
+    for (field, value) in [
+        ("last_name", "соколов"),
+        ("first_name", "андрей"),
+        ("middle_name", "викторович"),
+    ] {
+        let counts = frequencies.counts.entry(field.into()).or_default();
+        counts.insert(value.into(), 500);
+    }
+    model.frequencies = frequencies;
+    let t = Thresholds::default();
+    let (a, b) = (
+        record("1", "соколов", "андрей", "викторович"),
+        record("2", "соколов", "андрей", "викторович"),
+    );
+    let decision = |model: &Model| model.decide(&a, &b, &t).map(|o| (o.decision, o.blocked_by));
+    let held = Some((Decision::Review, Some("uncorroborated_namesake")));
+    assert_eq!(decision(&model), held, "priors: not counted");
+    model.namesakes = Some(Namesakes {
+        compared: 5_000,
+        apart: 3,
+    });
+    assert_eq!(decision(&model), held, "namesakes among the records");
+    model.namesakes = Some(Namesakes {
+        compared: 5_000,
+        apart: 0,
+    });
+    assert_eq!(decision(&model), Some((Decision::Link, None)), "no namesakes");
+    let shown = super::store::show(&model);
+    assert!(shown.contains("namesakes: none among 5000 pairs"), "{shown}");
+    let always = Thresholds {
+        namesake_rule: NamesakeRule::Always,
+        ..t
+    };
+    let o = model.decide(&a, &b, &always).map(|o| (o.decision, o.blocked_by));
+    assert_eq!(o, held, "the rule on every model");
+
+    // Counting: the same SNILS is one person, two valid ones two people;
+    // without SNILS or passports on both sides nothing is counted.
+    let with_snils = |r: Features, snils: &str| Features {
+        snils: Some(snils.into()),
+        ..r
+    };
+    let mut counted = Namesakes::default();
+    for (x, y) in [
+        (with_snils(a.clone(), "11223344595"), with_snils(b.clone(), "11223344595")),
+        (with_snils(a.clone(), "11223344595"), with_snils(b.clone(), "12345678964")),
+        (with_snils(a.clone(), "11223344595"), b.clone()),
+        (
+            with_snils(a.clone(), "11223344595"),
+            with_snils(record("3", "соколов", "олег", "викторович"), "12345678964"),
+        ),
+    ] {
+        counted.count(&compare(&x, &y), 1);
+    }
+    assert_eq!(
+        counted,
+        Namesakes {
+            compared: 2,
+            apart: 1
+        }
+    );
 }
 
 /// A one-digit typo in a passport number is a typo, not two people, when

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::compare::{compare, Field, Levels, FIELDS};
-use super::params::{FieldParams, Frequencies, Model};
+use super::params::{FieldParams, Frequencies, Model, Namesakes};
 use crate::features::Features;
 use crate::par::par_map;
 
@@ -89,6 +89,12 @@ pub fn train(
     set_u(&mut model, &random, start, Some(lambda));
     progress("u estimated again, the matches among the random pairs left out".into());
     let iterations = fit(&mut model, &blocked, options, progress);
+    let namesakes = namesakes(&blocked.all);
+    model.namesakes = Some(namesakes);
+    progress(format!(
+        "{} pairs agree on names and birth date and hold comparable SNILS or passports; {} of them are two people",
+        namesakes.compared, namesakes.apart
+    ));
     Trained {
         model,
         records: records.len(),
@@ -185,6 +191,15 @@ fn fit(
         blocked.pairs
     ));
     iterations
+}
+
+/// What the compared pairs say about namesakes (see [`Namesakes`]).
+fn namesakes(all: &Patterns) -> Namesakes {
+    let mut namesakes = Namesakes::default();
+    for (levels, n) in all {
+        namesakes.count(levels, *n);
+    }
+    namesakes
 }
 
 /// How many people hold each surname, first name and patronymic: each
