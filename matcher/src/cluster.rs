@@ -219,6 +219,7 @@ fn union_conflict(
     x: &[usize],
     y: &[usize],
 ) -> Option<&'static str> {
+    let dates_held = guards == Guards::Model && birth_dates_held(nodes, x, y);
     for &i in x {
         for &j in y {
             let key = if i < j { (i, j) } else { (j, i) };
@@ -227,7 +228,7 @@ fn union_conflict(
             }
             let conflict = match guards {
                 Guards::Rules => pair_conflict(&nodes[i], &nodes[j]),
-                Guards::Model => model_conflict(&nodes[i], &nodes[j]),
+                Guards::Model => model_conflict(&nodes[i], &nodes[j], !dates_held),
             };
             if let Some(reason) = conflict {
                 return Some(reason);
@@ -237,9 +238,31 @@ fn union_conflict(
     None
 }
 
-/// The model's guards between two records that no person may hold.
-pub fn model_conflict(a: &Features, b: &Features) -> Option<&'static str> {
-    let levels = crate::model::compare::compare(a, b);
+/// Whether every birth date of one cluster is close (equal, swapped or a
+/// typo apart) to a birth date of the other. Their union then holds no
+/// birth date that one of them does not hold already: a record whose birth
+/// date was typed wrong was linked to that cluster on an identifier and its
+/// names (the model's guard lets such a pair be weighed), and another
+/// record of the same person that carries the right birth date, or the
+/// wrong one, contradicts nothing new.
+fn birth_dates_held(nodes: &[Features], x: &[usize], y: &[usize]) -> bool {
+    let dates = |c: &[usize]| -> Vec<chrono::NaiveDate> { c.iter().filter_map(|&n| nodes[n].birth).collect() };
+    let (dx, dy) = (dates(x), dates(y));
+    let differs = crate::model::Field::BirthDate.differs();
+    let close = |d: &chrono::NaiveDate, e: &chrono::NaiveDate| {
+        crate::model::compare::birth_date(Some(*d), Some(*e)) != Some(differs)
+    };
+    let within = |a: &[chrono::NaiveDate], b: &[chrono::NaiveDate]| a.iter().all(|d| b.iter().any(|e| close(d, e)));
+    within(&dy, &dx) || within(&dx, &dy)
+}
+
+/// The model's guards between two records that no person may hold; their
+/// birth dates left out unless `with_birth_dates`.
+pub fn model_conflict(a: &Features, b: &Features, with_birth_dates: bool) -> Option<&'static str> {
+    let mut levels = crate::model::compare::compare(a, b);
+    if !with_birth_dates {
+        levels[crate::model::Field::BirthDate.index()] = None;
+    }
     Some(match crate::model::params::guard(a, b, &levels)? {
         "snils_differs" => "chain_snils_differs",
         "birth_date_differs" => "chain_birth_date_differs",

@@ -216,7 +216,7 @@ fn names(a: &Features, b: &Features) -> (Option<u8>, Option<u8>) {
 /// Equal; day and month exchanged; a typo (one of year, month, day
 /// different, the year within ten years; or, in `YYYYMMDD`, one digit
 /// different or two neighbours exchanged); otherwise different.
-fn birth_date(a: Option<NaiveDate>, b: Option<NaiveDate>) -> Option<u8> {
+pub(crate) fn birth_date(a: Option<NaiveDate>, b: Option<NaiveDate>) -> Option<u8> {
     let (a, b) = (a?, b?);
     if a == b {
         return Some(0);

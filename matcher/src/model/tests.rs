@@ -361,3 +361,50 @@ fn frequency_totals_travel_with_the_parameters() {
     old.frequencies.records = 40;
     assert_eq!(old.frequencies.total(Field::FirstName), 40);
 }
+
+/// A record whose birth date was typed wrong joins its person on a shared
+/// passport and its names; another record of that person, with the right
+/// birth date and no passport, then joins too (the union holds no birth
+/// date the person did not hold already); a record born on a third day
+/// does not.
+#[test]
+fn a_person_holding_a_wrong_birth_date_takes_its_other_records() {
+    use crate::cluster::{self, Edge, EdgeKind, Guards};
+    let born = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+    let mut right = record("1", "соколов", "андрей", "викторович");
+    right.docs = vec![passport("4510", "555555")];
+    let wrong = Features {
+        source_id: "2".into(),
+        birth: born(1975, 9, 30),
+        ..right.clone()
+    };
+    let other = Features {
+        docs: vec![],
+        ..record("3", "соколов", "андрей", "викторович")
+    };
+    let third = Features {
+        birth: born(1990, 1, 1),
+        ..record("4", "соколов", "андрей", "викторович")
+    };
+    let nodes = vec![right, wrong, other, third];
+    let edge = |a, b, rule: &str, score| Edge {
+        a,
+        b,
+        kind: EdgeKind::Rule,
+        rule: rule.into(),
+        score,
+    };
+    let out = cluster::cluster(cluster::Input {
+        nodes: &nodes,
+        guards: Guards::Model,
+        edges: vec![
+            edge(0, 1, "document", 20.0),
+            edge(0, 2, "model", 15.0),
+            edge(2, 3, "model", 10.0),
+        ],
+        keep_apart: &Default::default(),
+    });
+    assert_eq!(out.cluster_of, vec![0, 0, 0, 3]);
+    let refused: Vec<_> = out.refused.iter().map(|r| (r.a, r.b, r.reason)).collect();
+    assert_eq!(refused, vec![(2, 3, "chain_birth_date_differs")]);
+}
