@@ -177,13 +177,10 @@ impl Forest {
         if self.locked[ra] || self.locked[rb] {
             return refuse("locked_person");
         }
-        match union_conflict(
-            input.nodes,
-            input.keep_apart,
-            input.guards,
-            &self.members[ra],
-            &self.members[rb],
-        ) {
+        let (x, y) = (&self.members[ra], &self.members[rb]);
+        let dates_held = input.guards == Guards::Model
+            && (birth_dates_held(input.nodes, x, y) || mistyped_birth_date(input.nodes, e, x, y));
+        match union_conflict(input.nodes, input.keep_apart, input.guards, dates_held, x, y) {
             None => Verdict::Unite,
             Some("keep_apart") => Verdict::KeepApart,
             Some(reason) => refuse(reason),
@@ -216,10 +213,10 @@ fn union_conflict(
     nodes: &[Features],
     keep_apart: &std::collections::HashSet<(usize, usize)>,
     guards: Guards,
+    dates_held: bool,
     x: &[usize],
     y: &[usize],
 ) -> Option<&'static str> {
-    let dates_held = guards == Guards::Model && birth_dates_held(nodes, x, y);
     for &i in x {
         for &j in y {
             let key = if i < j { (i, j) } else { (j, i) };
@@ -254,6 +251,21 @@ fn birth_dates_held(nodes: &[Features], x: &[usize], y: &[usize]) -> bool {
     };
     let within = |a: &[chrono::NaiveDate], b: &[chrono::NaiveDate]| a.iter().all(|d| b.iter().any(|e| close(d, e)));
     within(&dy, &dx) || within(&dx, &dy)
+}
+
+/// Whether link `e` brings one record alone into a cluster on an identifier
+/// they share and its names, with a birth date unlike its partner's: the
+/// model weighed that birth date as typed wrong (see
+/// `model::params::same_named_holder`), and the cluster's other records
+/// contradict it no more than the partner does.
+fn mistyped_birth_date(nodes: &[Features], e: &Edge, x: &[usize], y: &[usize]) -> bool {
+    let alone = |c: &[usize]| c.len() == 1 && (c[0] == e.a || c[0] == e.b);
+    if !alone(x) && !alone(y) {
+        return false;
+    }
+    let levels = crate::model::compare::compare(&nodes[e.a], &nodes[e.b]);
+    levels[crate::model::Field::BirthDate.index()] == Some(crate::model::Field::BirthDate.differs())
+        && crate::model::params::same_named_holder(&levels)
 }
 
 /// The model's guards between two records that no person may hold; their

@@ -375,7 +375,7 @@ pub fn guard(a: &Features, b: &Features, levels: &Levels) -> Option<&'static str
 /// stays a conflict. The model then weighs the birth date like any field:
 /// where birth dates of one person rarely differ, a different one still
 /// outweighs the rest.
-fn same_named_holder(levels: &Levels) -> bool {
+pub(crate) fn same_named_holder(levels: &Levels) -> bool {
     let at = |f: Field| levels[f.index()];
     let close = |f: Field| matches!(at(f), Some(l) if l < f.differs());
     shared_identifier(levels).is_some()
