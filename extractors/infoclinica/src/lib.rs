@@ -129,7 +129,7 @@ pub async fn run(
 }
 
 /// Waits (with backoff) until the stream and the checkpoint bucket are
-/// usable; `None` on shutdown. Every failure is the bus being away.
+/// usable; `None` on shutdown. Every failure is retried.
 async fn wait_for_bus(
     js: &async_nats::jetstream::Context,
     settings: &Settings,
