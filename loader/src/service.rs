@@ -25,7 +25,7 @@ use crate::batch;
 use crate::settings::{LoaderSettings, Settings};
 use crate::store::{self, Store, Written};
 use etl_runtime::database::is_transient;
-use etl_runtime::retry::retry;
+use etl_runtime::retry::{retry, Attempts};
 
 /// What a loader did in its life, reported at exit.
 #[derive(Debug, Default, Clone, Copy)]
@@ -109,7 +109,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     });
     let permits = Arc::new(Semaphore::new(loader.writers.max(1)));
     let mut writers = JoinSet::new();
-    let mut attempt = 0;
+    // Failed pulls in a row: each binds the consumer again after a wait.
+    let mut attempts = Attempts::new(loader.retry, shutdown.clone());
 
     'consume: while !shutdown.is_cancelled() {
         // Every failure to bind is the bus being away: waited for.
@@ -125,7 +126,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         };
         etl_runtime::observe::watch_consumer(&consumer, Duration::from_secs(5), &shutdown);
         etl_runtime::observe::ready();
-        if attempt == 0 {
+        if attempts.failed() == 0 {
             tracing::info!(consumer = %loader.consumer, stream = %settings.stream.name, "loader ready");
         }
         loop {
@@ -140,14 +141,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             let batch = match fetch_batch(&consumer, &loader).await {
                 Ok(batch) => batch,
                 Err(error) => {
-                    attempt += 1;
-                    tracing::warn!(%error, "pulling from the consumer failed; binding it again");
                     drop(permit);
-                    sleep_or_cancel(loader.retry.delay(attempt), &shutdown).await;
+                    // Stopped: the loop's condition ends it.
+                    let _ = attempts.wait("pulling from the consumer", &error).await;
+                    // The consumer is bound again before the next pull.
                     continue 'consume;
                 }
             };
-            attempt = 0;
+            attempts.succeeded();
             if !batch.is_empty() {
                 writers.spawn(write_batch(shared.clone(), batch, permit));
             }

@@ -43,6 +43,7 @@ use crate::leader::Leadership;
 use crate::lock::MATCH_LOCK;
 use crate::settings::{EventsSettings, Settings};
 use etl_runtime::database::describe;
+use etl_runtime::retry::Attempts;
 
 /// The session-level advisory lock of the active relay.
 pub const RELAY_LOCK: i64 = MATCH_LOCK + 2;
@@ -259,7 +260,7 @@ pub async fn relay(settings: Settings, shutdown: CancellationToken) {
         stream_ready: false,
     };
     let mut pruned: Option<Instant> = None;
-    let mut failures = 0u32;
+    let mut attempts = Attempts::new(events.retry, shutdown.clone());
     while !shutdown.is_cancelled() {
         if leader.hold(&pool).await {
             if listener.is_none() {
@@ -277,17 +278,19 @@ pub async fn relay(settings: Settings, shutdown: CancellationToken) {
                 anyhow::Ok(())
             };
             if let Err(error) = round.await {
-                failures += 1;
                 metrics::counter!("matcher_person_event_failures_total").increment(1);
-                let delay = events.retry.delay(failures);
-                tracing::warn!(error = %format!("{error:#}"), ?delay, "relaying person events failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+                // `{:#}`: the error with its causes.
+                let error = format!("{error:#}");
+                if attempts
+                    .wait("relaying person events", &error)
+                    .await
+                    .is_err()
+                {
+                    break;
                 }
                 continue;
             }
-            failures = 0;
+            attempts.succeeded();
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,

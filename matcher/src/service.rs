@@ -21,6 +21,7 @@ use crate::leader::Leadership;
 use crate::settings::ScoringKind;
 use crate::settings::Settings;
 use etl_runtime::database::is_transient;
+use etl_runtime::retry::Attempts;
 
 /// Connects (waiting with backoff while PostgreSQL is down), applies the
 /// migrations and writes the source priority.
@@ -91,7 +92,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let engine = engine(&settings);
     let m = &settings.matcher;
     let mut listener = listen(&pool).await;
-    let mut failures = 0u32;
+    let mut attempts = Attempts::new(m.retry, shutdown.clone());
     let mut size = BatchSize::new(m.batch_size, m.max_batch_size);
     let mut leader = Leadership::new(LEADER_LOCK, "matcher");
     etl_runtime::observe::watch_database(&pool);
@@ -122,31 +123,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .await
         {
             Ok(Some(applied)) if applied.changes > 0 => {
-                failures = 0;
+                attempts.succeeded();
                 size.claimed(applied.changes);
                 record_batch(&applied, started.elapsed());
                 total += applied;
                 continue;
             }
             Ok(Some(_)) => {
-                failures = 0;
+                attempts.succeeded();
                 size.claimed(0);
             }
             // Another instance holds the lock: stand by.
             Ok(None) => {}
             Err(error) => {
-                failures += 1;
-                metrics::counter!("matcher_batch_failures_total", "kind" => if is_transient(&error) { "transient" } else { "permanent" }).increment(1);
-                let delay = m.retry.delay(failures);
-                tracing::warn!(
-                    error = %describe(&error),
-                    transient = is_transient(&error),
-                    ?delay,
-                    "batch failed; retrying"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+                // Every failed batch is retried: what a change could be
+                // blamed for was set aside by the quarantine, so what is
+                // left (the server away, or a schema error every change
+                // would hit) waits for the server or the operator's fix.
+                let kind = if is_transient(&error) {
+                    "transient"
+                } else {
+                    "permanent"
+                };
+                metrics::counter!("matcher_batch_failures_total", "kind" => kind).increment(1);
+                if attempts.wait("batch", &describe(&error)).await.is_err() {
+                    break;
                 }
                 continue;
             }

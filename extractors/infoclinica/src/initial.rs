@@ -106,17 +106,12 @@ pub async fn run(sync: &mut DbSync, start: Start) -> Result<LoadSummary, SyncErr
     let started = std::time::Instant::now();
     let mut summary = LoadSummary::default();
     let progress = start_progress(sync).await?;
-    let mut attempt = 0;
-    loop {
-        match attempt_load(sync, &mut summary, &progress).await {
-            Ok(()) => break,
-            Err(e) if sync.retries(&e) => {
-                attempt += 1;
-                sync.pause(attempt, &e, "initial load").await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // A retried attempt resumes from the checkpoint's position.
+    crate::retry!(
+        sync,
+        "initial load",
+        attempt_load(sync, &mut summary, &progress)
+    )?;
     progress.finish();
     if let Some(load) = sync.checkpoint.state.initial.as_mut() {
         load.done = true;

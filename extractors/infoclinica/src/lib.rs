@@ -29,6 +29,7 @@ pub mod state;
 pub mod sync;
 
 use etl_runtime::checkpoint::Checkpoints;
+use etl_runtime::retry::{retry, Attempts};
 use etl_runtime::shutdown::Shutdown;
 
 pub use settings::Settings;
@@ -128,39 +129,27 @@ pub async fn run(
 }
 
 /// Waits (with backoff) until the stream and the checkpoint bucket are
-/// usable; `None` on shutdown.
+/// usable; `None` on shutdown. Every failure is retried.
 async fn wait_for_bus(
     js: &async_nats::jetstream::Context,
     settings: &Settings,
     shutdown: &Shutdown,
 ) -> Option<Checkpoints> {
-    let mut attempt = 0;
-    loop {
-        let ready = async {
-            proto::bus::ensure_stream(js, &settings.stream)
-                .await
-                .map_err(|e| anyhow::anyhow!("stream {}: {e}", settings.stream.name))?;
-            Checkpoints::open(
-                js,
-                &settings.extractor.checkpoint_bucket,
-                settings.stream.replicas,
-            )
+    let ready = || async move {
+        proto::bus::ensure_stream(js, &settings.stream)
             .await
-        };
-        match ready.await {
-            Ok(cp) => return Some(cp),
-            Err(e) => {
-                attempt += 1;
-                let delay = settings.extractor.retry.delay(attempt);
-                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
-                    "NATS not ready; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", settings.stream.name))?;
+        Checkpoints::open(
+            js,
+            &settings.extractor.checkpoint_bucket,
+            settings.stream.replicas,
+        )
+        .await
+    };
+    let what = "preparing the stream and the checkpoint bucket";
+    retry(what, &settings.extractor.retry, shutdown, |_| true, ready)
+        .await
+        .ok()
 }
 
 /// One database's sync. In the daemon, a failure that is not permanent
@@ -181,7 +170,9 @@ async fn run_database(
     };
     // What the previous attempt published: versions never go back.
     let mut last_version = 0;
-    let mut attempt = 0;
+    // Across restarts: a restart after a pass that went through waits the
+    // shortest delay again, one that keeps failing waits longer each time.
+    let mut restarts = Attempts::new(extractor.retry, shutdown.clone());
     loop {
         let Some(mut checkpoint) =
             load_checkpoint(&checkpoints, &db.name, &extractor, &shutdown).await
@@ -209,13 +200,13 @@ async fn run_database(
             }
         };
         if let Some(e) = restart {
-            attempt = if summary.passes > passes {
-                1
-            } else {
-                attempt + 1
-            };
-            let paused = sync.pause(attempt, &e, "sync, started again from the checkpoint");
-            if paused.await.is_ok() {
+            if summary.passes > passes {
+                restarts.succeeded();
+            }
+            sync.attempt_failed(&e);
+            // The next attempt starts the sync again from the checkpoint.
+            let what = sync.describe_step("sync", &e);
+            if restarts.wait(&what, &e).await.is_ok() {
                 summary.failures += sync.failures;
                 continue;
             }
@@ -232,21 +223,11 @@ async fn load_checkpoint(
     extractor: &settings::ExtractorSettings,
     shutdown: &Shutdown,
 ) -> Option<Checkpoint> {
-    let mut attempt = 0;
-    loop {
-        match Checkpoint::load(checkpoints.clone(), name).await {
-            Ok(cp) => return Some(cp),
-            Err(e) => {
-                attempt += 1;
-                let delay = extractor.retry.delay(attempt);
-                tracing::warn!(database = %name, error = %e, "checkpoint not readable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    let what = format!("reading the checkpoint of database {name}");
+    let load = || Checkpoint::load(checkpoints.clone(), name);
+    retry(&what, &extractor.retry, shutdown, |_| true, load)
+        .await
+        .ok()
 }
 
 /// Runs `mode` on one database, adding what it did to `summary`.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use etl_runtime::checkpoint::CheckpointError;
+use etl_runtime::retry::Attempts;
 use etl_runtime::shutdown::Shutdown;
 use proto::bus::{PublishFailed, StreamSettings};
 use proto::{Envelope, PatientRecord};
@@ -50,7 +51,7 @@ impl SyncError {
         matches!(self, SyncError::Source(e) if e.is_permanent())
     }
 
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             SyncError::Source(e) => e.kind(),
             SyncError::Publish(_) => "publish",
@@ -183,25 +184,19 @@ impl DbSync {
         Ok(())
     }
 
-    /// After a failed attempt: one clear log line without personal data, a
-    /// metric, and a backoff (cut short by shutdown: then `Err(Stopped)`).
-    pub async fn pause(
-        &mut self,
-        attempt: u32,
-        error: &SyncError,
-        what: &str,
-    ) -> Result<(), SyncError> {
+    /// The retry state of one step: the extractor's backoff, cut short by
+    /// this sync's shutdown. [`retry!`] makes one per step.
+    pub fn attempts(&self) -> Attempts {
+        Attempts::new(self.settings.retry, self.shutdown.clone())
+    }
+
+    /// What a failed attempt, retried, does besides the shared warning and
+    /// wait of [`Attempts::wait`]: counts it (in the summary and a metric),
+    /// and for a Firebird error drops the connection (the next attempt
+    /// connects again) and fails the `firebird` readiness check until a
+    /// step reaches Firebird again.
+    pub fn attempt_failed(&mut self, error: &SyncError) {
         self.failures += 1;
-        let delay = self.settings.retry.delay(attempt);
-        tracing::warn!(
-            database = %self.db.name,
-            step = what,
-            kind = error.kind(),
-            attempt,
-            retry_in_ms = delay.as_millis() as u64,
-            error = %error,
-            "sync step failed; retrying"
-        );
         metrics::counter!(
             "infoclinica_errors_total",
             "database" => self.db.name.clone(),
@@ -215,10 +210,12 @@ impl DbSync {
                 .unwrap()
                 .insert(self.db.name.clone(), error.kind());
         }
-        tokio::select! {
-            _ = self.shutdown.cancelled() => Err(SyncError::Stopped),
-            _ = tokio::time::sleep(delay) => Ok(()),
-        }
+    }
+
+    /// How the shared warning names a failed step: the step, the database
+    /// (a configured name, no personal data) and the error's kind.
+    pub fn describe_step(&self, what: &str, error: &SyncError) -> String {
+        format!("{what} ({}, database {})", error.kind(), self.db.name)
     }
 }
 
@@ -264,13 +261,17 @@ pub fn watch_firebird() {
 }
 
 /// Evaluates `$step` (a future, re-created on every attempt) until it
-/// succeeds, backing off after transient failures with [`DbSync::pause`].
+/// succeeds, retrying what [`DbSync::retries`] with [`Attempts::wait`].
+///
+/// A macro, not [`etl_runtime::retry::retry`]: the step borrows the sync
+/// mutably from one attempt to the next, which a closure returning the
+/// step's future cannot express.
 #[macro_export]
 macro_rules! retry {
     ($sync:expr, $what:expr, $step:expr) => {{
-        let mut attempt = 0u32;
+        let mut attempts = $sync.attempts();
         loop {
-            if $sync.shutdown.is_cancelled() {
+            if attempts.stopped() {
                 break Err($crate::sync::SyncError::Stopped);
             }
             match $step.await {
@@ -279,9 +280,10 @@ macro_rules! retry {
                     break Ok(value);
                 }
                 Err(e) if $sync.retries(&e) => {
-                    attempt += 1;
-                    if let Err(stop) = $sync.pause(attempt, &e, $what).await {
-                        break Err(stop);
+                    $sync.attempt_failed(&e);
+                    let what = $sync.describe_step($what, &e);
+                    if attempts.wait(&what, &e).await.is_err() {
+                        break Err($crate::sync::SyncError::Stopped);
                     }
                 }
                 Err(e) => break Err(e),

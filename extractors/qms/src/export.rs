@@ -563,13 +563,11 @@ fn reason_code(n: u8) -> &'static str {
     .map_or("unknown", RejectReason::code)
 }
 
-/// How long a sync may wait before its next attempt.
-/// The server's `Retry-After`, when it sent one, counts as a floor (cut to
-/// `max_retry_after`).
-pub fn attempt_delay(settings: &QmsSettings, attempt: u32, error: &AttemptError) -> Duration {
-    let backoff = settings.retry_backoff.delay(attempt);
-    match error.retry_after() {
-        Some(wait) => backoff.max(wait.min(settings.max_retry_after)),
-        None => backoff,
-    }
+/// The shortest wait before a sync's next attempt: the server's
+/// `Retry-After`, when it sent one, cut to `max_retry_after` (the backoff
+/// applies as well: the longer of the two is waited).
+pub fn retry_after_floor(settings: &QmsSettings, error: &AttemptError) -> Duration {
+    error
+        .retry_after()
+        .map_or(Duration::ZERO, |wait| wait.min(settings.max_retry_after))
 }

@@ -14,6 +14,7 @@ use crate::parse::{self, Decoder};
 use crate::settings::Settings;
 use crate::state::{Entries, Loaded, SaveError, StateInfo, StateStore, UNKNOWN};
 use etl_runtime::brake::{Brake, Decision};
+use etl_runtime::retry::Attempts;
 use etl_runtime::shutdown::Shutdown;
 
 /// What one sync did.
@@ -153,9 +154,8 @@ impl Extractor {
         let version = now.timestamp_micros().max(previous.info.version + 1);
 
         let mut report = SyncReport::default();
-        let mut attempt = 0;
+        let mut attempts = Attempts::new(q.retry_backoff, shutdown.clone());
         let mut export = loop {
-            attempt += 1;
             let fetched = tokio::select! {
                 r = export::fetch(&self.http, q, self.decoder, previous.info.export_records) => r,
                 _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
@@ -165,22 +165,25 @@ impl Extractor {
                 Err(e) => {
                     metrics::counter!("qms_download_failures_total", "kind" => e.kind())
                         .increment(1);
+                    let attempt = attempts.failed() + 1;
                     if !e.is_retryable() || attempt > q.retries {
                         return Err(SyncError::Download {
                             attempts: attempt,
                             last: e,
                         });
                     }
-                    let delay = export::attempt_delay(q, attempt, &e);
-                    tracing::warn!(attempt, error = %e, retry_in = ?delay, "export attempt failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {},
-                        _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
+                    let floor = export::retry_after_floor(q, &e);
+                    if attempts
+                        .wait_at_least("export attempt", &e, floor)
+                        .await
+                        .is_err()
+                    {
+                        return Err(SyncError::Cancelled);
                     }
                 }
             }
         };
-        report.attempts = attempt;
+        report.attempts = attempts.failed() + 1;
         report.bytes = export.stats.bytes;
         report.lines = export.stats.lines;
         report.records = export.stats.records;
