@@ -8,11 +8,14 @@
 //!   that keep false merges out. Pure.
 //! * [`train`]: u from random record pairs, m by EM on blocked pairs, name
 //!   frequencies. Pure.
+//! * `text`: cheap bounds that settle most name and document comparisons
+//!   before an edit distance is computed. Pure.
 //! * [`store`]: the versioned model in PostgreSQL (`match_models`).
 
 pub mod compare;
 pub mod params;
 pub mod store;
+mod text;
 pub mod train;
 
 pub use compare::{Field, Levels, FIELDS};

@@ -5,6 +5,7 @@
 
 use chrono::{Datelike, NaiveDate};
 
+use super::text;
 use crate::features::{Doc, Features};
 use crate::rules::passports_agree;
 
@@ -118,11 +119,20 @@ pub fn compare(a: &Features, b: &Features) -> Levels {
 fn edits(a: &str, b: &str) -> u8 {
     // A space or hyphen typed into a name (`soph ie`) or left out of a
     // double one is one edit, however many it took.
-    let joined = |x: &str| x.replace([' ', '-'], "");
-    if joined(a) == joined(b) {
+    if text::equal_joined(a, b) {
         return 2;
     }
     let len = a.chars().count().min(b.chars().count());
+    // The most edits that can still give a level above "differs": most
+    // pairs of names are settled here, without the edit distance.
+    let most = match len {
+        0..=3 => return 4,
+        4 | 5 => 1,
+        _ => 2,
+    };
+    if !text::may_be_within(a.chars(), b.chars(), most) {
+        return 4;
+    }
     match strsim::damerau_levenshtein(a, b) {
         1 if len >= 4 => 2,
         2 if len >= 6 && strsim::jaro_winkler(a, b) >= 0.88 => 3,
@@ -152,10 +162,11 @@ fn given_name(a: Option<&str>, b: Option<&str>) -> Option<u8> {
     Some(edits(a, b))
 }
 
-/// The masculine form of a Russian surname from its feminine one
-/// (`иванова` → `иванов`, `петровская` → `петровский`), if it has one.
-fn masculine(surname: &str) -> Option<String> {
-    for (fem, masc) in [
+/// Whether `masc` is the masculine form of the feminine Russian surname
+/// `fem` (`иванова` → `иванов`, `петровская` → `петровский`). Compared in
+/// place: no form is built for a pair.
+fn is_masculine_of(fem: &str, masc: &str) -> bool {
+    for (fem_end, masc_end) in [
         ("ская", "ский"),
         ("цкая", "цкий"),
         ("ова", "ов"),
@@ -163,13 +174,13 @@ fn masculine(surname: &str) -> Option<String> {
         ("ина", "ин"),
         ("ына", "ын"),
     ] {
-        if let Some(stem) = surname.strip_suffix(fem) {
+        if let Some(stem) = fem.strip_suffix(fem_end) {
             if !stem.is_empty() {
-                return Some(format!("{stem}{masc}"));
+                return masc.strip_suffix(masc_end) == Some(stem);
             }
         }
     }
-    None
+    false
 }
 
 fn last_name(a: &Features, b: &Features) -> Option<u8> {
@@ -179,7 +190,7 @@ fn last_name(a: &Features, b: &Features) -> Option<u8> {
     }
     let shares_part = a.last_parts.len() + b.last_parts.len() > 2
         && a.last_parts.iter().any(|p| b.last_parts.contains(p));
-    let gender_form = masculine(x).as_deref() == Some(y) || masculine(y).as_deref() == Some(x);
+    let gender_form = is_masculine_of(x, y) || is_masculine_of(y, x);
     if shares_part || gender_form {
         return Some(1);
     }
@@ -203,14 +214,21 @@ fn names(a: &Features, b: &Features) -> (Option<u8>, Option<u8>) {
     ) else {
         return direct;
     };
-    let close = |x: &str, y: &str| if x == y { 0 } else { edits(x, y) };
-    let crossed = (close(al, bf), close(af, bl));
+    // The exchanged fields matter only when both direct levels are far;
+    // most pairs agree on a name and are settled without comparing them
+    // (the second is compared only when the first is close).
     let far = |l: Option<u8>| l.is_some_and(|l| l >= 2);
-    if far(direct.0) && far(direct.1) && crossed.0 <= 2 && crossed.1 <= 2 {
-        (Some(crossed.0), Some(crossed.1))
-    } else {
-        direct
+    if !(far(direct.0) && far(direct.1)) {
+        return direct;
     }
+    let close = |x: &str, y: &str| Some(if x == y { 0 } else { edits(x, y) }).filter(|&l| l <= 2);
+    let Some(last) = close(al, bf) else {
+        return direct;
+    };
+    let Some(first) = close(af, bl) else {
+        return direct;
+    };
+    (Some(last), Some(first))
 }
 
 /// Equal; day and month exchanged; a typo (one of year, month, day
@@ -250,32 +268,40 @@ fn shared(a: &[String], b: &[String]) -> Option<u8> {
 
 /// Series and number as one text, so that a series glued to the number or
 /// split differently compares equal.
-fn doc_text(d: &Doc) -> String {
-    format!("{}{}", d.series, d.number)
+fn doc_text(d: &Doc) -> impl Iterator<Item = char> + '_ {
+    d.series.chars().chain(d.number.chars())
 }
 
+fn same_text(x: &Doc, y: &Doc) -> bool {
+    doc_text(x).eq(doc_text(y))
+}
+
+/// At most one edit apart; the texts are built only for the few pairs that
+/// the letters they hold do not settle.
 fn one_edit(x: &Doc, y: &Doc) -> bool {
-    strsim::damerau_levenshtein(&doc_text(x), &doc_text(y)) <= 1
+    if !text::may_be_within(doc_text(x), doc_text(y), 1) {
+        return false;
+    }
+    let joined = |d: &Doc| doc_text(d).collect::<String>();
+    strsim::damerau_levenshtein(&joined(x), &joined(y)) <= 1
+}
+
+fn passports(f: &Features) -> impl Iterator<Item = &Doc> + '_ {
+    f.docs
+        .iter()
+        .filter(|d| d.doc_type == proto::DocumentType::PASSPORT.0)
 }
 
 fn passport(a: &Features, b: &Features) -> Option<u8> {
-    let is = |d: &&Doc| d.doc_type == proto::DocumentType::PASSPORT.0;
-    let (xs, ys): (Vec<&Doc>, Vec<&Doc>) = (
-        a.docs.iter().filter(is).collect(),
-        b.docs.iter().filter(is).collect(),
-    );
-    if xs.is_empty() || ys.is_empty() {
+    if passports(a).next().is_none() || passports(b).next().is_none() {
         return None;
     }
-    let any = |f: &dyn Fn(&Doc, &Doc) -> bool| xs.iter().any(|x| ys.iter().any(|y| f(x, y)));
-    if any(&|x, y| doc_text(x) == doc_text(y)) {
+    let any = |f: &dyn Fn(&Doc, &Doc) -> bool| passports(a).any(|x| passports(b).any(|y| f(x, y)));
+    if any(&same_text) {
         Some(0)
     } else if any(&one_edit) {
         Some(1)
-    } else if xs
-        .iter()
-        .all(|x| ys.iter().all(|y| passports_agree(x, y, a.birth, b.birth)))
-    {
+    } else if passports(a).all(|x| passports(b).all(|y| passports_agree(x, y, a.birth, b.birth))) {
         Some(2)
     } else {
         Some(3)
@@ -291,7 +317,7 @@ fn other_document(a: &Features, b: &Features) -> Option<u8> {
         .filter(|d| d.doc_type != proto::DocumentType::PASSPORT.0)
     {
         for y in b.docs.iter().filter(|y| y.doc_type == x.doc_type) {
-            let level = if doc_text(x) == doc_text(y) {
+            let level = if same_text(x, y) {
                 0
             } else if one_edit(x, y) {
                 1
@@ -330,4 +356,65 @@ pub fn twins(a: &Features, b: &Features, levels: &Levels) -> bool {
             Some(level) => level != Field::MiddleName.differs(),
             None => at(Field::Sex) == Some(0),
         }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`edits`] as it reads without the cheap exits.
+    fn plain_edits(a: &str, b: &str) -> u8 {
+        let joined = |x: &str| x.replace([' ', '-'], "");
+        if joined(a) == joined(b) {
+            return 2;
+        }
+        let len = a.chars().count().min(b.chars().count());
+        match strsim::damerau_levenshtein(a, b) {
+            1 if len >= 4 => 2,
+            2 if len >= 6 && strsim::jaro_winkler(a, b) >= 0.88 => 3,
+            _ => 4,
+        }
+    }
+
+    /// Every pair of the names and of the document texts of generated
+    /// records (typos and exchanged fields included) gets the level the
+    /// edit distance alone gives.
+    #[test]
+    fn the_cheap_exits_never_change_a_level() {
+        let records = crate::model::tests::generated(300);
+        let mut names: Vec<&str> = records
+            .iter()
+            .flat_map(|r| [&r.last, &r.first, &r.middle])
+            .filter_map(|n| n.as_deref())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut close = 0;
+        for a in &names {
+            for b in &names {
+                let level = edits(a, b);
+                assert_eq!(level, plain_edits(a, b), "{a} / {b}");
+                close += usize::from(level < 4);
+            }
+        }
+        assert!(close > names.len(), "typos among the names: {close}");
+        let docs: Vec<&Doc> = records.iter().flat_map(|r| &r.docs).collect();
+        let text = |d: &Doc| format!("{}{}", d.series, d.number);
+        for x in &docs {
+            for y in &docs {
+                assert_eq!(same_text(x, y), text(x) == text(y));
+                let distance = strsim::damerau_levenshtein(&text(x), &text(y));
+                assert_eq!(one_edit(x, y), distance <= 1, "{x:?} / {y:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_masculine_form_is_the_feminine_one_without_its_ending() {
+        assert!(is_masculine_of("иванова", "иванов"));
+        assert!(is_masculine_of("петровская", "петровский"));
+        assert!(!is_masculine_of("иванов", "иванова"));
+        assert!(!is_masculine_of("ова", "ов"));
+        assert!(!is_masculine_of("иванова", "ивановский"));
+    }
 }

@@ -34,7 +34,7 @@ fn passport(series: &str, number: &str) -> Doc {
     }
 }
 
-fn generated(persons: u64) -> Vec<Features> {
+pub(super) fn generated(persons: u64) -> Vec<Features> {
     let mut truth = synth::truth::TruthGenerator::new(11).records(persons);
     truth.sort_by(|a, b| (a.source, &a.source_id).cmp(&(b.source, &b.source_id)));
     truth
