@@ -143,7 +143,7 @@ impl From<StoredPair> for PairRow {
             decision,
             rule: p.rule,
             score: p.score,
-            evidence: p.evidence,
+            evidence: std::sync::Arc::new(p.evidence),
         }
     }
 }

@@ -39,29 +39,33 @@ impl Setup {
     /// The stored decision for a pair, if any: a pure function of the two
     /// records.
     pub fn evaluate(&self, x: &Features, y: &Features) -> Option<PairRow> {
-        let a = (x.source.clone(), x.source_id.clone());
-        let b = (y.source.clone(), y.source_id.clone());
+        // Most pairs have no decision: the ends are copied only for one
+        // that has.
+        let a = || (x.source.clone(), x.source_id.clone());
+        let b = || (y.source.clone(), y.source_id.clone());
         match &self.scoring {
             Scoring::Rules(weights) => {
                 let o = rules::evaluate(x, y, weights)?;
                 Some(PairRow {
-                    a,
-                    b,
+                    a: a(),
+                    b: b(),
                     decision: o.decision,
                     rule: o.rule.to_string(),
                     score: o.score,
-                    evidence: serde_json::to_value(&o.evidence).expect("evidence serializes"),
+                    evidence: Arc::new(
+                        serde_json::to_value(&o.evidence).expect("evidence serializes"),
+                    ),
                 })
             }
             Scoring::Model { model, thresholds } => {
                 let o = model.decide(x, y, thresholds)?;
                 Some(PairRow {
-                    a,
-                    b,
+                    a: a(),
+                    b: b(),
                     decision: o.decision,
                     rule: o.rule.to_string(),
                     score: o.scored.weight as f32,
-                    evidence: model::params::evidence(model.version, &o),
+                    evidence: Arc::new(model::params::evidence(model.version, &o)),
                 })
             }
         }
@@ -140,7 +144,7 @@ mod tests {
         assert_eq!(by_rules.rule, rules.rule);
         assert_eq!(by_rules.score, rules.score);
         assert_eq!(
-            by_rules.evidence,
+            *by_rules.evidence,
             serde_json::to_value(&rules.evidence).unwrap()
         );
         // The model's evidence: probability, weight and each field's level

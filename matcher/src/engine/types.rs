@@ -1,6 +1,8 @@
 //! The values every part of the engine passes around: a record's name, a
 //! stored pairwise decision, what an application changed.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::rules::Decision;
@@ -42,7 +44,10 @@ pub struct PairRow {
     pub decision: Decision,
     pub rule: String,
     pub score: f32,
-    pub evidence: Value,
+    /// Shared: a batch's new pairs are also cloned into their component,
+    /// and a copy of the JSON tree (a dozen maps for the model's) per pair
+    /// cost as much as scoring it.
+    pub evidence: Arc<Value>,
 }
 
 /// The two records in stored order (the smaller first).

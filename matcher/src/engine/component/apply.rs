@@ -4,6 +4,7 @@
 //! events, review items and the audit rows.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -72,7 +73,7 @@ impl Placement<'_> {
 struct Wanted {
     reason: String,
     score: f32,
-    evidence: Value,
+    evidence: Arc<Value>,
 }
 
 impl Component {
@@ -479,7 +480,7 @@ impl Component {
                 .evidence
                 .get(&(r.a.min(r.b), r.a.max(r.b)))
                 .map(|p| p.evidence.clone())
-                .unwrap_or(Value::Null);
+                .unwrap_or_default();
             wanted.insert(
                 pair,
                 Wanted {
