@@ -117,10 +117,11 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                     }
                     continue;
                 };
-                if p.evidence.get("blocked_by").and_then(|v| v.as_str())
+                let evidence = p.evidence.value();
+                if evidence.get("blocked_by").and_then(|v| v.as_str())
                     == Some("uncorroborated_namesake")
                 {
-                    let f = p.evidence["fields"].as_object().expect("fields");
+                    let f = evidence["fields"].as_object().expect("fields");
                     let bits: f64 = f
                         .iter()
                         .filter(|(k, _)| *k != "birth_date")
@@ -132,7 +133,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                         println!(
                             "namesake rule {} margin {bits:.1}: {}",
                             if same { "T" } else { "F" },
-                            p.evidence["fields"]
+                            evidence["fields"]
                         );
                     }
                     *margins
@@ -142,7 +143,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                 if same && p.decision != Decision::Link && std::env::var("REVIEWS").is_ok() {
                     println!(
                         "review {} | {:?} {:?} {:?} | {:?} {:?} {:?}",
-                        p.evidence,
+                        evidence,
                         nodes[i].last,
                         nodes[i].first,
                         nodes[i].birth,
@@ -152,14 +153,13 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                     );
                 }
                 if same && p.decision != Decision::Link {
-                    let mut why = p
-                        .evidence
+                    let mut why = evidence
                         .get("blocked_by")
                         .and_then(|v| v.as_str())
                         .unwrap_or("review")
                         .to_string();
                     if why == "uncorroborated_namesake" {
-                        let f = &p.evidence["fields"];
+                        let f = &evidence["fields"];
                         let bits: f64 = ["last_name", "first_name", "middle_name"]
                             .iter()
                             .filter_map(|k| f[k]["weight"].as_f64())
@@ -175,7 +175,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                 {
                     println!(
                         "false link {:?} {:?} {} {}",
-                        truth[i].group, truth[j].group, p.score, p.evidence
+                        truth[i].group, truth[j].group, p.score, evidence
                     );
                     println!(
                         "   {:?}\n   {:?}",

@@ -182,11 +182,10 @@ pub async fn candidates(
 fn score(setup: &Setup, model: &Model, me: &Features, other: &Features, person: i64) -> Candidate {
     let scored = model.score(me, other);
     let outcome = setup.evaluate(me, other);
-    let blocked_by = outcome
-        .as_ref()
-        .and_then(|o| o.evidence.get("blocked_by"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let blocked_by = outcome.as_ref().and_then(|o| {
+        let evidence = o.evidence.value();
+        evidence.get("blocked_by")?.as_str().map(str::to_string)
+    });
     let decision = outcome.as_ref().map_or("none", |o| o.decision.as_str());
     let guarded = crate::model::params::guard(me, other, &scored.levels).is_some();
     let grade = match decision {

@@ -9,7 +9,7 @@ mod load;
 
 use std::collections::{HashMap, HashSet};
 
-use super::types::{PairRow, Rec};
+use super::types::{Evidence, PairRow, Rec};
 use crate::features::Features;
 use crate::rules::Decision;
 
@@ -143,7 +143,7 @@ impl From<StoredPair> for PairRow {
             decision,
             rule: p.rule,
             score: p.score,
-            evidence: std::sync::Arc::new(p.evidence),
+            evidence: Evidence::Tree(std::sync::Arc::new(p.evidence)),
         }
     }
 }

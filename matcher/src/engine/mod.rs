@@ -63,7 +63,7 @@ use phases::Phases;
 use crate::rules::Weights;
 
 pub use setup::{Scoring, Setup};
-pub use types::{Applied, PairRow, Rec};
+pub use types::{Applied, Evidence, PairRow, Rec};
 pub use write::audit_one;
 
 pub use crate::lock::MATCH_LOCK;

@@ -10,7 +10,7 @@ use crate::features::Features;
 use crate::model::{self, Model, Thresholds};
 use crate::rules::{self, Weights};
 
-use super::types::PairRow;
+use super::types::{Evidence, PairRow};
 
 /// How pairs are scored.
 #[derive(Debug, Clone)]
@@ -52,9 +52,9 @@ impl Setup {
                     decision: o.decision,
                     rule: o.rule.to_string(),
                     score: o.score,
-                    evidence: Arc::new(
+                    evidence: Evidence::Tree(Arc::new(
                         serde_json::to_value(&o.evidence).expect("evidence serializes"),
-                    ),
+                    )),
                 })
             }
             Scoring::Model { model, thresholds } => {
@@ -65,7 +65,7 @@ impl Setup {
                     decision: o.decision,
                     rule: o.rule.to_string(),
                     score: o.scored.weight as f32,
-                    evidence: Arc::new(model::params::evidence(model.version, &o)),
+                    evidence: Evidence::Text(model::params::evidence(model.version, &o).into()),
                 })
             }
         }
@@ -144,15 +144,16 @@ mod tests {
         assert_eq!(by_rules.rule, rules.rule);
         assert_eq!(by_rules.score, rules.score);
         assert_eq!(
-            *by_rules.evidence,
+            *by_rules.evidence.value(),
             serde_json::to_value(&rules.evidence).unwrap()
         );
         // The model's evidence: probability, weight and each field's level
         // and contribution, no values.
         assert_eq!(by_model.rule, "model");
-        assert!(by_model.evidence["probability"].as_f64().unwrap() > 0.99);
-        assert_eq!(by_model.evidence["fields"]["snils"]["level"], "exact");
-        assert!(!by_model.evidence.to_string().contains("иванов"));
+        let evidence = by_model.evidence.value();
+        assert!(evidence["probability"].as_f64().unwrap() > 0.99);
+        assert_eq!(evidence["fields"]["snils"]["level"], "exact");
+        assert!(!by_model.evidence.text().contains("иванов"));
     }
 
     #[test]

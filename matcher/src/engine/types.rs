@@ -1,6 +1,7 @@
 //! The values every part of the engine passes around: a record's name, a
 //! stored pairwise decision, what an application changed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -44,10 +45,43 @@ pub struct PairRow {
     pub decision: Decision,
     pub rule: String,
     pub score: f32,
-    /// Shared: a batch's new pairs are also cloned into their component,
-    /// and a copy of the JSON tree (a dozen maps for the model's) per pair
-    /// cost as much as scoring it.
-    pub evidence: Arc<Value>,
+    pub evidence: Evidence,
+}
+
+/// A pair's evidence (`match_pairs.evidence`, JSON). Shared: a batch's new
+/// pairs are also cloned into their component.
+#[derive(Debug, Clone)]
+pub enum Evidence {
+    /// Read back from PostgreSQL, or built as a tree (the rules').
+    Tree(Arc<Value>),
+    /// Serialized where it was built (the model's): a JSON tree of a dozen
+    /// maps per pair, built only to be written, cost as much as scoring it.
+    Text(Arc<str>),
+}
+
+impl Evidence {
+    /// As JSON text, to be written.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Evidence::Tree(v) => Cow::Owned(v.to_string()),
+            Evidence::Text(t) => Cow::Borrowed(t),
+        }
+    }
+
+    /// As a JSON tree, to be read.
+    pub fn value(&self) -> Cow<'_, Value> {
+        match self {
+            Evidence::Tree(v) => Cow::Borrowed(v),
+            Evidence::Text(t) => Cow::Owned(serde_json::from_str(t).expect("evidence is JSON")),
+        }
+    }
+}
+
+impl Default for Evidence {
+    /// JSON `null`.
+    fn default() -> Evidence {
+        Evidence::Tree(Arc::new(Value::Null))
+    }
 }
 
 /// The two records in stored order (the smaller first).

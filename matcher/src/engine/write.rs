@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::postgres::PgCopyIn;
 use sqlx::PgConnection;
 
-use super::types::{PairRow, Rec};
+use super::types::{Evidence, PairRow, Rec};
 
 /// From this many rows on, COPY.
 const COPY_FROM: usize = 1_000;
@@ -174,6 +174,8 @@ pub(super) trait Cells<'r> {
     fn opt_float(&mut self, v: Option<f32>);
     fn bool(&mut self, v: bool);
     fn json(&mut self, v: &Value);
+    /// A pair's evidence (a [`Type::Jsonb`] column).
+    fn evidence(&mut self, e: &Evidence);
     /// JSON already serialized (a [`Type::Json`] column).
     fn json_text(&mut self, v: &'r str);
 
@@ -321,6 +323,12 @@ impl<'r> Cells<'r> for Arrays<'r> {
         }
     }
 
+    fn evidence(&mut self, e: &Evidence) {
+        if let Array::Jsonb(c) = self.column(Type::Jsonb) {
+            c.push(e.text().into_owned());
+        }
+    }
+
     fn json_text(&mut self, v: &'r str) {
         if let Array::Json(c) = self.column(Type::Json) {
             c.push(v);
@@ -447,6 +455,11 @@ impl<'r> Cells<'r> for CopyIn<'_> {
         self.escaped(&v.to_string());
     }
 
+    fn evidence(&mut self, e: &Evidence) {
+        self.cell(Type::Jsonb);
+        self.escaped(&e.text());
+    }
+
     fn json_text(&mut self, v: &'r str) {
         self.cell(Type::Json);
         self.escaped(v);
@@ -462,7 +475,7 @@ pub(super) async fn pairs(conn: &mut PgConnection, pairs: &[PairRow]) -> sqlx::R
         row.text(p.decision.as_str());
         row.text(&p.rule);
         row.float(p.score);
-        row.json(&p.evidence);
+        row.evidence(&p.evidence);
     })
     .await
 }
@@ -527,7 +540,7 @@ pub(super) struct NewItem<'a> {
     pub b: &'a Rec,
     pub reason: &'a str,
     pub score: f32,
-    pub evidence: &'a Value,
+    pub evidence: &'a Evidence,
 }
 
 pub(super) async fn review_items(
@@ -541,7 +554,7 @@ pub(super) async fn review_items(
         row.text(&it.b.1);
         row.text(it.reason);
         row.float(it.score);
-        row.json(it.evidence);
+        row.evidence(it.evidence);
     })
     .await
 }

@@ -2,7 +2,7 @@
 //! (log2 of the odds that the two records are one person), its probability,
 //! each field's contribution, and the decision with the guards.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -423,31 +423,55 @@ fn shared_identifier(levels: &Levels) -> Option<&'static str> {
 }
 
 /// What a pair's evidence stores: the probability, the weight and each
-/// field's level and contribution (no values).
-pub fn evidence(version: Option<i64>, o: &ModelOutcome) -> serde_json::Value {
-    let mut fields = serde_json::Map::new();
-    for field in FIELDS {
-        if let (Some(level), Some(w)) = (
-            o.scored.levels[field.index()],
-            o.scored.contributions[field.index()],
-        ) {
-            fields.insert(
-                field.name().into(),
-                serde_json::json!({
-                    "level": field.levels()[level as usize],
-                    "weight": (w * 100.0).round() / 100.0,
-                }),
-            );
-        }
-    }
-    let mut e = serde_json::json!({
-        "model_version": version,
-        "probability": o.scored.probability,
-        "weight": (o.scored.weight * 100.0).round() / 100.0,
-        "fields": fields,
-    });
-    if let Some(why) = o.blocked_by {
-        e["blocked_by"] = why.into();
-    }
-    e
+/// field's level and contribution (no values), as JSON text. Serialized
+/// straight from these structs: a JSON tree (a dozen maps) built for every
+/// stored pair only to be written cost as much as scoring it. Fields in
+/// alphabetical order, so that the text is the one a tree would give.
+#[derive(Serialize)]
+struct StoredEvidence {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocked_by: Option<&'static str>,
+    fields: BTreeMap<&'static str, FieldEvidence>,
+    model_version: Option<i64>,
+    probability: f64,
+    weight: f64,
+}
+
+/// One field of [`StoredEvidence`].
+#[derive(Serialize)]
+struct FieldEvidence {
+    level: &'static str,
+    weight: f64,
+}
+
+/// Weights are stored to two decimals.
+fn rounded(w: f64) -> f64 {
+    (w * 100.0).round() / 100.0
+}
+
+/// The evidence stored for a pair the model decided ([`StoredEvidence`]).
+pub fn evidence(version: Option<i64>, o: &ModelOutcome) -> String {
+    let fields = FIELDS
+        .iter()
+        .filter_map(|field| {
+            let level = o.scored.levels[field.index()]?;
+            let w = o.scored.contributions[field.index()]?;
+            let level = field.levels()[level as usize];
+            Some((
+                field.name(),
+                FieldEvidence {
+                    level,
+                    weight: rounded(w),
+                },
+            ))
+        })
+        .collect();
+    serde_json::to_string(&StoredEvidence {
+        blocked_by: o.blocked_by,
+        fields,
+        model_version: version,
+        probability: o.scored.probability,
+        weight: rounded(o.scored.weight),
+    })
+    .expect("evidence serializes")
 }

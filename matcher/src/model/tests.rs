@@ -471,3 +471,56 @@ fn a_record_with_a_wrong_birth_date_joins_a_person_on_an_identifier() {
     assert_eq!(two.cluster_of, vec![0, 0, 2, 2]);
     assert_eq!(two.refused[0].reason, "chain_birth_date_differs");
 }
+
+/// The evidence as a JSON tree, as it was built before it was serialized
+/// straight from structs.
+fn evidence_tree(version: Option<i64>, o: &super::ModelOutcome) -> serde_json::Value {
+    let mut fields = serde_json::Map::new();
+    for field in super::FIELDS {
+        if let (Some(level), Some(w)) = (
+            o.scored.levels[field.index()],
+            o.scored.contributions[field.index()],
+        ) {
+            fields.insert(
+                field.name().into(),
+                serde_json::json!({
+                    "level": field.levels()[level as usize],
+                    "weight": (w * 100.0).round() / 100.0,
+                }),
+            );
+        }
+    }
+    let mut e = serde_json::json!({
+        "model_version": version,
+        "probability": o.scored.probability,
+        "weight": (o.scored.weight * 100.0).round() / 100.0,
+        "fields": fields,
+    });
+    if let Some(why) = o.blocked_by {
+        e["blocked_by"] = why.into();
+    }
+    e
+}
+
+/// The stored text is the one the JSON tree gives, byte for byte, for the
+/// decided pairs of generated records (with and without `blocked_by`).
+#[test]
+fn evidence_text_is_the_json_tree_text() {
+    let records = generated(300);
+    let model = Model::priors();
+    let t = Thresholds::default();
+    let mut seen = std::collections::HashSet::new();
+    for (i, a) in records.iter().enumerate() {
+        for b in &records[i + 1..] {
+            let Some(o) = model.decide(a, b, &t) else {
+                continue;
+            };
+            for version in [None, Some(3)] {
+                let text = super::params::evidence(version, &o);
+                assert_eq!(text, evidence_tree(version, &o).to_string());
+            }
+            seen.insert(o.blocked_by.is_some());
+        }
+    }
+    assert_eq!(seen.len(), 2, "pairs with and without a guard");
+}

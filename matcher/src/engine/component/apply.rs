@@ -4,7 +4,6 @@
 //! events, review items and the audit rows.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -12,7 +11,7 @@ use sqlx::PgConnection;
 use super::super::events;
 use super::super::phases::Phases;
 use super::super::setup::Setup;
-use super::super::types::{ordered, split, Applied, PairRow, Rec};
+use super::super::types::{ordered, split, Applied, Evidence, PairRow, Rec};
 use super::super::write::{self, Audit, NewItem, Placed, Via};
 use super::Component;
 use crate::cluster::{self, Edge, EdgeKind};
@@ -73,7 +72,7 @@ impl Placement<'_> {
 struct Wanted {
     reason: String,
     score: f32,
-    evidence: Arc<Value>,
+    evidence: Evidence,
 }
 
 impl Component {
