@@ -180,7 +180,14 @@ impl Forest {
         let (x, y) = (&self.members[ra], &self.members[rb]);
         let dates_held = input.guards == Guards::Model
             && (birth_dates_held(input.nodes, x, y) || mistyped_birth_date(input.nodes, e, x, y));
-        match union_conflict(input.nodes, input.keep_apart, input.guards, dates_held, x, y) {
+        match union_conflict(
+            input.nodes,
+            input.keep_apart,
+            input.guards,
+            dates_held,
+            x,
+            y,
+        ) {
             None => Verdict::Unite,
             Some("keep_apart") => Verdict::KeepApart,
             Some(reason) => refuse(reason),
@@ -243,13 +250,17 @@ fn union_conflict(
 /// record of the same person that carries the right birth date, or the
 /// wrong one, contradicts nothing new.
 fn birth_dates_held(nodes: &[Features], x: &[usize], y: &[usize]) -> bool {
-    let dates = |c: &[usize]| -> Vec<chrono::NaiveDate> { c.iter().filter_map(|&n| nodes[n].birth).collect() };
+    let dates = |c: &[usize]| -> Vec<chrono::NaiveDate> {
+        c.iter().filter_map(|&n| nodes[n].birth).collect()
+    };
     let (dx, dy) = (dates(x), dates(y));
     let differs = crate::model::Field::BirthDate.differs();
     let close = |d: &chrono::NaiveDate, e: &chrono::NaiveDate| {
         crate::model::compare::birth_date(Some(*d), Some(*e)) != Some(differs)
     };
-    let within = |a: &[chrono::NaiveDate], b: &[chrono::NaiveDate]| a.iter().all(|d| b.iter().any(|e| close(d, e)));
+    let within = |a: &[chrono::NaiveDate], b: &[chrono::NaiveDate]| {
+        a.iter().all(|d| b.iter().any(|e| close(d, e)))
+    };
     within(&dy, &dx) || within(&dx, &dy)
 }
 

@@ -142,14 +142,23 @@ fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
         compared: 5_000,
         apart: 0,
     });
-    assert_eq!(decision(&model), Some((Decision::Link, None)), "no namesakes");
+    assert_eq!(
+        decision(&model),
+        Some((Decision::Link, None)),
+        "no namesakes"
+    );
     let shown = super::store::show(&model);
-    assert!(shown.contains("namesakes: none among 5000 pairs"), "{shown}");
+    assert!(
+        shown.contains("namesakes: none among 5000 pairs"),
+        "{shown}"
+    );
     let always = Thresholds {
         namesake_rule: NamesakeRule::Always,
         ..t
     };
-    let o = model.decide(&a, &b, &always).map(|o| (o.decision, o.blocked_by));
+    let o = model
+        .decide(&a, &b, &always)
+        .map(|o| (o.decision, o.blocked_by));
     assert_eq!(o, held, "the rule on every model");
 
     // Counting: the same SNILS is one person, two valid ones two people;
@@ -160,8 +169,14 @@ fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
     };
     let mut counted = Namesakes::default();
     for (x, y) in [
-        (with_snils(a.clone(), "11223344595"), with_snils(b.clone(), "11223344595")),
-        (with_snils(a.clone(), "11223344595"), with_snils(b.clone(), "12345678964")),
+        (
+            with_snils(a.clone(), "11223344595"),
+            with_snils(b.clone(), "11223344595"),
+        ),
+        (
+            with_snils(a.clone(), "11223344595"),
+            with_snils(b.clone(), "12345678964"),
+        ),
         (with_snils(a.clone(), "11223344595"), b.clone()),
         (
             with_snils(a.clone(), "11223344595"),
@@ -465,7 +480,11 @@ fn a_record_with_a_wrong_birth_date_joins_a_person_on_an_identifier() {
     let two = cluster::cluster(cluster::Input {
         nodes: &[right, other, wrong_pair, wrong_too],
         guards: Guards::Model,
-        edges: vec![edge(0, 1, "document"), edge(2, 3, "document"), edge(0, 2, "snils")],
+        edges: vec![
+            edge(0, 1, "document"),
+            edge(2, 3, "document"),
+            edge(0, 2, "snils"),
+        ],
         keep_apart: &Default::default(),
     });
     assert_eq!(two.cluster_of, vec![0, 0, 2, 2]);

@@ -505,7 +505,10 @@ impl Component {
         questions: HashMap<(Rec, Rec), Wanted>,
     ) -> HashMap<(Rec, Rec), Wanted> {
         let persons_of = |a: &Rec, b: &Rec| -> Option<(i64, i64)> {
-            let (x, y) = (self.final_person(placement, a)?, self.final_person(placement, b)?);
+            let (x, y) = (
+                self.final_person(placement, a)?,
+                self.final_person(placement, b)?,
+            );
             Some((x.min(y), x.max(y)))
         };
         let kept_apart: HashSet<(i64, i64)> = self
@@ -524,9 +527,8 @@ impl Component {
             if kept_apart.contains(&persons) {
                 continue;
             }
-            let weaker = |(held, w): &((Rec, Rec), Wanted)| {
-                stronger((&pair, wanted.score), (held, w.score))
-            };
+            let weaker =
+                |(held, w): &((Rec, Rec), Wanted)| stronger((&pair, wanted.score), (held, w.score));
             if strongest.get(&persons).is_none_or(weaker) {
                 strongest.insert(persons, (pair, wanted));
             }
