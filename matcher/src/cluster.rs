@@ -322,3 +322,6 @@ pub fn pair_conflict(a: &Features, b: &Features) -> Option<&'static str> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests;

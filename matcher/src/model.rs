@@ -22,4 +22,4 @@ pub use compare::{Field, Levels, FIELDS};
 pub use params::{Model, ModelOutcome, Thresholds};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
