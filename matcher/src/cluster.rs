@@ -177,17 +177,7 @@ impl Forest {
         if self.locked[ra] || self.locked[rb] {
             return refuse("locked_person");
         }
-        let (x, y) = (&self.members[ra], &self.members[rb]);
-        let dates_held = input.guards == Guards::Model
-            && (birth_dates_held(input.nodes, x, y) || mistyped_birth_date(input.nodes, e, x, y));
-        match union_conflict(
-            input.nodes,
-            input.keep_apart,
-            input.guards,
-            dates_held,
-            x,
-            y,
-        ) {
+        match union_conflict(input, e, &self.members[ra], &self.members[rb]) {
             None => Verdict::Unite,
             Some("keep_apart") => Verdict::KeepApart,
             Some(reason) => refuse(reason),
@@ -215,24 +205,32 @@ impl Forest {
     }
 }
 
-/// Why the union of two clusters would be wrong, if it would.
-fn union_conflict(
-    nodes: &[Features],
-    keep_apart: &std::collections::HashSet<(usize, usize)>,
-    guards: Guards,
-    dates_held: bool,
-    x: &[usize],
-    y: &[usize],
-) -> Option<&'static str> {
+/// Why the union of two clusters by link `e` would be wrong, if it would.
+/// Under the model a birth-date conflict is looked at again, without the
+/// birth dates, when the union holds no new birth date or `e` brings in a
+/// record whose birth date was typed wrong (worked out once, at the first
+/// such conflict: most unions have none).
+fn union_conflict(input: &Input<'_>, e: &Edge, x: &[usize], y: &[usize]) -> Option<&'static str> {
+    let nodes = input.nodes;
+    let mut dates_waived = None;
     for &i in x {
         for &j in y {
             let key = if i < j { (i, j) } else { (j, i) };
-            if keep_apart.contains(&key) {
+            if input.keep_apart.contains(&key) {
                 return Some("keep_apart");
             }
-            let conflict = match guards {
+            let conflict = match input.guards {
                 Guards::Rules => pair_conflict(&nodes[i], &nodes[j]),
-                Guards::Model => model_conflict(&nodes[i], &nodes[j], !dates_held),
+                Guards::Model => match model_conflict(&nodes[i], &nodes[j], true) {
+                    Some("chain_birth_date_differs")
+                        if *dates_waived.get_or_insert_with(|| {
+                            birth_dates_held(nodes, x, y) || mistyped_birth_date(nodes, e, x, y)
+                        }) =>
+                    {
+                        model_conflict(&nodes[i], &nodes[j], false)
+                    }
+                    other => other,
+                },
             };
             if let Some(reason) = conflict {
                 return Some(reason);

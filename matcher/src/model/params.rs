@@ -289,9 +289,14 @@ impl Model {
     /// the records trained on hold no namesakes, or when its names are rare
     /// enough.
     fn may_link_uncorroborated(&self, s: &Scored, t: &Thresholds) -> bool {
-        let no_namesakes = t.namesake_rule == NamesakeRule::WhenFound
-            && self.namesakes.is_some_and(|n| n.apart == 0);
+        let no_namesakes = t.namesake_rule == NamesakeRule::WhenFound && !self.holds_namesakes();
         no_namesakes || self.rare_names(s, t)
+    }
+
+    /// Whether the records trained on hold namesakes (or nothing was
+    /// counted: the shipped priors), so that the namesake rule applies.
+    pub fn holds_namesakes(&self) -> bool {
+        self.namesakes.is_none_or(|n| n.apart > 0)
     }
 
     /// Whether the names of a pair are rare enough to link it on names and

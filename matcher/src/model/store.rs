@@ -205,7 +205,7 @@ pub fn show(model: &Model) -> String {
 fn namesake_line(model: &Model) -> String {
     match model.namesakes {
         None => "not counted; pairs known by names and birth date alone need rare names".into(),
-        Some(n) if n.apart == 0 => format!(
+        Some(n) if !model.holds_namesakes() => format!(
             "none among {} pairs agreeing on names and birth date with comparable SNILS or passports; \
              pairs known by names and birth date alone are decided by their probability",
             n.compared
