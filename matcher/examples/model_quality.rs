@@ -52,6 +52,9 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
             if let Some(bits) = std::env::var("BITS").ok().and_then(|b| b.parse().ok()) {
                 thresholds.uncorroborated_margin_bits = bits;
             }
+            if let Some(p) = std::env::var("LINK").ok().and_then(|b| b.parse().ok()) {
+                thresholds.link_probability = p;
+            }
             Scoring::Model { model, thresholds }
         }
         other => other,
@@ -75,6 +78,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
     let mut reason: HashMap<(usize, usize), String> = HashMap::new();
     let mut margins: std::collections::BTreeMap<String, u64> = Default::default();
     let (mut edges, mut reviews) = (Vec::new(), Vec::new());
+    let mut item_evidence: HashMap<(usize, usize), String> = HashMap::new();
     for members in blocks.values().filter(|m| m.len() >= 2 && m.len() <= 100) {
         for (x, &i) in members.iter().enumerate() {
             for &j in &members[x + 1..] {
@@ -205,7 +209,10 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                         rule: p.rule,
                         score: p.score,
                     }),
-                    _ => reviews.push((i, j)),
+                    _ => {
+                        reviews.push((i, j));
+                        item_evidence.insert((i, j), evidence.to_string());
+                    }
                 }
             }
         }
@@ -282,7 +289,26 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
         *by_person.entry(&t.person).or_default() += 1;
     }
     let actual: u64 = by_person.values().map(|n| n * (n - 1) / 2).sum();
-    let open = reviews.iter().filter(|(i, j)| c[*i] != c[*j]).count() + out.refused.len();
+    // One open item per pair of persons, as the engine keeps them.
+    let mut items: HashSet<(usize, usize)> = HashSet::new();
+    let questions = reviews
+        .iter()
+        .copied()
+        .chain(out.refused.iter().map(|r| (r.a, r.b)));
+    for (i, j) in questions.filter(|(i, j)| c[*i] != c[*j]) {
+        let pair = (c[i].min(c[j]), c[i].max(c[j]));
+        if items.insert(pair) && std::env::var("ITEMS").is_ok() {
+            let show = |f: &Features| (f.last.clone(), f.first.clone(), f.birth, f.docs.clone());
+            println!(
+                "item {}: {:?} | {:?} {}",
+                if truth[i].person == truth[j].person { "T" } else { "F" },
+                show(&nodes[i]),
+                show(&nodes[j]),
+                item_evidence.get(&(i, j)).map_or("refused", |e| e.as_str())
+            );
+        }
+    }
+    let open = items.len();
     let p = correct as f64 / found.max(1) as f64;
     let r = correct as f64 / actual.max(1) as f64;
     println!(

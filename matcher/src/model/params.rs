@@ -123,7 +123,11 @@ impl Namesakes {
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// A pair whose match probability is at least this is linked (unless a
-    /// guard says otherwise).
+    /// guard says otherwise). At the default, a pair linked at the margin
+    /// is two people one time in 2,000, and most links lie far above it;
+    /// the pairs that are most often two people in fact (twins,
+    /// namesakes, relatives) are held back by the guards and the namesake
+    /// rule, not by this threshold.
     pub link_probability: f64,
     /// A pair whose match probability is at least this (and under
     /// `link_probability`) becomes a review item with its probability.
@@ -157,7 +161,7 @@ pub enum NamesakeRule {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            link_probability: 0.9999,
+            link_probability: 0.9995,
             review_probability: 0.9,
             uncorroborated_margin_bits: 8.0,
             namesake_rule: NamesakeRule::WhenFound,
