@@ -303,6 +303,7 @@ fn example_configurations_load_with_the_defaults() {
         etl_runtime::settings::load(Some(&config("infoclinica-extractor.toml")))
             .expect("infoclinica-extractor.toml");
     infoclinica.validate().expect("infoclinica-extractor.toml");
+    same_decisions(&matcher.matcher, &identity.matcher);
     let defaults = etl_runtime::telemetry::TelemetrySettings::default();
     for (name, telemetry, shutdown, http) in [
         ("loader", &loader.telemetry, &loader.shutdown, &loader.http),
@@ -337,4 +338,30 @@ fn example_configurations_load_with_the_defaults() {
             "{name}"
         );
     }
+}
+
+/// `$match` ranks and decides pairs as the matcher does only with the same
+/// settings of a pair's decision: identity.toml's `[matcher]` must say
+/// what matcher.toml says (a threshold changed in one file only would make
+/// the identity service call "certain" what the matcher sends to review).
+fn same_decisions(
+    matcher: &matcher::settings::MatcherSettings,
+    identity: &matcher::settings::MatcherSettings,
+) {
+    let differs =
+        |what: &str| format!("identity.toml [matcher] {what} differs from matcher.toml's");
+    assert_eq!(matcher.scoring, identity.scoring, "{}", differs("scoring"));
+    assert_eq!(
+        matcher.max_block_size,
+        identity.max_block_size,
+        "{}",
+        differs("max_block_size")
+    );
+    assert_eq!(matcher.model, identity.model, "{}", differs("[model]"));
+    assert_eq!(
+        format!("{:?}", matcher.weights),
+        format!("{:?}", identity.weights),
+        "{}",
+        differs("[weights]")
+    );
 }
