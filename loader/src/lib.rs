@@ -5,6 +5,8 @@
 //! * [`batch`]: decoding, validation and collapsing of a batch.
 //! * [`limits`]: the largest value each field may hold.
 //! * [`validity`]: identifiers' validity computed from their values.
+//! * [`identity`]: the hashes of a record's identifier keys, stored for
+//!   the identity service's lookups.
 //! * [`store`]: the PostgreSQL writes (upsert, change feed, dead letters).
 //! * [`split`]: a batch PostgreSQL rejects, written message by message.
 //! * [`service`]: the consume → write → ack loop and its shutdown.
@@ -17,6 +19,7 @@
 //! at any moment all converge on the same state.
 
 pub mod batch;
+pub mod identity;
 pub mod limits;
 pub mod service;
 pub mod settings;

@@ -387,22 +387,24 @@ WITH input AS (
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::date[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[],
         $13::bool[], $14::text[], $15::text[], $16::text[], $17::int2[], $18::int8[],
-        $19::bytea[], $20::timestamptz[], $21::int8[], $22::bool[], $23::text[]
+        $19::bytea[], $20::timestamptz[], $21::int8[], $22::bool[], $23::text[],
+        $24::text[]
     ) AS t (source, source_id, business_unit, last_name, first_name, middle_name,
             birth_date, sex, documents, snils, snils_valid, oms_policy,
             oms_policy_valid, phones, emails, issues, schema_version, source_version,
-            content_hash, observed_at, stream_seq, is_delete, traceparent)
+            content_hash, observed_at, stream_seq, is_delete, traceparent,
+            identity_key_hashes)
 ),
 written AS (
     INSERT INTO source_records AS r (
         source, source_id, business_unit, last_name, first_name, middle_name,
         birth_date, sex, documents, snils, snils_valid, oms_policy, oms_policy_valid,
         phones, emails, issues, schema_version, source_version, content_hash,
-        observed_at, stream_seq, deleted_at)
+        observed_at, stream_seq, deleted_at, identity_key_hashes)
     SELECT source, source_id, business_unit, last_name, first_name, middle_name,
         birth_date, sex, documents::jsonb, snils, snils_valid, oms_policy, oms_policy_valid,
         phones::jsonb, emails::jsonb, issues::jsonb, schema_version, source_version, content_hash,
-        observed_at, stream_seq, CASE WHEN is_delete THEN now() END
+        observed_at, stream_seq, CASE WHEN is_delete THEN now() END, identity_key_hashes::int4[]
     FROM input
     ON CONFLICT (source, source_id) DO UPDATE SET
         business_unit    = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.business_unit ELSE r.business_unit END,
@@ -419,6 +421,8 @@ written AS (
         phones           = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.phones ELSE r.phones END,
         emails           = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.emails ELSE r.emails END,
         issues           = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.issues ELSE r.issues END,
+        identity_key_hashes = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.identity_key_hashes
+                                   ELSE r.identity_key_hashes END,
         schema_version   = EXCLUDED.schema_version,
         source_version   = EXCLUDED.source_version,
         content_hash     = EXCLUDED.content_hash,
@@ -471,6 +475,9 @@ struct Columns<'a> {
     stream_seq: Vec<i64>,
     is_delete: Vec<bool>,
     traceparent: Vec<Option<&'a str>>,
+    /// `{h1,h2,…}` ([`crate::identity`]): never NULL, so that the
+    /// table's trigger for other writers does not compute it again.
+    identity_key_hashes: Vec<String>,
 }
 
 fn json_array<T: serde::Serialize>(items: &[T]) -> String {
@@ -530,6 +537,8 @@ impl<'a> Columns<'a> {
         self.stream_seq.push(row.stream_seq as i64);
         self.is_delete.push(e.op == Operation::Delete);
         self.traceparent.push(row.traceparent);
+        self.identity_key_hashes
+            .push(crate::identity::key_hashes_literal(r));
     }
 }
 
@@ -568,6 +577,7 @@ async fn upsert(
         .bind(&c.stream_seq)
         .bind(&c.is_delete)
         .bind(&c.traceparent)
+        .bind(&c.identity_key_hashes)
         .fetch_one(&mut **tx)
         .await?;
     let changed = (inserted + updated + deleted) as u64;

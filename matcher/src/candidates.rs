@@ -7,7 +7,7 @@
 //! the matcher's features ([`crate::features`]), and its candidates are the
 //! live records that share one of its blocking keys, exactly as the matcher
 //! would find them if the query were loaded as a record: identifier keys
-//! through the per-column indexes of identifiers ([`crate::reads::key_lookup`]),
+//! through the index of their hashes ([`crate::reads::HOLDING_KEY`]),
 //! the keys holding the birth date (names, initials: they need the
 //! matcher's name folding) among the records of the same birth date or its
 //! day/month swap; a key held by more records than `matcher.max_block_size`
@@ -233,31 +233,25 @@ async fn blocked(
     // A key is usable when its holders, the query included, are at most
     // `max_block_size`.
     let room = (max_block_size - 1).max(0);
-    // Identifier keys are the ones `store::key_lookup` finds; every other
-    // key (surname, first name and patronymic, initials) holds the birth
-    // key, so its holders are among the records of the birth date or its
-    // swap.
-    let (id_keys, name_keys): (Vec<&String>, Vec<&String>) = keys.iter().partition(|k| {
-        ["d:", "s:", "o:", "p:", "e:"]
-            .iter()
-            .any(|p| k.starts_with(p))
-    });
+    // Identifier keys are found through the index of their hashes
+    // (`reads::HOLDING_KEY`); every other key (surname, first name and
+    // patronymic, initials) holds the birth key, so its holders are among
+    // the records of the birth date or its swap.
+    let (id_keys, name_keys): (Vec<&String>, Vec<&String>) = keys
+        .iter()
+        .partition(|k| crate::reads::is_identifier_key(k));
     let mut found: HashMap<(String, String), Features> = HashMap::new();
     let mut unusable: HashSet<String> = HashSet::new();
     for key in id_keys {
-        let Some(lookup) = crate::reads::key_lookup(key) else {
-            continue;
-        };
         // Only fixed fragments are interpolated; every value is bound.
         let sql = format!(
             "SELECT {} FROM source_records WHERE {} LIMIT $2",
             crate::row_columns!(),
-            crate::reads::holding_key(&lookup)
+            crate::reads::HOLDING_KEY
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(key)
             .bind(room + 1)
-            .bind(&lookup.value)
             .fetch_all(pool)
             .await?;
         if rows.len() as i64 > room {

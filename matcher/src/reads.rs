@@ -314,63 +314,31 @@ pub struct Holder {
     pub person_id: Option<i64>,
 }
 
-/// How the live records holding an identifier key (a blocking key such as
-/// `s:<snils>`, as `identity_keys(…)` names it) are found: a condition one
-/// of the per-column indexes answers (B-tree on valid SNILS and OMS,
-/// `jsonb_path_ops` GIN on documents, phones and e-mails) with its value
-/// bound as `$3`; the few rows it finds are then checked against the key
-/// itself (`identity_keys(…) @> ARRAY[$1]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyLookup {
-    /// An SQL condition on `source_records`' columns: one of a fixed set,
-    /// never built from input.
-    pub condition: &'static str,
-    /// `$3`: the identifier, or the JSON its array column contains.
-    pub value: String,
+/// Whether `key` (a blocking key such as `s:<snils>`, as `identity_keys(…)`
+/// names it) is an identifier, which [`HOLDING_KEY`] finds; names and the
+/// birth date are not.
+pub fn is_identifier_key(key: &str) -> bool {
+    ["d:", "s:", "o:", "p:", "e:"]
+        .iter()
+        .any(|p| key.starts_with(p))
 }
 
-/// The indexed lookup of identifier `key`; `None` for a key that is no
-/// identifier (names, birth date).
-pub fn key_lookup(key: &str) -> Option<KeyLookup> {
-    let (kind, rest) = key.split_once(':')?;
-    let (condition, value) = match kind {
-        "s" => ("snils = $3 AND snils_valid", rest.to_string()),
-        "o" => ("oms_policy = $3 AND oms_policy_valid", rest.to_string()),
-        "d" => {
-            let (_, number) = rest.rsplit_once(':')?;
-            let contained = serde_json::json!([{ "number": number }]);
-            ("documents @> $3::jsonb", contained.to_string())
-        }
-        "p" => {
-            let contained = serde_json::json!([{ "number": { "value": rest } }]);
-            ("phones @> $3::jsonb", contained.to_string())
-        }
-        "e" => {
-            let contained = serde_json::json!([{ "address": { "value": rest } }]);
-            ("emails @> $3::jsonb", contained.to_string())
-        }
-        _ => return None,
-    };
-    Some(KeyLookup { condition, value })
-}
-
-/// The condition of the live records holding identifier key `$1` (see
-/// [`KeyLookup`]), for a query on `source_records`.
-pub fn holding_key(lookup: &KeyLookup) -> String {
-    format!(
-        "{} AND identity_keys(documents, snils, snils_valid, oms_policy, oms_policy_valid,
-                              phones, emails) @> ARRAY[$1::text]
-         AND deleted_at IS NULL",
-        lookup.condition
-    )
-}
+/// The condition of the live records holding identifier key `$1`, for a
+/// query on `source_records`: the GIN index over the hashes of the
+/// records' keys (written by the loader, migration
+/// 20261207030001_identity_key_hashes.sql) finds the few rows whose keys
+/// hash alike, which are then checked against the key itself.
+pub const HOLDING_KEY: &str = "identity_key_hashes @> ARRAY[identity_key_hash($1::text)]
+     AND identity_keys(documents, snils, snils_valid, oms_policy, oms_policy_valid,
+                       phones, emails) @> ARRAY[$1::text]
+     AND deleted_at IS NULL";
 
 /// The live records whose identifiers include `key` (a blocking key such
 /// as `s:<snils>`), at most `limit`; none for a key that is no identifier.
 pub async fn holders(pool: &PgPool, key: &str, limit: i64) -> sqlx::Result<Vec<Holder>> {
-    let Some(lookup) = key_lookup(key) else {
+    if !is_identifier_key(key) {
         return Ok(Vec::new());
-    };
+    }
     // Only fixed fragments are interpolated; every value is bound.
     let sql = format!(
         "SELECT r.source, r.source_id, m.person_id
@@ -379,12 +347,11 @@ pub async fn holders(pool: &PgPool, key: &str, limit: i64) -> sqlx::Result<Vec<H
               AND m.source_id = r.source_id COLLATE \"C\" AND m.valid_to IS NULL
          WHERE {}
          ORDER BY r.source, r.source_id LIMIT $2",
-        holding_key(&lookup)
+        HOLDING_KEY
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(key)
         .bind(limit)
-        .bind(&lookup.value)
         .fetch_all(pool)
         .await
 }
@@ -443,39 +410,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_identifier_key_has_its_indexed_condition() {
-        let lookup = |key: &str| key_lookup(key).map(|l| (l.condition, l.value));
-        assert_eq!(
-            lookup("s:11223344595"),
-            Some(("snils = $3 AND snils_valid", "11223344595".into()))
-        );
-        assert_eq!(
-            lookup("o:7700000000000001"),
-            Some((
-                "oms_policy = $3 AND oms_policy_valid",
-                "7700000000000001".into()
-            ))
-        );
-        assert_eq!(
-            lookup("d:14:4506:123456"),
-            Some(("documents @> $3::jsonb", r#"[{"number":"123456"}]"#.into()))
-        );
-        assert_eq!(
-            lookup("p:79251234567"),
-            Some((
-                "phones @> $3::jsonb",
-                r#"[{"number":{"value":"79251234567"}}]"#.into()
-            ))
-        );
-        assert_eq!(
-            lookup("e:a@b.ru"),
-            Some((
-                "emails @> $3::jsonb",
-                r#"[{"address":{"value":"a@b.ru"}}]"#.into()
-            ))
-        );
+    fn identifier_keys_are_told_from_name_keys() {
+        for key in [
+            "s:11223344595",
+            "o:7700000000000001",
+            "d:14:4506:123456",
+            "p:79251234567",
+            "e:a@b.ru",
+        ] {
+            assert!(is_identifier_key(key), "{key}");
+        }
         // Names and the birth date are no identifiers.
-        assert_eq!(lookup("n:ivanov:1980-01-01"), None);
-        assert_eq!(lookup("no key"), None);
+        assert!(!is_identifier_key("n:ivanov:1980-01-01"));
+        assert!(!is_identifier_key("no key"));
     }
 }

@@ -5,6 +5,7 @@ mod cluster;
 mod common;
 mod docs;
 mod endpoints;
+mod identity;
 mod load;
 mod processes;
 mod trace;
