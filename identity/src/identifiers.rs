@@ -10,7 +10,7 @@
 //! | `urn:etl-bus:source:<source>` | a source record (`qms`, `infoclinica`, …) | its source id |
 
 use proto::normalize::{self, Checked};
-use proto::DocumentType;
+use proto::{identifier_key, DocumentType};
 
 use crate::problem::Problem;
 
@@ -51,11 +51,14 @@ impl Identifier {
     /// a problem if it is not valid.
     pub fn key(&self) -> Result<String, Problem> {
         match self {
-            Identifier::Snils(raw) => Ok(format!("s:{}", valid("snils", normalize::snils(raw))?)),
-            Identifier::Oms(raw) => Ok(format!(
-                "o:{}",
-                valid("oms_policy", normalize::oms_policy(raw))?
-            )),
+            Identifier::Snils(raw) => Ok(identifier_key::snils(&valid(
+                "snils",
+                normalize::snils(raw),
+            )?)),
+            Identifier::Oms(raw) => Ok(identifier_key::oms(&valid(
+                "oms_policy",
+                normalize::oms_policy(raw),
+            )?)),
             Identifier::Document {
                 doc_type,
                 series,
@@ -160,11 +163,10 @@ pub fn document_key(code: &str, series: Option<&str>, number: &str) -> Result<St
         )
         .with("field", "document"));
     }
-    Ok(format!(
-        "d:{}:{}:{}",
+    Ok(identifier_key::document(
         t.0,
-        doc.series.unwrap_or_default(),
-        doc.number
+        doc.series.as_deref().unwrap_or_default(),
+        &doc.number,
     ))
 }
 

@@ -12,7 +12,7 @@
 //! written records, since a key hashed differently here would make its
 //! record invisible to lookups.
 
-use proto::{DocumentType, PatientRecord};
+use proto::{identifier_key, DocumentType, PatientRecord};
 use sha2::{Digest, Sha256};
 
 /// The record's identifier keys as `identity_keys(…)` names them:
@@ -24,27 +24,26 @@ pub fn keys(record: &PatientRecord) -> Vec<String> {
     let mut keys = Vec::with_capacity(6);
     for d in &record.documents {
         if d.problem.is_none() && d.doc_type != DocumentType::UNKNOWN && !d.number.is_empty() {
-            keys.push(format!(
-                "d:{}:{}:{}",
+            keys.push(identifier_key::document(
                 d.doc_type.0,
                 d.series.as_deref().unwrap_or(""),
-                d.number
+                &d.number,
             ));
         }
     }
     if let Some(s) = record.snils.as_ref().filter(|c| c.is_valid()) {
-        keys.push(format!("s:{}", s.value));
+        keys.push(identifier_key::snils(&s.value));
     }
     if let Some(o) = record.oms_policy.as_ref().filter(|c| c.is_valid()) {
-        keys.push(format!("o:{}", o.value));
+        keys.push(identifier_key::oms(&o.value));
     }
     for p in record.phones.iter().filter(|p| p.number.is_valid()) {
-        keys.push(format!("p:{}", p.number.value));
+        keys.push(identifier_key::phone(&p.number.value));
     }
     for e in record.emails.iter().filter(|e| e.address.is_valid()) {
         // Valid addresses are lowercased by `proto::normalize` already;
         // SQL lowercases again, and so does this.
-        keys.push(format!("e:{}", e.address.value.to_lowercase()));
+        keys.push(identifier_key::email(&e.address.value.to_lowercase()));
     }
     keys.sort_unstable();
     keys.dedup();

@@ -301,7 +301,11 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
             let show = |f: &Features| (f.last.clone(), f.first.clone(), f.birth, f.docs.clone());
             println!(
                 "item {}: {:?} | {:?} {}",
-                if truth[i].person == truth[j].person { "T" } else { "F" },
+                if truth[i].person == truth[j].person {
+                    "T"
+                } else {
+                    "F"
+                },
                 show(&nodes[i]),
                 show(&nodes[j]),
                 item_evidence.get(&(i, j)).map_or("refused", |e| e.as_str())

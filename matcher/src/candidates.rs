@@ -239,7 +239,7 @@ async fn blocked(
     // the records of the birth date or its swap.
     let (id_keys, name_keys): (Vec<&String>, Vec<&String>) = keys
         .iter()
-        .partition(|k| crate::reads::is_identifier_key(k));
+        .partition(|k| proto::identifier_key::is_identifier(k));
     let mut found: HashMap<(String, String), Features> = HashMap::new();
     let mut unusable: HashSet<String> = HashSet::new();
     for key in id_keys {

@@ -104,7 +104,7 @@ pub struct Doc {
 
 impl Doc {
     pub fn key(&self) -> String {
-        format!("d:{}:{}:{}", self.doc_type, self.series, self.number)
+        proto::identifier_key::document(self.doc_type, &self.series, &self.number)
     }
 
     /// For a Russian internal passport, the year its blank was made (the last
@@ -224,10 +224,10 @@ impl Features {
             keys.push(d.key());
         }
         if let Some(s) = &self.snils {
-            keys.push(format!("s:{s}"));
+            keys.push(proto::identifier_key::snils(s));
         }
         if let Some(o) = &self.oms {
-            keys.push(format!("o:{o}"));
+            keys.push(proto::identifier_key::oms(o));
         }
         if let Some(b) = self.birth {
             let (lo, hi) = if b.day() < b.month() {
@@ -256,10 +256,10 @@ impl Features {
             }
         }
         for p in &self.phones {
-            keys.push(format!("p:{p}"));
+            keys.push(proto::identifier_key::phone(p));
         }
         for e in &self.emails {
-            keys.push(format!("e:{e}"));
+            keys.push(proto::identifier_key::email(e));
         }
         keys.sort();
         keys.dedup();

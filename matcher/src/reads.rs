@@ -314,15 +314,6 @@ pub struct Holder {
     pub person_id: Option<i64>,
 }
 
-/// Whether `key` (a blocking key such as `s:<snils>`, as `identity_keys(…)`
-/// names it) is an identifier, which [`HOLDING_KEY`] finds; names and the
-/// birth date are not.
-pub fn is_identifier_key(key: &str) -> bool {
-    ["d:", "s:", "o:", "p:", "e:"]
-        .iter()
-        .any(|p| key.starts_with(p))
-}
-
 /// The condition of the live records holding identifier key `$1`, for a
 /// query on `source_records`: the GIN index over the hashes of the
 /// records' keys (written by the loader, migration
@@ -336,7 +327,7 @@ pub const HOLDING_KEY: &str = "identity_key_hashes @> ARRAY[identity_key_hash($1
 /// The live records whose identifiers include `key` (a blocking key such
 /// as `s:<snils>`), at most `limit`; none for a key that is no identifier.
 pub async fn holders(pool: &PgPool, key: &str, limit: i64) -> sqlx::Result<Vec<Holder>> {
-    if !is_identifier_key(key) {
+    if !proto::identifier_key::is_identifier(key) {
         return Ok(Vec::new());
     }
     // Only fixed fragments are interpolated; every value is bound.
@@ -403,25 +394,4 @@ pub async fn open_reviews(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result
     .bind(limit)
     .fetch_all(pool)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifier_keys_are_told_from_name_keys() {
-        for key in [
-            "s:11223344595",
-            "o:7700000000000001",
-            "d:14:4506:123456",
-            "p:79251234567",
-            "e:a@b.ru",
-        ] {
-            assert!(is_identifier_key(key), "{key}");
-        }
-        // Names and the birth date are no identifiers.
-        assert!(!is_identifier_key("n:ivanov:1980-01-01"));
-        assert!(!is_identifier_key("no key"));
-    }
 }

@@ -8,6 +8,7 @@
 //!   source's codes.
 //! * [`normalize`]: normalization of names, documents, SNILS, OMS policies,
 //!   phones and e-mails, shared by every extractor.
+//! * [`identifier_key`]: how a valid identifier is named as a key.
 //! * [`naming`]: subjects, source names and message ids.
 //! * [`bus`]: the stream definition and publishing.
 //! * [`batch`]: batch messages (several envelopes in one message) and the
@@ -20,6 +21,7 @@ pub mod batch;
 pub mod bus;
 pub mod doctype;
 pub mod envelope;
+pub mod identifier_key;
 pub mod naming;
 pub mod normalize;
 pub mod record;
