@@ -1,9 +1,8 @@
 //! The rows both paths write: many by COPY (text format), few by one
 //! `INSERT … SELECT FROM UNNEST(arrays)`. COPY has no executor per row and
-//! no arrays to build and unpack, but costs two writes on the socket (the
-//! data, then the end), and the second waits for the server's delayed ACK
-//! of the first (Nagle: ~40 ms per COPY measured), which would dominate an
-//! idle batch of one record. Every table written here has no row to
+//! no arrays to build and unpack, but takes one round trip more (the
+//! server answers the COPY before the rows are sent), which would be most
+//! of the cost of an idle batch of one record. Every table written here has no row to
 //! conflict with (the caller deleted or closed the old rows of the same
 //! records first), so neither needs `ON CONFLICT`: a duplicate would be a
 //! bug and fails the batch.

@@ -1,0 +1,49 @@
+//! The services' connections to PostgreSQL, read from the sockets
+//! themselves (no timing).
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrLike, SockaddrStorage};
+
+/// Nagle's algorithm is off on every connection of the services' pool
+/// (`TCP_NODELAY`). With it on, a statement whose message ends in a
+/// partial segment (large array parameters, a COPY's rows) waits for the
+/// server's delayed ACK, 40 ms on Linux: sqlx 0.9.0 left the option off,
+/// and the matcher worked off a backlog about a fifth slower.
+#[tokio::test]
+async fn postgres_connections_send_without_delay() {
+    let mut db = testkit::local_postgres();
+    db.database_name = "postgres".into();
+    let pool = db.pool();
+    let mut conn = pool.acquire().await.expect("PostgreSQL must be running");
+    let port: i32 = sqlx::query_scalar("SELECT inet_client_port()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let sockets = tcp_sockets_on_local_port(port as u16);
+    assert_eq!(sockets.len(), 1, "the connection's socket in /proc/self/fd");
+    let fd = unsafe { BorrowedFd::borrow_raw(sockets[0]) };
+    assert!(
+        getsockopt(&fd, sockopt::TcpNoDelay).unwrap(),
+        "TCP_NODELAY is off on the pool's connection"
+    );
+}
+
+/// This process's TCP sockets bound to local `port`.
+fn tcp_sockets_on_local_port(port: u16) -> Vec<RawFd> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|fd| {
+            getsockname::<SockaddrStorage>(*fd).is_ok_and(|a| local_port(&a) == Some(port))
+        })
+        .collect()
+}
+
+fn local_port(address: &SockaddrStorage) -> Option<u16> {
+    match address.family()? {
+        nix::sys::socket::AddressFamily::Inet => address.as_sockaddr_in().map(|a| a.port()),
+        nix::sys::socket::AddressFamily::Inet6 => address.as_sockaddr_in6().map(|a| a.port()),
+        _ => None,
+    }
+}
