@@ -50,7 +50,7 @@ pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
-    let pool = settings.database.pool();
+    let pool = settings.database.pool_for_point_reads();
     if !etl_runtime::database::wait_for_schema(
         &pool,
         &etl_runtime::database::MIGRATOR,

@@ -72,6 +72,10 @@ pub struct DatabaseSettings {
     /// development database). The `etl` tool ignores it: only `etl migrate`
     /// migrates.
     pub migrate: bool,
+    /// Not a setting (never read from configuration): the sessions plan no
+    /// parallel query; set by [`DatabaseSettings::pool_for_point_reads`].
+    #[serde(skip)]
+    pub serial_plans: bool,
 }
 
 /// `database.ssl_mode`, libpq's `sslmode` values (see
@@ -111,6 +115,7 @@ impl Default for DatabaseSettings {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             migrate: false,
+            serial_plans: false,
         }
     }
 }
@@ -152,6 +157,9 @@ impl DatabaseSettings {
         if let Some(password) = &self.password {
             options = options.password(password.expose_secret());
         }
+        if self.serial_plans {
+            options = options.options([("max_parallel_workers_per_gather", "0")]);
+        }
         options
     }
 
@@ -168,6 +176,22 @@ impl DatabaseSettings {
 
     pub fn with_db(&self) -> PgConnectOptions {
         self.without_db().database(&self.database_name)
+    }
+
+    /// [`DatabaseSettings::pool`] for a service that answers requests with
+    /// a few rows each (the identity service): its sessions never plan a
+    /// parallel query. PostgreSQL cannot estimate a lookup in the GIN index
+    /// of identifier-key hashes (every hash is all but unique, so `ANALYZE`
+    /// keeps no element statistics and the planner assumes 0.5 % of the
+    /// table); on a million records it then starts two parallel workers
+    /// to read two rows, and the workers' start (about 5 ms) was most of a
+    /// lookup's time.
+    pub fn pool_for_point_reads(&self) -> PgPool {
+        DatabaseSettings {
+            serial_plans: true,
+            ..self.clone()
+        }
+        .pool()
     }
 
     /// A lazy pool: connections are made on first use, so a service starts

@@ -2,4 +2,4 @@
 //! each test on its own database, stream and consumer names.
 
 mod chaos;
-mod postgres_sockets;
+mod postgres_connections;

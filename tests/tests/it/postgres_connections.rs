@@ -1,5 +1,5 @@
-//! The services' connections to PostgreSQL, read from the sockets
-//! themselves (no timing).
+//! The services' connections to PostgreSQL: their sockets and sessions
+//! as the server and the kernel see them (no timing).
 
 use std::os::fd::{BorrowedFd, RawFd};
 
@@ -27,6 +27,29 @@ async fn postgres_connections_send_without_delay() {
         getsockopt(&fd, sockopt::TcpNoDelay).unwrap(),
         "TCP_NODELAY is off on the pool's connection"
     );
+}
+
+/// The identity service's pool plans no parallel query (see
+/// `DatabaseSettings::pool_for_point_reads`); the other services' pools
+/// keep the server's setting.
+#[tokio::test]
+async fn point_read_pools_plan_no_parallel_query() {
+    let mut db = testkit::local_postgres();
+    db.database_name = "postgres".into();
+    let setting = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SHOW max_parallel_workers_per_gather")
+            .fetch_one(&pool)
+            .await
+            .expect("PostgreSQL must be running")
+    };
+    assert_eq!(setting(db.pool_for_point_reads()).await, "0");
+    let server: String = sqlx::query_scalar(
+        "SELECT boot_val FROM pg_settings WHERE name = 'max_parallel_workers_per_gather'",
+    )
+    .fetch_one(&db.pool())
+    .await
+    .unwrap();
+    assert_eq!(setting(db.pool()).await, server);
 }
 
 /// This process's TCP sockets bound to local `port`.
