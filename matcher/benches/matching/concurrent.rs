@@ -117,7 +117,9 @@ fn report_batches(logs: &str) {
 /// it, and the CPU each side used (this process = the writer, the matcher
 /// binary, PostgreSQL).
 async fn paced(pool: &PgPool, store: &Store, matcher: &testkit::ChildProcess, rate: u64) {
-    const CHUNK: usize = 500;
+    // The loader's transactions under a sustained stream: full batches of
+    // its default `loader.batch_size`.
+    const CHUNK: usize = 2_000;
     let seconds = env_u64("BENCH_PACED_SECONDS", 20);
     let n = (rate * seconds) as usize;
     let records = new_records(rate, n, &format!("pc{rate}"));
