@@ -22,6 +22,7 @@ async fn postgres_connections_send_without_delay() {
         .unwrap();
     let sockets = tcp_sockets_on_local_port(port as u16);
     assert_eq!(sockets.len(), 1, "the connection's socket in /proc/self/fd");
+    // SAFETY: the descriptor stays open while `conn` is held.
     let fd = unsafe { BorrowedFd::borrow_raw(sockets[0]) };
     assert!(
         getsockopt(&fd, sockopt::TcpNoDelay).unwrap(),
@@ -31,25 +32,25 @@ async fn postgres_connections_send_without_delay() {
 
 /// The identity service's pool plans no parallel query (see
 /// `DatabaseSettings::pool_for_point_reads`); the other services' pools
-/// keep the server's setting.
+/// leave the server's setting alone.
 #[tokio::test]
 async fn point_read_pools_plan_no_parallel_query() {
     let mut db = testkit::local_postgres();
     db.database_name = "postgres".into();
+    // The session's value and where it came from (`client`: the options
+    // the connection sent at login).
     let setting = |pool: sqlx::PgPool| async move {
-        sqlx::query_scalar::<_, String>("SHOW max_parallel_workers_per_gather")
-            .fetch_one(&pool)
-            .await
-            .expect("PostgreSQL must be running")
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT setting, source FROM pg_settings WHERE name = 'max_parallel_workers_per_gather'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("PostgreSQL must be running")
     };
-    assert_eq!(setting(db.pool_for_point_reads()).await, "0");
-    let server: String = sqlx::query_scalar(
-        "SELECT boot_val FROM pg_settings WHERE name = 'max_parallel_workers_per_gather'",
-    )
-    .fetch_one(&db.pool())
-    .await
-    .unwrap();
-    assert_eq!(setting(db.pool()).await, server);
+    let (value, source) = setting(db.pool_for_point_reads()).await;
+    assert_eq!((value.as_str(), source.as_str()), ("0", "client"));
+    let (_, source) = setting(db.pool()).await;
+    assert_ne!(source, "client", "the other pools send no such option");
 }
 
 /// This process's TCP sockets bound to local `port`.
