@@ -12,8 +12,7 @@ use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrLike, SockaddrS
 /// and the matcher worked off a backlog about a fifth slower.
 #[tokio::test]
 async fn postgres_connections_send_without_delay() {
-    let mut db = testkit::local_postgres();
-    db.database_name = "postgres".into();
+    let db = server();
     let pool = db.pool();
     let mut conn = pool.acquire().await.expect("PostgreSQL must be running");
     let port: i32 = sqlx::query_scalar("SELECT inet_client_port()")
@@ -35,8 +34,7 @@ async fn postgres_connections_send_without_delay() {
 /// leave the server's setting alone.
 #[tokio::test]
 async fn point_read_pools_plan_no_parallel_query() {
-    let mut db = testkit::local_postgres();
-    db.database_name = "postgres".into();
+    let db = server();
     // The session's value and where it came from (`client`: the options
     // the connection sent at login).
     let setting = |pool: sqlx::PgPool| async move {
@@ -51,6 +49,15 @@ async fn point_read_pools_plan_no_parallel_query() {
     assert_eq!((value.as_str(), source.as_str()), ("0", "client"));
     let (_, source) = setting(db.pool()).await;
     assert_ne!(source, "client", "the other pools send no such option");
+}
+
+/// The local server's settings on its maintenance database: these tests
+/// only read their sessions' state, they need no database of their own.
+fn server() -> etl_runtime::database::DatabaseSettings {
+    etl_runtime::database::DatabaseSettings {
+        database_name: "postgres".into(),
+        ..testkit::local_postgres()
+    }
 }
 
 /// This process's TCP sockets bound to local `port`.
