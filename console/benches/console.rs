@@ -95,6 +95,8 @@ async fn timed_get(http: &reqwest::Client, url: &str, cookie: &str) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // Measured on the deployment's recommended PostgreSQL settings.
+    let _postgres = testkit::postgres::benchmark_server();
     let persons = env("BENCH_PERSONS", 1_000_000);
     let items = env("BENCH_ITEMS", 10_000);
     let repeat = env("BENCH_REPEAT", 50);

@@ -113,6 +113,8 @@ fn demographics(t: &TruthRecord) -> Value {
 
 #[tokio::main]
 async fn main() {
+    // Measured on the deployment's recommended PostgreSQL settings.
+    let _postgres = testkit::postgres::benchmark_server();
     let persons = env("BENCH_PERSONS", 1_000_000);
     let seconds = env("BENCH_SECONDS", 30);
     let lookup_rate = env("BENCH_LOOKUP_RATE", 500);

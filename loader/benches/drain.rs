@@ -62,6 +62,8 @@ struct Cleanup {
 }
 
 fn main() {
+    // Measured on the deployment's recommended PostgreSQL settings.
+    let postgres = testkit::postgres::benchmark_server();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,6 +76,8 @@ fn main() {
         async move { tokio::spawn(bench(cleanup)).await }
     });
     runtime.block_on(clean_up(&cleanup));
+    // `exit` below skips destructors: stop the cluster first.
+    drop(postgres);
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {

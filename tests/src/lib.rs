@@ -49,8 +49,34 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{n}_{nanos}", std::process::id())
 }
 
-/// Settings of the shared local PostgreSQL server, database not yet chosen.
+/// The port of a server of this process's own that [`local_postgres`]
+/// names instead of the shared one ([`use_postgres`]).
+static OWN_POSTGRES: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
+/// Makes [`local_postgres`] (and so [`fresh_database`]) name the server on
+/// 127.0.0.1:`port` for the rest of this process: a benchmark's own
+/// cluster ([`postgres::benchmark_server`]). Once per process.
+pub fn use_postgres(port: u16) {
+    OWN_POSTGRES
+        .set(port)
+        .expect("use_postgres is called once per process");
+}
+
+/// Settings of the local PostgreSQL server (the shared one, unless
+/// [`use_postgres`] named another), database not yet chosen.
 pub fn local_postgres() -> DatabaseSettings {
+    if let Some(&port) = OWN_POSTGRES.get() {
+        return DatabaseSettings {
+            host: "127.0.0.1".into(),
+            port,
+            ..shared_postgres()
+        };
+    }
+    shared_postgres()
+}
+
+/// Settings of the shared local PostgreSQL server.
+fn shared_postgres() -> DatabaseSettings {
     DatabaseSettings {
         host: std::env::var("TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
         port: std::env::var("TEST_PG_PORT")

@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL cluster of one test's own, for tests that stop the
-//! server (stopping the shared one would break every other test).
+//! server (stopping the shared one would break every other test), and for
+//! the benchmarks, which measure on a server with the deployment's
+//! recommended settings (the shared one has the package's defaults).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +15,53 @@ pub struct TempCluster {
     bin: PathBuf,
     /// Further `-c name=value` options of the server.
     options: String,
+    /// Whether the server syncs its writes to disk (`fsync`): off for
+    /// tests, which throw the cluster away; on for benchmarks, which
+    /// measure what a production server does.
+    durable: bool,
+}
+
+/// The PostgreSQL settings the deployment recommends
+/// (`deploy/postgres/tuning.conf`), as `name=value` pairs.
+pub fn recommended_settings() -> Vec<(String, String)> {
+    parse_settings(include_str!("../../deploy/postgres/tuning.conf"))
+}
+
+/// `name = value` lines of a postgresql.conf; comments and blank lines
+/// skipped.
+fn parse_settings(conf: &str) -> Vec<(String, String)> {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.split_once('=').expect("a `name = value` line");
+            (name.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The server a benchmark measures on: unless `BENCH_PG=shared`, a cluster
+/// of its own with the deployment's recommended settings
+/// ([`TempCluster::start_recommended`]), which [`crate::local_postgres`]
+/// then names for the rest of the process; keep it alive until the end.
+/// With `BENCH_PG=shared`, the shared local server as it is.
+pub fn benchmark_server() -> Option<TempCluster> {
+    if std::env::var("BENCH_PG").as_deref() == Ok("shared") {
+        println!("PostgreSQL: the shared local server, its own settings");
+        return None;
+    }
+    let cluster = TempCluster::start_recommended();
+    crate::use_postgres(cluster.port());
+    let settings: Vec<String> = recommended_settings()
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    println!(
+        "PostgreSQL: a cluster of the benchmark's own on port {}, fsync on, {} (deploy/postgres/tuning.conf)",
+        cluster.port(),
+        settings.join(", ")
+    );
+    Some(cluster)
 }
 
 fn pg_bin() -> PathBuf {
@@ -64,6 +113,19 @@ impl TempCluster {
     /// initdb + start on a free port, trust auth on 127.0.0.1.
     pub fn start() -> TempCluster {
         let cluster = Self::init();
+        cluster.start_server();
+        cluster
+    }
+
+    /// As [`Self::start`], durable (`fsync` on) and with the deployment's
+    /// recommended settings ([`recommended_settings`]): what benchmarks
+    /// measure on.
+    pub fn start_recommended() -> TempCluster {
+        let mut cluster = Self::init();
+        cluster.durable = true;
+        for (name, value) in recommended_settings() {
+            cluster.options += &format!(" -c {name}={value}");
+        }
         cluster.start_server();
         cluster
     }
@@ -126,6 +188,7 @@ impl TempCluster {
             port: free_port(),
             bin,
             options: String::new(),
+            durable: false,
         }
     }
 
@@ -164,6 +227,7 @@ impl TempCluster {
             port: free_port(),
             bin: self.bin.clone(),
             options: self.options.clone(),
+            durable: self.durable,
         };
         standby.start_server();
         standby
@@ -222,9 +286,10 @@ impl TempCluster {
 
     pub fn start_server(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} {}",
             self.port,
             self.dir.path().display(),
+            if self.durable { "on" } else { "off" },
             self.options,
         );
         let log = self.dir.path().join("server.log");
@@ -316,4 +381,20 @@ fn postgres_owned_dir(prefix: &str) -> tempfile::TempDir {
         assert!(status.success(), "chown {}", dir.path().display());
     }
     dir
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_recommended_settings_are_read_from_the_deployment_file() {
+        let settings = super::recommended_settings();
+        let names: Vec<&str> = settings.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["shared_buffers", "max_wal_size", "checkpoint_timeout"]
+        );
+        assert!(settings
+            .iter()
+            .all(|(_, v)| !v.is_empty() && !v.contains(' ')));
+    }
 }

@@ -67,6 +67,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    // Measured on the deployment's recommended PostgreSQL settings.
+    let _postgres = testkit::postgres::benchmark_server();
     let bench = Bench::from_env();
     etl_runtime::telemetry::init(&bench.settings.log);
     println!("scoring: {}", bench.scoring());
