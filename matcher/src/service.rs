@@ -124,7 +124,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         {
             Ok(Some(applied)) if applied.changes > 0 => {
                 attempts.succeeded();
-                size.claimed(applied.changes);
+                size.applied(&applied);
                 record_batch(&applied, started.elapsed());
                 total += applied;
                 continue;
@@ -223,6 +223,16 @@ impl BatchSize {
         (self.next.saturating_mul(4)).min(self.large)
     }
 
+    /// A batch applied `a`: a backlog ([`Applied::backlog`]) keeps the
+    /// batches growing.
+    pub fn applied(&mut self, a: &Applied) {
+        self.next = if a.backlog {
+            self.if_full()
+        } else {
+            self.small
+        };
+    }
+
     /// A batch claimed `n` changes.
     pub fn claimed(&mut self, n: u64) {
         self.next = if n as i64 >= self.next {
@@ -251,7 +261,7 @@ pub async fn drain(
         if applied.changes == 0 {
             return Ok(Some(total));
         }
-        size.claimed(applied.changes);
+        size.applied(&applied);
         total += applied;
     }
 }

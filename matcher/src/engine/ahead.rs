@@ -52,8 +52,15 @@ struct Seen {
     computed: Option<Computed>,
 }
 
+/// What a read-ahead saw: the records of the changes it read, and the
+/// newest of those changes.
+struct Sight {
+    records: HashMap<Rec, Seen>,
+    last_change: i64,
+}
+
 /// A read-ahead in progress (or done).
-pub(super) struct Pending(JoinHandle<sqlx::Result<HashMap<Rec, Seen>>>);
+pub(super) struct Pending(JoinHandle<sqlx::Result<Sight>>);
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,16 +79,17 @@ pub(super) fn start(pool: &PgPool, after: i64, limit: i64) -> Pending {
 /// worse than waiting long.
 const ACQUIRE: std::time::Duration = std::time::Duration::from_millis(500);
 
-async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<HashMap<Rec, Seen>> {
+async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Sight> {
     let mut conn = tokio::time::timeout(ACQUIRE, pool.acquire())
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
     let rows = sqlx::query(concat!(
-        "SELECT ",
+        "WITH c AS (SELECT change_id, source, source_id FROM record_changes
+             WHERE change_id > $1 ORDER BY change_id LIMIT $2)
+         SELECT ",
         crate::row_columns!(),
-        ", content_hash FROM (SELECT DISTINCT source, source_id FROM (
-             SELECT source, source_id FROM record_changes WHERE change_id > $1
-             ORDER BY change_id LIMIT $2) c) c
+        ", content_hash, (SELECT max(change_id) FROM c) AS last_change
+         FROM (SELECT DISTINCT source, source_id FROM c) c
          JOIN source_records USING (source, source_id)"
     ))
     .bind(after)
@@ -89,6 +97,9 @@ async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<HashMap<Rec
     .fetch_all(&mut *conn)
     .await?;
     drop(conn);
+    let last_change = rows
+        .first()
+        .map_or(after, |row| row.get::<i64, _>("last_change"));
     // Decoding, features and keys: CPU work, off the runtime's threads.
     let seen = tokio::task::spawn_blocking(move || {
         par_map(&rows, |row| {
@@ -116,7 +127,10 @@ async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<HashMap<Rec
     })
     .await
     .map_err(|e| sqlx::Error::Protocol(format!("read-ahead task failed: {e}")))?;
-    Ok(seen.into_iter().collect())
+    Ok(Sight {
+        records: seen.into_iter().collect(),
+        last_change,
+    })
 }
 
 /// A claimed change: its record, `op` and `content_hash`.
@@ -141,7 +155,7 @@ impl Pending {
     }
 
     /// What the read-ahead saw; `None` if it failed.
-    async fn seen(self) -> Option<HashMap<Rec, Seen>> {
+    async fn seen(self) -> Option<Sight> {
         match self.0.await {
             Ok(Ok(seen)) => Some(seen),
             Ok(Err(error)) => {
@@ -156,7 +170,10 @@ impl Pending {
     /// read ahead agrees with the newest of their claimed changes (module
     /// doc). A read-ahead that failed gives nothing.
     pub(super) async fn ready<'a>(self, claimed: impl IntoIterator<Item = Claimed<'a>>) -> Ready {
-        let Some(mut seen) = self.seen().await else {
+        let Some(Sight {
+            records: mut seen, ..
+        }) = self.seen().await
+        else {
             return Ready::new();
         };
         let newest = newest(claimed);
@@ -216,6 +233,11 @@ pub(super) struct Overlap {
 pub(super) struct Prepared {
     /// Each record as read: content hash and deleted flag.
     seen: HashMap<Rec, (Vec<u8>, bool)>,
+    /// The newest change the read-ahead read. The next batch claims no
+    /// change after it: while the loader writes, a read-ahead often finds
+    /// fewer changes than a batch, and a batch that claimed more would
+    /// not fit and compute everything again.
+    pub last_change: i64,
     pub paired: Paired,
     /// Its changes to the index (made after those of the batch before).
     pub undo: Undo,
@@ -259,7 +281,10 @@ pub(super) async fn prepare(
     pending: Pending,
     index: &mut BlockIndex,
 ) -> Option<Prepared> {
-    let seen = pending.seen().await?;
+    let Sight {
+        records: seen,
+        last_change,
+    } = pending.seen().await?;
     if seen.is_empty() {
         return None;
     }
@@ -290,6 +315,7 @@ pub(super) async fn prepare(
     {
         Ok(paired) => Some(Prepared {
             seen: hashes,
+            last_change,
             paired,
             undo,
         }),

@@ -196,8 +196,10 @@ impl Engine {
         // ([`ahead::Prepared`]): its index changes are undone unless the
         // batch uses it.
         let prepared = self.prepared.lock().expect("not poisoned").take();
+        // No change after those the prepared half read ([`ahead::Prepared::last_change`]).
+        let up_to = prepared.as_ref().map(|p| p.last_change);
         let claiming = std::time::Instant::now();
-        let claimed = match claim(&mut tx, limit).await {
+        let claimed = match claim(&mut tx, limit, up_to).await {
             Ok(claimed) => claimed,
             Err(error) => return Err(abandoned(tx, &mut index, prepared, error).await),
         };
@@ -209,11 +211,12 @@ impl Engine {
             tx.commit().await?;
             return Ok(Some(Applied::default()));
         }
+        let backlog = claimed.len() as i64 == limit || up_to.is_some();
         let loud = claimed.len() >= pairing::LOUD_BATCH;
         let mut phases = Phases::since("claim", claimed.len(), loud, claiming);
         phases.mark("changes claimed");
         let mut overlap = ahead::Overlap {
-            next_ahead: self.next_ahead(pool, &claimed, limit, ahead_limit),
+            next_ahead: self.next_ahead(pool, &claimed, backlog, ahead_limit),
             ..Default::default()
         };
         let mut ready = self.ready(pending, &claimed).await;
@@ -236,20 +239,20 @@ impl Engine {
         phases.mark("generation bumped");
         self.apply_in_flight(tx, claimed, &mut ready, &mut index, before, overlap, phases)
             .await
-            .map(Some)
+            .map(|applied| Some(Applied { backlog, ..applied }))
     }
 
-    /// Under a backlog (a full batch), the read-ahead of the next batch's
-    /// records, started now: they are read while this batch matches, and
-    /// its pairs computed while this one writes.
+    /// Under a `backlog` ([`Applied::backlog`]), the read-ahead of the
+    /// next batch's records, started now: they are read while this batch
+    /// matches, and its pairs computed while this one writes.
     fn next_ahead(
         &self,
         pool: &PgPool,
         claimed: &[ClaimedRow],
-        limit: i64,
+        backlog: bool,
         ahead_limit: i64,
     ) -> Option<(PgPool, ahead::Pending)> {
-        if claimed.len() as i64 != limit || claimed.len() < self.read_ahead_from {
+        if !backlog || claimed.len() < self.read_ahead_from {
             return None;
         }
         let after = claimed
@@ -557,12 +560,18 @@ async fn abandoned(
 /// claim these rows before it commits. A `FOR UPDATE` would only write a
 /// lock into each claimed row (~10 ms per 20,000 measured) that the delete
 /// of the batch writes again.
-async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<ClaimedRow>> {
+/// The first `limit` changes, none after `up_to`.
+async fn claim(
+    tx: &mut PgConnection,
+    limit: i64,
+    up_to: Option<i64>,
+) -> sqlx::Result<Vec<ClaimedRow>> {
     sqlx::query_as(
         "SELECT change_id, source, source_id, traceparent, op, content_hash FROM record_changes
-             ORDER BY change_id LIMIT $1",
+             WHERE change_id <= $2 ORDER BY change_id LIMIT $1",
     )
     .bind(limit)
+    .bind(up_to.unwrap_or(i64::MAX))
     .fetch_all(tx)
     .await
 }

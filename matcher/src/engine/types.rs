@@ -22,6 +22,10 @@ pub struct Applied {
     pub persons_retired: u64,
     pub reviews_opened: u64,
     pub reviews_closed: u64,
+    /// The batch was full, or stopped at the last change its prepared half
+    /// read ([`super::ahead::Prepared::last_change`]): more changes may be
+    /// waiting. (Of a sum: the last batch's.)
+    pub backlog: bool,
 }
 
 impl std::ops::AddAssign for Applied {
@@ -34,6 +38,7 @@ impl std::ops::AddAssign for Applied {
         self.persons_retired += o.persons_retired;
         self.reviews_opened += o.reviews_opened;
         self.reviews_closed += o.reviews_closed;
+        self.backlog = o.backlog;
     }
 }
 

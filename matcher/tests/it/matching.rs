@@ -1235,6 +1235,34 @@ async fn prepared_pairs_are_used_only_when_they_fit_the_claim() {
     f.assert_equals_a_rematch().await;
 }
 
+/// While the loader writes, a read-ahead often finds fewer changes than a
+/// batch claims. The next batch then claims only the changes read ahead,
+/// so that the pairs prepared for them are used, and the batch after it
+/// is read ahead again.
+#[tokio::test]
+async fn a_batch_stops_at_the_changes_its_prepared_half_read() {
+    let f = Fixture::new().await;
+    let records = truth(37, 40);
+    // Changes 1–10, and 11–15 before batch 1 reads ahead.
+    f.write(rows_of(&records[..15])).await;
+    let first = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    assert_eq!((first.changes, first.backlog), (10, true));
+    // 16–25 arrive after the read-ahead.
+    f.write(rows_of(&records[15..25])).await;
+    let second = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    assert_eq!(
+        (second.changes, second.backlog),
+        (5, true),
+        "the batch claimed the five changes read ahead, and reads on"
+    );
+    assert_eq!(f.engine.prepared_used(), 5);
+    let third = f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    assert_eq!(third.changes, 10);
+    assert_eq!(f.engine.prepared_used(), 15);
+    drain_by(&f, 10).await;
+    f.assert_equals_a_rematch().await;
+}
+
 /// A batch that fails while the next one's pairs were being prepared
 /// undoes both in the blocking index, the next one's first (they were made
 /// on top of the failed one's).
