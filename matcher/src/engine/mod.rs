@@ -553,14 +553,14 @@ async fn abandoned(
     rolled_back(tx, error).await
 }
 
-/// Claims up to `limit` change-feed rows, oldest first.
+/// Claims up to `limit` change-feed rows, oldest first, none after
+/// `up_to` (the prepared half's last change, if any).
 ///
 /// No row locks: every transaction that deletes change rows (a batch, a
 /// re-match) holds `MATCH_LOCK`, which the caller holds, so nobody else can
 /// claim these rows before it commits. A `FOR UPDATE` would only write a
 /// lock into each claimed row (~10 ms per 20,000 measured) that the delete
 /// of the batch writes again.
-/// The first `limit` changes, none after `up_to`.
 async fn claim(
     tx: &mut PgConnection,
     limit: i64,
