@@ -129,9 +129,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 total += applied;
                 continue;
             }
-            Ok(Some(_)) => {
+            Ok(Some(applied)) => {
                 attempts.succeeded();
-                size.claimed(0);
+                size.applied(&applied);
             }
             // Another instance holds the lock: stand by.
             Ok(None) => {}

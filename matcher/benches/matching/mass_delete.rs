@@ -42,7 +42,7 @@ pub async fn run(bench: &Bench, table: &Table, n: usize) {
             break;
         }
         slowest = slowest.max(batch.elapsed());
-        size.claimed(applied.changes);
+        size.applied(&applied);
         changes += applied.changes;
     }
     let took = started.elapsed();
