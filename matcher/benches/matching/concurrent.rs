@@ -76,6 +76,10 @@ pub async fn run(bench: &Bench, table: &Table, n: usize) {
     }
     let status = matcher.terminate(Duration::from_secs(30));
     let logs = matcher.logs();
+    // `BENCH_MATCHER_LOG=FILE` keeps the matcher binary's whole log.
+    if let Ok(path) = std::env::var("BENCH_MATCHER_LOG") {
+        std::fs::write(&path, &logs).expect("BENCH_MATCHER_LOG is writable");
+    }
     report_batches(&logs);
     assert!(status.is_some_and(|s| s.success()), "{logs}");
 }

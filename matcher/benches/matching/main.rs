@@ -25,7 +25,8 @@
 //!   its person when the service is idle?
 //! * [`concurrent`]: does the matcher binary keep up beside the loader's
 //!   write path, flat out and paced? (`BENCH_CONCURRENT=N`,
-//!   `BENCH_PACED=R1,R2,…`; skipped by default.)
+//!   `BENCH_PACED=R1,R2,…`; skipped by default; `BENCH_MATCHER_LOG=FILE`
+//!   keeps the matcher binary's whole log.)
 //! * [`pipeline`]: does it keep up with the loader's service draining the
 //!   bus, and how soon after the load is everything matched?
 //!   (`BENCH_PIPELINE=N`; skipped by default.)
