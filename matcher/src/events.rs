@@ -161,6 +161,7 @@ async fn publish_pending(
             .map_err(db)?;
         let batch: Vec<Outgoing> =
             sqlx::query_as(outgoing!("WHERE event_id > $1 ORDER BY event_id LIMIT $2"))
+                .persistent(crate::queue::KEEP_PLAN)
                 .bind(cursor)
                 .bind(settings.batch_size)
                 .fetch_all(pool)
@@ -389,6 +390,7 @@ pub async fn replay(
         let batch: Vec<Outgoing> = sqlx::query_as(outgoing!(
             "WHERE event_id > $1 AND event_id <= $2 ORDER BY event_id LIMIT $3"
         ))
+        .persistent(crate::queue::KEEP_PLAN)
         .bind(after)
         .bind(to)
         .bind(settings.batch_size)

@@ -22,6 +22,8 @@
 //! * [`leader`]: one instance at a time (a session-level advisory lock).
 //! * [`gauges`]: backlog, open review items and open dead letters for
 //!   `/metrics`, read from PostgreSQL every 15 s.
+//! * `queue`: why statements that read the change feed or the outbox are
+//!   planned at each run.
 
 // Rows read with `query_as` are tuples of their columns.
 #![allow(clippy::type_complexity)]
@@ -38,6 +40,7 @@ mod lock;
 pub mod model;
 pub mod operator;
 mod par;
+mod queue;
 pub mod reads;
 pub mod rules;
 pub mod service;

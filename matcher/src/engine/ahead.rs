@@ -92,6 +92,7 @@ async fn read(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Sight> {
          FROM (SELECT DISTINCT source, source_id FROM c) c
          JOIN source_records USING (source, source_id)"
     ))
+    .persistent(crate::queue::KEEP_PLAN)
     .bind(after)
     .bind(limit)
     .fetch_all(&mut *conn)

@@ -241,6 +241,7 @@ impl BlockIndex {
             "SELECT DISTINCT x.source, x.source_id FROM record_changes x WHERE NOT ",
             crate::state_exists!(" AND NOT ")
         ))
+        .persistent(crate::queue::KEEP_PLAN)
         .fetch(&mut *conn);
         while let Some((s, i)) = rows.try_next().await? {
             let id = self.intern(&s, &i);

@@ -207,6 +207,7 @@ async fn set_aside(
     let row: Option<ChangeRow> = sqlx::query_as(
         "SELECT op, source_version, content_hash, traceparent FROM record_changes WHERE change_id = $1",
     )
+    .persistent(crate::queue::KEEP_PLAN)
     .bind(change_id)
     .fetch_optional(&mut *conn)
     .await?;

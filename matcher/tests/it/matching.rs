@@ -1263,6 +1263,41 @@ async fn a_batch_stops_at_the_changes_its_prepared_half_read() {
     f.assert_equals_a_rematch().await;
 }
 
+/// The change feed is read by statements planned at each run, never by a
+/// plan the session cached while the feed was empty (a sequential scan and
+/// a sort of the whole backlog: `matcher::queue`): after idle polls and
+/// batches, no session of the pool holds a prepared statement that reads
+/// `record_changes` (the loader's insert into it may be).
+#[tokio::test]
+async fn the_change_feed_is_never_read_by_a_cached_plan() {
+    let f = Fixture::new().await;
+    for _ in 0..8 {
+        f.engine.process_batch(&f.pool, 10).await.unwrap().unwrap();
+    }
+    let records = truth(41, 60);
+    f.write(rows_of(&records[..30])).await;
+    drain_by(&f, 10).await;
+    f.write(rows_of(&records[30..])).await;
+    drain_by(&f, 10).await;
+    let mut sessions = Vec::new();
+    while let Ok(Ok(conn)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), f.pool.acquire()).await
+    {
+        sessions.push(conn);
+    }
+    assert!(!sessions.is_empty());
+    for conn in &mut sessions {
+        // The pattern is split so that this statement does not match itself.
+        let cached: Vec<String> = sqlx::query_scalar(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%FROM record' || '_changes%'",
+        )
+        .fetch_all(&mut **conn)
+        .await
+        .unwrap();
+        assert!(cached.is_empty(), "cached plans over the feed: {cached:?}");
+    }
+}
+
 /// A batch that fails while the next one's pairs were being prepared
 /// undoes both in the blocking index, the next one's first (they were made
 /// on top of the failed one's).
