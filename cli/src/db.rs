@@ -45,7 +45,7 @@ impl std::error::Error for SchemaMismatch {}
 
 /// A pool on the configured database, once its schema is checked.
 pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = PgPool::connect_with(settings.database.fitting_server().await).await?;
     check_schema(&pool).await?;
     Ok(pool)
 }

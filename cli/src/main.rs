@@ -218,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
 /// Applies the migrations shipped in this binary (the loader's and the
 /// matcher's are one set, `migrations/`) and prints each applied version.
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect_with(settings.database.with_db()).await?;
+    let pool = sqlx::PgPool::connect_with(settings.database.fitting_server().await).await?;
     etl_runtime::database::MIGRATOR.run(&pool).await?;
     let applied: Vec<(i64, String)> =
         sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")

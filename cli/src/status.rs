@@ -253,10 +253,14 @@ async fn from_nats(
 }
 
 async fn from_postgres(settings: &Settings, timeout: Duration) -> anyhow::Result<DbPart> {
+    // Within the answer's time even when every host is down.
+    let server = tokio::time::timeout(timeout, settings.database.fitting_server())
+        .await
+        .unwrap_or_else(|_| settings.database.with_db());
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(timeout)
-        .connect_with(settings.database.with_db())
+        .connect_with(server)
         .await?;
     if let Err(e) = crate::db::check_schema(&pool).await {
         return Ok(DbPart {

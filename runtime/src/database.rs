@@ -178,6 +178,22 @@ impl DatabaseSettings {
         self.without_db().database(&self.database_name)
     }
 
+    /// Options, with the database, for the first server of `host` that
+    /// answers and that `target_session_attrs` accepts (the primary; after a
+    /// failover, the promoted standby); the first server's if none does, so
+    /// that connecting to it says why. For one-shot commands (`etl`): a
+    /// service's [`DatabaseSettings::pool`] also follows a failover while it
+    /// runs.
+    pub async fn fitting_server(&self) -> PgConnectOptions {
+        if self.hosts().len() < 2 {
+            return self.with_db();
+        }
+        match failover::first_fit(self).await {
+            Some(fit) => fit.options,
+            None => self.with_db(),
+        }
+    }
+
     /// [`DatabaseSettings::pool`] for a service that answers requests with
     /// a few rows each (the identity service): its sessions never plan a
     /// parallel query. PostgreSQL cannot estimate a lookup in the GIN index

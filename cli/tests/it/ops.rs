@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use etl_runtime::database::DatabaseSettings;
 use proto::{Envelope, PatientRecord};
 use sqlx::PgPool;
 
@@ -518,4 +519,21 @@ async fn a_bad_snils_claimed_valid_links_nothing() {
     .await
     .unwrap();
     assert_eq!(persons, 2, "the two people are not linked");
+}
+
+/// `etl` with a host list connects to the first server that answers and
+/// accepts writes, as the services do: here the first host refuses
+/// connections (nothing listens on its port).
+#[tokio::test]
+async fn etl_connects_to_the_first_host_that_answers() {
+    let db = testkit::fresh_database().await;
+    let stream = testkit::unique_stream();
+    let listed = DatabaseSettings {
+        host: format!("127.0.0.1:1,{}:{}", db.host, db.port),
+        ..db.clone()
+    };
+    let migrated = etl(&listed, &stream, &["migrate"]);
+    assert!(migrated.contains("the schema is up to date"), "{migrated}");
+    // A command that checks the schema first, on the same server.
+    etl(&listed, &stream, &["sources", "list"]);
 }

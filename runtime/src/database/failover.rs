@@ -82,29 +82,51 @@ async fn watch(pool: PgPool, settings: DatabaseSettings, moved: Arc<Moved>) {
         };
         if !fit {
             probe = None;
-            for (i, (host, port)) in hosts.iter().enumerate() {
-                let options = settings
-                    .server_options(host, *port)
-                    .database(&settings.database_name);
-                let Some(conn) = connect_fit(&settings, &options).await else {
-                    continue;
-                };
-                if i != current {
+            if let Some(found) = first_fit(&settings).await {
+                if found.index != current {
+                    let (host, port) = &hosts[found.index];
                     tracing::warn!(
                         host = %host,
                         port,
                         "database: moving to another server of database.host"
                     );
-                    pool.set_connect_options(options);
+                    pool.set_connect_options(found.options);
                     *moved.0.lock().unwrap() = Instant::now();
-                    current = i;
+                    current = found.index;
                 }
-                probe = Some(conn);
-                break;
+                probe = Some(found.conn);
             }
         }
         tokio::time::sleep(CHECK_INTERVAL).await;
     }
+}
+
+/// The first server of `database.host` that fits.
+pub(super) struct Fit {
+    /// Its place in [`DatabaseSettings::hosts`].
+    pub index: usize,
+    /// Its options, with the database.
+    pub options: PgConnectOptions,
+    /// A connection to it.
+    pub conn: PgConnection,
+}
+
+/// The first server of `database.host`, in order, that answers and that
+/// `target_session_attrs` accepts, if one does.
+pub(super) async fn first_fit(settings: &DatabaseSettings) -> Option<Fit> {
+    for (index, (host, port)) in settings.hosts().iter().enumerate() {
+        let options = settings
+            .server_options(host, *port)
+            .database(&settings.database_name);
+        if let Some(conn) = connect_fit(settings, &options).await {
+            return Some(Fit {
+                index,
+                options,
+                conn,
+            });
+        }
+    }
+    None
 }
 
 /// A connection to the server of `options` if it answers within
