@@ -13,7 +13,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgPool};
 
 /// The schema's migrations (the workspace's `migrations/` directory),
 /// embedded at build time (`build.rs`): the one migrator that the services
@@ -189,7 +189,11 @@ impl DatabaseSettings {
             return self.with_db();
         }
         match failover::first_fit(self).await {
-            Some(fit) => fit.options,
+            Some(fit) => {
+                // The probe's connection is not the command's.
+                let _ = fit.conn.close().await;
+                fit.options
+            }
             None => self.with_db(),
         }
     }
@@ -239,7 +243,6 @@ impl DatabaseSettings {
         &self,
         migrator: Option<&sqlx::migrate::Migrator>,
     ) -> anyhow::Result<String> {
-        use sqlx::Connection as _;
         let mut found = Vec::new();
         let mut primary = None;
         for (host, port) in self.hosts() {
