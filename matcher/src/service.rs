@@ -232,15 +232,6 @@ impl BatchSize {
             self.small
         };
     }
-
-    /// A batch claimed `n` changes.
-    pub fn claimed(&mut self, n: u64) {
-        self.next = if n as i64 >= self.next {
-            self.if_full()
-        } else {
-            self.small
-        };
-    }
 }
 
 /// Applies every pending change with the service's batch sizes (tests,
@@ -300,21 +291,31 @@ pub use etl_runtime::database::describe;
 #[cfg(test)]
 mod tests {
     use super::BatchSize;
+    use crate::engine::Applied;
+
+    /// A batch that claimed `n` of its `limit` changes.
+    fn batch(n: u64, limit: i64) -> Applied {
+        Applied {
+            changes: n,
+            backlog: n as i64 >= limit,
+            ..Applied::default()
+        }
+    }
 
     #[test]
     fn batches_grow_under_a_backlog_and_shrink_when_quiet() {
         let mut s = BatchSize::new(500, 20_000);
         assert_eq!(s.limit(), 500);
-        s.claimed(500);
+        s.applied(&batch(500, s.limit()));
         assert_eq!(s.limit(), 2_000);
-        s.claimed(2_000);
-        s.claimed(8_000);
+        s.applied(&batch(2_000, s.limit()));
+        s.applied(&batch(8_000, s.limit()));
         assert_eq!(s.limit(), 20_000);
-        s.claimed(20_000);
+        s.applied(&batch(20_000, s.limit()));
         assert_eq!(s.limit(), 20_000);
-        s.claimed(3);
+        s.applied(&batch(3, s.limit()));
         assert_eq!(s.limit(), 500);
-        s.claimed(0);
+        s.applied(&batch(0, s.limit()));
         assert_eq!(s.limit(), 500);
     }
 }
