@@ -55,7 +55,7 @@ async fn review_items(pool: &sqlx::PgPool, records: &[(String, String)], items: 
                 .push_bind(&a.1)
                 .push_bind(&b.0)
                 .push_bind(&b.1)
-                .push_bind("gray_zone")
+                .push_bind("model_ambiguous")
                 .push_bind(*score)
                 .push_bind(&evidence)
                 .push("now() - random() * interval '30 days'");

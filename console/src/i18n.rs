@@ -41,7 +41,179 @@ impl Lang {
         };
         self.t(m)
     }
+
+    /// A document type's name by its canonical id (`proto::DocumentType`);
+    /// an id this build does not know is shown as a number.
+    pub fn document_type(self, id: u16) -> String {
+        let t = proto::DocumentType(id);
+        match self {
+            Lang::Ru => DOCUMENT_TYPES_RU
+                .iter()
+                .find(|(code, _)| Some(*code) == t.code())
+                .map(|(_, title)| title.to_string()),
+            Lang::En => proto::DocumentType::ALL
+                .iter()
+                .find(|(known, _, _)| *known == t)
+                .map(|(_, _, title)| title.to_string()),
+        }
+        .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    /// A code the pages show: a candidate's grade (`certain`, …) or a
+    /// field's agreement level in the model's evidence (`exact`,
+    /// `one_edit`, …). A code not in [`TERMS`] is shown as it is.
+    pub fn term(self, code: &str) -> &str {
+        match TERMS.iter().find(|(c, _, _)| *c == code) {
+            Some((_, ru, en)) => match self {
+                Lang::Ru => ru,
+                Lang::En => en,
+            },
+            None => code,
+        }
+    }
 }
+
+impl Lang {
+    /// A review item's reason (the matcher's code: `<rule>_ambiguous`,
+    /// `<identifier>_conflict`, `chain_…`, `locked_person`) in words; the
+    /// code itself when it is none of those.
+    pub fn reason(self, code: &str) -> String {
+        if code.ends_with("_ambiguous") {
+            return self.term("ambiguous").to_string();
+        }
+        if let Some(id) = code.strip_suffix("_conflict") {
+            let shared = match id {
+                "snils" => self.t(Msg::Snils).to_string(),
+                "oms" => self.t(Msg::Oms).to_string(),
+                "passport" => self.document_type(proto::DocumentType::PASSPORT.0),
+                _ => self.term("document").to_string(),
+            };
+            return format!("{}: {shared}", self.term("conflict"));
+        }
+        self.term(code).to_string()
+    }
+}
+
+/// Grades, agreement levels, review reasons and statuses: code, Russian,
+/// English.
+pub const TERMS: &[(&str, &str, &str)] = &[
+    ("certain", "точно", "certain"),
+    ("probable", "вероятно", "probable"),
+    ("possible", "возможно", "possible"),
+    ("certainly-not", "точно нет", "certainly not"),
+    ("exact", "совпадает", "exact"),
+    ("same", "совпадает", "same"),
+    (
+        "part_or_gender_form",
+        "часть или форма рода",
+        "part or gender form",
+    ),
+    ("initial", "инициал", "initial"),
+    ("one_edit", "одна опечатка", "one edit"),
+    ("two_edits", "две опечатки", "two edits"),
+    ("one_typo", "одна опечатка", "one typo"),
+    (
+        "day_month_swap",
+        "день и месяц переставлены",
+        "day and month swapped",
+    ),
+    (
+        "replaced",
+        "заменён при смене паспорта",
+        "replaced (new passport)",
+    ),
+    ("shared", "общий", "shared"),
+    ("none_shared", "нет общих", "none shared"),
+    ("differs", "различается", "differs"),
+    ("ambiguous", "неоднозначная пара", "ambiguous pair"),
+    (
+        "conflict",
+        "общий идентификатор, но признаки двух людей",
+        "a shared identifier, but signs of two people",
+    ),
+    ("document", "документ", "document"),
+    (
+        "chain_snils_differs",
+        "цепочка связей: разные СНИЛС",
+        "chain of links: different SNILS",
+    ),
+    (
+        "chain_document_differs",
+        "цепочка связей: разные документы",
+        "chain of links: different documents",
+    ),
+    (
+        "chain_passport_differs",
+        "цепочка связей: разные паспорта",
+        "chain of links: different passports",
+    ),
+    (
+        "chain_birth_date_differs",
+        "цепочка связей: разные даты рождения",
+        "chain of links: different birth dates",
+    ),
+    (
+        "chain_twins",
+        "цепочка связей: близнецы",
+        "chain of links: twins",
+    ),
+    (
+        "locked_person",
+        "персона заблокирована",
+        "the person is locked",
+    ),
+    ("open", "открыт", "open"),
+    ("resolved", "разобран", "resolved"),
+    ("obsolete", "устарел", "obsolete"),
+];
+
+/// Document types in Russian, by the stable code of `proto::DocumentType`
+/// (the names of the federal identity-document classifier).
+const DOCUMENT_TYPES_RU: &[(&str, &str)] = &[
+    ("unknown", "Тип не указан или неизвестен"),
+    ("passport", "Паспорт гражданина РФ"),
+    (
+        "international_passport",
+        "Заграничный паспорт гражданина РФ",
+    ),
+    (
+        "birth_certificate",
+        "Свидетельство о рождении, выданное в РФ",
+    ),
+    (
+        "foreign_birth_certificate",
+        "Свидетельство о рождении, выданное за рубежом",
+    ),
+    ("merchant_navy_passport", "Паспорт Минморфлота"),
+    ("seamans_passport", "Паспорт моряка"),
+    ("military_id", "Военный билет"),
+    ("reserve_officer_id", "Военный билет офицера запаса"),
+    ("diplomatic_passport", "Дипломатический паспорт"),
+    ("foreign_passport", "Паспорт иностранного гражданина"),
+    (
+        "refugee_application",
+        "Свидетельство о рассмотрении ходатайства о признании беженцем",
+    ),
+    ("residence_permit", "Вид на жительство"),
+    ("refugee_id", "Удостоверение беженца"),
+    (
+        "forced_migrant_id",
+        "Удостоверение вынужденного переселенца",
+    ),
+    (
+        "temporary_id",
+        "Временное удостоверение личности гражданина РФ",
+    ),
+    (
+        "temporary_residence_permit",
+        "Разрешение на временное проживание",
+    ),
+    ("other", "Иные документы"),
+    (
+        "foreign_national_id",
+        "Национальный или социальный номер, выданный за рубежом",
+    ),
+];
 
 macro_rules! catalog {
     ($($key:ident => $ru:literal, $en:literal;)*) => {
@@ -167,9 +339,45 @@ catalog! {
     MiddleName => "Отчество", "Middle name";
     BirthDate => "Дата рождения", "Birth date";
     Sex => "Пол", "Sex";
+    Male => "мужской", "male";
+    Female => "женский", "female";
     Snils => "СНИЛС", "SNILS";
     Oms => "Полис ОМС", "OMS policy";
     Documents => "Документы", "Documents";
     Phones => "Телефоны", "Phones";
     Emails => "Эл. почта", "E-mail";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_document_type_and_level_has_both_names() {
+        for (t, code, _) in proto::DocumentType::ALL {
+            assert!(
+                DOCUMENT_TYPES_RU.iter().any(|(c, _)| c == code),
+                "no Russian name for {code}"
+            );
+            assert!(!Lang::Ru.document_type(t.0).starts_with('#'));
+            assert!(!Lang::En.document_type(t.0).starts_with('#'));
+        }
+        assert_eq!(Lang::Ru.document_type(999), "#999");
+        let levels = matcher::model::FIELDS.iter().flat_map(|f| f.levels());
+        for code in levels.chain(["certain", "probable", "possible", "certainly-not"].iter()) {
+            assert!(
+                TERMS.iter().any(|(c, _, _)| c == code),
+                "no names for {code}"
+            );
+        }
+        assert_eq!(Lang::Ru.term("one_edit"), "одна опечатка");
+        assert_eq!(Lang::En.term("unheard_of"), "unheard_of");
+        assert_eq!(Lang::Ru.reason("model_ambiguous"), "неоднозначная пара");
+        assert_eq!(
+            Lang::Ru.reason("snils_conflict"),
+            "общий идентификатор, но признаки двух людей: СНИЛС"
+        );
+        assert_eq!(Lang::En.reason("chain_twins"), "chain of links: twins");
+        assert_eq!(Lang::En.reason("gray_zone"), "gray_zone");
+    }
 }

@@ -88,9 +88,9 @@ pub async fn render(app: &Shared, s: &Steward, id: i64) -> sqlx::Result<Option<M
     let body = html! {
         p.summary {
             (l.t(Msg::Probability)) ": " strong #probability { (format!("{:.3}", item.score)) }
-            " · " (l.t(Msg::Reason)) ": " (item.reason)
-            " · " (l.t(Msg::Status)) ": " span #status { (item.status) }
-            @if let (Some(r), Some(by)) = (&item.resolution, &item.resolved_by) { " (" (r) ", " (by) ")" }
+            " · " (l.t(Msg::Reason)) ": " (l.reason(&item.reason))
+            " · " (l.t(Msg::Status)) ": " span #status { (l.term(&item.status)) }
+            @if let (Some(r), Some(by)) = (&item.resolution, &item.resolved_by) { " (" (l.t(if r == "link" { Msg::Linked } else { Msg::KeptApart })) ", " (by) ")" }
         }
         (comparison(l, &item, &a, &b))
         (actions(l, s, &item))
@@ -117,14 +117,14 @@ fn comparison(l: Lang, item: &Item, a: &Side, b: &Side) -> Markup {
                 th { (l.t(Msg::Agreement)) } th { (l.t(Msg::Weight)) }
             }
             @for f in FIELDS {
-                @let va = a.record.as_ref().and_then(|r| r.value(f)).unwrap_or_default();
-                @let vb = b.record.as_ref().and_then(|r| r.value(f)).unwrap_or_default();
+                @let va = a.record.as_ref().and_then(|r| r.value(f, l)).unwrap_or_default();
+                @let vb = b.record.as_ref().and_then(|r| r.value(f, l)).unwrap_or_default();
                 @let ev = evidence_of(fields_ev, f);
                 tr class=(if va != vb { "differs" } else { "same" }) data-field=(f) {
                     th { (l.field(f)) }
                     td { (marked(&va, &vb)) }
                     td { (marked(&vb, &va)) }
-                    td.level { @if let Some((level, _)) = &ev { (level) } }
+                    td.level { @if let Some((level, _)) = &ev { (l.term(level)) } }
                     td {
                         @if let Some((_, w)) = ev { (weight_bar(w, max)) " " span.num { (format!("{w:+.2}")) } }
                     }

@@ -126,11 +126,11 @@ pub async fn render(app: &Shared, s: &Steward, id: i64) -> sqlx::Result<Markup> 
 /// values the person's records hold.
 fn golden(l: Lang, g: Option<&Record>, recs: &[Record]) -> Markup {
     let rows = FIELDS.iter().filter_map(|f| {
-        let value = g.and_then(|g| g.value(f));
+        let value = g.and_then(|g| g.value(f, l));
         let mut from = Vec::new();
         let mut others: Vec<String> = Vec::new();
         for r in recs.iter().filter(|r| r.deleted_at.is_none()) {
-            match r.value(f) {
+            match r.value(f, l) {
                 Some(v) if Some(&v) == value.as_ref() => from.push(r.key()),
                 Some(v) if !others.contains(&v) => others.push(v),
                 _ => {}
@@ -184,8 +184,8 @@ fn records_form(l: Lang, s: &Steward, id: i64, recs: &[Record]) -> Markup {
                     tr {
                         td { @if s.role.can_decide() { input type="checkbox" name="leave" value=(r.key()); } }
                         td { (r.key()) }
-                        td { (r.value("last_name").unwrap_or_default()) " " (r.value("first_name").unwrap_or_default()) " " (r.value("middle_name").unwrap_or_default()) }
-                        td { (r.value("birth_date").unwrap_or_default()) }
+                        td { (r.value("last_name", l).unwrap_or_default()) " " (r.value("first_name", l).unwrap_or_default()) " " (r.value("middle_name", l).unwrap_or_default()) }
+                        td { (r.value("birth_date", l).unwrap_or_default()) }
                         td { (r.updated_at.format("%Y-%m-%d")) }
                     }
                 }
@@ -334,7 +334,7 @@ async fn split_preview(
             l.t(Msg::SplitNeedsBoth),
         );
     }
-    let list = |rs: &[&Record]| html! { ul { @for r in rs { li { (r.key()) " — " (r.value("last_name").unwrap_or_default()) " " (r.value("first_name").unwrap_or_default()) " " (r.value("birth_date").unwrap_or_default()) } } } };
+    let list = |rs: &[&Record]| html! { ul { @for r in rs { li { (r.key()) " — " (r.value("last_name", l).unwrap_or_default()) " " (r.value("first_name", l).unwrap_or_default()) " " (r.value("birth_date", l).unwrap_or_default()) } } } };
     let body = html! {
         h2 { (l.t(Msg::Leaving)) } (list(&go))
         h2 { (l.t(Msg::Staying)) } (list(&stay))

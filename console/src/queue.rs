@@ -63,7 +63,7 @@ fn filters(l: Lang, f: &QueueFilter, reasons: &[String], pairs: &[String]) -> Ma
         form.filters method="get" action={(BASE) "/queue"} {
             label { (l.t(Msg::Reason)) select name="reason" {
                 option value="" { "—" }
-                @for r in reasons { option value=(r) selected[selected(&f.reason, r)] { (r) } }
+                @for r in reasons { option value=(r) selected[selected(&f.reason, r)] { (l.reason(r)) } }
             } }
             label { (l.t(Msg::SourcePair)) select name="pair" {
                 option value="" { "—" }
@@ -90,7 +90,7 @@ fn queue_row(l: Lang, s: &Steward, r: &QueueRow, current: bool) -> Markup {
     html! {
         tr class=(class) id={"item-" (r.id)} data-id=(r.id) data-href={(BASE) "/items/" (r.id)} {
             td.num { (format!("{:.3}", r.score)) }
-            td { (r.reason) }
+            td { (l.reason(&r.reason)) }
             td { a href={(BASE) "/items/" (r.id)} { (r.a_source) ":" (r.a_source_id) " ↔ " (r.b_source) ":" (r.b_source_id) } }
             td { (age(l, r.created_at)) }
             td.actions {

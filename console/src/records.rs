@@ -5,11 +5,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::i18n::{Lang, Msg};
+
 /// The queue's filters and order, as the page's query string gives them.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default)]
 pub struct QueueFilter {
-    /// A review reason, e.g. `gray_zone`.
+    /// A review reason, e.g. `model_ambiguous`.
     pub reason: Option<String>,
     /// `sourceA/sourceB` (in name order).
     pub pair: Option<String>,
@@ -202,18 +204,47 @@ fn join_values(v: &Value, keys: &[&str]) -> Option<String> {
     (!items.is_empty()).then(|| items.join("; "))
 }
 
+/// Each document as its type's name, series and number; `; ` between.
+fn documents(v: &Value, l: Lang) -> Option<String> {
+    let items: Vec<String> = v
+        .as_array()?
+        .iter()
+        .map(|d| {
+            let kind = d
+                .get("type")
+                .and_then(Value::as_u64)
+                .and_then(|t| u16::try_from(t).ok());
+            let series_number = ["series", "number"]
+                .iter()
+                .filter_map(|k| d.get(*k).and_then(text));
+            kind.map(|t| l.document_type(t))
+                .into_iter()
+                .chain(series_number.map(str::to_string))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!items.is_empty()).then(|| items.join("; "))
+}
+
 impl Record {
-    /// The shown value of field `name` of [`FIELDS`].
-    pub fn value(&self, name: &str) -> Option<String> {
+    /// The shown value of field `name` of [`FIELDS`], in language `l`
+    /// where it has words (a document's type).
+    pub fn value(&self, name: &str, l: Lang) -> Option<String> {
         match name {
             "last_name" => self.last_name.clone(),
             "first_name" => self.first_name.clone(),
             "middle_name" => self.middle_name.clone(),
             "birth_date" => self.birth_date.map(|d| d.format("%d.%m.%Y").to_string()),
-            "sex" => self.sex.clone().filter(|s| s != "U"),
+            "sex" => match self.sex.as_deref() {
+                Some("M") => Some(l.t(Msg::Male).to_string()),
+                Some("F") => Some(l.t(Msg::Female).to_string()),
+                _ => None,
+            },
             "snils" => self.snils.clone(),
             "oms" => self.oms_policy.clone(),
-            "documents" => join_values(&self.documents, &["type", "series", "number"]),
+            "documents" => documents(&self.documents, l),
             "phone" => join_values(&self.phones, &["number"]),
             "email" => join_values(&self.emails, &["address"]),
             _ => None,

@@ -187,7 +187,7 @@ fn form(l: Lang, q: &SearchQuery) -> Markup {
                 input name="oms" placeholder=(l.field("oms")); }
             fieldset { legend { (l.t(Msg::ByDocument)) }
                 select name="doc_type" {
-                    @for (_, code, title) in types { option value=(code) selected[*code == q.doc_type] { (title) } }
+                    @for (t, code, _) in types { option value=(code) selected[*code == q.doc_type] { (l.document_type(t.0)) } }
                 }
                 input name="series" placeholder=(l.t(Msg::Series));
                 input name="number" placeholder=(l.t(Msg::Number)); }
@@ -227,7 +227,7 @@ fn results(s: &Steward, q: &SearchQuery, found: Option<Found>) -> Response {
                     tr.candidate data-person=(c.person_id) {
                         td { (person_link(l, Some(c.person_id))) }
                         td.num { (format!("{:.3}", c.probability)) }
-                        td { (c.grade) }
+                        td { (l.term(c.grade)) }
                         td { (c.source) ":" (c.source_id) }
                     }
                 }

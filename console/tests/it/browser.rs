@@ -96,6 +96,26 @@ async fn a_steward_clears_the_queue_splits_a_merge_and_undoes_a_decision() {
     c.find(Locator::Css("#compare mark"))
         .await
         .expect("the typo is marked");
+    // The matcher's codes in the page's language (Russian by default).
+    let summary = c
+        .find(Locator::Css("p.summary"))
+        .await
+        .expect("summary")
+        .text()
+        .await
+        .expect("summary text");
+    assert!(
+        summary.contains("неоднозначная пара") && summary.contains("открыт"),
+        "{summary}"
+    );
+    let level = c
+        .find(Locator::Css("tr[data-field=last_name] td.level"))
+        .await
+        .expect("last name's level")
+        .text()
+        .await
+        .expect("level text");
+    assert_eq!(level, "одна опечатка");
     screenshot(c, "item.png").await;
 
     // Keyboard triage: link, keep apart, link (most probable first).

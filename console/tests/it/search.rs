@@ -114,6 +114,26 @@ async fn every_search_finds_the_person_and_is_logged() {
     )
     .await;
     found_record(&console, &page, &p).await;
+    // The Russian pages name document types in Russian, on the search form
+    // and on the person's page (type, series, number).
+    assert!(page.contains(">Паспорт гражданина РФ</option>"), "{page}");
+    let (_, person_page) = console
+        .get(
+            &cookie,
+            &format!("/persons/{}", console.person_of(&p.a).await),
+        )
+        .await;
+    let shown = [
+        steward_console::i18n::Lang::Ru.document_type(doc.doc_type.0),
+        doc.series.clone().unwrap_or_default(),
+        doc.number.clone(),
+    ]
+    .iter()
+    .filter(|s| !s.is_empty())
+    .cloned()
+    .collect::<Vec<_>>()
+    .join(" ");
+    assert!(person_page.contains(&shown), "{shown} not in {person_page}");
 
     // A wrong SNILS (bad checksum) finds nothing and is still logged.
     let (_, _, page) = search(&console, &cookie, &[("snils", "112-233-445 96")]).await;
@@ -123,6 +143,17 @@ async fn every_search_finds_the_person_and_is_logged() {
     let (status, _, page) = search(&console, &cookie, &name_query(&pair.a_record)).await;
     assert_eq!(status, 200);
     assert_eq!(first_candidate(&page), Some(person), "{page}");
+    // Grades in the page's language.
+    let grades = ["точно", "вероятно", "возможно", "точно нет"];
+    assert!(
+        grades
+            .iter()
+            .any(|g| page.contains(&format!("<td>{g}</td>"))),
+        "{page}"
+    );
+    assert!(!["certain", "probable", "possible"]
+        .iter()
+        .any(|g| page.contains(&format!("<td>{g}</td>"))));
 
     let views = search_views(&console, STEWARD).await;
     let subjects: Vec<&str> = views.iter().map(|v| v.0.as_str()).collect();

@@ -212,7 +212,7 @@ async fn load_pairs(pool: &PgPool, settings: &identity::Settings) -> Vec<Pair> {
         });
         let item: i64 = sqlx::query_scalar(
             "INSERT INTO review_items (a_source, a_source_id, b_source, b_source_id, reason, score, evidence)
-             VALUES ($1, $2, $3, $4, 'gray_zone', $5, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, 'model_ambiguous', $5, $6) RETURNING id",
         )
         .bind(&a.0)
         .bind(&a.1)
