@@ -248,6 +248,36 @@ fn compose_file_passes_compose_config() {
     eprintln!("compose config passed with {}", compose.join(" "));
 }
 
+/// The compose file's PostgreSQL runs with `postgres/tuning.conf`: the
+/// entrypoint's substitution, run on that file, gives exactly its settings
+/// as `-c name=value` options.
+#[test]
+fn compose_postgres_runs_with_the_recommended_settings() {
+    let text = read(&deploy_dir().join("docker-compose.yml"));
+    assert!(text.contains("./postgres/tuning.conf:/etc/postgresql/tuning.conf:ro"));
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("$$(") && l.ends_with("/etc/postgresql/tuning.conf)"))
+        .expect("the entrypoint's substitution of tuning.conf");
+    // Compose turns `$$` into `$`; the shell runs what is inside `$(…)`.
+    let inner = &line["$$(".len()..line.len() - 1];
+    let conf = deploy_dir().join("postgres/tuning.conf");
+    let script = inner.replace("/etc/postgresql/tuning.conf", &conf.display().to_string());
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let wanted: Vec<String> = testkit::postgres::recommended_settings()
+        .into_iter()
+        .flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")])
+        .collect();
+    assert!(!wanted.is_empty());
+    assert_eq!(got, wanted);
+}
+
 #[test]
 fn dockerfile_builds_every_binary() {
     let dockerfile = read(&deploy_dir().join("Dockerfile"));
