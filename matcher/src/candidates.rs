@@ -28,6 +28,7 @@ use tokio::sync::RwLock;
 
 use crate::engine::{Scoring, Setup};
 use crate::features::{decode_row, Features, SourceRow};
+use crate::model::params::Scored;
 use crate::model::{Model, FIELDS};
 
 /// How often the model version in use is checked.
@@ -179,14 +180,49 @@ pub async fn candidates(
     Ok((list, model.version))
 }
 
+/// What the matcher would do with a pair: the decision and the guard
+/// that keeps it apart, if one does.
+struct Verdict {
+    decision: &'static str,
+    blocked_by: Option<String>,
+}
+
+/// The matcher's decision on `me` and `other`. With the model, on the
+/// weights already computed (`scored`, by the setup's model); with the
+/// rules, by the rules.
+fn verdict(setup: &Setup, me: &Features, other: &Features, scored: &Scored) -> Verdict {
+    match &setup.scoring {
+        Scoring::Model { model, thresholds } => {
+            let outcome = model.decide_scored(me, other, scored.clone(), thresholds);
+            Verdict {
+                decision: outcome.as_ref().map_or("none", |o| o.decision.as_str()),
+                blocked_by: outcome.and_then(|o| o.blocked_by).map(str::to_string),
+            }
+        }
+        Scoring::Rules(_) => {
+            let outcome = setup.evaluate(me, other);
+            Verdict {
+                decision: outcome.as_ref().map_or("none", |o| o.decision.as_str()),
+                blocked_by: outcome.and_then(|o| {
+                    let evidence = o.evidence.value();
+                    evidence.get("blocked_by")?.as_str().map(str::to_string)
+                }),
+            }
+        }
+    }
+}
+
 fn score(setup: &Setup, model: &Model, me: &Features, other: &Features, person: i64) -> Candidate {
+    // The model that decides also gives the weights shown.
+    let model = match &setup.scoring {
+        Scoring::Model { model, .. } => model,
+        Scoring::Rules(_) => model,
+    };
     let scored = model.score(me, other);
-    let outcome = setup.evaluate(me, other);
-    let blocked_by = outcome.as_ref().and_then(|o| {
-        let evidence = o.evidence.value();
-        evidence.get("blocked_by")?.as_str().map(str::to_string)
-    });
-    let decision = outcome.as_ref().map_or("none", |o| o.decision.as_str());
+    let Verdict {
+        decision,
+        blocked_by,
+    } = verdict(setup, me, other, &scored);
     let guarded = crate::model::params::guard(me, other, &scored.levels).is_some();
     let grade = match decision {
         "link" => "certain",

@@ -319,7 +319,17 @@ impl Model {
     /// identifier it is a conflict (a review item), else nothing. Then the
     /// thresholds: link, review, or nothing.
     pub fn decide(&self, a: &Features, b: &Features, t: &Thresholds) -> Option<ModelOutcome> {
-        let scored = self.score(a, b);
+        self.decide_scored(a, b, self.score(a, b), t)
+    }
+
+    /// [`Model::decide`] on a pair already scored by this model.
+    pub fn decide_scored(
+        &self,
+        a: &Features,
+        b: &Features,
+        scored: Scored,
+        t: &Thresholds,
+    ) -> Option<ModelOutcome> {
         let blocked_by = guard(a, b, &scored.levels);
         if blocked_by.is_some() {
             let rule = shared_identifier(&scored.levels)?;

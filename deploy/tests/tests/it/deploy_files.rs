@@ -265,7 +265,11 @@ fn compose_postgres_runs_with_the_recommended_settings() {
     let conf = deploy_dir().join("postgres/tuning.conf");
     let script = inner.replace("/etc/postgresql/tuning.conf", &conf.display().to_string());
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(str::to_string)
