@@ -114,15 +114,18 @@ pub fn compare(a: &Features, b: &Features) -> Levels {
 }
 
 /// Edit distance levels of two different names: 2 for one edit (in names of
-/// four letters or more: Анна and Инна are two names), 3 for two edits in
-/// names of six or more that are also close by Jaro–Winkler, else 4.
+/// four letters or more: Яна and Ява are two names; a letter left out of a
+/// four-letter name, `ала` for `алла`, counts as in the name meant), 3 for
+/// two edits in names of six or more that are also close by Jaro–Winkler,
+/// else 4.
 fn edits(a: &str, b: &str) -> u8 {
     // A space or hyphen typed into a name (`soph ie`) or left out of a
     // double one is one edit, however many it took.
     if text::equal_joined(a, b) {
         return 2;
     }
-    let len = a.chars().count().min(b.chars().count());
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    let len = if la.max(lb) == 4 { 4 } else { la.min(lb) };
     // The most edits that can still give a level above "differs": most
     // pairs of names are settled here, without the edit distance.
     let most = match len {
@@ -368,7 +371,8 @@ mod tests {
         if joined(a) == joined(b) {
             return 2;
         }
-        let len = a.chars().count().min(b.chars().count());
+        let (la, lb) = (a.chars().count(), b.chars().count());
+        let len = if la.max(lb) == 4 { 4 } else { la.min(lb) };
         match strsim::damerau_levenshtein(a, b) {
             1 if len >= 4 => 2,
             2 if len >= 6 && strsim::jaro_winkler(a, b) >= 0.88 => 3,
@@ -407,6 +411,15 @@ mod tests {
                 assert_eq!(one_edit(x, y), distance <= 1, "{x:?} / {y:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_letter_left_out_of_a_short_name_is_a_typo_and_short_names_apart_differ() {
+        assert_eq!(edits("ала", "алла"), 2);
+        assert_eq!(edits("юрий", "юрй"), 2);
+        assert_eq!(edits("яна", "ява"), 4);
+        assert_eq!(edits("ия", "ира"), 4);
+        assert_eq!(edits("анна", "инна"), 2);
     }
 
     #[test]
