@@ -21,6 +21,7 @@ pub mod index;
 pub mod layers;
 pub mod nats;
 pub mod otlp;
+pub mod person_events;
 pub mod postgres;
 pub mod tls;
 

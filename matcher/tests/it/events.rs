@@ -3,7 +3,6 @@
 //! matcher binary killed with -9 while matching and while relaying), the
 //! replay of a range, and no personal data in what reaches the bus.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -12,6 +11,8 @@ use matcher::settings::EventsSettings;
 use proto::bus::StreamSettings;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+use testkit::person_events::{self, BusEvent};
 
 use crate::common::*;
 
@@ -146,93 +147,18 @@ async fn events_of_joins_splits_merges_locks_and_deletes() {
     assert_eq!(rows[0].4.as_array().unwrap().len(), 2);
 }
 
-/// A message of the person-event stream.
-#[derive(Debug)]
-struct Received {
-    subject: String,
-    message_id: String,
-    replay: Option<String>,
-    payload: String,
-    event: Value,
-}
-
-impl Received {
-    fn id(&self) -> i64 {
-        self.event["event_id"].as_i64().expect("event_id")
-    }
-}
-
-async fn received(js: &jetstream::Context, events: &EventsSettings) -> Vec<Received> {
-    testkit::stream_messages(js, &events.stream)
-        .await
-        .into_iter()
-        .map(|m| {
-            let header = |name: &str| {
-                m.headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_string())
-            };
-            let payload = String::from_utf8(m.payload.to_vec()).expect("UTF-8");
-            Received {
-                subject: m.subject.to_string(),
-                message_id: header("Nats-Msg-Id").expect("a message id"),
-                replay: header(events::REPLAY_HEADER),
-                event: serde_json::from_str(&payload).expect("JSON"),
-                payload,
-            }
-        })
-        .collect()
+async fn received(js: &jetstream::Context, events: &EventsSettings) -> Vec<BusEvent> {
+    person_events::on_stream(js, &events.stream).await
 }
 
 /// Every outbox row reached the bus once, in id order, on its kind's
 /// subject with its id as message id; and the events, applied in order,
 /// give the persons the database holds (no change was left out).
-async fn assert_published_exactly_once(f: &Fixture, bus: &[Received], settings: &EventsSettings) {
-    let rows = outbox(f, 0).await;
-    let published: Vec<&Received> = bus.iter().filter(|m| m.replay.is_none()).collect();
-    let ids: Vec<i64> = published.iter().map(|m| m.id()).collect();
-    let expected: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(ids.len(), expected.len(), "every event once");
-    assert_eq!(ids, expected, "in commit order");
-    for (m, row) in published.iter().zip(&rows) {
-        assert_eq!(m.subject, format!("{}.{}", settings.subject_prefix, row.1));
-        assert_eq!(m.message_id, row.0.to_string());
-        assert_eq!(m.event["person_id"].as_i64(), Some(row.2));
-        assert_eq!(m.event["records"], row.4);
-    }
-    let mut persons: BTreeMap<i64, BTreeSet<(String, String)>> = BTreeMap::new();
-    for m in &published {
-        let person = m.event["person_id"].as_i64().unwrap();
-        let records = m.event["records"].as_array().unwrap().iter().map(|r| {
-            (
-                r["source"].as_str().unwrap().to_string(),
-                r["source_id"].as_str().unwrap().to_string(),
-            )
-        });
-        let members = persons.entry(person).or_default();
-        match m.event["kind"].as_str().unwrap() {
-            "created" | "records_joined" => members.extend(records),
-            "records_left" | "split" | "merged_into" | "retired" => {
-                for r in records {
-                    assert!(members.remove(&r), "a record leaves a person it was in");
-                }
-            }
-            _ => {}
-        }
-    }
-    persons.retain(|_, members| !members.is_empty());
-    let current: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT person_id, source, source_id FROM person_memberships WHERE valid_to IS NULL",
-    )
-    .fetch_all(&f.pool)
-    .await
-    .unwrap();
-    let mut db: BTreeMap<i64, BTreeSet<(String, String)>> = BTreeMap::new();
-    for (p, s, i) in current {
-        db.entry(p).or_default().insert((s, i));
-    }
-    assert_eq!(persons, db, "the events replayed give the current persons");
+async fn assert_published_exactly_once(f: &Fixture, bus: &[BusEvent], settings: &EventsSettings) {
+    let problems = person_events::problems(&f.pool, bus, &settings.subject_prefix)
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
 }
 
 async fn published_up_to(f: &Fixture) -> i64 {
@@ -248,7 +174,7 @@ async fn wait_published(f: &Fixture, what: &str) {
     .await;
 }
 
-fn no_personal_data(values: &[testkit::chaos::privacy::Personal], bus: &[Received]) {
+fn no_personal_data(values: &[testkit::chaos::privacy::Personal], bus: &[BusEvent]) {
     let text: Vec<&str> = bus.iter().map(|m| m.payload.as_str()).collect();
     let leaks = testkit::chaos::privacy::find(values, &text.join("\n"), "person events");
     assert!(leaks.is_empty(), "{leaks:?}");
@@ -319,7 +245,7 @@ async fn the_relay_publishes_every_change_once_in_order_and_replays_a_range() {
         (20, Some(5), Some(24))
     );
     let again = received(&js, &settings.events).await;
-    let replays: Vec<&Received> = again.iter().filter(|m| m.replay.is_some()).collect();
+    let replays: Vec<&BusEvent> = again.iter().filter(|m| m.replay.is_some()).collect();
     assert_eq!(
         replays.iter().map(|m| m.id()).collect::<Vec<_>>(),
         (5..=24).collect::<Vec<_>>()

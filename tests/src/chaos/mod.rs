@@ -10,10 +10,12 @@
 //! [`Options::pause`], while rows are added, edited, removed and restored
 //! in the sources. Then the chaos stops and the harness waits until the
 //! pipeline has caught up (both extractors completed two syncs since, the
-//! loaders' consumer and the matcher's change feed drained, the live keys
-//! equal the sources' keys), runs `etl rematch`, and compares PostgreSQL
-//! record by record with a reference: the same binaries run once,
-//! undisturbed, over the final sources into a fresh stream and database.
+//! loaders' consumer and the matcher's change feed drained, every person
+//! event published, the live keys equal the sources' keys), runs `etl
+//! rematch`, checks the person events on the bus against the outbox and
+//! the persons ([`crate::person_events`]), and compares PostgreSQL record
+//! by record with a reference: the same binaries run once, undisturbed,
+//! over the final sources into a fresh stream and database.
 //! `cargo run -p testkit --bin chaos -- --help`; deploy/README.md, "Chaos
 //! test".
 
@@ -93,6 +95,9 @@ pub struct Summary {
     pub reference_keys: Vec<(String, KeyDiff)>,
     pub comparison: Comparison,
     pub rematch: Option<Rematch>,
+    /// Person events published, and what is wrong with them against the
+    /// outbox and the persons (`crate::person_events`); none: not checked.
+    pub events: Option<(usize, Vec<String>)>,
     /// Non-zero exits on the final SIGTERM.
     pub unclean_stops: Vec<String>,
     /// Personal values of the run found in logs, dead-letter reasons or
@@ -135,6 +140,13 @@ impl Summary {
         match &self.rematch {
             Some(r) if !r.moves_nothing() => out.push(format!("re-match: {}", r.line)),
             None => out.push("re-match did not run".into()),
+            _ => {}
+        }
+        match &self.events {
+            Some((_, problems)) if !problems.is_empty() => {
+                out.push(format!("person events: {}", problems.join("; ")))
+            }
+            None => out.push("person events not checked".into()),
             _ => {}
         }
         match &self.privacy {
@@ -217,6 +229,17 @@ impl fmt::Display for Summary {
             Some(r) => writeln!(f, "  re-match:   {}", r.line)?,
             None => writeln!(f, "  re-match:   not run")?,
         }
+        match &self.events {
+            Some((n, problems)) if problems.is_empty() => writeln!(
+                f,
+                "  events:     {n} person events on the bus, each outbox row once and in order; \
+                 replayed, they give the persons PostgreSQL holds"
+            )?,
+            Some((n, problems)) => {
+                writeln!(f, "  events:     {n} on the bus: {}", problems.join("; "))?
+            }
+            None => writeln!(f, "  events:     not checked")?,
+        }
         if self.privacy.as_ref().is_some_and(Vec::is_empty) {
             writeln!(
                 f,
@@ -287,6 +310,7 @@ async fn run_in(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Re
         Err(lag) => summary.lag = Some(lag),
     }
     summary.rematch = Some(rig.rematch().await);
+    summary.events = Some(rig.events(options.converge_timeout).await?);
     summary.unclean_stops = rig.stop();
     summary.processes = rig
         .fleet

@@ -19,6 +19,9 @@ use crate::postgres::TempCluster;
 /// The database of the run, and that of the reference run.
 const DATABASE: &str = "etl";
 const REFERENCE: &str = "reference";
+/// The matcher's person events.
+const EVENTS_STREAM: &str = "PERSONS";
+const EVENTS_PREFIX: &str = "persons";
 /// Metric lines that count an extractor's completed syncs.
 const QMS_SYNCS: &str = "qms_syncs_total{outcome=\"complete\"} ";
 const INFOCLINICA_PASSES: &str = "infoclinica_delta_pass_seconds_count{database=\"main\"} ";
@@ -383,7 +386,30 @@ impl Rig {
             Ok(n) => lacks.push(format!("{n} change(s) not matched")),
             Err(e) => lacks.push(format!("record_changes unread: {e}")),
         }
+        match verify::unpublished_events(pool).await {
+            Ok(0) => {}
+            Ok(n) => lacks.push(format!("{n} person event(s) not published")),
+            Err(e) => lacks.push(format!("person events unread: {e}")),
+        }
         (!lacks.is_empty()).then(|| lacks.join("; "))
+    }
+
+    /// The person events once the relay has published every one (the
+    /// re-match's too), within `timeout`: how many reached the bus and
+    /// what is wrong with them.
+    pub async fn events(&self, timeout: Duration) -> anyhow::Result<(usize, Vec<String>)> {
+        let pool = self.bus.pool(DATABASE).await?;
+        let start = Instant::now();
+        loop {
+            match verify::unpublished_events(&pool).await? {
+                0 => break,
+                n if start.elapsed() > timeout => {
+                    return Ok((0, vec![format!("{n} person event(s) not published")]))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        verify::events(&pool, &self.bus.nats_url(), EVENTS_STREAM, EVENTS_PREFIX).await
     }
 
     /// `etl rematch` on the run's database; a failure to run is reported
@@ -554,7 +580,14 @@ fn fleet(binaries: &Binaries, bus: &Bus, qms: &Qms, firebird: &Firebird, dir: &P
         ("ETL__LOADER__ACK_WAIT", "5s"),
         ("ETL__LOADER__RETRY__MAX", "2s"),
     ]);
-    let matcher_env = env(&[("ETL__MATCHER__RETRY__MAX", "2s")]);
+    let matcher_env = env(&[
+        ("ETL__MATCHER__RETRY__MAX", "2s"),
+        ("ETL__EVENTS__ENABLED", "true"),
+        ("ETL__EVENTS__STREAM", EVENTS_STREAM),
+        ("ETL__EVENTS__SUBJECT_PREFIX", EVENTS_PREFIX),
+        ("ETL__EVENTS__POLL_INTERVAL", "200ms"),
+        ("ETL__EVENTS__RETRY__MAX", "1s"),
+    ]);
     vec![
         Proc::new(
             "qms-extractor",

@@ -76,6 +76,32 @@ pub async fn pending_changes(pool: &PgPool) -> anyhow::Result<i64> {
         .await?)
 }
 
+/// Person events written but not yet acknowledged by the stream.
+pub async fn unpublished_events(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT coalesce(max(event_id), 0) FROM person_events)
+              - (SELECT published_up_to FROM person_event_relay)",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// What the person events on the bus (stream `stream`, subjects under
+/// `subject_prefix`) got wrong against the outbox and the persons
+/// (`crate::person_events::problems`), and how many were published.
+pub async fn events(
+    pool: &PgPool,
+    url: &str,
+    stream: &str,
+    subject_prefix: &str,
+) -> anyhow::Result<(usize, Vec<String>)> {
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    let bus = crate::person_events::on_stream(&js, stream).await;
+    let problems = crate::person_events::problems(pool, &bus, subject_prefix).await?;
+    Ok((bus.len(), problems))
+}
+
 /// Messages of `stream` the consumer has not delivered or not had acked.
 pub async fn consumer_lag(url: &str, stream: &str, consumer: &str) -> anyhow::Result<u64> {
     let client = async_nats::connect(url).await?;

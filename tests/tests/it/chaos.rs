@@ -2,8 +2,9 @@
 //! extractors, two loaders and the matcher as real processes against a NATS
 //! server and a PostgreSQL cluster of the test's own, 20 s of SIGKILLs and
 //! server restarts while the qMS export and the Firebird table change;
-//! then PostgreSQL must equal the sources record by record and a re-match
-//! must move nothing. Needs Firebird (deploy/local-services.sh). The
+//! then PostgreSQL must equal the sources record by record, a re-match
+//! must move nothing and every person event must be on the bus once, in
+//! order, giving the persons PostgreSQL holds. Needs Firebird (deploy/local-services.sh). The
 //! binaries are built with cargo first (a no-op when up to date).
 
 use std::time::Duration;
