@@ -244,7 +244,7 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "  privacy:    no name, birth date, document, SNILS, OMS, phone or e-mail in \
-                 any log, dead-letter reason or etl listing"
+                 any log, dead-letter reason, person event or etl listing"
             )?;
         }
         for stop in &self.unclean_stops {

@@ -516,8 +516,8 @@ impl Rig {
 
 impl Rig {
     /// The personal data of the run looked for in every log of the run
-    /// (the operator's listings written to `etl.log` first) and in the
-    /// dead letters' reasons.
+    /// (the operator's listings written to `etl.log` first), in the dead
+    /// letters' reasons and in the person events on the bus.
     pub async fn privacy(&self) -> anyhow::Result<Vec<super::privacy::Leak>> {
         self.etl_listings().await?;
         let pool = self.bus.pool(DATABASE).await?;
@@ -525,6 +525,14 @@ impl Rig {
         anyhow::ensure!(!values.is_empty(), "no personal values to look for");
         let mut leaks = super::privacy::scan_logs(&values, &self.dir)?;
         leaks.extend(super::privacy::scan_dead_letters(&values, &pool).await?);
+        let js = async_nats::jetstream::new(async_nats::connect(self.bus.nats_url()).await?);
+        let events = crate::person_events::on_stream(&js, EVENTS_STREAM).await;
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        leaks.extend(super::privacy::find(
+            &values,
+            &payloads.join("\n"),
+            "person events",
+        ));
         Ok(leaks)
     }
 
