@@ -43,6 +43,16 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(name), png).expect("screenshot written");
 }
 
+/// The text of the element `css` selects.
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{css}'s text: {e}"))
+}
+
 async fn press(c: &Client, key: &str) {
     c.find(Locator::Css("body"))
         .await
@@ -97,25 +107,15 @@ async fn a_steward_clears_the_queue_splits_a_merge_and_undoes_a_decision() {
         .await
         .expect("the typo is marked");
     // The matcher's codes in the page's language (Russian by default).
-    let summary = c
-        .find(Locator::Css("p.summary"))
-        .await
-        .expect("summary")
-        .text()
-        .await
-        .expect("summary text");
+    let summary = text_of(c, "p.summary").await;
     assert!(
         summary.contains("неоднозначная пара") && summary.contains("открыт"),
         "{summary}"
     );
-    let level = c
-        .find(Locator::Css("tr[data-field=last_name] td.level"))
-        .await
-        .expect("last name's level")
-        .text()
-        .await
-        .expect("level text");
-    assert_eq!(level, "одна опечатка");
+    assert_eq!(
+        text_of(c, "tr[data-field=last_name] td.level").await,
+        "одна опечатка"
+    );
     screenshot(c, "item.png").await;
 
     // Keyboard triage: link, keep apart, link (most probable first).
