@@ -71,9 +71,7 @@ impl Lang {
             None => code,
         }
     }
-}
 
-impl Lang {
     /// A review item's reason (the matcher's code: `<rule>_ambiguous`,
     /// `<identifier>_conflict`, `chain_…`, `locked_person`) in words; the
     /// code itself when it is none of those.

@@ -189,43 +189,45 @@ fn text(v: &Value) -> Option<&str> {
         .or_else(|| v.get("value").and_then(Value::as_str))
 }
 
-fn join_values(v: &Value, keys: &[&str]) -> Option<String> {
+/// Each item of the array `v` as `item` shows it; `; ` between.
+fn join_items(v: &Value, item: impl Fn(&Value) -> String) -> Option<String> {
     let items: Vec<String> = v
         .as_array()?
         .iter()
-        .map(|d| {
-            keys.iter()
-                .filter_map(|k| d.get(*k).and_then(text))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(item)
         .filter(|s| !s.is_empty())
         .collect();
     (!items.is_empty()).then(|| items.join("; "))
 }
 
-/// Each document as its type's name, series and number; `; ` between.
+/// One item's values under `keys`, space-separated.
+fn item_values(d: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .filter_map(|k| d.get(*k).and_then(text))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Each item's values under `keys`.
+fn join_values(v: &Value, keys: &[&str]) -> Option<String> {
+    join_items(v, |d| item_values(d, keys))
+}
+
+/// Each document as its type's name, series and number.
 fn documents(v: &Value, l: Lang) -> Option<String> {
-    let items: Vec<String> = v
-        .as_array()?
-        .iter()
-        .map(|d| {
-            let kind = d
-                .get("type")
-                .and_then(Value::as_u64)
-                .and_then(|t| u16::try_from(t).ok());
-            let series_number = ["series", "number"]
-                .iter()
-                .filter_map(|k| d.get(*k).and_then(text));
-            kind.map(|t| l.document_type(t))
-                .into_iter()
-                .chain(series_number.map(str::to_string))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .filter(|s| !s.is_empty())
-        .collect();
-    (!items.is_empty()).then(|| items.join("; "))
+    join_items(v, |d| {
+        let kind = d
+            .get("type")
+            .and_then(Value::as_u64)
+            .and_then(|t| u16::try_from(t).ok())
+            .map(|t| l.document_type(t));
+        let series_number = item_values(d, &["series", "number"]);
+        kind.into_iter()
+            .chain([series_number])
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 impl Record {

@@ -43,6 +43,7 @@ pub struct Scorer {
 
 struct Current {
     setup: Arc<Setup>,
+    /// Scores the candidates: the setup's model when it decides by one.
     model: Arc<Model>,
     version: Option<i64>,
     checked: Instant,
@@ -50,10 +51,16 @@ struct Current {
 
 impl Scorer {
     pub fn new(base: Setup) -> Scorer {
+        // The model scoring the pairs is the one deciding them, if the
+        // setup decides by a model.
+        let model = match &base.scoring {
+            Scoring::Model { model, .. } => model.clone(),
+            Scoring::Rules(_) => Arc::new(Model::priors()),
+        };
         Scorer {
             current: RwLock::new(Current {
                 setup: Arc::new(base.clone()),
-                model: Arc::new(Model::priors()),
+                model,
                 version: None,
                 // Checked on first use.
                 checked: Instant::now() - MODEL_CHECK * 2,
@@ -188,8 +195,8 @@ struct Verdict {
 }
 
 /// The matcher's decision on `me` and `other`. With the model, on the
-/// weights already computed (`scored`, by the setup's model); with the
-/// rules, by the rules.
+/// weights already computed (`scored`: the scorer's model is the setup's);
+/// with the rules, by the rules.
 fn verdict(setup: &Setup, me: &Features, other: &Features, scored: &Scored) -> Verdict {
     match &setup.scoring {
         Scoring::Model { model, thresholds } => {
@@ -213,11 +220,6 @@ fn verdict(setup: &Setup, me: &Features, other: &Features, scored: &Scored) -> V
 }
 
 fn score(setup: &Setup, model: &Model, me: &Features, other: &Features, person: i64) -> Candidate {
-    // The model that decides also gives the weights shown.
-    let model = match &setup.scoring {
-        Scoring::Model { model, .. } => model,
-        Scoring::Rules(_) => model,
-    };
     let scored = model.score(me, other);
     let Verdict {
         decision,

@@ -310,7 +310,8 @@ async fn run_in(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Re
         Err(lag) => summary.lag = Some(lag),
     }
     summary.rematch = Some(rig.rematch().await);
-    summary.events = Some(rig.events(options.converge_timeout).await?);
+    let events = rig.events(options.converge_timeout).await?;
+    summary.events = Some((events.bus.len(), events.problems.clone()));
     summary.unclean_stops = rig.stop();
     summary.processes = rig
         .fleet
@@ -324,6 +325,6 @@ async fn run_in(binaries: Binaries, options: &Options, dir: &Path) -> anyhow::Re
     summary.infoclinica_changes = rig.firebird.changes.clone();
     rig.reference(options.converge_timeout).await?;
     rig.compare(&mut summary).await?;
-    summary.privacy = Some(rig.privacy().await?);
+    summary.privacy = Some(rig.privacy(&events.bus).await?);
     Ok(summary)
 }

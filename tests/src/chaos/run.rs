@@ -395,16 +395,18 @@ impl Rig {
     }
 
     /// The person events once the relay has published every one (the
-    /// re-match's too), within `timeout`: how many reached the bus and
-    /// what is wrong with them.
-    pub async fn events(&self, timeout: Duration) -> anyhow::Result<(usize, Vec<String>)> {
+    /// re-match's too), within `timeout`, checked.
+    pub async fn events(&self, timeout: Duration) -> anyhow::Result<verify::EventsSeen> {
         let pool = self.bus.pool(DATABASE).await?;
         let start = Instant::now();
         loop {
             match verify::unpublished_events(&pool).await? {
                 0 => break,
                 n if start.elapsed() > timeout => {
-                    return Ok((0, vec![format!("{n} person event(s) not published")]))
+                    return Ok(verify::EventsSeen {
+                        bus: Vec::new(),
+                        problems: vec![format!("{n} person event(s) not published")],
+                    })
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -517,16 +519,17 @@ impl Rig {
 impl Rig {
     /// The personal data of the run looked for in every log of the run
     /// (the operator's listings written to `etl.log` first), in the dead
-    /// letters' reasons and in the person events on the bus.
-    pub async fn privacy(&self) -> anyhow::Result<Vec<super::privacy::Leak>> {
+    /// letters' reasons and in the person events on the bus (`events`).
+    pub async fn privacy(
+        &self,
+        events: &[crate::person_events::BusEvent],
+    ) -> anyhow::Result<Vec<super::privacy::Leak>> {
         self.etl_listings().await?;
         let pool = self.bus.pool(DATABASE).await?;
         let values = super::privacy::personal_values(&pool).await?;
         anyhow::ensure!(!values.is_empty(), "no personal values to look for");
         let mut leaks = super::privacy::scan_logs(&values, &self.dir)?;
         leaks.extend(super::privacy::scan_dead_letters(&values, &pool).await?);
-        let js = async_nats::jetstream::new(async_nats::connect(self.bus.nats_url()).await?);
-        let events = crate::person_events::on_stream(&js, EVENTS_STREAM).await;
         let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
         leaks.extend(super::privacy::find(
             &values,

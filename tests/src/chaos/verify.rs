@@ -86,20 +86,27 @@ pub async fn unpublished_events(pool: &PgPool) -> anyhow::Result<i64> {
     .await?)
 }
 
-/// What the person events on the bus (stream `stream`, subjects under
-/// `subject_prefix`) got wrong against the outbox and the persons
-/// (`crate::person_events::problems`), and how many were published.
+/// The person events on the bus, and what they got wrong against the
+/// outbox and the persons (`crate::person_events::problems`).
+#[derive(Debug, Default)]
+pub struct EventsSeen {
+    pub bus: Vec<crate::person_events::BusEvent>,
+    pub problems: Vec<String>,
+}
+
+/// The person events of stream `stream` (subjects under `subject_prefix`),
+/// checked.
 pub async fn events(
     pool: &PgPool,
     url: &str,
     stream: &str,
     subject_prefix: &str,
-) -> anyhow::Result<(usize, Vec<String>)> {
+) -> anyhow::Result<EventsSeen> {
     let client = async_nats::connect(url).await?;
     let js = async_nats::jetstream::new(client);
     let bus = crate::person_events::on_stream(&js, stream).await;
     let problems = crate::person_events::problems(pool, &bus, subject_prefix).await?;
-    Ok((bus.len(), problems))
+    Ok(EventsSeen { bus, problems })
 }
 
 /// Messages of `stream` the consumer has not delivered or not had acked.
