@@ -19,6 +19,21 @@ fn features(t: &TruthRecord) -> Features {
     Features::of(&SourceRow::of_record(t.source, &t.source_id, &t.record))
 }
 
+/// Why a true pair that no block held would not have linked either, or
+/// that it would have (`not_blocked_link`).
+fn not_blocked(setup: &Setup, nodes: &[Features], i: usize, j: usize) -> String {
+    let levels = matcher::model::compare::compare(&nodes[i], &nodes[j]);
+    if std::env::var("NOT_BLOCKED").is_ok() {
+        println!("not blocked {levels:?}");
+    }
+    let why = match setup.evaluate(&nodes[i], &nodes[j]) {
+        Some(p) if p.decision == Decision::Link => "link",
+        Some(_) => "review",
+        None => matcher::model::params::guard(&nodes[i], &nodes[j], &levels).unwrap_or("below"),
+    };
+    format!("not_blocked_{why}")
+}
+
 fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
     truth.sort_by(|a, b| (a.source, &a.source_id).cmp(&(b.source, &b.source_id)));
     let nodes: Vec<Features> = truth.iter().map(features).collect();
@@ -276,7 +291,7 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                             .or_else(|| reason.get(&(i, j)))
                             .or_else(|| reason.get(&(j, i)))
                             .cloned()
-                            .unwrap_or_else(|| "not_blocked".into());
+                            .unwrap_or_else(|| not_blocked(&setup, &nodes, i, j));
                         *apart.entry(why).or_default() += 1;
                     }
                 }

@@ -8,6 +8,7 @@
 //! | what | rate |
 //! |---|---|
 //! | a sibling in the household: same surname and patronymic (in their sex's form), own first name, born 1–6 years apart, same phone and e-mail | 3% of persons (group `household:<p>`) |
+//! | a woman married after her records began: 40% of her records hold her maiden surname and her passport of 20, the rest the married surname and the passport issued at the wedding (at 23 or later) | 25% of women aged 24–44 with a passport |
 //! | a foreigner known by name and birth date only: no patronymic, phone, e-mail, SNILS or OMS; half hold a foreign passport (`KA3394495` glued, `KA` + `3394495` split, the series in Cyrillic look-alikes) | 3% of persons |
 //! | the patronymic as an initial (`С.` or `С`) | 4% of records with one |
 //! | a phone with words or an extension (`8(925)123-45-67 мобильный`, `моб. …`, `… (мама)`, `… доб. 12`) | 10% of phones |
@@ -48,6 +49,54 @@ pub(crate) fn household(r: &mut Rng, base: &PatientRecord, other: PatientRecord)
     sibling.phones = base.phones.clone();
     sibling.emails = base.emails.clone();
     sibling
+}
+
+/// A woman who took her husband's surname at marriage: her records from
+/// before hold her maiden surname and the passport of 20, the later ones the
+/// married surname and the passport issued for it (a replacement off the
+/// ages of 14, 20 and 45, as one after a loss is).
+pub(crate) struct Married {
+    pub(crate) now: PatientRecord,
+    pub(crate) before: PatientRecord,
+}
+
+/// `base` as a woman married at 23 or later, if she is a woman of 24–44
+/// with a passport and a surname of the lists (`None` otherwise).
+pub(crate) fn married(r: &mut Rng, base: &PatientRecord) -> Option<Married> {
+    let birth = base.birth_date?;
+    let age = crate::age_at(birth, crate::REFERENCE_DATE);
+    if base.sex != Some(Sex::Female) || !(24..=44).contains(&age) {
+        return None;
+    }
+    let passport = base
+        .documents
+        .iter()
+        .position(|d| d.doc_type == DocumentType::PASSPORT)?;
+    let region = base.documents[passport]
+        .series
+        .clone()?
+        .get(..2)?
+        .to_string();
+    let year_of = |y: i32| format!("{region}{:02}", y.rem_euclid(100));
+    let at_20 = crate::passport_issue_year(r, birth.year(), 20);
+    // The wedding: past the window of the passport of 20, before today.
+    let first = (birth.year() + 23).max(at_20 + 1);
+    let last = crate::REFERENCE_DATE.year() - 1;
+    if first > last {
+        return None;
+    }
+    let wed = r.between(first as u64, last as u64) as i32;
+    let mut before = base.clone();
+    before.last_name = Some(
+        names::SURNAMES[r.below(names::SURNAMES.len() as u64) as usize]
+            .1
+            .to_string(),
+    );
+    before.documents[passport].series = Some(year_of(at_20));
+    before.documents[passport].number = format!("{:06}", r.between(1, 999_999));
+    let mut now = base.clone();
+    now.documents[passport].series = Some(year_of(wed));
+    (before.last_name != base.last_name).then_some(Married { now, before })
 }
 
 /// A foreigner as clinics know one: names and birth date; no patronymic,

@@ -273,7 +273,7 @@ fn birth_date(rng: &mut Rng) -> NaiveDate {
 }
 
 /// Completed years at `on`.
-fn age_at(birth: NaiveDate, on: NaiveDate) -> u32 {
+pub(crate) fn age_at(birth: NaiveDate, on: NaiveDate) -> u32 {
     let before_birthday = (on.month(), on.day()) < (birth.month(), birth.day());
     (on.year() - birth.year() - i32::from(before_birthday)).max(0) as u32
 }
@@ -389,7 +389,7 @@ fn documents(rng: &mut Rng, birth: NaiveDate, age: u32) -> (DocKind, Vec<Identit
 /// Year the current passport was issued: passports are issued at 14 and
 /// replaced at 20 and 45, usually within a year; passports of this kind exist
 /// since 1997, and older ones were exchanged by 2004.
-fn passport_issue_year(rng: &mut Rng, birth_year: i32, age: u32) -> i32 {
+pub(crate) fn passport_issue_year(rng: &mut Rng, birth_year: i32, age: u32) -> i32 {
     let milestone = match age {
         45.. => 45,
         20..=44 => 20,

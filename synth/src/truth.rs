@@ -118,6 +118,8 @@ impl TruthGenerator {
                 ));
                 people[0].1 = Some(format!("family:{p}"));
             }
+            // A married woman's records from before her wedding.
+            let mut maiden = None;
             if self.clerks && people.len() == 1 {
                 let mut r = self.rng(p, 7);
                 let roll = r.below(100);
@@ -131,6 +133,11 @@ impl TruthGenerator {
                     people[0].1 = Some(format!("household:{p}"));
                 } else if roll < 6 {
                     people[0].2 = crate::clerks::foreigner(&mut r, &base);
+                } else if r.percent(25) {
+                    if let Some(m) = crate::clerks::married(&mut r, &base) {
+                        people[0].2 = m.now;
+                        maiden = Some(m.before);
+                    }
                 }
             }
             for (n, (person, group, record)) in people.into_iter().enumerate() {
@@ -146,7 +153,9 @@ impl TruthGenerator {
                     let copies = if r.percent(3) { 2 } else { 1 };
                     for c in 0..copies {
                         let mut vr = self.rng(salt, 10 + s as u64 * 2 + c);
-                        let mut rec = vary(&mut vr, &record, old_passport.as_ref());
+                        let before = maiden.as_ref().filter(|_| n == 0 && vr.percent(40));
+                        let mut rec =
+                            vary(&mut vr, before.unwrap_or(&record), old_passport.as_ref());
                         if self.clerks {
                             let mut cr = self.rng(salt, 40 + s as u64 * 2 + c);
                             crate::clerks::vary(&mut cr, &mut rec);
@@ -544,5 +553,33 @@ mod tests {
             })
             .count();
         assert!(typos > 10, "{typos}");
+        // Married women: one person's records under two surnames that are
+        // not forms of each other, with passports of different series.
+        let mut of_person: std::collections::HashMap<&str, Vec<&PatientRecord>> =
+            Default::default();
+        for r in a.iter().filter(|r| r.record.sex == Some(Sex::Female)) {
+            of_person.entry(&r.person).or_default().push(&r.record);
+        }
+        let surname = |r: &PatientRecord| r.last_name.as_deref().map(|l| l.to_lowercase());
+        let series = |r: &PatientRecord| {
+            r.documents
+                .iter()
+                .find(|d| d.doc_type == DocumentType::PASSPORT)
+                .and_then(|d| d.series.clone())
+        };
+        let married = of_person
+            .values()
+            .filter(|records| {
+                records.iter().any(|x| {
+                    records.iter().any(|y| {
+                        surname(x)
+                            .zip(surname(y))
+                            .is_some_and(|(p, q)| p.get(..4) != q.get(..4))
+                            && series(x).zip(series(y)).is_some_and(|(p, q)| p != q)
+                    })
+                })
+            })
+            .count();
+        assert!(married > 5, "{married}");
     }
 }
