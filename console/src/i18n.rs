@@ -109,6 +109,11 @@ pub const TERMS: &[(&str, &str, &str)] = &[
     ("initial", "инициал", "initial"),
     ("one_edit", "одна опечатка", "one edit"),
     ("two_edits", "две опечатки", "two edits"),
+    (
+        "differs_both_women",
+        "другая (обе записи женские)",
+        "differs (both women)",
+    ),
     ("one_typo", "одна опечатка", "one typo"),
     (
         "day_month_swap",

@@ -478,26 +478,52 @@ fn docs_conflict(a: &Features, b: &Features) -> bool {
     })
 }
 
-/// Two different internal passports of one person are plausible when each
-/// blank's year falls near a different replacement age (14, 20, 45; issued
-/// within two years after the birthday, or from 1997, when this passport
-/// started, until the exchange ended in 2004). Two passports of the same
-/// period mean two people.
+/// Two different internal passports of one person are plausible unless
+/// both blanks were made in one year or fall in the same replacement
+/// period, or one was made before its holder turned 14. Passports are replaced at 14, 20 and 45
+/// (issued within two years after the birthday, or from 1997, when this
+/// passport started, until the exchange ended in 2004); one made off those
+/// windows replaced another after a loss or a change of surname (most
+/// women who take their husband's name hold one), so it may follow or
+/// precede a passport of any period. Two passports of the same period mean
+/// two people.
 pub fn passports_agree(x: &Doc, y: &Doc, bx: Option<NaiveDate>, by: Option<NaiveDate>) -> bool {
     let birth = bx.or(by);
     let (Some(b), Some(yx), Some(yy)) = (birth, x.passport_year(birth), y.passport_year(birth))
     else {
         return false;
     };
-    let period = |year: i32| -> Option<i32> {
-        let age = year - b.year();
-        let milestone = [45, 20, 14].into_iter().find(|&m| age >= m)?;
-        let exchange = (1997..=2004).contains(&year);
-        (exchange || age <= milestone + 2).then_some(milestone)
+    if yx == yy {
+        return false;
+    }
+    match (passport_period(b, yx), passport_period(b, yy)) {
+        (Period::BeforeFourteen, _) | (_, Period::BeforeFourteen) => false,
+        (Period::At(px), Period::At(py)) => px != py,
+        _ => true,
+    }
+}
+
+/// When in its holder's life a passport blank was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Period {
+    /// Before the 14th birthday: not this holder's passport.
+    BeforeFourteen,
+    /// The replacement at this age (14, 20, 45), or the exchange.
+    At(i32),
+    /// Off the replacement windows: after a loss or a change of surname.
+    Between,
+}
+
+fn passport_period(birth: NaiveDate, year: i32) -> Period {
+    let age = year - birth.year();
+    let Some(milestone) = [45, 20, 14].into_iter().find(|&m| age >= m) else {
+        return Period::BeforeFourteen;
     };
-    match (period(yx), period(yy)) {
-        (Some(px), Some(py)) => px != py,
-        _ => false,
+    let exchange = (1997..=2004).contains(&year);
+    if exchange || age <= milestone + 2 {
+        Period::At(milestone)
+    } else {
+        Period::Between
     }
 }
 

@@ -65,6 +65,7 @@ impl Field {
                 "part_or_gender_form",
                 "one_edit",
                 "two_edits",
+                "differs_both_women",
                 "differs",
             ],
             Field::FirstName | Field::MiddleName => {
@@ -197,7 +198,14 @@ fn last_name(a: &Features, b: &Features) -> Option<u8> {
     if shares_part || gender_form {
         return Some(1);
     }
-    Some(edits(x, y))
+    // Many women take their husband's surname and keep first name,
+    // patronymic and birth date: another surname on two women's records is
+    // its own level, weaker evidence than on a man's.
+    Some(match edits(x, y) {
+        4 if a.sex == Some('F') && b.sex == Some('F') => 4,
+        4 => Field::LastName.differs(),
+        close => close,
+    })
 }
 
 /// The levels of surname and first name; when first name and surname

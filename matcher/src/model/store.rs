@@ -32,11 +32,12 @@ pub async fn load(conn: &mut PgConnection, version: i64) -> sqlx::Result<Model> 
             .bind(version)
             .fetch_one(&mut *conn)
             .await?;
-    let mut model: Model =
-        serde_json::from_value(params).map_err(|e| sqlx::Error::ColumnDecode {
+    let mut model = serde_json::from_value::<Model>(params)
+        .map_err(|e| sqlx::Error::ColumnDecode {
             index: "params".into(),
             source: Box::new(e),
-        })?;
+        })?
+        .with_current_levels();
     let rows: Vec<(String, String, i32)> = sqlx::query_as(
         "SELECT field, value, records FROM match_model_frequencies WHERE version = $1",
     )

@@ -265,6 +265,58 @@ fn a_feminine_surname_form_is_not_a_typo() {
     assert_eq!(compare(&a, &b)[Field::LastName.index()], Some(1));
 }
 
+/// A woman who took her husband's surname and got a passport for it: her
+/// records before and after share the SNILS and link; another surname is
+/// weaker evidence on two women's records than on two men's.
+#[test]
+fn a_married_woman_links_by_her_snils_with_another_surname_and_passport() {
+    let model = Model::priors();
+    let t = Thresholds::default();
+    let mut before = record("1", "соколова", "анна", "петровна");
+    before.sex = Some('F');
+    before.snils = Some("11223344595".into());
+    before.docs = vec![passport("4500", "123456")];
+    let mut after = before.clone();
+    after.source_id = "2".into();
+    after.last = Some("морозова".into());
+    after.last_parts = vec!["морозова".into()];
+    // Born 1980: the passport of 20 made in 2000, the new one in 2007.
+    after.docs = vec![passport("4507", "654321")];
+    let levels = compare(&before, &after);
+    assert_eq!(
+        levels[Field::LastName.index()],
+        Some(4),
+        "differs_both_women"
+    );
+    assert_eq!(levels[Field::Passport.index()], Some(2), "replaced");
+    let o = model.decide(&before, &after, &t).expect("a decision");
+    assert_eq!(o.decision, Decision::Link, "{:?}", o.scored);
+    let (mut his, mut other) = (before.clone(), after.clone());
+    his.sex = Some('M');
+    other.sex = Some('M');
+    let men = compare(&his, &other)[Field::LastName.index()];
+    assert_eq!(men, Some(Field::LastName.differs()));
+    let surname = |s: super::params::Scored| s.contributions[Field::LastName.index()].unwrap();
+    assert!(surname(model.score(&before, &after)) > surname(model.score(&his, &other)));
+}
+
+/// A model stored before the surname gained `differs_both_women` weighs it
+/// as "differs": the same decisions until it is trained again.
+#[test]
+fn a_model_stored_before_a_level_was_added_weighs_it_as_differs() {
+    let mut old = Model::priors();
+    let last = &mut old.fields[Field::LastName.index()];
+    last.m.remove(4);
+    last.u.remove(4);
+    let (m, u) = (last.m[4], last.u[4]);
+    let upgraded = old.with_current_levels();
+    let last = &upgraded.fields[Field::LastName.index()];
+    assert_eq!(last.m.len(), Field::LastName.levels().len());
+    assert_eq!((last.m[4], last.u[4]), (m, u));
+    assert_eq!((last.m[5], last.u[5]), (m, u));
+    assert_eq!(upgraded.clone().with_current_levels(), upgraded);
+}
+
 /// Birth dates far apart are two people, unless the pair holds one
 /// identifier exactly and agrees on the names: then the birth date was
 /// typed wrong on one side and the model weighs it. A parent's document
