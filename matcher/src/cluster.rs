@@ -312,7 +312,7 @@ pub fn pair_conflict(a: &Features, b: &Features) -> Option<&'static str> {
                 continue;
             }
             let replaced = x.doc_type == proto::DocumentType::PASSPORT.0
-                && rules::passports_agree(x, y, a.birth, b.birth);
+                && rules::passports_agree(x, y, a.birth, b.birth, rules::surname_changed(a, b));
             if !replaced {
                 return Some("chain_document_differs");
             }

@@ -450,7 +450,7 @@ fn compare_docs(a: &Features, b: &Features) -> Agreement {
         for y in b.docs.iter().filter(|y| y.doc_type == x.doc_type) {
             compared = true;
             if x.doc_type == proto::DocumentType::PASSPORT.0
-                && passports_agree(x, y, a.birth, b.birth)
+                && passports_agree(x, y, a.birth, b.birth, surname_changed(a, b))
             {
                 replaced = true;
             } else {
@@ -473,58 +473,51 @@ fn docs_conflict(a: &Features, b: &Features) -> bool {
                 y.doc_type == x.doc_type
                     && !a.docs.contains(y)
                     && !(x.doc_type == proto::DocumentType::PASSPORT.0
-                        && passports_agree(x, y, a.birth, b.birth))
+                        && passports_agree(x, y, a.birth, b.birth, surname_changed(a, b)))
             })
     })
 }
 
-/// Two different internal passports of one person are plausible unless
-/// both blanks were made in one year or fall in the same replacement
-/// period, or one was made before its holder turned 14. Passports are replaced at 14, 20 and 45
-/// (issued within two years after the birthday, or from 1997, when this
-/// passport started, until the exchange ended in 2004); one made off those
-/// windows replaced another after a loss or a change of surname (most
-/// women who take their husband's name hold one), so it may follow or
-/// precede a passport of any period. Two passports of the same period mean
-/// two people.
-pub fn passports_agree(x: &Doc, y: &Doc, bx: Option<NaiveDate>, by: Option<NaiveDate>) -> bool {
+/// Two different internal passports of one person are plausible when
+/// each blank's year falls near a different replacement age (14, 20, 45;
+/// issued within two years after the birthday, or from 1997, when this
+/// passport started, until the exchange ended in 2004), or, where the
+/// surname changed (`surname_changed`: a new passport is issued for a new
+/// surname, most often a woman's at her wedding, at any age), when the
+/// blanks were made in different years after the holder turned 14. Two
+/// passports of the same period, or with the surname unchanged one made
+/// off those windows, mean two people.
+pub fn passports_agree(
+    x: &Doc,
+    y: &Doc,
+    bx: Option<NaiveDate>,
+    by: Option<NaiveDate>,
+    surname_changed: bool,
+) -> bool {
     let birth = bx.or(by);
     let (Some(b), Some(yx), Some(yy)) = (birth, x.passport_year(birth), y.passport_year(birth))
     else {
         return false;
     };
-    if yx == yy {
-        return false;
+    let age = |year: i32| year - b.year();
+    if surname_changed {
+        return yx != yy && age(yx) >= 14 && age(yy) >= 14;
     }
-    match (passport_period(b, yx), passport_period(b, yy)) {
-        (Period::BeforeFourteen, _) | (_, Period::BeforeFourteen) => false,
-        (Period::At(px), Period::At(py)) => px != py,
-        _ => true,
-    }
-}
-
-/// When in its holder's life a passport blank was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Period {
-    /// Before the 14th birthday: not this holder's passport.
-    BeforeFourteen,
-    /// The replacement at this age (14, 20, 45), or the exchange.
-    At(i32),
-    /// Off the replacement windows: after a loss or a change of surname.
-    Between,
-}
-
-fn passport_period(birth: NaiveDate, year: i32) -> Period {
-    let age = year - birth.year();
-    let Some(milestone) = [45, 20, 14].into_iter().find(|&m| age >= m) else {
-        return Period::BeforeFourteen;
+    let period = |year: i32| -> Option<i32> {
+        let milestone = [45, 20, 14].into_iter().find(|&m| age(year) >= m)?;
+        let exchange = (1997..=2004).contains(&year);
+        (exchange || age(year) <= milestone + 2).then_some(milestone)
     };
-    let exchange = (1997..=2004).contains(&year);
-    if exchange || age <= milestone + 2 {
-        Period::At(milestone)
-    } else {
-        Period::Between
+    match (period(yx), period(yy)) {
+        (Some(px), Some(py)) => px != py,
+        _ => false,
     }
+}
+
+/// Whether two records' surnames differ beyond a typo, a gender form or
+/// half of a double surname: a change of surname.
+pub fn surname_changed(a: &Features, b: &Features) -> bool {
+    compare_last(a, b, Weights::default().typo_similarity) == Agreement::Differs
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ pub fn compare(a: &Features, b: &Features) -> Levels {
         (Some(x), Some(y)) => Some(u8::from(x != y)),
         _ => None,
     };
-    l[Field::Passport.index()] = passport(a, b);
+    let surname_changed = matches!(last, Some(l) if l >= 4);
+    l[Field::Passport.index()] = passport(a, b, surname_changed);
     l[Field::OtherDocument.index()] = other_document(a, b);
     l[Field::Snils.index()] = identifier(a.snils.as_deref(), b.snils.as_deref());
     l[Field::Oms.index()] = identifier(a.oms.as_deref(), b.oms.as_deref());
@@ -303,7 +304,7 @@ fn passports(f: &Features) -> impl Iterator<Item = &Doc> + '_ {
         .filter(|d| d.doc_type == proto::DocumentType::PASSPORT.0)
 }
 
-fn passport(a: &Features, b: &Features) -> Option<u8> {
+fn passport(a: &Features, b: &Features, surname_changed: bool) -> Option<u8> {
     if passports(a).next().is_none() || passports(b).next().is_none() {
         return None;
     }
@@ -312,7 +313,9 @@ fn passport(a: &Features, b: &Features) -> Option<u8> {
         Some(0)
     } else if any(&one_edit) {
         Some(1)
-    } else if passports(a).all(|x| passports(b).all(|y| passports_agree(x, y, a.birth, b.birth))) {
+    } else if passports(a)
+        .all(|x| passports(b).all(|y| passports_agree(x, y, a.birth, b.birth, surname_changed)))
+    {
         Some(2)
     } else {
         Some(3)

@@ -206,22 +206,35 @@ fn birth_date_comparison() {
 }
 
 #[test]
-fn a_passport_made_off_the_replacement_ages_may_replace_any_other() {
+fn a_new_surname_makes_a_passport_of_any_year_a_replacement() {
     // Born 1990: passports of 14 (2004), of 20 (2010, 2011), one made at 27
-    // (after a loss or a wedding), one at 29, one made at 13.
+    // (after a wedding, or a loss), one made at 13.
     let born = NaiveDate::from_ymd_opt(1990, 5, 3);
-    let agree =
-        |x: &str, y: &str| passports_agree(&passport(x, "1"), &passport(y, "2"), born, born);
-    assert!(agree("4504", "4510"), "14 and 20");
-    assert!(!agree("4510", "4511"), "two of 20");
-    assert!(agree("4510", "4517"), "20 and one made at 27");
-    assert!(agree("4504", "4517"), "14 and one made at 27");
-    assert!(agree("4517", "4519"), "two made off the ages");
-    assert!(!agree("4517", "7717"), "two made in one year");
+    let agree = |x: &str, y: &str, changed: bool| {
+        passports_agree(&passport(x, "1"), &passport(y, "2"), born, born, changed)
+    };
+    assert!(agree("4504", "4510", false), "14 and 20");
+    assert!(!agree("4510", "4511", false), "two of 20");
     assert!(
-        !agree("4503", "4510"),
+        !agree("4510", "4517", false),
+        "20 and one made at 27: a loss is no proof"
+    );
+    assert!(
+        agree("4510", "4517", true),
+        "20 and one made at 27 for a new surname"
+    );
+    assert!(agree("4510", "4511", true), "married at 21");
+    assert!(!agree("4517", "7717", true), "two made in one year");
+    assert!(
+        !agree("4503", "4510", true),
         "one made before 14 is not the holder's"
     );
-    let unknown = passports_agree(&passport("4510", "1"), &passport("4517", "2"), None, None);
+    let unknown = passports_agree(
+        &passport("4510", "1"),
+        &passport("4517", "2"),
+        None,
+        None,
+        true,
+    );
     assert!(!unknown, "without a birth date nothing is plausible");
 }
