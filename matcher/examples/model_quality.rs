@@ -53,6 +53,9 @@ fn evaluate(name: &str, mut truth: Vec<TruthRecord>, kind: &str) {
                 started.elapsed().as_secs_f64(),
                 trained.model.namesakes
             );
+            if std::env::var("SHOW_MODEL").is_ok() {
+                println!("{}", model::store::show(&trained.model));
+            }
             Scoring::Model {
                 model: Arc::new(trained.model),
                 thresholds: Thresholds::default(),
