@@ -30,7 +30,8 @@
 //! [`TruthGenerator::with_clerks`] adds the failure classes of clinics' real
 //! data (rates in `crate::clerks`): clerks' document layouts, phones with
 //! words, one-digit document typos, patronymic initials, foreigners known by
-//! name and birth date only, household members (`<p>h`, `household:<p>`).
+//! name and birth date only, household members (`<p>h`, `household:<p>`),
+//! married women whose earlier records hold the maiden surname.
 
 use chrono::{Datelike, NaiveDate};
 use proto::{normalize, DocumentType, IdentityDocument, PatientRecord, Sex};
@@ -553,8 +554,8 @@ mod tests {
             })
             .count();
         assert!(typos > 10, "{typos}");
-        // Married women: one person's records under two surnames that are
-        // not forms of each other, with passports of different series.
+        // Married women: one person's records under two surnames that begin
+        // differently, with passports of different series.
         let mut of_person: std::collections::HashMap<&str, Vec<&PatientRecord>> =
             Default::default();
         for r in a.iter().filter(|r| r.record.sex == Some(Sex::Female)) {

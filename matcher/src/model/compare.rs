@@ -201,9 +201,11 @@ fn last_name(a: &Features, b: &Features) -> Option<u8> {
     }
     // Many women take their husband's surname and keep first name,
     // patronymic and birth date: another surname on two women's records is
-    // its own level, weaker evidence than on a man's.
+    // its own level (4, `differs_both_women`), weaker evidence than on a
+    // man's. `edits` gives 4 for any names that differ.
+    let women = a.sex == Some('F') && b.sex == Some('F');
     Some(match edits(x, y) {
-        4 if a.sex == Some('F') && b.sex == Some('F') => 4,
+        4 if women => 4,
         4 => Field::LastName.differs(),
         close => close,
     })

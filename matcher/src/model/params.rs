@@ -210,8 +210,8 @@ impl Model {
             // million.
             lambda: 1e-6,
             fields: vec![
-                // Another surname: on two women's records (about a quarter
-                // of random pairs) the most changes of surname are found.
+                // Another surname: most changes of surname are women's,
+                // and about a quarter of random pairs are two women.
                 p(
                     &[0.88, 0.03, 0.05, 0.01, 0.02, 0.01],
                     &[0.003, 0.0005, 0.002, 0.001, 0.25, 0.7435],
