@@ -16,7 +16,7 @@
 //! | a passport with a letter `О` typed for a zero (unreadable, kept raw) | 0.5% of passports with a zero |
 //! | one digit of a document's number mistyped | 2% of records with a passport |
 
-use chrono::{Datelike, NaiveDate};
+use chrono::Datelike;
 use proto::{normalize, DocumentType, IdentityDocument, PatientRecord, Phone, Sex};
 
 use crate::names;
@@ -24,7 +24,8 @@ use crate::rng::Rng;
 
 /// A sibling of `base` living in the same household, made from `other` (a
 /// generated stranger): `base`'s surname and father, `other`'s sex, first
-/// name, documents and identifiers; the household's phone and e-mail.
+/// name (another than `base`'s), documents and identifiers; born one to six
+/// years apart; the household's phone and e-mail.
 pub(crate) fn household(r: &mut Rng, base: &PatientRecord, other: PatientRecord) -> PatientRecord {
     let male = other.sex == Some(Sex::Male);
     let mut sibling = other;
@@ -39,12 +40,24 @@ pub(crate) fn household(r: &mut Rng, base: &PatientRecord, other: PatientRecord)
         sibling.middle_name = Some(if male { father.1 } else { father.2 }.to_string());
     }
     if let Some(b) = base.birth_date {
-        let years = r.between(1, 6) as i32 * if r.percent(50) { 1 } else { -1 };
-        let day = 1 + r.below(28) as u32;
-        let month = 1 + r.below(12) as u32;
-        sibling.birth_date = NaiveDate::from_ymd_opt(b.year() + years, month, day)
-            .filter(|d| *d < crate::REFERENCE_DATE)
-            .or(base.birth_date.and_then(|b| b.pred_opt()));
+        // One to six years apart; a younger sibling not yet born by the
+        // reference date is an older one.
+        let apart = chrono::Duration::days((365 * r.between(1, 5) + r.below(365)) as i64);
+        let younger = b + apart;
+        sibling.birth_date = Some(if r.percent(50) && younger < crate::REFERENCE_DATE {
+            younger
+        } else {
+            b - apart
+        });
+    }
+    // Parents do not give two children one name.
+    while sibling.first_name == base.first_name {
+        let name = if male {
+            r.pick(names::MALE_NAMES).0
+        } else {
+            *r.pick(names::FEMALE_NAMES)
+        };
+        sibling.first_name = Some(name.to_string());
     }
     sibling.phones = base.phones.clone();
     sibling.emails = base.emails.clone();
@@ -239,4 +252,33 @@ fn clerk_layout(r: &mut Rng, d: &IdentityDocument) -> Option<IdentityDocument> {
         raw.0.as_deref(),
         raw.1.as_deref(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    /// A sibling made from a stranger with the person's own first name, or
+    /// with a birth year after the reference date, is still a sibling:
+    /// another first name, born a year or more apart.
+    #[test]
+    fn a_sibling_has_another_name_and_is_born_years_apart() {
+        let g = crate::Generator::new(3);
+        for n in 0..200 {
+            let mut base = g.patient(n).record;
+            let other = PatientRecord {
+                first_name: base.first_name.clone(),
+                sex: base.sex,
+                ..g.patient(10_000 + n).record
+            };
+            base.birth_date = NaiveDate::from_ymd_opt(2024, 3, 10);
+            let sibling = household(&mut Rng::from_key(n), &base, other);
+            assert_ne!(sibling.first_name, base.first_name);
+            let (a, b) = (base.birth_date.unwrap(), sibling.birth_date.unwrap());
+            assert!((a - b).num_days().abs() > 300, "{a} {b}");
+            assert!(b < crate::REFERENCE_DATE);
+        }
+    }
 }

@@ -87,20 +87,40 @@ pub struct Model {
 /// there on purpose). Where none is found, nothing tells a pair known by
 /// names and birth date alone from one person, and the model's probability
 /// decides it like any pair; where one is found, such a pair also needs
-/// rare names (the namesake rule, [`Thresholds::uncorroborated_margin_bits`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// rare names (the namesake rule, [`Thresholds::uncorroborated_margin_bits`]),
+/// rarer than those of every namesake pair found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Namesakes {
     /// Pairs agreeing on names and birth date whose SNILS or internal
     /// passports could be compared.
     pub compared: u64,
     /// Of those, pairs that are two people.
     pub apart: u64,
+    /// The most that the names of those two-people pairs weigh (bits, see
+    /// [`names_bits`]): where namesakes are found among names this rare, a
+    /// rare name is no sign of one person up to there. `None` for a model
+    /// stored before it was counted.
+    #[serde(default)]
+    pub rarest_name_bits: Option<f64>,
 }
 
 impl Namesakes {
     /// Counts `levels` (a compared pair's) if it agrees on names and birth
     /// date and its SNILS or passports could be compared.
     pub fn count(&mut self, levels: &Levels, pairs: u64) {
+        let Some(apart) = Self::apart(levels) else {
+            return;
+        };
+        self.compared += pairs;
+        if apart {
+            self.apart += pairs;
+        }
+    }
+
+    /// For a pair that agrees on names and birth date and whose SNILS or
+    /// passports could be compared, whether it is two people beyond doubt;
+    /// `None` for any other pair.
+    pub fn apart(levels: &Levels) -> Option<bool> {
         let at = |f: Field| levels[f.index()];
         let exact = |f: Field| at(f) == Some(0);
         let names = exact(Field::LastName)
@@ -109,12 +129,9 @@ impl Namesakes {
             && exact(Field::BirthDate);
         let (snils, passport) = (at(Field::Snils), at(Field::Passport));
         if !names || (snils.is_none() && passport.is_none()) {
-            return;
+            return None;
         }
-        self.compared += pairs;
-        if snils == Some(Field::Snils.differs()) || passport == Some(Field::Passport.differs()) {
-            self.apart += pairs;
-        }
+        Some(snils == Some(Field::Snils.differs()) || passport == Some(Field::Passport.differs()))
     }
 }
 
@@ -138,8 +155,10 @@ pub struct Thresholds {
     /// was trained on: their contributions, adjusted by the names'
     /// frequencies, less the contributions of fields that differ, exceed
     /// log2 of the number of those records by at least this many bits (so that another person with the same names and
-    /// birth date among them is unlikely); else it is a review item. With
-    /// the shipped priors (no frequencies) no pair qualifies.
+    /// birth date among them is unlikely), and its names weigh more than
+    /// those of every namesake pair the training found; else it is a
+    /// review item. With the shipped priors (no frequencies) no pair
+    /// qualifies.
     pub uncorroborated_margin_bits: f64,
     /// When the namesake rule above applies: `"when_found"` (the default)
     /// where the records trained on hold people with the same names and
@@ -322,10 +341,17 @@ impl Model {
     }
 
     /// Whether the names of a pair are rare enough to link it on names and
-    /// birth date alone.
+    /// birth date alone: rare among the records, and rarer than those of
+    /// every namesake pair the training found.
     fn rare_names(&self, s: &Scored, t: &Thresholds) -> bool {
         let records = self.frequencies.records;
-        records > 0 && name_bits(s) >= (records as f64).log2() + t.uncorroborated_margin_bits
+        let rarer_than_namesakes = self
+            .namesakes
+            .and_then(|n| n.rarest_name_bits)
+            .is_none_or(|rarest| names_bits(s) > rarest);
+        records > 0
+            && name_bits(s) >= (records as f64).log2() + t.uncorroborated_margin_bits
+            && rarer_than_namesakes
     }
 
     /// The decision on a pair. Guards first, each a near-certain sign of
@@ -440,6 +466,15 @@ fn name_bits(s: &Scored) -> f64 {
     FIELDS
         .iter()
         .filter(|&&f| f != Field::BirthDate)
+        .filter_map(|f| s.contributions[f.index()])
+        .sum()
+}
+
+/// What the names of a pair weigh: the contributions of surname, first
+/// name and patronymic.
+pub fn names_bits(s: &Scored) -> f64 {
+    [Field::LastName, Field::FirstName, Field::MiddleName]
+        .iter()
         .filter_map(|f| s.contributions[f.index()])
         .sum()
 }

@@ -213,8 +213,12 @@ fn namesake_line(model: &Model) -> String {
         ),
         Some(n) => format!(
             "{} of {} pairs agreeing on names and birth date with comparable SNILS or passports are two people; \
-             pairs known by names and birth date alone need rare names",
-            n.apart, n.compared
+             pairs known by names and birth date alone need rare names{}",
+            n.apart,
+            n.compared,
+            n.rarest_name_bits
+                .map(|b| format!(", weighing more than the namesakes' ({b:.1} bits)"))
+                .unwrap_or_default()
         ),
     }
 }

@@ -136,11 +136,13 @@ fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
     model.namesakes = Some(Namesakes {
         compared: 5_000,
         apart: 3,
+        rarest_name_bits: None,
     });
     assert_eq!(decision(&model), held, "namesakes among the records");
     model.namesakes = Some(Namesakes {
         compared: 5_000,
         apart: 0,
+        rarest_name_bits: None,
     });
     assert_eq!(
         decision(&model),
@@ -189,9 +191,68 @@ fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
         counted,
         Namesakes {
             compared: 2,
-            apart: 1
+            apart: 1,
+            rarest_name_bits: None,
         }
     );
+}
+
+/// Rare names link a pair known by names and birth date alone only if they
+/// are rarer than those of every namesake pair the training found: where
+/// namesakes were found among names as rare, rarity proves nothing.
+#[test]
+fn rare_names_must_be_rarer_than_the_namesakes_found() {
+    let mut model = Model::priors();
+    let mut frequencies = Frequencies {
+        records: 100_000,
+        ..Default::default()
+    };
+    for (field, value) in [
+        ("last_name", "пржевальский"),
+        ("first_name", "ипполит"),
+        ("middle_name", "феоктистович"),
+    ] {
+        let counts = frequencies.counts.entry(field.into()).or_default();
+        counts.insert(value.into(), 1);
+    }
+    model.frequencies = frequencies;
+    let t = Thresholds::default();
+    let (a, b) = (
+        record("1", "пржевальский", "ипполит", "феоктистович"),
+        record("2", "пржевальский", "ипполит", "феоктистович"),
+    );
+    let decision = |model: &Model| model.decide(&a, &b, &t).map(|o| (o.decision, o.blocked_by));
+    let found = |rarest| Namesakes {
+        compared: 5_000,
+        apart: 3,
+        rarest_name_bits: rarest,
+    };
+    let bits = super::params::names_bits(&model.score(&a, &b));
+    model.namesakes = Some(found(None));
+    assert_eq!(decision(&model), Some((Decision::Link, None)), "rare names");
+    model.namesakes = Some(found(Some(bits - 1.0)));
+    assert_eq!(
+        decision(&model),
+        Some((Decision::Link, None)),
+        "rarer than the namesakes"
+    );
+    model.namesakes = Some(found(Some(bits)));
+    assert_eq!(
+        decision(&model),
+        Some((Decision::Review, Some("uncorroborated_namesake"))),
+        "namesakes found with names as rare"
+    );
+
+    // Training keeps how rare the names of the namesakes it found were.
+    let records = generated(3_000);
+    let options = Options {
+        random_pairs: 200_000,
+        ..Options::default()
+    };
+    let trained = train::train(&records, &Model::priors(), &options, &mut |_| {});
+    let n = trained.model.namesakes.expect("counted");
+    assert!(n.apart > 0, "the generator plants namesakes");
+    assert!(n.rarest_name_bits.is_some_and(|b| b > 10.0), "{n:?}");
 }
 
 /// A one-digit typo in a passport number is a typo, not two people, when

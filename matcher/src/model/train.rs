@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::compare::{compare, Field, Levels, FIELDS};
-use super::params::{FieldParams, Frequencies, Model, Namesakes};
+use super::params::{names_bits, FieldParams, Frequencies, Model, Namesakes};
 use crate::features::Features;
 use crate::par::par_map;
 
@@ -89,7 +89,8 @@ pub fn train(
     set_u(&mut model, &random, start, Some(lambda));
     progress("u estimated again, the matches among the random pairs left out".into());
     let iterations = fit(&mut model, &blocked, options, progress);
-    let namesakes = namesakes(&blocked.all);
+    let mut namesakes = namesakes(&blocked.all);
+    namesakes.rarest_name_bits = rarest_namesakes(records, &blocked.namesake_pairs, &model);
     model.namesakes = Some(namesakes);
     progress(format!(
         "{} pairs agree on names and birth date and hold comparable SNILS or passports; {} of them are two people",
@@ -117,6 +118,9 @@ struct Blocked {
     all: Patterns,
     /// How many pairs `all` counts.
     pairs: usize,
+    /// The pairs of `all` that are namesakes beyond doubt
+    /// ([`Namesakes::apart`]), in a fixed order.
+    namesake_pairs: Vec<(u32, u32)>,
 }
 
 impl Blocked {
@@ -126,6 +130,7 @@ impl Blocked {
             by_ids: patterns(records, &blocked(records, &["d:", "s:", "o:"], max_block)),
             by_names: patterns(records, &blocked(records, &["n:", "f:"], max_block)),
             pairs: all.len(),
+            namesake_pairs: namesake_pairs(records, &all),
             all: patterns(records, &all),
         }
     }
@@ -191,6 +196,32 @@ fn fit(
         blocked.pairs
     ));
     iterations
+}
+
+/// The pairs that are namesakes beyond doubt, in a fixed order. Only pairs
+/// equal on names and birth date are compared.
+fn namesake_pairs(records: &[Features], pairs: &HashSet<(u32, u32)>) -> Vec<(u32, u32)> {
+    let same_names = |a: &Features, b: &Features| {
+        a.birth.is_some() && a.birth == b.birth && a.last == b.last && a.first == b.first
+    };
+    let mut list: Vec<(u32, u32)> = pairs
+        .iter()
+        .copied()
+        .filter(|&(i, j)| same_names(&records[i as usize], &records[j as usize]))
+        .filter(|&(i, j)| {
+            Namesakes::apart(&compare(&records[i as usize], &records[j as usize])) == Some(true)
+        })
+        .collect();
+    list.sort_unstable();
+    list
+}
+
+/// The most that the names of a namesake pair weigh under `model`.
+fn rarest_namesakes(records: &[Features], pairs: &[(u32, u32)], model: &Model) -> Option<f64> {
+    pairs
+        .iter()
+        .map(|&(i, j)| names_bits(&model.score(&records[i as usize], &records[j as usize])))
+        .reduce(f64::max)
 }
 
 /// What the compared pairs say about namesakes (see [`Namesakes`]).
