@@ -68,6 +68,31 @@ fn em_converges_to_the_same_model_from_the_same_data() {
     assert!(first.model.lambda > 0.0 && first.model.lambda < 1.0);
 }
 
+/// The priors with `people` holding each of `names` (surname, first name,
+/// patronymic) among 100,000 records, and two records that agree on those
+/// names, birth date and sex and nothing else.
+fn named_pair(names: [&str; 3], people: u32) -> (Model, Features, Features) {
+    let mut model = Model::priors();
+    let mut frequencies = Frequencies {
+        records: 100_000,
+        ..Default::default()
+    };
+    for (field, value) in ["last_name", "first_name", "middle_name"]
+        .into_iter()
+        .zip(names)
+    {
+        let counts = frequencies.counts.entry(field.into()).or_default();
+        counts.insert(value.into(), people);
+    }
+    model.frequencies = frequencies;
+    let [last, first, middle] = names;
+    (
+        model,
+        record("1", last, first, middle),
+        record("2", last, first, middle),
+    )
+}
+
 /// Two records that agree on full name, birth date and sex and nothing
 /// else: one person if the name is rare, a review if it is common.
 #[test]
@@ -111,25 +136,8 @@ fn term_frequency_separates_a_rare_from_a_common_namesake_pair() {
 /// shipped priors (nothing counted) keep the rule.
 #[test]
 fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
-    let mut model = Model::priors();
-    let mut frequencies = Frequencies {
-        records: 100_000,
-        ..Default::default()
-    };
-    for (field, value) in [
-        ("last_name", "соколов"),
-        ("first_name", "андрей"),
-        ("middle_name", "викторович"),
-    ] {
-        let counts = frequencies.counts.entry(field.into()).or_default();
-        counts.insert(value.into(), 500);
-    }
-    model.frequencies = frequencies;
+    let (mut model, a, b) = named_pair(["соколов", "андрей", "викторович"], 500);
     let t = Thresholds::default();
-    let (a, b) = (
-        record("1", "соколов", "андрей", "викторович"),
-        record("2", "соколов", "андрей", "викторович"),
-    );
     let decision = |model: &Model| model.decide(&a, &b, &t).map(|o| (o.decision, o.blocked_by));
     let held = Some((Decision::Review, Some("uncorroborated_namesake")));
     assert_eq!(decision(&model), held, "priors: not counted");
@@ -202,25 +210,8 @@ fn the_namesake_rule_applies_where_the_records_hold_namesakes() {
 /// namesakes were found among names as rare, rarity proves nothing.
 #[test]
 fn rare_names_must_be_rarer_than_the_namesakes_found() {
-    let mut model = Model::priors();
-    let mut frequencies = Frequencies {
-        records: 100_000,
-        ..Default::default()
-    };
-    for (field, value) in [
-        ("last_name", "пржевальский"),
-        ("first_name", "ипполит"),
-        ("middle_name", "феоктистович"),
-    ] {
-        let counts = frequencies.counts.entry(field.into()).or_default();
-        counts.insert(value.into(), 1);
-    }
-    model.frequencies = frequencies;
+    let (mut model, a, b) = named_pair(["пржевальский", "ипполит", "феоктистович"], 1);
     let t = Thresholds::default();
-    let (a, b) = (
-        record("1", "пржевальский", "ипполит", "феоктистович"),
-        record("2", "пржевальский", "ипполит", "феоктистович"),
-    );
     let decision = |model: &Model| model.decide(&a, &b, &t).map(|o| (o.decision, o.blocked_by));
     let found = |rarest| Namesakes {
         compared: 5_000,
