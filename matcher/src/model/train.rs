@@ -10,7 +10,9 @@
 //! pairs sharing a surname or first name and patronymic with the birth date
 //! estimate the identifiers, phone and e-mail. The prior is then estimated
 //! with m and u fixed on all the pairs the matcher compares (sharing any
-//! blocking key).
+//! blocking key). Last, the namesakes among those pairs are counted, with
+//! the weight of the rarest names two of them share (see
+//! [`Namesakes`](super::params::Namesakes)).
 
 use std::collections::{HashMap, HashSet};
 
