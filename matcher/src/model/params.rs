@@ -97,7 +97,7 @@ pub struct Namesakes {
     /// Of those, pairs that are two people.
     pub apart: u64,
     /// The most that the names of those two-people pairs weigh (bits, see
-    /// [`names_bits`]): where namesakes are found among names this rare, a
+    /// [`full_name_bits`]): where namesakes are found among names this rare, a
     /// rare name is no sign of one person up to there. `None` for a model
     /// stored before it was counted.
     #[serde(default)]
@@ -348,7 +348,7 @@ impl Model {
         let rarer_than_namesakes = self
             .namesakes
             .and_then(|n| n.rarest_name_bits)
-            .is_none_or(|rarest| names_bits(s) > rarest);
+            .is_none_or(|rarest| full_name_bits(s) > rarest);
         records > 0
             && name_bits(s) >= (records as f64).log2() + t.uncorroborated_margin_bits
             && rarer_than_namesakes
@@ -470,9 +470,9 @@ fn name_bits(s: &Scored) -> f64 {
         .sum()
 }
 
-/// What the names of a pair weigh: the contributions of surname, first
-/// name and patronymic.
-pub fn names_bits(s: &Scored) -> f64 {
+/// What the full name of a pair weighs: the contributions of surname,
+/// first name and patronymic (unlike `name_bits`, nothing else).
+pub fn full_name_bits(s: &Scored) -> f64 {
     [Field::LastName, Field::FirstName, Field::MiddleName]
         .iter()
         .filter_map(|f| s.contributions[f.index()])

@@ -218,7 +218,7 @@ fn rare_names_must_be_rarer_than_the_namesakes_found() {
         apart: 3,
         rarest_name_bits: rarest,
     };
-    let bits = super::params::names_bits(&model.score(&a, &b));
+    let bits = super::params::full_name_bits(&model.score(&a, &b));
     model.namesakes = Some(found(None));
     assert_eq!(decision(&model), Some((Decision::Link, None)), "rare names");
     model.namesakes = Some(found(Some(bits - 1.0)));

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::compare::{compare, Field, Levels, FIELDS};
-use super::params::{names_bits, FieldParams, Frequencies, Model, Namesakes};
+use super::params::{full_name_bits, FieldParams, Frequencies, Model, Namesakes};
 use crate::features::Features;
 use crate::par::par_map;
 
@@ -222,7 +222,7 @@ fn namesake_pairs(records: &[Features], pairs: &HashSet<(u32, u32)>) -> Vec<(u32
 fn rarest_namesakes(records: &[Features], pairs: &[(u32, u32)], model: &Model) -> Option<f64> {
     pairs
         .iter()
-        .map(|&(i, j)| names_bits(&model.score(&records[i as usize], &records[j as usize])))
+        .map(|&(i, j)| full_name_bits(&model.score(&records[i as usize], &records[j as usize])))
         .reduce(f64::max)
 }
 
