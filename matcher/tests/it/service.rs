@@ -260,6 +260,11 @@ async fn a_mass_delete_retires_persons_and_sigterm_ends_it_promptly() {
     let deadline = Duration::from_secs(10);
     let mut env = testkit::service_env(&f.db, &testkit::unique_stream());
     env.push(("ETL__SHUTDOWN__DEADLINE".into(), "10s".into()));
+    // Batches of at most 2,000 changes: the delete of some 12,000 records
+    // takes several, so SIGTERM after the first retirements finds it
+    // unfinished however fast the machine (with batches growing to 20,000
+    // it could end before the signal arrived).
+    env.push(("ETL__MATCHER__MAX_BATCH_SIZE".into(), "2000".into()));
     env.push(("RUST_LOG".into(), "info".into()));
     let bin = env!("CARGO_BIN_EXE_matcher");
     let pending = "SELECT count(*) FROM record_changes";
